@@ -1,0 +1,3 @@
+from amg.cli import main
+
+raise SystemExit(main())

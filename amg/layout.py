@@ -1,0 +1,121 @@
+"""The DATAROOT contract: every path AMG reads or writes is named here and nowhere else.
+
+    DATAROOT/input_data/audio/NAME/NAME.wav     driving speech (+ its cached features beside it)
+    DATAROOT/input_data/video/NAME/NAME.mp4     avatar video (+ its preprocessed tracks beside it)
+    DATAROOT/checkpoints/NAME/                  everything a trained avatar needs
+    DATAROOT/output_data/AUDIO_to_VIDEO/        rendered results
+
+Inputs in other common formats (NAME.mov, NAME.mp3, ...) are accepted; stages normalise them on the way in.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from amg.errors import AmgError
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv", ".ts")
+AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".m4a", ".aac", ".ogg", ".opus", ".wma") + VIDEO_EXTENSIONS
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def validate_name(name: str, what: str = "name") -> str:
+    """Return `name` if it is a safe single path component, else raise AmgError.
+
+    Allowed: ASCII letters, digits, '.', '_', '-', starting with a letter or digit, at most 128 characters.
+    This rules out path traversal ('..', '/', '\\'), absolute paths, empty names and look-alike unicode.
+    """
+    if not isinstance(name, str) or not name:
+        raise AmgError(f"The {what} is empty.")
+    if unicodedata.normalize("NFKC", name) != name or not _NAME_RE.match(name) or ".." in name:
+        raise AmgError(
+            f"Invalid {what} {name!r}: use 1-128 ASCII letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (no path separators, no '..')."
+        )
+    return name
+
+
+def _find_media(folder: Path, name: str, extensions: tuple[str, ...], kind: str) -> Path:
+    for ext in extensions:
+        for candidate in (folder / f"{name}{ext}", folder / f"{name}{ext.upper()}"):
+            if candidate.is_file():
+                return candidate
+    raise AmgError(
+        f"No {kind} file for {name!r}: expected {folder / (name + extensions[0])} "
+        f"(or another of {', '.join(extensions)})."
+    )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths under one DATAROOT."""
+
+    root: Path
+
+    def __init__(self, root: str | Path):
+        object.__setattr__(self, "root", Path(root).expanduser().resolve())
+
+    # --- inputs -------------------------------------------------------------------------------------
+    def video_dir(self, name: str) -> Path:
+        return self.root / "input_data" / "video" / validate_name(name, "video name")
+
+    def audio_dir(self, name: str) -> Path:
+        return self.root / "input_data" / "audio" / validate_name(name, "audio name")
+
+    def video_source(self, name: str) -> Path:
+        """The user's avatar video, in whatever common container it came in."""
+        return _find_media(self.video_dir(name), name, VIDEO_EXTENSIONS, "video")
+
+    def audio_source(self, name: str) -> Path:
+        """The user's driving speech: any common audio file, or a video whose audio track is used."""
+        return _find_media(self.audio_dir(name), name, AUDIO_EXTENSIONS, "audio")
+
+    # --- preprocessed avatar video (stage 1) --------------------------------------------------------
+    def preprocess_dir(self, name: str) -> Path:
+        """Per-input processed data lives beside the input, in a subfolder so it never shadows it."""
+        return self.video_dir(name) / "processed"
+
+    def frames_video(self, name: str) -> Path:
+        """The avatar video cropped to the fixed window, resized, at 25 fps, with 16 kHz mono audio."""
+        return self.preprocess_dir(name) / "frames.mp4"
+
+    def matte_video(self, name: str) -> Path:
+        return self.preprocess_dir(name) / "matte.mp4"
+
+    def audio_wav(self, name: str) -> Path:
+        """The avatar video's own speech, 16 kHz mono."""
+        return self.preprocess_dir(name) / "audio.wav"
+
+    def raw_tracks(self, name: str) -> Path:
+        return self.preprocess_dir(name) / "raw_tracks.npz"
+
+    def tracks(self, name: str) -> Path:
+        return self.preprocess_dir(name) / "tracks.npz"
+
+    def face_model(self, name: str) -> Path:
+        return self.preprocess_dir(name) / "face_model.npz"
+
+    def background(self, name: str) -> Path:
+        return self.preprocess_dir(name) / "background.png"
+
+    def tracking_preview(self, name: str) -> Path:
+        return self.preprocess_dir(name) / "tracking_preview.mp4"
+
+    def preprocess_report(self, name: str) -> Path:
+        return self.preprocess_dir(name) / "report.json"
+
+    def preprocess_config(self, name: str) -> Path:
+        return self.preprocess_dir(name) / "preprocess_config.yaml"
+
+    # --- trained avatars and results ----------------------------------------------------------------
+    def checkpoint_dir(self, name: str) -> Path:
+        return self.root / "checkpoints" / validate_name(name, "avatar name")
+
+    def output_dir(self, audio_name: str, video_name: str) -> Path:
+        validate_name(audio_name, "audio name")
+        validate_name(video_name, "video name")
+        return self.root / "output_data" / f"{audio_name}_to_{video_name}"

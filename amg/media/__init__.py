@@ -1,0 +1,6 @@
+"""Media I/O: probe and decode videos, load audio, write mp4 and WAV files (all through PyAV)."""
+
+from amg.media.audio import load_audio, write_wav
+from amg.media.video import VideoInfo, VideoWriter, iter_frames, probe_video, write_video
+
+__all__ = ["VideoInfo", "probe_video", "iter_frames", "VideoWriter", "write_video", "load_audio", "write_wav"]

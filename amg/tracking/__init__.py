@@ -1,0 +1,1 @@
+"""Face tracking: MediaPipe capture, mesh topology, head-pose and expression fitting, temporal smoothing."""

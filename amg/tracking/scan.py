@@ -1,0 +1,116 @@
+"""First look at an avatar video: is there one usable face, and which fixed window frames head and shoulders."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterable
+
+import cv2
+import numpy as np
+
+from amg.errors import TrackingError
+from amg.tracking.models import FaceDetector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CropWindow:
+    """A square window in the source frame's display pixels; every later stage works inside it."""
+
+    x0: int
+    y0: int
+    side: int
+
+    def crop(self, frame: np.ndarray, size: int) -> np.ndarray:
+        """Cut the window out of `frame` and resample it to size x size (area filter when shrinking)."""
+        window = frame[self.y0 : self.y0 + self.side, self.x0 : self.x0 + self.side]
+        interp = cv2.INTER_AREA if size < self.side else cv2.INTER_LINEAR
+        return cv2.resize(window, (size, size), interpolation=interp)
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.x0, self.y0, self.side], np.int32)
+
+
+@dataclass(frozen=True)
+class FaceScan:
+    """Faces seen on the sampled frames of a video."""
+
+    frame_size: tuple[int, int]  # (width, height)
+    n_sampled: int
+    n_with_face: int
+    n_with_several: int
+    main_boxes: np.ndarray  # (n_with_face, 4) x0, y0, x1, y1 of the chosen face on each frame that has one
+
+    @property
+    def face_fraction(self) -> float:
+        return self.n_with_face / max(self.n_sampled, 1)
+
+
+def main_face_index(boxes: np.ndarray, frame_size: tuple[int, int]) -> int:
+    """The largest, most central face: size relative to the frame minus half its distance from the centre."""
+    w, h = frame_size
+    heights = (boxes[:, 3] - boxes[:, 1]) / h
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    off_centre = np.hypot((centres[:, 0] - w / 2) / w, (centres[:, 1] - h / 2) / h)
+    return int(np.argmax(heights - 0.5 * off_centre))
+
+
+def scan_faces(frames: Iterable[np.ndarray], every: int, detector: FaceDetector) -> FaceScan:
+    """Run the face detector on every `every`-th frame and keep the main face of each."""
+    n_sampled = n_several = 0
+    main_boxes = []
+    frame_size = (0, 0)
+    for i, frame in enumerate(frames):
+        if i % every:
+            continue
+        frame_size = (frame.shape[1], frame.shape[0])
+        boxes, _ = detector(frame)
+        n_sampled += 1
+        if len(boxes) > 1:
+            n_several += 1
+        if len(boxes):
+            main_boxes.append(boxes[main_face_index(boxes, frame_size)])
+    return FaceScan(frame_size, n_sampled, len(main_boxes), n_several, np.asarray(main_boxes, np.float32).reshape(-1, 4))
+
+
+def check_faces(scan: FaceScan, min_fraction: float, video_name: str) -> None:
+    """Stop on videos without a usable face; warn once when several people are in the picture."""
+    if scan.n_with_face == 0:
+        raise TrackingError(
+            f"No face found in video {video_name!r} ({scan.n_sampled} frames checked). "
+            "AMG needs a video of one person talking to the camera, face visible."
+        )
+    if scan.face_fraction < min_fraction:
+        raise TrackingError(
+            f"A face is visible in only {scan.face_fraction:.0%} of video {video_name!r} "
+            f"(at least {min_fraction:.0%} needed). Trim the parts without the speaker's face and try again."
+        )
+    if scan.n_with_several:
+        log.warning(
+            "Several faces in %d of %d checked frames of %r: tracking the largest, most central one.",
+            scan.n_with_several,
+            scan.n_sampled,
+            video_name,
+        )
+
+
+def crop_window(scan: FaceScan, scale: float, face_center_y: float) -> CropWindow:
+    """A fixed square window around the main face with room for the shoulders (half-body framing).
+
+    The side is `scale` face heights, widened to cover the face's horizontal travel over the video; the face
+    centre sits at `face_center_y` of the side from the top, so the window extends down to the shoulders.
+    The window is kept inside the frame (shrunk if the frame is too small), never padded: padding would
+    teach the GAN to draw borders.
+    """
+    w, h = scan.frame_size
+    boxes = scan.main_boxes
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    face_h = float(np.median(boxes[:, 3] - boxes[:, 1]))
+    travel_x = float(np.percentile(centres[:, 0], 95) - np.percentile(centres[:, 0], 5))
+    side = int(round(min(max(scale * face_h, travel_x + 2.2 * face_h), w, h)))
+    cx, cy = np.median(centres, axis=0)
+    x0 = int(round(np.clip(cx - side / 2, 0, w - side)))
+    y0 = int(round(np.clip(cy - face_center_y * side, 0, h - side)))
+    return CropWindow(x0, y0, side)

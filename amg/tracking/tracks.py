@@ -1,0 +1,42 @@
+"""Stage 1's product: the smoothed per-frame tracks of an avatar video, as every later stage reads them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from amg.fsutil import save_npz
+
+
+@dataclass
+class Tracks:
+    """All arrays have the frame count T first; positions are pixels of the size x size crop at 25 fps."""
+
+    landmarks: np.ndarray  # (T, N, 3) smoothed face landmarks (x, y, depth)
+    landmarks_raw: np.ndarray  # (T, N, 3) tracker output, gaps interpolated
+    tracked: np.ndarray  # (T,) bool: the face was found on this frame (False: interpolated)
+    rotation: np.ndarray  # (T, 3) head rotation vector (axis * angle, radians), neutral face → frame
+    translation: np.ndarray  # (T, 3) pixels
+    scale: np.ndarray  # (T,) pixels per neutral-face unit
+    euler_deg: np.ndarray  # (T, 3) yaw, pitch, roll in degrees (0, 0, 0: facing the camera upright)
+    expression: np.ndarray  # (T, K) coefficients of the avatar's PCA expression basis
+    body: np.ndarray  # (T, 4, 3) shoulders and hips: x, y, visibility (smoothed, interpolated)
+    window: np.ndarray  # (3,) crop window in source pixels: x0, y0, side
+    fps: int
+    size: int
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.tracked)
+
+    def save(self, path: Path) -> None:
+        save_npz(path, **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
+
+    @classmethod
+    def load(cls, path: Path) -> "Tracks":
+        with np.load(path) as z:
+            values = {f.name: z[f.name] for f in fields(cls)}
+        values["fps"], values["size"] = int(values["fps"]), int(values["size"])
+        return cls(**values)
