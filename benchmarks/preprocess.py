@@ -1,6 +1,6 @@
 """Preprocessing speed per sub-stage at 256 and 512 px on a shared clip.
 
-    python benchmarks/preprocess.py [--video ../shared/data/video/hdtf_aoc_8s.mp4] [--sizes 256 512]
+    python benchmarks/preprocess.py [--video ../shared/data/video/obama_clip2.mp4] [--sizes 256 512]
 
 The clip is linked (not copied) into a temporary DATAROOT. Frames/s of a sub-stage = video frames / seconds
 spent in it; sub-stages overlap (matte and pose run in a worker thread beside the face mesh), so the wall
@@ -32,7 +32,7 @@ def run_once(video: Path, size: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--video", type=Path, default=SHARED / "video" / "hdtf_aoc_8s.mp4")
+    parser.add_argument("--video", type=Path, default=SHARED / "video" / "obama_clip2.mp4")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

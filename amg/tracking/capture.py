@@ -20,6 +20,7 @@ from tqdm import tqdm
 from amg.config import PreprocessConfig
 from amg.fsutil import save_npz
 from amg.media import VideoWriter
+from amg.tracking.background import BackgroundSampler
 from amg.tracking.models import BodyTracker, FaceMeshTracker, PersonMatter
 from amg.tracking.scan import CropWindow
 
@@ -63,6 +64,8 @@ class RawTracks:
     body_found: np.ndarray  # (T,) bool: a pose was run and found on this frame
     window: CropWindow
     size: int
+    background: np.ndarray  # (size, size, 3) uint8 background plate
+    background_holes: float  # fraction of the plate that was never uncovered and had to be inpainted
 
     def save(self, path: Path, capture_key: str) -> None:
         """Save with `capture_key`, the options that produced it, so a re-run knows whether it can reuse it."""
@@ -74,6 +77,8 @@ class RawTracks:
             body_found=self.body_found,
             window=self.window.as_array(),
             size=np.int32(self.size),
+            background=self.background,
+            background_holes=np.float32(self.background_holes),
             capture_key=np.str_(capture_key),
         )
 
@@ -87,6 +92,8 @@ class RawTracks:
                 body_found=z["body_found"],
                 window=CropWindow(*(int(v) for v in z["window"])),
                 size=int(z["size"]),
+                background=z["background"],
+                background_holes=float(z["background_holes"]),
             )
             return raw, str(z["capture_key"])
 
@@ -115,7 +122,8 @@ def capture(
     audio: np.ndarray | None,
     timer: StageTimer,
 ) -> RawTracks:
-    """Track every frame and write the normalised crop video (with audio) and the matte video.
+    """Track every frame, write the normalised crop video (with audio) and the matte video, and sample the
+    background plate.
 
     MediaPipe graphs are single-threaded and release the GIL, so on 2 cores the matte and body models run
     in a worker thread a few frames behind the face mesh, which runs here with decoding and encoding.
@@ -126,31 +134,33 @@ def capture(
     landmarks = np.full((n_frames, mesh.n_points, 3), np.nan, np.float32)
     body = np.full((n_frames, 4, 3), np.nan, np.float32)
     expected = face_centre.astype(np.float32)
+    background = BackgroundSampler(n_frames, cfg.background_samples, cfg.matte_threshold)
 
     def matte_and_body(i: int, crop: np.ndarray) -> np.ndarray:
         if i % cfg.pose_every == 0:
             body[i] = _track_body(body_tracker, crop, cfg.pose_size, timer)
         return timer.call("matte", matter, crop)
 
-    pending: deque[tuple[np.ndarray, Future]] = deque()
+    pending: deque[tuple[int, np.ndarray, Future]] = deque()
     try:
         with (
             ThreadPoolExecutor(max_workers=1) as worker,
             VideoWriter(frames_path, fps=cfg.fps, audio=audio, sample_rate=cfg.sample_rate) as frame_out,
-            VideoWriter(matte_path, fps=cfg.fps) as matte_out,
+            VideoWriter(matte_path, fps=cfg.fps, preset="ultrafast") as matte_out,
         ):
 
             def write_oldest() -> None:
-                crop, matte = pending.popleft()
+                index, crop, future = pending.popleft()
+                matte = future.result()
+                timer.call("background", background.offer, index, crop, matte)
                 timer.call("encode", frame_out.write, crop)
-                timer.call("encode", matte_out.write, _gray_to_rgb(matte.result()))
+                timer.call("encode", matte_out.write, _gray_to_rgb(matte))
 
-            decoded = timer.timed("decode", frames)
-            for i, frame in enumerate(tqdm(decoded, total=n_frames, desc="Tracking", unit="frame")):
+            for i, frame in enumerate(tqdm(frames, total=n_frames, desc="Tracking", unit="frame")):
                 if i >= n_frames:
                     break
                 crop = timer.call("crop", window.crop, frame, size)
-                pending.append((crop, worker.submit(matte_and_body, i, crop)))
+                pending.append((i, crop, worker.submit(matte_and_body, i, crop)))
                 track_image = crop if track_res == size else timer.call("crop", window.crop, frame, track_res)
                 face = pick_face(timer.call("face", mesh, track_image), expected * track_res / size)
                 if face is not None:
@@ -166,7 +176,8 @@ def capture(
         matter.close()
     face_found = ~np.isnan(landmarks[:, 0, 0])
     body_found = ~np.isnan(body[:, 0, 0])
-    return RawTracks(landmarks, face_found, body, body_found, window, size)
+    plate, holes = timer.call("background", background.plate)
+    return RawTracks(landmarks, face_found, body, body_found, window, size, plate, holes)
 
 
 def _track_body(tracker: BodyTracker, crop: np.ndarray, pose_size: int, timer: StageTimer) -> np.ndarray:

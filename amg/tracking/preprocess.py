@@ -1,9 +1,9 @@
 """Stage 1, `amg preprocess`: an avatar video → crop, tracks, expression basis, matte, background plate.
 
     scan     face detection on sampled frames: is there one usable face; the fixed crop window
-    capture  per frame: face mesh, body pose (every k-th frame), person matte; the cropped 25 fps video
+    capture  per frame: face mesh, body pose (every k-th frame), person matte; the cropped 25 fps video;
+             the background plate from the pixels outside the matte on sampled frames
     fit      the avatar's neutral face, rigid head pose, PCA expression basis; gap filling and smoothing
-    plate    background plate from the pixels outside the matte
     preview  tracking_preview.mp4
 
 Outputs live in `Layout.preprocess_dir(NAME)`, each written atomically. The expensive capture pass is cached
@@ -21,13 +21,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from amg.concurrency import prefetch
 from amg.config import PreprocessConfig, read_saved_config, save_config
 from amg.errors import MediaError, TrackingError
 from amg.fsutil import atomic_path, write_text
 from amg.layout import Layout
 from amg.media import VideoWriter, iter_frames, load_audio, probe_video, write_wav
 from amg.tracking import fitting, smoothing, topology
-from amg.tracking.background import background_plate
 from amg.tracking.capture import RawTracks, StageTimer, capture
 from amg.tracking.models import FaceDetector
 from amg.tracking.preview import draw_tracks
@@ -42,7 +42,7 @@ MIN_FRAMES = 50
 # Options that change what the capture pass writes; the others only change the cheap steps after it.
 CAPTURE_OPTIONS = (
     "fps", "sample_rate", "size", "track_size", "refine_landmarks", "crop_scale", "crop_face_center_y",
-    "scan_every", "min_face_fraction", "pose_every", "pose_size",
+    "scan_every", "min_face_fraction", "pose_every", "pose_size", "background_samples", "matte_threshold",
 )  # fmt: skip
 
 
@@ -63,12 +63,12 @@ def preprocess(layout: Layout, name: str, cfg: PreprocessConfig, force: bool = F
     raw = _cached_capture(layout, name, cfg, force)
     if raw is None:
         audio = _extract_audio(source, info.has_audio, cfg, layout.audio_wav(name), name)
-        scan = timer.call("scan", scan_faces, iter_frames(source, cfg.fps), cfg.scan_every, FaceDetector())
+        scan = timer.call("scan", scan_faces, prefetch(iter_frames(source, cfg.fps)), cfg.scan_every, FaceDetector())
         check_faces(scan, cfg.min_face_fraction, name)
         window = crop_window(scan, cfg.crop_scale, cfg.crop_face_center_y)
         face_centre = _face_centre_in_crop(scan.main_boxes, window, cfg.size)
         raw = capture(
-            iter_frames(source, cfg.fps), n_frames, window, face_centre, cfg,
+            prefetch(timer.timed("decode", iter_frames(source, cfg.fps))), n_frames, window, face_centre, cfg,
             layout.frames_video(name), layout.matte_video(name), audio, timer,
         )  # fmt: skip
         _check_tracked_fraction(raw, cfg, name)
@@ -80,14 +80,7 @@ def preprocess(layout: Layout, name: str, cfg: PreprocessConfig, force: bool = F
     fitting.save_expression_model(layout.face_model(name), model)
     timer.seconds["fitting"] += time.perf_counter() - fit_start
 
-    plate_start = time.perf_counter()
-    plate, hole_fraction = background_plate(
-        iter_frames(layout.frames_video(name), cfg.fps),
-        iter_frames(layout.matte_video(name), cfg.fps),
-        tracks.n_frames, cfg.background_samples, cfg.matte_threshold,
-    )  # fmt: skip
-    _write_png(layout.background(name), plate)
-    timer.seconds["background"] += time.perf_counter() - plate_start
+    _write_png(layout.background(name), raw.background)
 
     if cfg.preview:
         preview_start = time.perf_counter()
@@ -104,7 +97,7 @@ def preprocess(layout: Layout, name: str, cfg: PreprocessConfig, force: bool = F
         "crop_window": {"x0": int(raw.window.x0), "y0": int(raw.window.y0), "side": int(raw.window.side)},
         "tracked_fraction": float(tracks.tracked.mean()),
         "interpolated_frames": int((~tracks.tracked).sum()),
-        "background_inpainted_fraction": hole_fraction,
+        "background_inpainted_fraction": raw.background_holes,
         **fit_stats,
         "seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
         "wall_seconds": round(time.perf_counter() - started, 3),
@@ -190,7 +183,7 @@ def write_preview(layout: Layout, name: str, tracks: Tracks, cfg: PreprocessConf
     rotations = fitting.rotations_from_rotvecs(tracks.rotation)
     audio_path = layout.audio_wav(name)
     audio = load_audio(audio_path, cfg.sample_rate) if audio_path.is_file() else None
-    frames = iter_frames(layout.frames_video(name), cfg.fps)
+    frames = prefetch(iter_frames(layout.frames_video(name), cfg.fps))
     with VideoWriter(layout.tracking_preview(name), fps=cfg.fps, audio=audio, sample_rate=cfg.sample_rate) as out:
         for frame in draw_tracks(frames, tracks.landmarks, rotations, tracks.tracked, tracks.body):
             out.write(frame)
@@ -252,7 +245,10 @@ def _cached_capture(layout: Layout, name: str, cfg: PreprocessConfig, force: boo
     path = layout.raw_tracks(name)
     if force or not (path.is_file() and layout.frames_video(name).is_file() and layout.matte_video(name).is_file()):
         return None
-    raw, key = RawTracks.load(path)
+    try:
+        raw, key = RawTracks.load(path)
+    except (KeyError, ValueError, OSError):  # written by an older AMG, or damaged: capture again
+        return None
     if key != _capture_key(cfg):
         return None
     log.info("Reusing the tracking pass of %r (capture options unchanged).", name)
