@@ -7,7 +7,7 @@ import logging
 import sys
 
 from amg import __version__
-from amg.config import PreprocessConfig, load_config
+from amg.config import MotionConfig, PreprocessConfig, load_config, read_saved_config
 from amg.errors import AmgError
 from amg.layout import Layout
 
@@ -46,6 +46,40 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     )
 
 
+def _preprocess_config(args: argparse.Namespace, layout: Layout) -> PreprocessConfig:
+    """The config the avatar video was preprocessed with, else the defaults."""
+    return read_saved_config(PreprocessConfig, layout.preprocess_config(args.video_name)) or PreprocessConfig()
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from amg.motion.stage import train_motion
+    from amg.tracking.preprocess import preprocess
+
+    layout = Layout(args.dataroot)
+    preprocess(layout, args.video_name, _preprocess_config(args, layout))
+    cfg = load_config(MotionConfig, args.config, **_parse_overrides(args.set))
+    report = train_motion(layout, args.video_name, cfg, force=args.force)
+    expression = report.get("audio2expression", {})
+    if expression:
+        print(
+            f"Audio→Expression on the held-out tail: lip error {expression['lips_px']:.2f} px, "
+            f"mouth-opening correlation {expression['opening_corr']:.2f}"
+        )
+    print(f"Motion models of {args.video_name!r} are in {layout.checkpoint_dir(args.video_name)}")
+
+
+def cmd_motion(args: argparse.Namespace) -> None:
+    from amg.motion.stage import predict_motion, write_motion_preview
+
+    layout = Layout(args.dataroot)
+    motion = predict_motion(
+        layout, args.audio_name, args.video_name, args.pose, args.seed, args.temperature, args.intensity
+    )
+    preview = write_motion_preview(layout, args.audio_name, args.video_name, motion)
+    print(f"{motion.n_frames} frames of motion in {layout.motion_tracks(args.audio_name, args.video_name)}")
+    print(f"Preview: {preview}")
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     from amg.samples import install_samples
 
@@ -66,6 +100,25 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--force", action="store_true", help="redo cached work")
     _add_config_options(pre)
     pre.set_defaults(func=cmd_preprocess)
+
+    train = sub.add_parser("train", help="train an avatar's models (preprocessing the video first if needed)")
+    train.add_argument("dataroot")
+    train.add_argument("video_name")
+    train.add_argument("--stage", choices=["motion"], default="motion", help="which models to train")
+    train.add_argument("--force", action="store_true", help="retrain even if finished checkpoints exist")
+    _add_config_options(train)
+    train.set_defaults(func=cmd_train)
+
+    motion = sub.add_parser("motion", help="predict expression, head pose and body for a speech file")
+    motion.add_argument("dataroot")
+    motion.add_argument("audio_name", help="name of the speech in DATAROOT/input_data/audio/NAME/")
+    motion.add_argument("video_name", help="the avatar")
+    motion.add_argument("--pose", choices=["generate", "static", "replay"], default="generate",
+                        help="head motion: generated from the audio, held still, or replayed from the video")
+    motion.add_argument("--seed", type=int, default=0, help="head-motion sampling seed")
+    motion.add_argument("--temperature", type=float, default=1.0, help="head-motion randomness (0: most likely)")
+    motion.add_argument("--intensity", type=float, default=1.0, help="head-motion amplitude scale")
+    motion.set_defaults(func=cmd_motion)
 
     sample = sub.add_parser("sample", help="put the sample media shipped with the installed packages in DATAROOT")
     sample.add_argument("dataroot")

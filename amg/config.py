@@ -6,7 +6,7 @@ import dataclasses
 import os
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,7 +38,7 @@ class PreprocessConfig:
     min_face_fraction: float = 0.5
     min_duration_s: float = 180.0  # shorter videos are accepted with a warning
     # MediaPipe pose costs ~50 ms per frame: run it on every k-th frame and interpolate (shoulders move slowly).
-    pose_every: int = 5
+    pose_every: int = 10
     pose_size: int = 256
     # PCA expression basis.
     n_expression: int = 48
@@ -54,6 +54,107 @@ class PreprocessConfig:
     preview: bool = True
 
 
+@dataclass
+class AudioFeatureConfig:
+    """Speech → per-video-frame (25 fps) lip-sync features (amg.audio), alike for any voice and channel."""
+
+    # Feature blocks, in this column order (a comma list, or a tuple/list in code): mel, embedding, vad, energy.
+    blocks: str = "mel,embedding,vad,energy"
+    # Log-mel block: 25 ms windows every 10 ms (4 per video frame, stacked). The band stops at 4 kHz, the band
+    # 8 kHz phone audio has too, so phone and wideband speech look alike. 24 bands (about critical bands) are
+    # as informative as 40 or 64 here and more robust: finer bands resolve the voice's pitch harmonics, which
+    # differ between speakers (benchmarks/audio_features.py).
+    n_mels: int = 24
+    fmin: float = 60.0
+    fmax: float = 4000.0
+    # Range kept below the utterance's speech level: anything quieter (room noise, digital silence) reads as
+    # this floor, so silence looks the same in every recording.
+    floor_db: float = 60.0
+    # Standardise each speech-embedding dimension with the utterance's own speech statistics (else, and when it
+    # has too little speech, with fixed statistics of several speakers).
+    embedding_normalize: bool = True
+    # Frames whose speech probability reaches this count as speech for the normalisation statistics.
+    vad_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        # One canonical spelling, so that a tuple in code and "mel, vad" from YAML compare equal.
+        parts = self.blocks.split(",") if isinstance(self.blocks, str) else self.blocks
+        self.blocks = ",".join(p.strip().lower() for p in parts if p.strip())
+
+
+@dataclass
+class Audio2ExpressionConfig:
+    """Lip-sync network (amg.motion.expression): a dilated temporal conv net, features → expression coefficients."""
+
+    hidden: int = 64
+    dilations: str = "1,2,4,8,1"  # kernel-3 blocks: ±16 frames (±0.64 s) of audio context
+    dropout: float = 0.1
+    steps: int = 1500
+    batch_size: int = 16
+    window: int = 64  # frames per training window
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    mouth_weight: float = 1.0
+    velocity_weight: float = 0.5
+    feature_noise: float = 0.1
+    holdout: float = 0.15  # the video's tail kept for validation
+    eval_every: int = 250
+    save_every: int = 250
+    seed: int = 0
+
+
+@dataclass
+class Audio2PoseConfig:
+    """Head-motion network (amg.motion.headpose): autoregressive mixture density over head pose."""
+
+    hidden: int = 64
+    history: int = 8  # past frames of pose the next one is conditioned on
+    audio_context: int = 12  # ± frames of audio features around the predicted frame (±0.5 s)
+    # Feature blocks the pose sees: prosody (energy, speech probability) and the speech embedding. The log-mel
+    # block says which sound is spoken, which the lips need and the head does not.
+    audio_blocks: str = "embedding,vad,energy"
+    n_mixtures: int = 4
+    dropout: float = 0.1
+    steps: int = 1500
+    batch_size: int = 128  # frames per step
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    # Noise on the conditioning history (exposure bias: at inference the history is the model's own samples).
+    history_noise: float = 0.05
+    feature_noise: float = 0.1
+    # Sampled poses are soft-clamped to the training range, widened by this fraction of it on each side.
+    clamp_margin: float = 0.25
+    smooth_window: int = 5  # Savitzky-Golay window over the sampled trajectory (frames)
+    holdout: float = 0.15
+    eval_every: int = 500
+    save_every: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Canonical spelling, as for AudioFeatureConfig.blocks: the checkpoint's config must compare equal.
+        parts = self.audio_blocks.split(",") if isinstance(self.audio_blocks, str) else self.audio_blocks
+        self.audio_blocks = ",".join(p.strip().lower() for p in parts if p.strip())
+
+
+@dataclass
+class Head2BodyConfig:
+    """Shoulder/hip regressor from head pose (amg.motion.body): ridge regression, smoothed."""
+
+    ridge: float = 1.0
+    smooth_window: int = 15  # shoulders move slowly; the head's small jitter must not shake them
+    holdout: float = 0.15
+
+
+@dataclass
+class MotionConfig:
+    """Stage 3 as a whole: the audio features it reads and its three models."""
+
+    features: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
+    expression: Audio2ExpressionConfig = field(default_factory=Audio2ExpressionConfig)
+    pose: Audio2PoseConfig = field(default_factory=Audio2PoseConfig)
+    body: Head2BodyConfig = field(default_factory=Head2BodyConfig)
+
+
 def _coerce(value: Any, tp: Any, name: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -61,6 +162,12 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         if value is None:
             return None
         return _coerce(value, args[0], name)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise AmgError(f"Config {name}: expected a mapping of {tp.__name__} options, got {value!r}.")
+        return config_from_dict(tp, value, prefix=f"{name}.")
     if tp is bool:
         if isinstance(value, str):
             low = value.strip().lower()
@@ -78,16 +185,37 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     return value
 
 
-def config_from_dict(cls: type[C], values: dict[str, Any] | None) -> C:
-    """Build `cls` from defaults plus `values`; unknown keys are an error (typos must not pass silently)."""
-    values = dict(values or {})
+def config_from_dict(cls: type[C], values: dict[str, Any] | None, prefix: str = "") -> C:
+    """Build `cls` from defaults plus `values`; unknown keys are an error (typos must not pass silently).
+
+    Nested configs take a mapping (`{"expression": {"steps": 500}}`, as in YAML) or dotted keys
+    (`{"expression.steps": 500}`, as from `--set`).
+    """
+    values = _nest_dotted_keys(values or {})
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise AmgError(f"Unknown {cls.__name__} option(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
-    kwargs = {k: _coerce(v, hints[k], k) for k, v in values.items() if v is not None}
+        raise AmgError(
+            f"Unknown {cls.__name__} option(s): {', '.join(prefix + u for u in unknown)}. "
+            f"Known: {', '.join(sorted(prefix + k for k in known))}."
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items() if v is not None}
     return cls(**kwargs)
+
+
+def _nest_dotted_keys(values: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        head, dot, rest = key.partition(".")
+        if not dot:
+            nested[key] = value
+            continue
+        sub = nested.setdefault(head, {})
+        if not isinstance(sub, dict):
+            raise AmgError(f"Config {head}: cannot set {key!r} on the value {sub!r}.")
+        sub[rest] = value
+    return nested
 
 
 def load_config(cls: type[C], yaml_path: str | os.PathLike | None = None, **overrides: Any) -> C:
@@ -130,6 +258,11 @@ def read_saved_config(cls: type[C], path: str | os.PathLike) -> C | None:
 
 
 __all__ = [
+    "Audio2ExpressionConfig",
+    "Audio2PoseConfig",
+    "AudioFeatureConfig",
+    "Head2BodyConfig",
+    "MotionConfig",
     "PreprocessConfig",
     "config_from_dict",
     "config_to_dict",

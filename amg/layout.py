@@ -115,7 +115,36 @@ class Layout:
     def checkpoint_dir(self, name: str) -> Path:
         return self.root / "checkpoints" / validate_name(name, "avatar name")
 
+    def audio2expression(self, name: str) -> Path:
+        return self.checkpoint_dir(name) / "audio2expression.pt"
+
+    def audio2headpose(self, name: str) -> Path:
+        return self.checkpoint_dir(name) / "audio2headpose.pt"
+
+    def head2body(self, name: str) -> Path:
+        return self.checkpoint_dir(name) / "head2body.pkl"
+
+    def head2body_plot(self, name: str) -> Path:
+        return self.checkpoint_dir(name) / "head2body_test.png"
+
+    def motion_config(self, name: str) -> Path:
+        return self.checkpoint_dir(name) / "motion_config.yaml"
+
+    def motion_report(self, name: str) -> Path:
+        return self.checkpoint_dir(name) / "motion_report.json"
+
+    def logs_dir(self, name: str) -> Path:
+        """TensorBoard logs of every training stage of avatar `name`."""
+        return self.checkpoint_dir(name) / "logs"
+
     def output_dir(self, audio_name: str, video_name: str) -> Path:
         validate_name(audio_name, "audio name")
         validate_name(video_name, "video name")
         return self.root / "output_data" / f"{audio_name}_to_{video_name}"
+
+    def motion_tracks(self, audio_name: str, video_name: str) -> Path:
+        """Predicted per-frame expression, pose and body for the audio: the renderer's input."""
+        return self.output_dir(audio_name, video_name) / "motion.npz"
+
+    def motion_preview(self, audio_name: str, video_name: str) -> Path:
+        return self.output_dir(audio_name, video_name) / "motion_preview.mp4"

@@ -1,0 +1,240 @@
+"""Speech → per-video-frame features that describe *what* is said, not who says it or through which channel.
+
+Video frame i covers audio [i/25, (i+1)/25) s; every block has exactly one row per frame. Blocks:
+
+- mel (4*n_mels): log-mel power of the four 10 ms windows in the frame, band-limited to fmin-fmax, with each
+  band standardised over the utterance's speech frames (removes the speaker's and channel's spectral tilt).
+- embedding (96): Google's speech embedding of the 775 ms around the frame, on audio brought to a reference
+  speech level, standardised over the utterance's speech frames (or with fixed reference statistics).
+- vad (1): Silero's speech probability.
+- energy (1): band energy in dB relative to the utterance's speech level, /10.
+
+Levels are relative to the utterance's own speech level (loud and quiet recordings match) and everything more
+than `floor_db` below it reads as the floor, so digital silence and room noise both give the same "silence"
+values. Without enough detected speech for statistics (silence, music, very short input), fixed reference
+statistics take their place, so nothing is ever normalised by the spread of noise.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from amg.audio import models, reference, spectral
+from amg.config import AudioFeatureConfig, read_saved_config, save_config
+from amg.errors import AmgError
+from amg.fsutil import save_npz
+from amg.layout import Layout
+from amg.media.audio import load_audio
+
+FPS = 25
+SAMPLE_RATE = models.SAMPLE_RATE
+FRAME_HOP = SAMPLE_RATE // FPS  # 640 samples per video frame
+WINDOWS_PER_FRAME = FRAME_HOP // spectral.HOP  # 4 mel windows per video frame
+BLOCK_NAMES = ("mel", "embedding", "vad", "energy")
+# Bumped whenever the computation changes, so that features cached by older code are recomputed.
+FEATURE_VERSION = 1
+
+# Speech statistics need this much detected speech (0.4 s) to be trusted; below it the references are used.
+MIN_SPEECH_FRAMES = 10
+# ITU-T P.56's nominal active speech level: the level assumed when no speech is detected, and the level the
+# embedding model's input is brought to.
+REFERENCE_SPEECH_DBFS = -26.0
+# Typical spread of a mel band's level over speech frames: the reference when there are no statistics.
+REFERENCE_BAND_STD_DB = 10.0
+# Smallest spread a band or embedding dimension is divided by: a band that is nearly constant (empty in
+# phone audio, say) must not have its noise blown up to unit variance.
+MIN_BAND_STD_DB = 3.0
+MIN_EMBEDDING_STD = 1.0  # a tenth of the embedding's typical spread (reference.EMBEDDING_STD)
+ENERGY_SCALE_DB = 10.0
+
+
+@dataclass
+class AudioFeatures:
+    """Per-video-frame audio features: `values[:, blocks[name]]` is one block; `vad` is always present."""
+
+    values: np.ndarray  # (T, D) float32
+    blocks: dict[str, slice]
+    vad: np.ndarray  # (T,) float32 speech probability
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def block(self, name: str) -> np.ndarray:
+        return self.values[:, self.blocks[name]]
+
+    def save(self, path: str | Path) -> None:
+        names = list(self.blocks)
+        bounds = np.array([[self.blocks[n].start, self.blocks[n].stop] for n in names], np.int64).reshape(-1, 2)
+        save_npz(path, values=self.values, vad=self.vad, block_names=np.array(names, dtype=str),
+                 block_bounds=bounds, version=np.array(FEATURE_VERSION))
+
+    @classmethod
+    def load(cls, path: str | Path) -> AudioFeatures:
+        try:
+            with np.load(path) as data:
+                if int(data["version"]) != FEATURE_VERSION:
+                    raise AmgError(f"{path} holds audio features of an older version; recompute them.")
+                blocks = {str(n): slice(int(a), int(b)) for n, (a, b) in zip(data["block_names"], data["block_bounds"])}
+                return cls(values=data["values"], blocks=blocks, vad=data["vad"])
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise AmgError(f"Cannot read audio features from {path} ({e}); delete it to recompute.") from e
+
+
+def parse_blocks(cfg: AudioFeatureConfig) -> tuple[str, ...]:
+    names = tuple(cfg.blocks.split(",")) if cfg.blocks else ()
+    unknown = [n for n in names if n not in BLOCK_NAMES]
+    if not names or unknown or len(set(names)) != len(names):
+        raise AmgError(f"Audio feature blocks {cfg.blocks!r}: list each of {', '.join(BLOCK_NAMES)} at most once.")
+    return names
+
+
+def _db(power: np.ndarray) -> np.ndarray:
+    return 10.0 * np.log10(power)
+
+
+@dataclass
+class _Utterance:
+    """What every block shares: the band power spectrogram, the speech frames and the speech level."""
+
+    band_power: np.ndarray  # (4T, n_bins) power of the FFT bins inside fmin-fmax, per 10 ms window
+    vad: np.ndarray  # (T,)
+    speech: np.ndarray | None  # (T,) bool, or None when there is too little speech for statistics
+    speech_level_dbfs: float  # mean band power over speech frames
+    floor_dbfs: float  # cfg.floor_db below the speech level: quieter reads as this
+
+
+def _analyse(samples: np.ndarray, n_frames: int, cfg: AudioFeatureConfig) -> _Utterance:
+    power = spectral.power_spectrum(samples, n_frames * WINDOWS_PER_FRAME)
+    band_power = power[:, spectral.band_bins(SAMPLE_RATE, cfg.fmin, cfg.fmax)]
+    vad = models.speech_probability(samples, n_frames, FRAME_HOP)
+    speech = vad >= cfg.vad_threshold
+    if speech.sum() < MIN_SPEECH_FRAMES:
+        level, speech = REFERENCE_SPEECH_DBFS, None
+    else:
+        level = float(_db(max(_frame_band_power(band_power)[speech].mean(), 1e-20)))
+    return _Utterance(band_power, vad, speech, level, level - cfg.floor_db)
+
+
+def _frame_band_power(band_power: np.ndarray) -> np.ndarray:
+    """(T,) mean square of the band-limited signal per video frame."""
+    return band_power.sum(axis=1).reshape(-1, WINDOWS_PER_FRAME).mean(axis=1)
+
+
+def _mel_block(utt: _Utterance, cfg: AudioFeatureConfig) -> np.ndarray:
+    filters = spectral.mel_filterbank(cfg.n_mels, SAMPLE_RATE, cfg.fmin, cfg.fmax)
+    # Filters are normalised to mean power density, so a flat spectrum at level L reads L + this in every band:
+    flat_band_db = -10.0 * math.log10(filters.shape[1])
+    floor = 10.0 ** ((utt.floor_dbfs + flat_band_db) / 10.0)
+    log_mel = _db(utt.band_power @ filters.T + floor)  # (4T, n_mels)
+    if utt.speech is None:
+        mean = np.full(cfg.n_mels, utt.speech_level_dbfs + flat_band_db)
+        std = np.full(cfg.n_mels, REFERENCE_BAND_STD_DB)
+    else:
+        speech_windows = log_mel[np.repeat(utt.speech, WINDOWS_PER_FRAME)]
+        mean = speech_windows.mean(axis=0)
+        std = np.maximum(speech_windows.std(axis=0), MIN_BAND_STD_DB)
+    normalised = (log_mel - mean) / std
+    return normalised.reshape(-1, WINDOWS_PER_FRAME * cfg.n_mels)
+
+
+def _energy_block(utt: _Utterance, cfg: AudioFeatureConfig) -> np.ndarray:
+    level_dbfs = _db(_frame_band_power(utt.band_power) + 10.0 ** (utt.floor_dbfs / 10.0))
+    return ((level_dbfs - utt.speech_level_dbfs) / ENERGY_SCALE_DB)[:, None]
+
+
+def _embedding_block(samples: np.ndarray, utt: _Utterance, cfg: AudioFeatureConfig) -> np.ndarray:
+    gain = 10.0 ** ((REFERENCE_SPEECH_DBFS - utt.speech_level_dbfs) / 20.0)
+    embedding = models.speech_embedding(samples, len(utt.vad), FRAME_HOP, gain)
+    if cfg.embedding_normalize and utt.speech is not None:
+        mean = embedding[utt.speech].mean(axis=0)
+        std = np.maximum(embedding[utt.speech].std(axis=0), MIN_EMBEDDING_STD)
+    else:
+        mean, std = np.array(reference.EMBEDDING_MEAN), np.array(reference.EMBEDDING_STD)
+    return (embedding - mean) / std
+
+
+def _vad_block(utt: _Utterance) -> np.ndarray:
+    return utt.vad[:, None]
+
+
+def compute_features(samples: np.ndarray, cfg: AudioFeatureConfig, n_frames: int | None = None) -> AudioFeatures:
+    """Features of 16 kHz mono `samples`: `n_frames` rows (the video's frame count), else one per started 40 ms."""
+    names = parse_blocks(cfg)
+    samples = np.asarray(samples, np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"expected mono samples of shape (n,), got {samples.shape}")
+    # Decoders never produce NaN or values past full scale, but synthetic or processed input might.
+    samples = np.clip(np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+    if n_frames is None:
+        n_frames = math.ceil(len(samples) / FRAME_HOP)
+    if n_frames <= 0:
+        raise AmgError("No audio to compute features from (empty input or zero frames requested).")
+    utt = _analyse(samples, n_frames, cfg)
+    builders: dict[str, Callable[[], np.ndarray]] = {
+        "mel": lambda: _mel_block(utt, cfg),
+        "embedding": lambda: _embedding_block(samples, utt, cfg),
+        "vad": lambda: _vad_block(utt),
+        "energy": lambda: _energy_block(utt, cfg),
+    }
+    parts = [builders[name]().astype(np.float32) for name in names]
+    widths = np.cumsum([0] + [p.shape[1] for p in parts])
+    blocks = {name: slice(int(a), int(b)) for name, a, b in zip(names, widths[:-1], widths[1:])}
+    return AudioFeatures(values=np.concatenate(parts, axis=1), blocks=blocks, vad=utt.vad)
+
+
+def _load_cache(
+    cache: Path, config_path: Path, source: Path, cfg: AudioFeatureConfig, n_frames: int | None
+) -> AudioFeatures | None:
+    """The cached features if they were made from the current `source` with `cfg` (and have n_frames rows)."""
+    if read_saved_config(AudioFeatureConfig, config_path) != cfg or not cache.is_file():
+        return None
+    if cache.stat().st_mtime < source.stat().st_mtime:
+        return None  # the input was replaced after the features were computed
+    try:
+        features = AudioFeatures.load(cache)
+    except AmgError:
+        return None  # unreadable, or written by an older version
+    return features if n_frames is None or len(features) == n_frames else None
+
+
+def _cached(
+    cache: Path, config_path: Path, source: Path, cfg: AudioFeatureConfig, n_frames: int | None, force: bool
+) -> AudioFeatures:
+    """Features from `cache` if still valid, else computed from `source` and saved there."""
+    features = None if force else _load_cache(cache, config_path, source, cfg, n_frames)
+    if features is not None:
+        return features
+    features = compute_features(load_audio(source, SAMPLE_RATE), cfg, n_frames)
+    # The config is removed first and written last, so an interrupted write never pairs new features with an
+    # old config that still matches.
+    config_path.unlink(missing_ok=True)
+    features.save(cache)
+    save_config(cfg, config_path)
+    return features
+
+
+def features_for_audio(layout: Layout, audio_name: str, cfg: AudioFeatureConfig, force: bool = False) -> AudioFeatures:
+    """Features of the driving speech `audio_name`, cached beside it."""
+    source = layout.audio_source(audio_name)
+    folder = layout.audio_dir(audio_name)
+    return _cached(folder / "features.npz", folder / "features_config.yaml", source, cfg, None, force)
+
+
+def features_for_video(
+    layout: Layout, video_name: str, cfg: AudioFeatureConfig, n_frames: int, force: bool = False
+) -> AudioFeatures:
+    """Features of the avatar video's own speech (its preprocessed audio.wav), one row per video frame."""
+    source = layout.audio_wav(video_name)
+    if not source.is_file():
+        raise AmgError(
+            f"No preprocessed audio for video {video_name!r} at {source}: run preprocessing on it first "
+            "(if it has been preprocessed, the video has no audio track, and an avatar needs its speech)."
+        )
+    folder = layout.preprocess_dir(video_name)
+    return _cached(folder / "audio_features.npz", folder / "audio_features_config.yaml", source, cfg, n_frames, force)

@@ -1,0 +1,1 @@
+"""Stage 3: speech → motion. Audio→Expression (lip-sync), Audio→Head pose (natural motion), head→body."""

@@ -1,0 +1,160 @@
+"""Stage 3 orchestration: `amg train --stage motion` and `amg motion` (speech → predicted tracks + preview)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from amg.audio.features import features_for_audio
+from amg.concurrency import prefetch
+from amg.config import MotionConfig, read_saved_config, save_config
+from amg.errors import AmgError
+from amg.fsutil import save_npz, write_text
+from amg.layout import Layout
+from amg.media import VideoWriter, load_audio
+from amg.motion import headpose
+from amg.motion.body import Head2Body, train_head2body
+from amg.motion.data import load_motion_data
+from amg.motion.expression import Audio2ExpressionModel, baseline_predictions, evaluate_expressions, train_audio2expression
+from amg.tracking import fitting
+from amg.tracking.preview import draw_tracks
+from amg.tracking.tracks import Tracks
+from amg.training import is_finished
+
+log = logging.getLogger(__name__)
+
+
+def motion_trained(layout: Layout, name: str) -> bool:
+    """Every motion model of avatar `name` has a finished checkpoint."""
+    return (
+        is_finished(layout.audio2expression(name))
+        and is_finished(layout.audio2headpose(name))
+        and layout.head2body(name).is_file()
+    )
+
+
+def train_motion(layout: Layout, name: str, cfg: MotionConfig, force: bool = False) -> dict:
+    """Train (or resume, or skip if finished) Audio→Expression, Audio→Head pose and head→body for `name`."""
+    saved = read_saved_config(MotionConfig, layout.motion_config(name))
+    if saved is not None and saved != cfg and not force:
+        log.warning("Avatar %r was trained with another motion config; retraining with the new one.", name)
+        force = True
+    if force:
+        for path in (layout.audio2expression(name), layout.audio2headpose(name), layout.head2body(name)):
+            path.unlink(missing_ok=True)
+    if motion_trained(layout, name):
+        log.info("Motion models of %r are already trained (use --force to retrain).", name)
+        return json.loads(layout.motion_report(name).read_text()) if layout.motion_report(name).is_file() else {}
+
+    save_config(cfg, layout.motion_config(name))
+    data = load_motion_data(layout, name, cfg.features)
+    logs = layout.logs_dir(name)
+    report: dict = {"video": name, "frames": data.n_frames}
+    if not is_finished(layout.audio2expression(name)):
+        report["audio2expression"] = train_audio2expression(
+            data, cfg.expression, layout.audio2expression(name), logs / "audio2expression"
+        )
+    train, val = data.split(cfg.expression.holdout)
+    if val.stop > val.start:
+        report["audio2expression_baselines"] = {
+            name_: evaluate_expressions(data, pred, val) for name_, pred in baseline_predictions(data, train).items()
+        }
+    if not is_finished(layout.audio2headpose(name)):
+        report["audio2headpose"] = headpose.train_audio2pose(
+            data, cfg.pose, layout.audio2headpose(name), logs / "audio2headpose"
+        )
+    if not layout.head2body(name).is_file():
+        body = train_head2body(data.tracks, cfg.body, layout.head2body(name), layout.head2body_plot(name))
+        report["head2body"] = body.metrics
+    write_text(layout.motion_report(name), json.dumps(report, indent=2))
+    return report
+
+
+@dataclass
+class MotionTracks:
+    """Predicted motion for one driving audio, in the avatar's crop pixels at 25 fps: the renderer's input."""
+
+    expression: np.ndarray  # (T, K)
+    rotation: np.ndarray  # (T, 3) rotation vectors
+    translation: np.ndarray  # (T, 3)
+    scale: np.ndarray  # (T,)
+    body: np.ndarray  # (T, 4, 2) shoulders and hips
+    landmarks: np.ndarray  # (T, N, 3) face landmarks reconstructed from pose + expression
+    vad: np.ndarray  # (T,) speech probability of the driving audio
+    size: int
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.expression)
+
+    def save(self, path: Path) -> None:
+        save_npz(path, **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
+
+    @classmethod
+    def load(cls, path: Path) -> "MotionTracks":
+        with np.load(path) as z:
+            values = {f.name: z[f.name] for f in fields(cls)}
+        values["size"] = int(values["size"])
+        return cls(**values)
+
+
+def predict_motion(
+    layout: Layout,
+    audio_name: str,
+    video_name: str,
+    pose_mode: str = "generate",
+    seed: int = 0,
+    temperature: float = 1.0,
+    intensity: float = 1.0,
+) -> MotionTracks:
+    """Speech `audio_name` → the avatar's expression, head pose and body per frame (saved beside the output)."""
+    if not motion_trained(layout, video_name):
+        raise AmgError(f"Avatar {video_name!r} has no trained motion models: run `amg train ... --stage motion` first.")
+    cfg = read_saved_config(MotionConfig, layout.motion_config(video_name)) or MotionConfig()
+    features = features_for_audio(layout, audio_name, cfg.features)
+    tracks = Tracks.load(layout.tracks(video_name))
+    face_model = fitting.load_expression_model(layout.face_model(video_name))
+    expression = Audio2ExpressionModel(layout.audio2expression(video_name))(features)
+    pose_model = headpose.Audio2PoseModel(layout.audio2headpose(video_name)) if pose_mode == "generate" else None
+    poses = headpose.make_poses(
+        pose_mode, tracks, len(features), model=pose_model, features=features,
+        seed=seed, temperature=temperature, intensity=intensity,
+    )  # fmt: skip
+    pose = poses.head_pose()
+    body = Head2Body.load(layout.head2body(video_name)).predict(poses.rotation, poses.translation, poses.scale)
+    landmarks = fitting.reconstruct_landmarks(face_model, pose, expression)
+    motion = MotionTracks(
+        expression=expression.astype(np.float32),
+        rotation=poses.rotation.astype(np.float32),
+        translation=poses.translation.astype(np.float32),
+        scale=poses.scale.astype(np.float32),
+        body=body.astype(np.float32),
+        landmarks=landmarks.astype(np.float32),
+        vad=features.vad,
+        size=tracks.size,
+    )
+    motion.save(layout.motion_tracks(audio_name, video_name))
+    return motion
+
+
+def write_motion_preview(layout: Layout, audio_name: str, video_name: str, motion: MotionTracks) -> Path:
+    """The predicted landmarks, head axes and shoulders over the avatar's (dimmed) background, with the speech."""
+    import cv2
+
+    background = cv2.imread(str(layout.background(video_name)))
+    canvas = (cv2.cvtColor(background, cv2.COLOR_BGR2RGB) * 0.35).astype(np.uint8)
+    audio = load_audio(layout.audio_source(audio_name))
+    frames = (canvas.copy() for _ in range(motion.n_frames))
+    drawn = draw_tracks(
+        frames, motion.landmarks, fitting.rotations_from_rotvecs(motion.rotation),
+        np.ones(motion.n_frames, bool), motion.body,
+    )  # fmt: skip
+    path = layout.motion_preview(audio_name, video_name)
+    with VideoWriter(path, fps=25, audio=audio) as out:
+        for frame in prefetch(drawn):
+            out.write(frame)
+    return path

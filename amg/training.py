@@ -1,0 +1,168 @@
+"""What every AMG training loop shares: device choice, seeding, atomic resumable checkpoints, progress, logs.
+
+A stage's training code supplies `step_fn(step) -> {name: value}` (forward, backward, optimizer step) and
+optionally `eval_fn() -> {name: value}`; `run_training` does the rest:
+
+    * resumes from the checkpoint at `path` if an unfinished one exists (same config), skips if finished;
+    * shows a progress bar with ETA; logs scalars to TensorBoard under `log_dir`;
+    * saves atomically every `save_every` steps and at the end (`finished=True`), so an interrupted run
+      loses at most `save_every` steps.
+
+Batches must be drawn from `batch_rng(seed, step)`: a generator seeded by (seed, step) makes a resumed run
+draw exactly the batches (and dropout masks) an uninterrupted run would have drawn, without saving RNG state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from amg.fsutil import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def batch_rng(seed: int, step: int) -> np.random.Generator:
+    """The generator for step `step`'s batch; it also reseeds torch, so dropout masks repeat on resume too."""
+    rng = np.random.default_rng([seed, step])
+    torch.manual_seed(int(rng.integers(2**62)))
+    return rng
+
+
+def save_checkpoint(path: Path, **content: Any) -> None:
+    """torch.save to a temporary file, then rename: a crash mid-write never corrupts the last checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(content, tmp)
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    # weights_only=False: AMG checkpoints hold plain dicts of arrays and config values written by AMG itself.
+    return torch.load(path, map_location=device, weights_only=False)
+
+
+def is_finished(path: Path) -> bool:
+    """A finished checkpoint exists at `path`."""
+    if not path.is_file():
+        return False
+    try:
+        return bool(load_checkpoint(path).get("finished", False))
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint is simply not a finished one
+        return False
+
+
+def run_training(
+    *,
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: Any,
+    total_steps: int,
+    step_fn: Callable[[int], dict[str, float]],
+    eval_fn: Callable[[], dict[str, float]] | None = None,
+    eval_every: int = 100,
+    save_every: int = 200,
+    log_dir: Path | None = None,
+    desc: str = "Training",
+    extra: dict[str, Any] | None = None,
+    max_minutes: float | None = None,
+) -> dict[str, float]:
+    """Train `model` for `total_steps` (resuming if possible) and save it to `path`; return the last eval.
+
+    `config` is a dataclass saved in the checkpoint; `extra` holds what inference needs besides the weights
+    (normalisation statistics, feature layout, ...). `max_minutes` stops early, saving a resumable checkpoint.
+    """
+    config_dict = dataclasses.asdict(config)
+    start = _resume(path, model, optimizer, config_dict)
+    writer = _tensorboard(log_dir)
+    metrics: dict[str, float] = {}
+    deadline = time.monotonic() + max_minutes * 60 if max_minutes else None
+
+    def save(step: int, finished: bool) -> None:
+        save_checkpoint(
+            path,
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            step=step,
+            finished=finished,
+            config=config_dict,
+            metrics=metrics,
+            **(extra or {}),
+        )
+
+    step = start
+    model.train()
+    with tqdm(total=total_steps, initial=start, desc=desc, unit="step") as bar:
+        while step < total_steps:
+            losses = step_fn(step)
+            step += 1
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
+            _log_scalars(writer, "train", losses, step)
+            if eval_fn is not None and (step % eval_every == 0 or step == total_steps):
+                model.eval()
+                with torch.no_grad():
+                    metrics = eval_fn()
+                model.train()
+                _log_scalars(writer, "eval", metrics, step)
+            if step % save_every == 0 and step < total_steps:
+                save(step, finished=False)
+            if deadline is not None and time.monotonic() > deadline and step < total_steps:
+                log.warning("%s: time budget reached at step %d of %d; run again to continue.", desc, step, total_steps)
+                save(step, finished=False)
+                break
+    if step >= total_steps:
+        save(step, finished=True)
+    if writer is not None:
+        writer.close()
+    model.eval()
+    return metrics
+
+
+def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: dict) -> int:
+    if not path.is_file():
+        return 0
+    try:
+        state = load_checkpoint(path)
+    except Exception as exc:  # noqa: BLE001 - fall back to a fresh start, loudly
+        log.warning("Checkpoint %s is unreadable (%s): training from scratch.", path, exc)
+        return 0
+    if state.get("config") != config:
+        log.warning("Checkpoint %s was made with another config: training from scratch.", path)
+        return 0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    log.info("Resuming %s from step %d.", path.name, state["step"])
+    return int(state["step"])
+
+
+def _tensorboard(log_dir: Path | None):
+    if log_dir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+def _log_scalars(writer, prefix: str, values: dict[str, float], step: int) -> None:
+    if writer is None:
+        return
+    for name, value in values.items():
+        writer.add_scalar(f"{prefix}/{name}", value, step)

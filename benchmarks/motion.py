@@ -1,0 +1,141 @@
+"""Stage 3 quality and speed: lip-sync on the avatar's held-out tail and across speakers, head motion, timing.
+
+    python benchmarks/motion.py [--video obama_clip2] [--cross kristi_noem obama_clip1 hdtf_katie_hill_8s]
+                                [--blocks mel,embedding,vad,energy mel,vad,energy embedding,vad,energy]
+
+For each audio-feature variant: trains Audio→Expression on the first 85% of the avatar video and reports,
+on the held-out tail, the lip landmark error (px at 256) and the mouth-opening correlation, next to the two
+baselines (mean expression, nearest-neighbour audio lookup). Cross-speaker lip-sync: the avatar is driven by
+another person's speech from a clip whose own mouth was tracked; the correlation of the avatar's predicted
+mouth opening with that person's tracked opening (best lag within ±2 frames) says how well lip motion
+transfers across voices. Then head motion (default features) and inference speed.
+Clips are linked, not copied, into a temporary DATAROOT under /tmp/amg-bench (kept, so re-runs skip
+preprocessing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from amg.audio.features import compute_features, features_for_video
+from amg.config import Audio2PoseConfig, AudioFeatureConfig, MotionConfig, PreprocessConfig
+from amg.layout import Layout
+from amg.media import load_audio
+from amg.motion import headpose
+from amg.motion.data import load_motion_data
+from amg.motion.expression import (
+    Audio2ExpressionModel, baseline_predictions, evaluate_expressions, lip_landmarks, train_audio2expression,
+)  # fmt: skip
+from amg.tracking import topology
+from amg.tracking.preprocess import preprocess
+from amg.tracking.tracks import Tracks
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path("/tmp/amg-bench")
+
+
+def prepare(layout: Layout, clip: str) -> None:
+    folder = layout.video_dir(clip)
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / f"{clip}.mp4"
+    if not link.exists():
+        link.symlink_to(SHARED / "video" / f"{clip}.mp4")
+    preprocess(layout, clip, PreprocessConfig(preview=False))
+
+
+def best_lag_corr(a: np.ndarray, b: np.ndarray, max_lag: int = 2) -> float:
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    return max(
+        float(np.corrcoef(a[max(0, k) : n + min(0, k)], b[max(0, -k) : n - max(0, k)])[0, 1])
+        for k in range(-max_lag, max_lag + 1)
+    )
+
+
+def cross_speaker_corr(layout: Layout, avatar: str, model_path: Path, other: str, cfg: AudioFeatureConfig) -> float:
+    """Drive the avatar with `other`'s speech; correlate its predicted mouth opening with `other`'s tracked one."""
+    other_tracks = Tracks.load(layout.tracks(other))
+    features = compute_features(load_audio(layout.audio_wav(other)), cfg, other_tracks.n_frames)
+    data = load_motion_data(layout, avatar, cfg)
+    coeffs = Audio2ExpressionModel(model_path)(features)
+    # Pose the predicted expressions with the avatar's first-frame pose: only the mouth matters here.
+    landmarks = lip_landmarks(data, coeffs, np.zeros(len(coeffs), int))
+    return best_lag_corr(topology.mouth_opening(landmarks), topology.mouth_opening(other_tracks.landmarks))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--video", default="obama_clip2")
+    parser.add_argument("--cross", nargs="*", default=["kristi_noem", "obama_clip1", "hdtf_katie_hill_8s"])
+    parser.add_argument("--blocks", nargs="+", default=["mel,embedding,vad,energy", "mel,vad,energy",
+                                                         "embedding,vad,energy"])  # fmt: skip
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    layout = Layout(ROOT)
+    for clip in [args.video, *args.cross]:
+        prepare(layout, clip)
+
+    print(f"## Audio→Expression on {args.video} (held-out tail = last 15%)")
+    cross_cols = " | ".join(f"x-speaker r {c}" for c in args.cross)
+    print(f"| features | lips px | opening r | train s | {cross_cols} |")
+    print(f"|---|---|---|---|{'---|' * len(args.cross)}")
+    for blocks in args.blocks:
+        cfg = MotionConfig(features=AudioFeatureConfig(blocks=blocks))
+        data = load_motion_data(layout, args.video, cfg.features)
+        path = ROOT / f"a2e_{blocks.replace(',', '+')}.pt"
+        path.unlink(missing_ok=True)
+        start = time.perf_counter()
+        metrics = train_audio2expression(data, cfg.expression, path, None)
+        seconds = time.perf_counter() - start
+        cross = [cross_speaker_corr(layout, args.video, path, other, cfg.features) for other in args.cross]
+        cells = " | ".join(f"{c:.2f}" for c in cross)
+        print(f"| {blocks} | {metrics['lips_px']:.2f} | {metrics['opening_corr']:.2f} | {seconds:.0f} | {cells} |")
+    train, val = data.split(cfg.expression.holdout)
+    for name, pred in baseline_predictions(data, train).items():
+        m = evaluate_expressions(data, pred, val)
+        print(f"| baseline: {name} ({blocks}) | {m['lips_px']:.2f} | {m['opening_corr']:.2f} | - |{' - |' * len(args.cross)}")
+
+    print(f"\n## Audio→Head motion on {args.video} (default features)")
+    cfg = MotionConfig()
+    data = load_motion_data(layout, args.video, cfg.features)
+    pose_path = ROOT / "a2p.pt"
+    pose_path.unlink(missing_ok=True)
+    start = time.perf_counter()
+    headpose.train_audio2pose(data, cfg.pose, pose_path, None)
+    print(f"training: {time.perf_counter() - start:.0f} s for {cfg.pose.steps} steps")
+    model = headpose.Audio2PoseModel(pose_path)
+    _, val = data.split(cfg.pose.holdout)
+    val_features = features_for_video(layout, args.video, cfg.features, data.n_frames)
+    tracked = headpose.PoseSequence.from_tracks(data.tracks, val)
+    generated = [model(val_features, seed=s).take(val) for s in range(5)]
+    stats = headpose.evaluate_motion(generated, tracked, val_features.block("energy")[val, 0])
+    for key in sorted(stats):
+        print(f"| {key} | {stats[key]:.3f} |")
+    long_audio = np.concatenate([load_audio(SHARED / "audio" / "musetalk_eng_60s.wav")] * 5)
+    long_features = compute_features(long_audio, cfg.features)
+    start = time.perf_counter()
+    drift = headpose.evaluate_drift(model, long_features)
+    pose_fps = len(long_features) / (time.perf_counter() - start)
+    for key, value in drift.items():
+        print(f"| drift (5 min): {key} | {value:.3f} |")
+
+    print("\n## Inference speed (5-minute speech)")
+    start = time.perf_counter()
+    compute_features(long_audio, cfg.features)
+    feature_fps = len(long_features) / (time.perf_counter() - start)
+    a2e = Audio2ExpressionModel(ROOT / f"a2e_{cfg.features.blocks.replace(',', '+')}.pt")
+    start = time.perf_counter()
+    a2e(long_features)
+    expression_fps = len(long_features) / (time.perf_counter() - start)
+    print("| step | frames/s | x real time |\n|---|---|---|")
+    for name, fps in (("audio features", feature_fps), ("audio→expression", expression_fps), ("audio→head pose", pose_fps)):
+        print(f"| {name} | {fps:.0f} | {fps / 25:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
