@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
+import typing
 from pathlib import Path
 from typing import Iterator
 
@@ -39,3 +41,23 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+class NpzRecord:
+    """Mixin for dataclasses of arrays: atomic save to and load from one .npz file.
+
+    Fields annotated `int`, `float` or `bool` come back as Python scalars; everything else as arrays.
+    """
+
+    def save(self, path: str | os.PathLike) -> None:
+        save_npz(path, **{f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        hints = typing.get_type_hints(cls)
+        with np.load(path, allow_pickle=False) as z:
+            values = {f.name: z[f.name] for f in dataclasses.fields(cls)}
+        for name, value in values.items():
+            if hints[name] in (int, float, bool):
+                values[name] = hints[name](value)
+        return cls(**values)

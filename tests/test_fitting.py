@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from mediapipe.python.solutions import face_mesh_connections as mp_connections
@@ -12,6 +10,7 @@ from scipy.spatial.transform import Rotation
 from amg.tracking import topology
 from amg.tracking.fitting import (
     HeadPose,
+    ExpressionModel,
     build_neutral_shape,
     decode,
     encode,
@@ -21,19 +20,18 @@ from amg.tracking.fitting import (
     interpolate_invalid,
     interpolate_pose,
     interpolate_rotations,
-    load_expression_model,
     reconstruct_landmarks,
     reconstruction_error,
     rigid_prior_weights,
     robust_similarity,
     rotations_from_euler_degrees,
     rotations_from_rotvecs,
-    save_expression_model,
     umeyama,
 )
+from conftest import SHARED_DATA
 
 N_POINTS = 478
-PORTRAIT = Path("/work/shared/data/image/obama_portrait.jpg")
+PORTRAIT = SHARED_DATA / "image" / "obama_portrait.jpg"
 
 
 def face_cloud(rng: np.random.Generator) -> np.ndarray:
@@ -285,8 +283,8 @@ def test_expression_model_save_load_round_trip(tmp_path):
     rng = np.random.default_rng(7)
     model = fit_expression_model(low_rank_residuals(rng, 40, 5, 0.01), rng.normal(size=(N_POINTS, 3)), k=8)
     path = tmp_path / "sub" / "expression.npz"
-    save_expression_model(path, model)
-    loaded = load_expression_model(path)
+    model.save(path)
+    loaded = ExpressionModel.load(path)
     assert [p.name for p in path.parent.iterdir()] == ["expression.npz"]  # no temporary left behind
     for name in ("neutral", "mean", "basis", "explained_variance"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(model, name))

@@ -14,13 +14,14 @@ import numpy as np
 
 from amg.config import Head2BodyConfig
 from amg.fsutil import atomic_path
+from amg.motion.headpose import PoseSequence, pose_vectors
 from amg.tracking.smoothing import smooth_series
 from amg.tracking.tracks import Tracks
 
 
 def head_features(rotation: np.ndarray, translation: np.ndarray, scale: np.ndarray, size: int) -> np.ndarray:
-    """(T, 6): rotation vector, translation x, y and log scale, in crop-size units (resolution independent)."""
-    return np.concatenate([rotation, translation[:, :2] / size, np.log(scale / size)[:, None]], axis=1)
+    """(T, 6) resolution-independent head pose: the same vector the head-motion model generates."""
+    return pose_vectors(PoseSequence(rotation, translation, scale), size)
 
 
 class Head2Body:

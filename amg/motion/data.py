@@ -10,7 +10,7 @@ from amg.audio.features import AudioFeatures, features_for_video
 from amg.config import AudioFeatureConfig
 from amg.errors import AmgError
 from amg.layout import Layout
-from amg.tracking.fitting import ExpressionModel, load_expression_model
+from amg.tracking.fitting import ExpressionModel
 from amg.tracking.tracks import Tracks
 
 
@@ -39,7 +39,7 @@ def load_motion_data(layout: Layout, video_name: str, feature_cfg: AudioFeatureC
         raise AmgError(f"Video {video_name!r} is not preprocessed yet: run `amg preprocess` on it first.")
     tracks = Tracks.load(tracks_path)
     features = features_for_video(layout, video_name, feature_cfg, tracks.n_frames)
-    return MotionData(features, tracks, load_expression_model(layout.face_model(video_name)))
+    return MotionData(features, tracks, ExpressionModel.load(layout.face_model(video_name)))
 
 
 def window_starts(rng: np.random.Generator, n: int, length: int, span: slice) -> np.ndarray:

@@ -6,9 +6,15 @@ gives the distribution of the next frame's pose from the audio around it and the
 generation samples from it frame by frame. A pose is 6 numbers (`pose_vectors`): the rotation vector, the
 translation x, y in crop widths and the log scale, standardised with the training frames' mean and spread.
 
-Drift over long inputs is guarded twice: the network predicts absolute (standardised) poses, so sampling noise
-is not integrated into a random walk; and each sampled pose is soft-clamped into the training range widened
-by `clamp_margin` of it (`soft_clamp`: the identity inside the range, a tanh saturation beyond it).
+Drift over long inputs is guarded twice. The network's mean for the next pose is the last pose pulled towards
+the avatar's mean pose by a learned leak, plus offsets computed without seeing the absolute pose (see
+`Audio2PoseNet`): unlike integrated velocities, whose spread grows without bound, such a process keeps a
+bounded spread. And each sampled pose is soft-clamped into the training range widened by `clamp_margin` of it
+(`soft_clamp`: the identity inside the range, a tanh saturation beyond it).
+
+A teacher-forced model run free on its own samples moves less than the tracks did; after training, a noise
+scale per pose component is fitted so that trajectories sampled for the training audio move as much as the
+tracks (`calibrate_noise`), and `temperature` multiplies them.
 
 Besides generation, `make_poses` offers two fixed alternatives for the CLI's `--pose`: "static" (the avatar's
 median pose held) and "replay" (the avatar's own tracked motion, played back and forth).
@@ -16,9 +22,10 @@ median pose held) and "replay" (the avatar's own tracked motion, played back and
 
 from __future__ import annotations
 
-import copy
+import contextlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -32,10 +39,21 @@ from amg.motion.pose_network import Audio2PoseNet, mixture_nll, sample_mixture
 from amg.tracking.fitting import HeadPose
 from amg.tracking.smoothing import smooth_series
 from amg.tracking.tracks import Tracks
-from amg.training import batch_rng, load_checkpoint, pick_device, run_training, seed_everything
+from amg.training import (
+    batch_rng, is_finished, load_checkpoint, pick_device, run_training, save_checkpoint, seed_everything,
+)
 
 POSE_DIM = 6
+POSE_COMPONENTS = ("rotation_x", "rotation_y", "rotation_z", "x", "y", "log_scale")  # see pose_vectors
 POSE_MODES = ("generate", "static", "replay")
+# Noise calibration (calibrate_noise): seeds sampled, secant steps, tolerance on log(motion level) (2%),
+# and the range the scales are kept in.
+CALIBRATION_SEEDS = (0, 1, 2, 3)
+CALIBRATION_STEPS = 5
+CALIBRATION_TOLERANCE = 0.02
+NOISE_SCALE_RANGE = (0.5, 3.0)
+# Seeds of the trajectories sampled for the held-out tail after training.
+VALIDATION_SEEDS = (0, 1, 2, 3, 4, 5, 6, 7)
 # Energy and head speed are compared after a 1-s moving average (25 frames): prosody and head motion go
 # together phrase by phrase, not frame by frame.
 ENERGY_SMOOTH_FRAMES = 25
@@ -87,7 +105,8 @@ class PoseStats:
         vectors = pose_vectors(PoseSequence.from_tracks(tracks, frames), tracks.size)
         mean, std = vectors.mean(axis=0), vectors.std(axis=0) + 1e-6
         z = (vectors - mean) / std
-        return cls(mean, std, z.min(axis=0), z.max(axis=0), tracks.size, float(tracks.translation[frames, 2].mean()))
+        depth = float(tracks.translation[frames, 2].mean())
+        return cls(mean, std, z.min(axis=0), z.max(axis=0), tracks.size, depth)
 
     def standardise(self, poses: PoseSequence) -> np.ndarray:
         return ((pose_vectors(poses, self.size) - self.mean) / self.std).astype(np.float32)
@@ -96,16 +115,16 @@ class PoseStats:
         """Standardised (T, 6) → poses in pixels."""
         v = np.asarray(z, float) * self.std + self.mean
         depth = np.full((len(v), 1), self.depth)
-        return PoseSequence(v[:, :3], np.concatenate([v[:, 3:5] * self.size, depth], axis=1), np.exp(v[:, 5]) * self.size)
+        translation = np.concatenate([v[:, 3:5] * self.size, depth], axis=1)
+        return PoseSequence(v[:, :3], translation, np.exp(v[:, 5]) * self.size)
 
 
 def soft_clamp(z: torch.Tensor, low: torch.Tensor, high: torch.Tensor, margin: float) -> torch.Tensor:
     """Identity inside [low, high]; beyond, a tanh that leaves the edge with slope 1 and never passes
-    `margin` x (high - low) outside it. A safety net: a well-trained model rarely reaches it."""
+    `margin` x (high - low) outside it: a safety net against runaway trajectories that leaves the rest alone."""
     width = margin * (high - low)
-    above = high + width * torch.tanh((z - high) / width)
-    below = low + width * torch.tanh((z - low) / width)
-    return torch.where(z > high, above, torch.where(z < low, below, z))
+    inside = torch.minimum(torch.maximum(z, low), high)
+    return inside + width * torch.tanh((z - inside) / width)
 
 
 # --- fixed alternatives ----------------------------------------------------------------------------------------
@@ -148,6 +167,18 @@ def make_poses(
 
 
 # --- network and sampling --------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Torch on one CPU thread inside the block. The pose network is tiny: splitting its small ops over threads
+    gains nothing, and on a busy machine every op then waits for a second free core (100x slower, measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def build_network(cfg: Audio2PoseConfig, audio_dim: int) -> Audio2PoseNet:
     return Audio2PoseNet(audio_dim, POSE_DIM, cfg.hidden, cfg.history, cfg.audio_context, cfg.n_mixtures, cfg.dropout)
 
@@ -161,39 +192,34 @@ def audio_input(features: AudioFeatures, blocks: str) -> np.ndarray:
     return np.concatenate([features.block(n) for n in names], axis=1).astype(np.float32)
 
 
-def _sample_standardised(
-    net: Audio2PoseNet, stats: PoseStats, cfg: Audio2PoseConfig, audio: np.ndarray, seed: int,
-    temperature: float, start: np.ndarray,
+def _sample_z(
+    net: Audio2PoseNet, stats: PoseStats, cfg: Audio2PoseConfig, audio: np.ndarray, seeds: Sequence[int],
+    noise_scale: np.ndarray, temperature: float = 1.0, start: np.ndarray | None = None,
 ) -> np.ndarray:  # fmt: skip
-    """(T, 6) standardised poses sampled frame by frame; `start` (history, 6) is the history before frame 0."""
-    n = len(audio)
-    rng = np.random.default_rng(seed)
-    # All noise up front: one RNG call, and the draws for frame t do not depend on how the loop is run.
-    gumbel = torch.from_numpy(rng.gumbel(size=(n, cfg.n_mixtures)).astype(np.float32))
-    normal = torch.from_numpy(rng.standard_normal((n, POSE_DIM)).astype(np.float32))
+    """(S, T, 6) smoothed standardised poses, one trajectory per seed, sampled frame by frame (all seeds at
+    once). `noise_scale` (6,) multiplies the mixture's standard deviations (see `calibrate_noise`),
+    `temperature` that and the randomness of the component choice. `start` (history, 6) is the history
+    before frame 0, by default the mean pose held still."""
+    n, k = len(audio), cfg.n_mixtures
+    rngs = [np.random.default_rng(seed) for seed in seeds]
+    # All noise up front: one RNG call per seed, and a seed's draws do not depend on what is sampled with it.
+    gumbel = torch.from_numpy(np.stack([r.gumbel(size=(n, k)) for r in rngs], axis=1).astype(np.float32))
+    normal = torch.from_numpy(np.stack([r.standard_normal((n, POSE_DIM)) for r in rngs], axis=1).astype(np.float32))
     low, high = torch.tensor(stats.low, dtype=torch.float32), torch.tensor(stats.high, dtype=torch.float32)
-    out = torch.empty(n, POSE_DIM)
+    std_scale = torch.tensor(noise_scale, dtype=torch.float32)
+    start = np.zeros((cfg.history, POSE_DIM)) if start is None else start
+    out = torch.empty(n, len(seeds), POSE_DIM)
     with torch.inference_mode():
         code = net.encode_audio(torch.from_numpy(audio)[None])[0]
-        history = torch.tensor(start, dtype=torch.float32)[None]
+        history = torch.tensor(start, dtype=torch.float32).expand(len(seeds), -1, -1)
         for t in range(n):
-            mixture = net(code[t : t + 1], history)
-            pose = soft_clamp(sample_mixture(mixture, gumbel[t : t + 1], normal[t : t + 1], temperature), low, high,
-                              cfg.clamp_margin)  # fmt: skip
-            out[t] = pose[0]
+            mixture = net(code[t].expand(len(seeds), -1), history)
+            pose = sample_mixture(mixture, gumbel[t], normal[t], temperature, std_scale)
+            pose = soft_clamp(pose, low, high, cfg.clamp_margin)
+            out[t] = pose
             history = torch.cat([history[:, 1:], pose[:, None]], dim=1)
-    return out.numpy()
-
-
-def _generate(
-    net: Audio2PoseNet, stats: PoseStats, cfg: Audio2PoseConfig, audio: np.ndarray, seed: int,
-    temperature: float = 1.0, intensity: float = 1.0, start: np.ndarray | None = None,
-) -> PoseSequence:  # fmt: skip
-    start = np.zeros((cfg.history, POSE_DIM), np.float32) if start is None else start
-    z = _sample_standardised(net, stats, cfg, audio, seed, temperature, start)
-    # Mild smoothing removes what is left of frame-to-frame sampling noise; zero mean in standardised units
-    # is the avatar's mean pose, so scaling z scales the deviations from it.
-    return stats.poses(smooth_series(z, cfg.smooth_window, 2) * intensity)
+    # Smoothing removes what is left of frame-to-frame sampling noise (head motion is slower than 2-3 Hz).
+    return smooth_series(out.numpy(), cfg.smooth_window, 2).transpose(1, 0, 2)
 
 
 def _start_history(start_pose: PoseSequence, stats: PoseStats, history: int) -> np.ndarray:
@@ -208,15 +234,55 @@ def sample_poses(
 ) -> PoseSequence:  # fmt: skip
     """Head poses for every frame of `features`, the same for the same seed.
 
-    `temperature` scales the sampling noise (0: the most likely component's mean, deterministic and calmest);
-    `intensity` scales the deviations from the avatar's mean pose; `start_pose` (its last frames) continues a
-    previous sequence, else motion starts from the mean pose.
+    `temperature` scales the sampling noise (1: the calibrated model; 0: the most likely component's mean,
+    deterministic and calmer); `intensity` scales the deviations from the avatar's mean pose; `start_pose`
+    (its last frames) continues a previous sequence, else motion starts from the mean pose.
     """
     if {k: (v.start, v.stop) for k, v in features.blocks.items()} != model.feature_blocks:
         raise AmgError("Audio features were computed with another configuration than the pose model's.")
     start = None if start_pose is None else _start_history(start_pose, model.stats, model.cfg.history)
     audio = audio_input(features, model.cfg.audio_blocks)
-    return _generate(model.net, model.stats, model.cfg, audio, seed, temperature, intensity, start)
+    with single_threaded():
+        z = _sample_z(model.net, model.stats, model.cfg, audio, [seed], model.noise_scale, temperature, start)[0]
+    # Zero in standardised units is the avatar's mean pose: scaling z scales the deviations from it.
+    return model.stats.poses(z * intensity)
+
+
+def motion_level(z: np.ndarray) -> np.ndarray:
+    """How much each component of a standardised pose trajectory (T, 6) moves, as one number per component:
+    the geometric mean of its mean frame-to-frame step and its standard deviation."""
+    return np.sqrt(np.abs(np.diff(z, axis=0)).mean(axis=0) * z.std(axis=0))
+
+
+def calibrate_noise(
+    net: Audio2PoseNet, stats: PoseStats, cfg: Audio2PoseConfig, audio: np.ndarray, tracked_z: np.ndarray
+) -> np.ndarray:
+    """Per-component noise scales (6,) at which trajectories sampled for `audio` move as much as `tracked_z`,
+    its tracks, component by component.
+
+    Why: a teacher-forced model learns one-step residuals given the true history. Run free, its history is
+    its own samples, which tell it less, and the motion comes out calmer than the tracks (about 0.6x the
+    amplitude for a 30-s avatar), by different amounts for different components. Secant steps on log(scale)
+    against log(motion level), every component at once, find the scales.
+    """
+    target = np.log(motion_level(tracked_z))
+    bounds = np.log(NOISE_SCALE_RANGE)
+
+    def error(log_scale: np.ndarray) -> np.ndarray:
+        z = _sample_z(net, stats, cfg, audio, CALIBRATION_SEEDS, np.exp(log_scale))
+        return np.log(np.mean([motion_level(x) for x in z], axis=0)) - target
+
+    x0, x1 = np.zeros(POSE_DIM), np.full(POSE_DIM, np.log(1.5))
+    f0, f1 = error(x0), error(x1)
+    for _ in range(CALIBRATION_STEPS):
+        moving = (np.abs(f1) >= CALIBRATION_TOLERANCE) & (f1 != f0)
+        if not moving.any():
+            break
+        step = np.where(moving, f1 * (x1 - x0) / np.where(moving, f1 - f0, 1.0), 0.0)
+        x0, f0 = np.where(moving, x1, x0), np.where(moving, f1, f0)
+        x1 = np.clip(x1 - step, *bounds)
+        f1 = error(x1)
+    return np.exp(x1)
 
 
 # --- training --------------------------------------------------------------------------------------------------
@@ -244,9 +310,11 @@ def train_audio2pose(
     device = pick_device()
     train, val = data.split(cfg.holdout)
     stats = PoseStats.fit(data.tracks, train)
-    z = torch.from_numpy(stats.standardise(PoseSequence.from_tracks(data.tracks))).to(device)
-    audio = torch.from_numpy(audio_input(data.features, cfg.audio_blocks)).to(device)
+    poses_z = stats.standardise(PoseSequence.from_tracks(data.tracks))
+    audio_np = audio_input(data.features, cfg.audio_blocks)
+    z, audio = torch.from_numpy(poses_z).to(device), torch.from_numpy(audio_np).to(device)
     targets = np.arange(train.start + cfg.history, train.stop)  # frames whose whole history lies in the split
+    val_targets = np.arange(max(val.start, cfg.history), val.stop)
     if len(targets) == 0:
         raise AmgError(f"Too little training video for the pose model: {train.stop - train.start} frames.")
     net = build_network(cfg, audio.shape[1]).to(device)
@@ -269,27 +337,49 @@ def train_audio2pose(
         optimizer.step()
         return {"nll": float(loss.detach())}
 
+    @torch.no_grad()
     def eval_fn() -> dict[str, float]:
-        frames = np.arange(max(val.start, cfg.history), val.stop)
-        code = net.encode_windows(audio[audio_windows(frames, cfg.audio_context, slice(0, len(audio)))])
-        nll = float(mixture_nll(net(code, history_windows(z, frames, cfg.history)), z[torch.from_numpy(frames)]))
-        # The sampling loop runs on the CPU (per-frame latency, not throughput, bounds it).
-        cpu_net = copy.deepcopy(net).cpu()
-        generated = [_generate(cpu_net, stats, cfg, audio[val].cpu().numpy(), seed) for seed in range(3)]
-        tracked = PoseSequence.from_tracks(data.tracks, val)
-        metrics = evaluate_motion(generated, tracked, data.features.block("energy")[val, 0])
-        return {"val_nll": nll, **{k: v for k, v in metrics.items() if k.endswith("_ratio")}}
+        """Teacher-forced likelihood of the held-out tail (motion statistics need the calibration: at the end)."""
+        code = net.encode_windows(audio[audio_windows(val_targets, cfg.audio_context, slice(0, len(audio)))])
+        mixture = net(code, history_windows(z, val_targets, cfg.history))
+        return {"val_nll": float(mixture_nll(mixture, z[torch.from_numpy(val_targets)]))}
 
     extra = {
         "pose_stats": asdict(stats),
         "feature_blocks": {k: (v.start, v.stop) for k, v in data.features.blocks.items()},
         "audio_dim": audio.shape[1],
     }
-    return run_training(
-        path=path, model=net, optimizer=optimizer, config=cfg, total_steps=cfg.steps, step_fn=step_fn,
-        eval_fn=eval_fn if val.stop - val.start > cfg.history else None, eval_every=cfg.eval_every,
-        save_every=cfg.save_every, log_dir=log_dir, desc="Audio→Pose", extra=extra, max_minutes=max_minutes,
-    )  # fmt: skip
+    has_val = len(val_targets) > 0
+    with single_threaded():
+        run_training(
+            path=path, model=net, optimizer=optimizer, config=cfg, total_steps=cfg.steps, step_fn=step_fn,
+            eval_fn=eval_fn if has_val else None, eval_every=cfg.eval_every, save_every=cfg.save_every,
+            log_dir=log_dir, desc="Audio→Pose", extra=extra, max_minutes=max_minutes,
+        )  # fmt: skip
+        if not is_finished(path):
+            return {}  # stopped by max_minutes: calibration waits for the finished network
+        return _finish(net, stats, cfg, data, poses_z, audio_np, path, eval_fn() if has_val else {})
+
+
+def _finish(
+    net: Audio2PoseNet, stats: PoseStats, cfg: Audio2PoseConfig, data: MotionData, poses_z: np.ndarray,
+    audio: np.ndarray, path: Path, metrics: dict,
+) -> dict:  # fmt: skip
+    """Calibrate the sampling noise of the trained `net`, measure its motion on the held-out tail, and add both
+    to the checkpoint at `path`; return the metrics. `poses_z`, `audio`: the network's inputs, every frame."""
+    train, val = data.split(cfg.holdout)
+    net = net.cpu()  # sampling runs on the CPU (its frame loop is latency-bound)
+    noise_scale = calibrate_noise(net, stats, cfg, audio[train], poses_z[train])
+    metrics = metrics | {f"noise_scale_{name}": float(v) for name, v in zip(POSE_COMPONENTS, noise_scale)}
+    if val.stop > val.start:
+        generated = _sample_z(net, stats, cfg, audio[val], VALIDATION_SEEDS, noise_scale)
+        motion = evaluate_motion(
+            [stats.poses(g) for g in generated], PoseSequence.from_tracks(data.tracks, val),
+            data.features.block("energy")[val, 0],
+        )  # fmt: skip
+        metrics |= {f"val_{k}": v for k, v in motion.items()}
+    save_checkpoint(path, **load_checkpoint(path) | {"noise_scale": noise_scale, "metrics": metrics})
+    return metrics
 
 
 def _normal(rng: np.random.Generator, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
@@ -304,6 +394,9 @@ class Audio2PoseModel:
         state = load_checkpoint(path)
         self.cfg = Audio2PoseConfig(**state["config"])
         self.stats = PoseStats(**state["pose_stats"])
+        if "noise_scale" not in state:
+            raise AmgError(f"{path} is an unfinished pose model: run its training again to complete it.")
+        self.noise_scale = np.asarray(state["noise_scale"])
         self.feature_blocks = state["feature_blocks"]
         self.net = build_network(self.cfg, state["audio_dim"]).eval()
         self.net.load_state_dict(state["model"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ from amg.audio.features import features_for_audio
 from amg.concurrency import prefetch
 from amg.config import MotionConfig, read_saved_config, save_config
 from amg.errors import AmgError
-from amg.fsutil import save_npz, write_text
+from amg.fsutil import NpzRecord, write_text
 from amg.layout import Layout
 from amg.media import VideoWriter, load_audio
 from amg.motion import headpose
@@ -75,7 +75,7 @@ def train_motion(layout: Layout, name: str, cfg: MotionConfig, force: bool = Fal
 
 
 @dataclass
-class MotionTracks:
+class MotionTracks(NpzRecord):
     """Predicted motion for one driving audio, in the avatar's crop pixels at 25 fps: the renderer's input."""
 
     expression: np.ndarray  # (T, K)
@@ -90,16 +90,6 @@ class MotionTracks:
     @property
     def n_frames(self) -> int:
         return len(self.expression)
-
-    def save(self, path: Path) -> None:
-        save_npz(path, **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
-
-    @classmethod
-    def load(cls, path: Path) -> "MotionTracks":
-        with np.load(path) as z:
-            values = {f.name: z[f.name] for f in fields(cls)}
-        values["size"] = int(values["size"])
-        return cls(**values)
 
 
 def predict_motion(
@@ -117,7 +107,7 @@ def predict_motion(
     cfg = read_saved_config(MotionConfig, layout.motion_config(video_name)) or MotionConfig()
     features = features_for_audio(layout, audio_name, cfg.features)
     tracks = Tracks.load(layout.tracks(video_name))
-    face_model = fitting.load_expression_model(layout.face_model(video_name))
+    face_model = fitting.ExpressionModel.load(layout.face_model(video_name))
     expression = Audio2ExpressionModel(layout.audio2expression(video_name))(features)
     pose_model = headpose.Audio2PoseModel(layout.audio2headpose(video_name)) if pose_mode == "generate" else None
     poses = headpose.make_poses(

@@ -28,7 +28,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from amg.errors import TrackingError
-from amg.fsutil import save_npz
+from amg.fsutil import NpzRecord
 from amg.tracking import topology
 
 # Prior weights of the rigid fit. Rigid points carry it; the rest of the face helps a little (when a rigid
@@ -323,7 +323,7 @@ def interpolate_pose(pose: HeadPose) -> HeadPose:
 
 
 @dataclass
-class ExpressionModel:
+class ExpressionModel(NpzRecord):
     """Linear expression model: head-frame shape = neutral + (mean + coeffs @ basis).reshape(N, 3)."""
 
     neutral: np.ndarray  # (N, 3) head frame
@@ -385,30 +385,6 @@ def decode(model: ExpressionModel, coeffs: np.ndarray) -> np.ndarray:
 def reconstruct_landmarks(model: ExpressionModel, pose: HeadPose, coeffs: np.ndarray) -> np.ndarray:
     """Coefficients (T, K) and pose -> landmarks (T, N, 3) in image pixels."""
     return pose.to_image(decode(model, coeffs))
-
-
-def save_expression_model(path: str | os.PathLike, model: ExpressionModel) -> None:
-    """Write the model to a .npz atomically."""
-    save_npz(
-        path,
-        neutral=model.neutral,
-        mean=model.mean,
-        basis=model.basis,
-        explained_variance=model.explained_variance,
-        total_variance=np.float64(model.total_variance),
-    )
-
-
-def load_expression_model(path: str | os.PathLike) -> ExpressionModel:
-    """Read a model written by `save_expression_model`."""
-    with np.load(path, allow_pickle=False) as z:
-        return ExpressionModel(
-            neutral=z["neutral"],
-            mean=z["mean"],
-            basis=z["basis"],
-            explained_variance=z["explained_variance"],
-            total_variance=float(z["total_variance"]),
-        )
 
 
 # --------------------------------------------------------------------------------------------------------------

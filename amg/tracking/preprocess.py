@@ -77,7 +77,7 @@ def preprocess(layout: Layout, name: str, cfg: PreprocessConfig, force: bool = F
     fit_start = time.perf_counter()
     tracks, model, fit_stats = fit_tracks(raw, cfg)
     tracks.save(layout.tracks(name))
-    fitting.save_expression_model(layout.face_model(name), model)
+    model.save(layout.face_model(name))
     timer.seconds["fitting"] += time.perf_counter() - fit_start
 
     _write_png(layout.background(name), raw.background)

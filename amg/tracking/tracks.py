@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
-from amg.fsutil import save_npz
+from amg.fsutil import NpzRecord
 
 
 @dataclass
-class Tracks:
+class Tracks(NpzRecord):
     """All arrays have the frame count T first; positions are pixels of the size x size crop at 25 fps."""
 
     landmarks: np.ndarray  # (T, N, 3) smoothed face landmarks (x, y, depth)
@@ -30,13 +29,3 @@ class Tracks:
     @property
     def n_frames(self) -> int:
         return len(self.tracked)
-
-    def save(self, path: Path) -> None:
-        save_npz(path, **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
-
-    @classmethod
-    def load(cls, path: Path) -> "Tracks":
-        with np.load(path) as z:
-            values = {f.name: z[f.name] for f in fields(cls)}
-        values["fps"], values["size"] = int(values["fps"]), int(values["size"])
-        return cls(**values)
