@@ -50,3 +50,19 @@ def test_config_layers_defaults_yaml_and_overrides(tmp_path):
     saved = tmp_path / "saved.yaml"
     save_config(cfg, saved)
     assert read_saved_config(PreprocessConfig, saved) == cfg
+
+
+def test_atomic_writes_leave_no_temporary_and_use_normal_permissions(tmp_path):
+    import os
+
+    from amg.fsutil import atomic_path, write_text
+
+    write_text(tmp_path / "a.txt", "hello")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "b.txt") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
