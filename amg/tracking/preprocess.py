@@ -29,9 +29,8 @@ from amg.layout import Layout
 from amg.media import VideoWriter, iter_frames, load_audio, probe_video, write_wav
 from amg.tracking import fitting, smoothing, topology
 from amg.tracking.capture import RawTracks, StageTimer, capture
-from amg.tracking.models import FaceDetector
 from amg.tracking.preview import draw_tracks
-from amg.tracking.scan import check_faces, crop_window, scan_faces
+from amg.tracking.scan import CropWindow, FaceScan, check_faces, crop_window, scan_faces
 from amg.tracking.tracks import Tracks
 
 log = logging.getLogger(__name__)
@@ -63,10 +62,10 @@ def preprocess(layout: Layout, name: str, cfg: PreprocessConfig, force: bool = F
     raw = _cached_capture(layout, name, cfg, force)
     if raw is None:
         audio = _extract_audio(source, info.has_audio, cfg, layout.audio_wav(name), name)
-        scan = timer.call("scan", scan_faces, prefetch(iter_frames(source, cfg.fps)), cfg.scan_every, FaceDetector())
+        scan = timer.call("scan", scan_faces, prefetch(iter_frames(source, cfg.fps)), cfg.scan_every)
         check_faces(scan, cfg.min_face_fraction, name)
         window = crop_window(scan, cfg.crop_scale, cfg.crop_face_center_y)
-        face_centre = _face_centre_in_crop(scan.main_boxes, window, cfg.size)
+        face_centre = _face_centre_in_crop(scan, window, cfg.size)
         raw = capture(
             prefetch(timer.timed("decode", iter_frames(source, cfg.fps))), n_frames, window, face_centre, cfg,
             layout.frames_video(name), layout.matte_video(name), audio, timer,
@@ -216,8 +215,8 @@ def _extract_audio(source: Path, has_audio: bool, cfg: PreprocessConfig, wav_pat
     return audio
 
 
-def _face_centre_in_crop(boxes: np.ndarray, window, size: int) -> np.ndarray:
-    centre = np.median((boxes[:, :2] + boxes[:, 2:]) / 2, axis=0)
+def _face_centre_in_crop(scan: FaceScan, window: CropWindow, size: int) -> np.ndarray:
+    centre = np.median(scan.centres, axis=0)
     return (centre - np.array([window.x0, window.y0])) * (size / window.side)
 
 

@@ -44,34 +44,48 @@ class FaceScan:
     main_boxes: np.ndarray  # (n_with_face, 4) x0, y0, x1, y1 of the chosen face on each frame that has one
 
     @property
+    def centres(self) -> np.ndarray:
+        """(n_with_face, 2) centre of the main face on each sampled frame that has one."""
+        return box_centres(self.main_boxes)
+
+    @property
     def face_fraction(self) -> float:
         return self.n_with_face / max(self.n_sampled, 1)
+
+
+def box_centres(boxes: np.ndarray) -> np.ndarray:
+    """(n, 2) centres of boxes (n, 4) given as x0, y0, x1, y1."""
+    return (boxes[:, :2] + boxes[:, 2:]) / 2
 
 
 def main_face_index(boxes: np.ndarray, frame_size: tuple[int, int]) -> int:
     """The largest, most central face: size relative to the frame minus half its distance from the centre."""
     w, h = frame_size
     heights = (boxes[:, 3] - boxes[:, 1]) / h
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    centres = box_centres(boxes)
     off_centre = np.hypot((centres[:, 0] - w / 2) / w, (centres[:, 1] - h / 2) / h)
     return int(np.argmax(heights - 0.5 * off_centre))
 
 
-def scan_faces(frames: Iterable[np.ndarray], every: int, detector: FaceDetector) -> FaceScan:
+def scan_faces(frames: Iterable[np.ndarray], every: int) -> FaceScan:
     """Run the face detector on every `every`-th frame and keep the main face of each."""
     n_sampled = n_several = 0
     main_boxes = []
     frame_size = (0, 0)
-    for i, frame in enumerate(frames):
-        if i % every:
-            continue
-        frame_size = (frame.shape[1], frame.shape[0])
-        boxes, _ = detector(frame)
-        n_sampled += 1
-        if len(boxes) > 1:
-            n_several += 1
-        if len(boxes):
-            main_boxes.append(boxes[main_face_index(boxes, frame_size)])
+    detector = FaceDetector()
+    try:
+        for i, frame in enumerate(frames):
+            if i % every:
+                continue
+            frame_size = (frame.shape[1], frame.shape[0])
+            boxes, _ = detector(frame)
+            n_sampled += 1
+            if len(boxes) > 1:
+                n_several += 1
+            if len(boxes):
+                main_boxes.append(boxes[main_face_index(boxes, frame_size)])
+    finally:
+        detector.close()
     return FaceScan(frame_size, n_sampled, len(main_boxes), n_several, np.asarray(main_boxes, np.float32).reshape(-1, 4))
 
 
@@ -105,8 +119,7 @@ def crop_window(scan: FaceScan, scale: float, face_center_y: float) -> CropWindo
     teach the GAN to draw borders.
     """
     w, h = scan.frame_size
-    boxes = scan.main_boxes
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    boxes, centres = scan.main_boxes, scan.centres
     face_h = float(np.median(boxes[:, 3] - boxes[:, 1]))
     travel_x = float(np.percentile(centres[:, 0], 95) - np.percentile(centres[:, 0], 5))
     side = int(round(min(max(scale * face_h, travel_x + 2.2 * face_h), w, h)))
