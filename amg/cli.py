@@ -7,7 +7,7 @@ import logging
 import sys
 
 from amg import __version__
-from amg.config import MotionConfig, PreprocessConfig, load_config, read_saved_config
+from amg.config import PRESETS, AvatarConfig, PreprocessConfig, RenderConfig, load_config, preset_overrides
 from amg.errors import AmgError
 from amg.layout import Layout
 
@@ -46,35 +46,66 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     )
 
 
-def _preprocess_config(args: argparse.Namespace, layout: Layout) -> PreprocessConfig:
-    """The config the avatar video was preprocessed with, else the defaults."""
-    return read_saved_config(PreprocessConfig, layout.preprocess_config(args.video_name)) or PreprocessConfig()
+def _avatar_config(args: argparse.Namespace) -> AvatarConfig:
+    """The preset's settings, then the YAML file, then --set (keys like gan.steps or motion.expression.steps)."""
+    return load_config(AvatarConfig, args.config, preset_overrides(args.preset), **_parse_overrides(args.set))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from amg.gan.train import train_gan
     from amg.motion.stage import train_motion
-    from amg.tracking.preprocess import preprocess
+    from amg.pipeline import preprocess_avatar
 
     layout = Layout(args.dataroot)
-    preprocess(layout, args.video_name, _preprocess_config(args, layout))
-    cfg = load_config(MotionConfig, args.config, **_parse_overrides(args.set))
-    report = train_motion(layout, args.video_name, cfg, force=args.force)
-    expression = report.get("audio2expression", {})
-    if expression:
-        print(
-            f"Audio→Expression on the held-out tail: lip error {expression['lips_px']:.2f} px, "
-            f"mouth-opening correlation {expression['opening_corr']:.2f}"
-        )
-    print(f"Motion models of {args.video_name!r} are in {layout.checkpoint_dir(args.video_name)}")
+    cfg = _avatar_config(args)
+    preprocess_avatar(layout, args.video_name)
+    if args.stage in ("motion", "all"):
+        report = train_motion(layout, args.video_name, cfg.motion, force=args.force)
+        expression = report.get("audio2expression", {})
+        if expression:
+            print(
+                f"Audio→Expression on the held-out tail: lip error {expression['lips_px']:.2f} px, "
+                f"mouth-opening correlation {expression['opening_corr']:.2f}"
+            )
+    if args.stage in ("gan", "all"):
+        if args.force:
+            layout.gan_checkpoint(args.video_name).unlink(missing_ok=True)
+        report = train_gan(layout, args.video_name, cfg.gan, args.max_minutes)
+        m = report.get("metrics", {})
+        if m:
+            print(
+                f"Image GAN on held-out frames: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, mouth PSNR "
+                f"{m['mouth_psnr']:.2f} dB (nearest-training-frame baseline: {m['baseline_psnr']:.2f} dB, "
+                f"{m['baseline_ssim']:.3f}, mouth {m['baseline_mouth_psnr']:.2f} dB)"
+            )
+    print(f"Models of {args.video_name!r} are in {layout.checkpoint_dir(args.video_name)}")
+
+
+def _motion_options(args: argparse.Namespace):
+    from amg.pipeline import MotionOptions
+
+    return MotionOptions(args.pose, args.seed, args.temperature, args.intensity)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from amg.pipeline import run
+
+    layout = Layout(args.dataroot)
+    render_cfg = RenderConfig(full_frame=args.full_frame)
+    path, trained = run(
+        layout, args.audio_name, args.video_name, _avatar_config(args), _motion_options(args), render_cfg,
+        args.max_minutes,
+    )  # fmt: skip
+    print(f"Trained: {', '.join(trained) if trained else 'nothing (every checkpoint was there)'}")
+    print(f"Generated video: {path}")
 
 
 def cmd_motion(args: argparse.Namespace) -> None:
     from amg.motion.stage import predict_motion, write_motion_preview
 
     layout = Layout(args.dataroot)
-    motion = predict_motion(
-        layout, args.audio_name, args.video_name, args.pose, args.seed, args.temperature, args.intensity
-    )
+    o = _motion_options(args)
+    motion = predict_motion(layout, args.audio_name, args.video_name, o.pose, o.seed, o.temperature, o.intensity)
     preview = write_motion_preview(layout, args.audio_name, args.video_name, motion)
     print(f"{motion.n_frames} frames of motion in {layout.motion_tracks(args.audio_name, args.video_name)}")
     print(f"Preview: {preview}")
@@ -85,6 +116,24 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     names = install_samples(Layout(args.dataroot))
     print(f"Sample inputs in {Layout(args.dataroot).root / 'input_data'}: {', '.join(names)}")
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preset", choices=list(PRESETS), default="default",
+        help="fast: minutes, for demos and tests; default: a usable avatar in under 2 h on 2 CPU cores; "
+        "quality: a GPU overnight",
+    )  # fmt: skip
+    parser.add_argument("--max-minutes", type=float, help="stop image-GAN training after this long (resumable)")
+    _add_config_options(parser)
+
+
+def _add_motion_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pose", choices=["generate", "static", "replay"], default="generate",
+                        help="head motion: generated from the audio, held still, or replayed from the video")
+    parser.add_argument("--seed", type=int, default=0, help="head-motion sampling seed")
+    parser.add_argument("--temperature", type=float, default=1.0, help="head-motion randomness (0: most likely)")
+    parser.add_argument("--intensity", type=float, default=1.0, help="head-motion amplitude scale")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,20 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train an avatar's models (preprocessing the video first if needed)")
     train.add_argument("dataroot")
     train.add_argument("video_name")
-    train.add_argument("--stage", choices=["motion"], default="motion", help="which models to train")
+    train.add_argument("--stage", choices=["motion", "gan", "all"], default="all", help="which models to train")
     train.add_argument("--force", action="store_true", help="retrain even if finished checkpoints exist")
-    _add_config_options(train)
+    _add_training_options(train)
     train.set_defaults(func=cmd_train)
+
+    run = sub.add_parser("run", help="speech + avatar video → generated video (trains what is missing first)")
+    run.add_argument("dataroot")
+    run.add_argument("audio_name", help="name of the speech in DATAROOT/input_data/audio/NAME/")
+    run.add_argument("video_name", help="the avatar: DATAROOT/input_data/video/NAME/")
+    run.add_argument("--full-frame", action="store_true", help="paste the generated crop into the original frame")
+    _add_motion_options(run)
+    _add_training_options(run)
+    run.set_defaults(func=cmd_run)
 
     motion = sub.add_parser("motion", help="predict expression, head pose and body for a speech file")
     motion.add_argument("dataroot")
     motion.add_argument("audio_name", help="name of the speech in DATAROOT/input_data/audio/NAME/")
     motion.add_argument("video_name", help="the avatar")
-    motion.add_argument("--pose", choices=["generate", "static", "replay"], default="generate",
-                        help="head motion: generated from the audio, held still, or replayed from the video")
-    motion.add_argument("--seed", type=int, default=0, help="head-motion sampling seed")
-    motion.add_argument("--temperature", type=float, default=1.0, help="head-motion randomness (0: most likely)")
-    motion.add_argument("--intensity", type=float, default=1.0, help="head-motion amplitude scale")
+    _add_motion_options(motion)
     motion.set_defaults(func=cmd_motion)
 
     sample = sub.add_parser("sample", help="put the sample media shipped with the installed packages in DATAROOT")

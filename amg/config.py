@@ -158,6 +158,96 @@ class MotionConfig:
     body: Head2BodyConfig = field(default_factory=Head2BodyConfig)
 
 
+@dataclass
+class GanConfig:
+    """Stage 5 (amg.gan): conditioning + the avatar's own reference frames → photoreal crop frames.
+
+    The defaults are the `realtime` generator at 256 px: about 1.2 GFLOP per frame, so rendering keeps up with
+    25 fps on 2 CPU cores. Presets (PRESETS below) change the size, width and schedule.
+    """
+
+    size: int = 256  # generated crop side; the preprocessed crop is resized to it
+    ngf: int = 16  # generator width at the first (half-resolution) level
+    max_channels: int = 128
+    n_levels: int = 6  # stride-2 levels of the U-Net: 256 → 4 px at the bottleneck
+    context: int = 1  # conditioning of frames t-context .. t+context (temporal context, smooths motion)
+    n_references: int = 3  # fixed reference frames: mouth closed, half open, wide open (teeth)
+    bank_size: int = 400  # training frames kept for the per-frame nearest-head-pose reference
+    # A training frame's pose reference is never closer in time than this (else it copies the answer).
+    reference_exclusion: int = 25
+    ndf: int = 16  # discriminator width: at 32 the discriminators cost 3.5x the generator per step on CPU
+    n_scales: int = 2  # multi-scale PatchGAN
+    clip_frames: int = 3  # frames per clip seen by the temporal (3-D) discriminator
+    steps: int = 3000
+    batch_clips: int = 2  # clips per step (each clip_frames frames)
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    weight_decay: float = 1e-4
+    l1_weight: float = 10.0
+    mouth_weight: float = 4.0  # extra L1 weight inside the mouth box (from the lip landmarks)
+    alpha_weight: float = 1.0  # generated matte vs the tracked person matte
+    gan_weight: float = 1.0
+    feature_matching_weight: float = 5.0
+    temporal_weight: float = 0.5
+    # Shift-tolerant LPIPS (AlexNet, from the stlpips-pytorch wheel) on the mouth crop: what makes teeth and lip
+    # edges crisp. It costs 1.9 GFLOP per 80² pair, so it is affordable on CPU; on the whole 256² frame
+    # it costs 19.5 GFLOP per pair (13x the generator), so that term is for GPUs (the quality preset).
+    # 0 turns a term off; both are skipped, with a warning, when the wheel is not installed.
+    perceptual_weight: float = 1.0
+    perceptual_full_weight: float = 0.0
+    mouth_crop: int = 80  # side the mouth box (about 80 px at 256, 40 at 128) is resampled to for that loss
+    ema_decay: float = 0.999
+    holdout: float = 0.15  # the video's tail kept out of training for the held-out metrics
+    eval_frames: int = 24
+    eval_every: int = 250  # held-out metrics and a sample grid (conditioning | generated | real)
+    save_every: int = 100
+    seed: int = 0
+
+
+@dataclass
+class RenderConfig:
+    """Inference (amg.pipeline): how the generated frames are made and written."""
+
+    chunk: int = 32  # frames generated per batch (memory stays flat however long the audio)
+    crf: int = 18
+    full_frame: bool = False  # paste the crop back into the original frame size
+    feather: float = 0.08  # width of the full-frame blend ramp, as a fraction of the crop side
+
+
+@dataclass
+class AvatarConfig:
+    """Everything trained for an avatar after preprocessing: the motion models and the image GAN."""
+
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
+
+
+# Presets change only how much the avatar is trained (and how big it is), never what the stages do.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # Tests and demos: minutes on 2 CPU cores for a 30-s clip.
+    "fast": {
+        "motion": {"expression.steps": 400, "pose.steps": 400},
+        "gan": {"size": 128, "ngf": 16, "n_levels": 5, "steps": 300, "batch_clips": 2, "ndf": 16,
+                "eval_every": 100, "perceptual_weight": 0.0},
+    },
+    # A usable avatar from a 3-minute video in under 2 hours on 2 CPU cores at 256 px.
+    "default": {"motion": {}, "gan": {}},
+    # A GPU overnight: a wider generator and many more steps.
+    "quality": {
+        "motion": {"expression.steps": 4000, "pose.steps": 3000},
+        "gan": {"ngf": 48, "max_channels": 384, "steps": 100000, "batch_clips": 4, "ndf": 64,
+                "perceptual_full_weight": 1.0, "eval_every": 1000, "save_every": 1000},
+    },
+}  # fmt: skip
+
+
+def preset_overrides(preset: str) -> dict[str, Any]:
+    """The dotted-key overrides (`gan.size`, `motion.expression.steps`, ...) preset `preset` makes to AvatarConfig."""
+    if preset not in PRESETS:
+        raise AmgError(f"Unknown preset {preset!r}: choose one of {', '.join(PRESETS)}.")
+    return {f"{stage}.{key}": value for stage, values in PRESETS[preset].items() for key, value in values.items()}
+
+
 def _coerce(value: Any, tp: Any, name: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -221,22 +311,38 @@ def _nest_dotted_keys(values: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def load_config(cls: type[C], yaml_path: str | os.PathLike | None = None, **overrides: Any) -> C:
-    """Defaults, then the YAML file (if any), then explicit overrides (None means 'not given')."""
+def load_config(
+    cls: type[C], yaml_path: str | os.PathLike | None = None, defaults: dict[str, Any] | None = None, **overrides: Any
+) -> C:
+    """The code's defaults, then `defaults` (a preset's), then the YAML file, then explicit overrides (None means
+    'not given'). Each layer may use nested mappings or dotted keys; later layers win key by key."""
+    layers = [defaults or {}, _read_yaml(yaml_path) if yaml_path is not None else {}]
+    layers.append({k: v for k, v in overrides.items() if v is not None})
     values: dict[str, Any] = {}
-    if yaml_path is not None:
-        path = Path(yaml_path)
-        if not path.is_file():
-            raise AmgError(f"Config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise AmgError(f"Config file {path} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise AmgError(f"Config file {path} must hold a mapping of option: value.")
-        values.update(loaded)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    for layer in layers:
+        _deep_merge(values, _nest_dotted_keys(layer))
     return config_from_dict(cls, values)
+
+
+def _read_yaml(yaml_path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(yaml_path)
+    if not path.is_file():
+        raise AmgError(f"Config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise AmgError(f"Config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise AmgError(f"Config file {path} must hold a mapping of option: value.")
+    return loaded
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], _nest_dotted_keys(value))
+        else:
+            base[key] = value
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -264,12 +370,17 @@ __all__ = [
     "Audio2ExpressionConfig",
     "Audio2PoseConfig",
     "AudioFeatureConfig",
+    "AvatarConfig",
+    "GanConfig",
+    "PRESETS",
+    "RenderConfig",
     "Head2BodyConfig",
     "MotionConfig",
     "PreprocessConfig",
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "preset_overrides",
     "read_saved_config",
     "save_config",
 ]

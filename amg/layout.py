@@ -133,6 +133,24 @@ class Layout:
     def motion_report(self, name: str) -> Path:
         return self.checkpoint_dir(name) / "motion_report.json"
 
+    def gan_checkpoint(self, name: str) -> Path:
+        return self.checkpoint_dir(name) / "latest_GAN_model.pt"
+
+    def gan_config(self, name: str) -> Path:
+        """The generator's options (the seed's GAN_config.txt, as YAML)."""
+        return self.checkpoint_dir(name) / "GAN_config.yaml"
+
+    def gan_references(self, name: str) -> Path:
+        """The avatar's reference frames and head-pose frame bank the generator copies texture from."""
+        return self.checkpoint_dir(name) / "gan_references.npz"
+
+    def gan_samples_dir(self, name: str) -> Path:
+        """Training sample grids: conditioning | generated | real."""
+        return self.checkpoint_dir(name) / "gan_samples"
+
+    def gan_report(self, name: str) -> Path:
+        return self.checkpoint_dir(name) / "gan_report.json"
+
     def logs_dir(self, name: str) -> Path:
         """TensorBoard logs of every training stage of avatar `name`."""
         return self.checkpoint_dir(name) / "logs"
@@ -148,3 +166,6 @@ class Layout:
 
     def motion_preview(self, audio_name: str, video_name: str) -> Path:
         return self.output_dir(audio_name, video_name) / "motion_preview.mp4"
+
+    def generated_video(self, audio_name: str, video_name: str) -> Path:
+        return self.output_dir(audio_name, video_name) / "generated_video.mp4"

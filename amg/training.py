@@ -68,11 +68,28 @@ def is_finished(path: Path) -> bool:
         return False
 
 
+class OptimizerGroup:
+    """Several optimizers (a GAN's generator and discriminators) saved and resumed as one."""
+
+    def __init__(self, **optimizers: torch.optim.Optimizer):
+        self.optimizers = optimizers
+
+    def __getitem__(self, name: str) -> torch.optim.Optimizer:
+        return self.optimizers[name]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])
+
+
 def run_training(
     *,
     path: Path,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | OptimizerGroup,
     config: Any,
     total_steps: int,
     step_fn: Callable[[int], dict[str, float]],
@@ -83,11 +100,13 @@ def run_training(
     desc: str = "Training",
     extra: dict[str, Any] | None = None,
     max_minutes: float | None = None,
+    images_fn: Callable[[int], dict[str, np.ndarray]] | None = None,
 ) -> dict[str, float]:
     """Train `model` for `total_steps` (resuming if possible) and save it to `path`; return the last eval.
 
     `config` is a dataclass saved in the checkpoint; `extra` holds what inference needs besides the weights
     (normalisation statistics, feature layout, ...). `max_minutes` stops early, saving a resumable checkpoint.
+    `images_fn(step) -> {tag: HWC uint8}` runs with each eval; its pictures go to TensorBoard.
     """
     config_dict = dataclasses.asdict(config)
     start = _resume(path, model, optimizer, config_dict)
@@ -122,6 +141,9 @@ def run_training(
                     metrics = eval_fn()
                 model.train()
                 _log_scalars(writer, "eval", metrics, step)
+                if images_fn is not None:
+                    with torch.no_grad():
+                        _log_images(writer, images_fn(step), step)
             if step % save_every == 0 and step < total_steps:
                 save(step, finished=False)
             if deadline is not None and time.monotonic() > deadline and step < total_steps:
@@ -136,7 +158,7 @@ def run_training(
     return metrics
 
 
-def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: dict) -> int:
+def _resume(path: Path, model: torch.nn.Module, optimizer, config: dict) -> int:
     if not path.is_file():
         return 0
     try:
@@ -166,3 +188,10 @@ def _log_scalars(writer, prefix: str, values: dict[str, float], step: int) -> No
         return
     for name, value in values.items():
         writer.add_scalar(f"{prefix}/{name}", value, step)
+
+
+def _log_images(writer, images: dict[str, np.ndarray], step: int) -> None:
+    if writer is None:
+        return
+    for tag, image in images.items():
+        writer.add_image(tag, image, step, dataformats="HWC")

@@ -1,0 +1,1 @@
+"""Measured quality: image metrics here; `amg eval` and its report build on them."""

@@ -1,0 +1,68 @@
+"""The image GAN's losses: mouth-weighted L1, least-squares adversarial terms, feature matching, mouth crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from amg.tracking import topology
+
+
+def mouth_boxes(landmarks: np.ndarray, source_size: int, size: int, margin: float = 0.8) -> np.ndarray:
+    """(T, N, 3) landmarks → (T, 4) int square boxes x0, y0, x1, y1 around the lips at the generator's size.
+
+    The side is the mouth width times (1 + 2 * margin), so the box holds the lips, teeth and the skin that
+    moves with them (chin, nasolabial folds).
+    """
+    points = landmarks[..., :2] * (size / source_size)
+    centre = points[:, topology.LIPS].mean(axis=1)
+    half = topology.mouth_width(points) * (0.5 + margin)
+    half = np.maximum(half, 4.0)[:, None]
+    boxes = np.concatenate([centre - half, centre + half], axis=1).round().astype(int)
+    return np.clip(boxes, 0, size)
+
+
+def mouth_weight_map(boxes: np.ndarray, size: int, extra: float) -> torch.Tensor:
+    """(B, 1, size, size) per-pixel L1 weights: 1 everywhere, 1 + extra inside each mouth box."""
+    weights = torch.ones(len(boxes), 1, size, size)
+    for w, (x0, y0, x1, y1) in zip(weights, boxes):
+        w[:, y0:y1, x0:x1] += extra
+    return weights
+
+
+def weighted_l1(fake: torch.Tensor, real: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return ((fake - real).abs() * weights).sum() / (weights.sum() * fake.shape[1])
+
+
+def crop_resized(images: torch.Tensor, boxes: np.ndarray, side: int) -> torch.Tensor:
+    """Cut each image's box and resample it to side x side (bilinear): the mouth, seen at 2x for the losses."""
+    crops = [
+        F.interpolate(img[None, :, y0:y1, x0:x1], size=(side, side), mode="bilinear", align_corners=False)
+        for img, (x0, y0, x1, y1) in zip(images, boxes)
+    ]
+    return torch.cat(crops)
+
+
+def lsgan_loss(logits: torch.Tensor, target_real: bool) -> torch.Tensor:
+    """Least-squares GAN (Mao et al.): steadier gradients than the log loss for small patch discriminators."""
+    return ((logits - (1.0 if target_real else 0.0)) ** 2).mean()
+
+
+def discriminator_loss(real_outputs: list[list[torch.Tensor]], fake_outputs: list[list[torch.Tensor]]) -> torch.Tensor:
+    """Sum over scales; each scale's last feature map is its patch logits."""
+    return sum(lsgan_loss(r[-1], True) + lsgan_loss(f[-1], False) for r, f in zip(real_outputs, fake_outputs))
+
+
+def generator_adversarial_loss(fake_outputs: list[list[torch.Tensor]]) -> torch.Tensor:
+    return sum(lsgan_loss(f[-1], True) for f in fake_outputs)
+
+
+def feature_matching_loss(real_outputs: list[list[torch.Tensor]], fake_outputs: list[list[torch.Tensor]]) -> torch.Tensor:
+    """L1 between the discriminators' intermediate features of real and generated frames (pix2pixHD)."""
+    terms = [
+        F.l1_loss(f, r.detach())
+        for real, fake in zip(real_outputs, fake_outputs)
+        for r, f in zip(real[:-1], fake[:-1])
+    ]
+    return sum(terms) / len(terms)

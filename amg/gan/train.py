@@ -1,0 +1,265 @@
+"""`amg train --stage gan`: the image GAN on the avatar's own video (resumable, time-budgeted, deterministic).
+
+One step: a batch of short clips → generator → (1) discriminators learn real vs generated frames (multi-scale
+PatchGAN, conditioned on the frame's conditioning) and clips (3-D temporal discriminator); (2) the generator
+learns from mouth-weighted L1, the matte, adversarial + feature-matching terms and (when installed) a
+shift-tolerant LPIPS on the frame and on the mouth at 2x. An exponential moving average of the generator is
+what renders (smoother, fewer GAN artefacts).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from amg.config import GanConfig, save_config
+from amg.evaluation.metrics import psnr, ssim
+from amg.fsutil import atomic_path, write_text
+from amg.gan import losses
+from amg.gan.data import ClipBatch, GanData, clip_batch, load_gan_data, make_references
+from amg.gan.inputs import GeneratorInputs, to_uint8, with_context
+from amg.gan.networks import Generator, MultiScaleDiscriminator, TemporalDiscriminator
+from amg.layout import Layout
+from amg.render import N_CHANNELS, conditioning_to_rgb
+from amg.training import OptimizerGroup, batch_rng, is_finished, pick_device, run_training, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def gan_trained(layout: Layout, name: str) -> bool:
+    return is_finished(layout.gan_checkpoint(name)) and layout.gan_references(name).is_file()
+
+
+def build_generator(cfg: GanConfig, inputs: GeneratorInputs) -> Generator:
+    return Generator(inputs.dynamic_channels, inputs.static_channels, cfg.ngf, cfg.max_channels, cfg.n_levels)
+
+
+def build_networks(cfg: GanConfig, inputs: GeneratorInputs) -> nn.ModuleDict:
+    generator = build_generator(cfg, inputs)
+    ema = build_generator(cfg, inputs)
+    ema.load_state_dict(generator.state_dict())
+    ema.requires_grad_(False)
+    return nn.ModuleDict(
+        {
+            "generator": generator,
+            "generator_ema": ema,
+            "discriminator": MultiScaleDiscriminator(N_CHANNELS + 3, cfg.ndf, cfg.n_scales),
+            "temporal": TemporalDiscriminator(N_CHANNELS + 3, cfg.ndf),
+        }
+    )
+
+
+def _perceptual(cfg: GanConfig, device: torch.device):
+    if cfg.perceptual_weight <= 0 and cfg.perceptual_full_weight <= 0:
+        return None
+    from amg.gan.perceptual import ShiftTolerantLPIPS, perceptual_weights_path
+
+    if perceptual_weights_path() is None:
+        log.warning("stlpips-pytorch is not installed: training without the perceptual loss (see README).")
+        return None
+    return ShiftTolerantLPIPS().to(device)
+
+
+@dataclass
+class HeldOut:
+    """Fixed held-out frames, their inputs, and the nearest-training-frame baseline's scores on them."""
+
+    index: np.ndarray
+    dynamic: torch.Tensor
+    conditioning: np.ndarray  # (n, H, W, C) uint8
+    real: np.ndarray  # (n, H, W, 3) uint8
+    mouth: np.ndarray
+    baseline: dict[str, float]
+
+
+def held_out_frames(data: GanData, inputs: GeneratorInputs, n: int) -> HeldOut:
+    t = data.tracks
+    index = np.unique(np.linspace(data.val.start, data.val.stop - 1, n).round().astype(int))
+    cond = inputs.render(t.landmarks[index], t.body[index])
+    dynamic = []
+    for i in index:  # each frame with its own temporal context
+        frames = with_context(i, i + 1, inputs.context, t.n_frames)
+        bank = inputs.nearest_bank(t.rotation[[i]], t.translation[[i]], t.scale[[i]])
+        dynamic.append(inputs.dynamic(inputs.render(t.landmarks[frames], t.body[frames]), bank))
+    mouth = losses.mouth_boxes(t.landmarks[index], t.size, data.size)
+    real = data.frames[index]
+    baseline = frame_scores(nearest_landmark_frames(data, index), real, mouth)
+    return HeldOut(index, torch.cat(dynamic), cond, real, mouth, baseline)
+
+
+def nearest_landmark_frames(data: GanData, index: np.ndarray) -> np.ndarray:
+    """The no-learning baseline: for each frame, the training frame whose 2-D landmarks are nearest."""
+    t = data.tracks
+    train = t.landmarks[data.train, :, :2].reshape(data.train.stop, -1)
+    query = t.landmarks[index, :, :2].reshape(len(index), -1)
+    d = (query**2).sum(1)[:, None] - 2 * query @ train.T + (train**2).sum(1)[None]
+    return data.frames[d.argmin(axis=1)]
+
+
+def frame_scores(generated: np.ndarray, real: np.ndarray, mouth: np.ndarray) -> dict[str, float]:
+    """PSNR/SSIM of the whole crop and of the mouth box (mean over frames)."""
+    mouth_psnr = [psnr(g, r, tuple(b)) for g, r, b in zip(generated, real, mouth)]
+    mouth_ssim = [ssim(g, r, tuple(b)) for g, r, b in zip(generated, real, mouth)]
+    return {
+        "psnr": psnr(generated, real),
+        "ssim": ssim(generated, real),
+        "mouth_psnr": float(np.mean(mouth_psnr)),
+        "mouth_ssim": float(np.mean(mouth_ssim)),
+    }
+
+
+def sample_grid(conditioning: np.ndarray, generated: np.ndarray, real: np.ndarray, rows: int = 4) -> np.ndarray:
+    """Rows of conditioning | generated | real (uint8 RGB)."""
+    picks = np.linspace(0, len(real) - 1, min(rows, len(real))).round().astype(int)
+    return np.concatenate(
+        [np.concatenate([conditioning_to_rgb(conditioning[i]), generated[i], real[i]], axis=1) for i in picks]
+    )
+
+
+class GanTrainer:
+    """Holds the networks, optimizers and data of one training run; `step` and `evaluate` feed run_training."""
+
+    def __init__(self, cfg: GanConfig, data: GanData, inputs: GeneratorInputs, layout: Layout, name: str):
+        self.cfg, self.data, self.inputs = cfg, data, inputs
+        self.layout, self.name = layout, name
+        self.device = inputs.device
+        self.nets = build_networks(cfg, inputs).to(self.device)
+        g, d, dt = self.nets["generator"], self.nets["discriminator"], self.nets["temporal"]
+        betas = (0.5, 0.999)
+        self.optim = OptimizerGroup(
+            generator=torch.optim.AdamW(g.parameters(), cfg.lr_g, betas=betas, weight_decay=cfg.weight_decay),
+            discriminator=torch.optim.AdamW(
+                [*d.parameters(), *dt.parameters()], cfg.lr_d, betas=betas, weight_decay=cfg.weight_decay
+            ),
+        )
+        self.perceptual = _perceptual(cfg, self.device)
+        self.held_out = held_out_frames(data, inputs, cfg.eval_frames)
+        # bf16 autocast on CUDA only: on CPU it does not pay (measured), and fp32 keeps CPU runs bit-reproducible.
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    def _generate(self, net: Generator, dynamic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return net(dynamic, net.encode_static(self.inputs.static), self.inputs.background)
+
+    def _discriminate(self, batch: ClipBatch, frames: torch.Tensor) -> tuple[list, list]:
+        """Per-frame multi-scale outputs and per-clip temporal outputs for `frames` (B*L, 3, H, W)."""
+        x = torch.cat([batch.conditioning, frames], dim=1)
+        per_frame = self.nets["discriminator"](x)
+        b, length = len(x) // self.cfg.clip_frames, self.cfg.clip_frames
+        clips = x.reshape(b, length, *x.shape[1:]).transpose(1, 2)  # (B, C, L, H, W)
+        return per_frame, [self.nets["temporal"](clips)]
+
+    def step(self, step: int) -> dict[str, float]:
+        cfg, data = self.cfg, self.data
+        rng = batch_rng(cfg.seed, step)
+        starts = rng.integers(data.train.start, data.train.stop - cfg.clip_frames + 1, size=cfg.batch_clips)
+        batch = clip_batch(data, self.inputs, starts, cfg.clip_frames, cfg.reference_exclusion)
+        with self.autocast:
+            fake, matte = self._generate(self.nets["generator"], batch.dynamic)
+
+            # Discriminators.
+            real_frame, real_clip = self._discriminate(batch, batch.real)
+            fake_frame, fake_clip = self._discriminate(batch, fake.detach())
+            d_frame = losses.discriminator_loss(real_frame, fake_frame)
+            d_clip = losses.discriminator_loss(real_clip, fake_clip)
+        self.optim["discriminator"].zero_grad(set_to_none=True)
+        (d_frame + cfg.temporal_weight * d_clip).backward()
+        self.optim["discriminator"].step()
+
+        discriminators = (self.nets["discriminator"], self.nets["temporal"])
+        for net in discriminators:  # the generator's step needs gradients through them, not of their weights
+            net.requires_grad_(False)
+        with self.autocast:
+            fake_frame, fake_clip = self._discriminate(batch, fake)
+            weights = losses.mouth_weight_map(batch.mouth, data.size, cfg.mouth_weight).to(self.device)
+            terms = {
+                "l1": losses.weighted_l1(fake, batch.real, weights),
+                "matte": (matte - batch.matte).abs().mean(),
+                "adversarial": losses.generator_adversarial_loss(fake_frame),
+                "feature_matching": losses.feature_matching_loss(real_frame, fake_frame),
+                "temporal": losses.generator_adversarial_loss(fake_clip),
+            }
+            weighted = {
+                "l1": cfg.l1_weight, "matte": cfg.alpha_weight, "adversarial": cfg.gan_weight,
+                "feature_matching": cfg.feature_matching_weight, "temporal": cfg.temporal_weight,
+            }  # fmt: skip
+            if self.perceptual is not None:
+                fake_mouth = losses.crop_resized(fake, batch.mouth, cfg.mouth_crop)
+                real_mouth = losses.crop_resized(batch.real, batch.mouth, cfg.mouth_crop)
+                terms["perceptual_mouth"] = self.perceptual(fake_mouth, real_mouth).mean()
+                weighted["perceptual_mouth"] = cfg.perceptual_weight
+                if cfg.perceptual_full_weight > 0:
+                    terms["perceptual"] = self.perceptual(fake, batch.real).mean()
+                    weighted["perceptual"] = cfg.perceptual_full_weight
+            g_loss = sum(weighted[k] * v for k, v in terms.items())
+        self.optim["generator"].zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.optim["generator"].step()
+        for net in discriminators:
+            net.requires_grad_(True)
+        self._update_ema(step)
+        values = {"g_loss": g_loss, "d_frame": d_frame, "d_clip": d_clip} | terms
+        return {k: v.item() for k, v in values.items()}
+
+    @torch.no_grad()
+    def _update_ema(self, step: int) -> None:
+        # Warm-up: early on the average would mostly remember the random initialisation.
+        decay = min(self.cfg.ema_decay, (1 + step) / (10 + step))
+        for p_ema, p in zip(self.nets["generator_ema"].parameters(), self.nets["generator"].parameters()):
+            p_ema.lerp_(p, 1 - decay)
+
+    def generated_held_out(self) -> np.ndarray:
+        ema = self.nets["generator_ema"]
+        frames = [self._generate(ema, chunk)[0] for chunk in self.held_out.dynamic.split(8)]
+        return to_uint8(torch.cat(frames))
+
+    def evaluate(self) -> dict[str, float]:
+        h = self.held_out
+        scores = frame_scores(self.generated_held_out(), h.real, h.mouth)
+        return scores | {f"baseline_{k}": v for k, v in h.baseline.items()}
+
+    def sample_images(self, step: int) -> dict[str, np.ndarray]:
+        grid = sample_grid(self.held_out.conditioning, self.generated_held_out(), self.held_out.real)
+        path = self.layout.gan_samples_dir(self.name) / f"step_{step:07d}.jpg"
+        with atomic_path(path) as tmp:
+            cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        return {"held_out/conditioning|generated|real": grid}
+
+
+def train_gan(layout: Layout, name: str, cfg: GanConfig, max_minutes: float | None = None) -> dict:
+    """Train (or resume) the image GAN of avatar `name`; returns the held-out metrics next to the baseline."""
+    if gan_trained(layout, name):
+        log.info("The image GAN of %r is already trained (delete %s to retrain).", name, layout.gan_checkpoint(name))
+        return json.loads(layout.gan_report(name).read_text()) if layout.gan_report(name).is_file() else {}
+    seed_everything(cfg.seed)
+    device = pick_device()
+    data = load_gan_data(layout, name, cfg.size, cfg.holdout)
+    references = make_references(data, layout, name, cfg.n_references, cfg.bank_size)
+    references.save(layout.gan_references(name))
+    save_config(cfg, layout.gan_config(name))
+    inputs = GeneratorInputs(references, cfg.context, device)
+    trainer = GanTrainer(cfg, data, inputs, layout, name)
+    metrics = run_training(
+        path=layout.gan_checkpoint(name),
+        model=trainer.nets,
+        optimizer=trainer.optim,
+        config=cfg,
+        total_steps=cfg.steps,
+        step_fn=trainer.step,
+        eval_fn=trainer.evaluate,
+        eval_every=cfg.eval_every,
+        save_every=cfg.save_every,
+        log_dir=layout.logs_dir(name) / "gan",
+        desc="Image GAN",
+        extra={"dynamic_channels": inputs.dynamic_channels, "static_channels": inputs.static_channels},
+        max_minutes=max_minutes,
+        images_fn=trainer.sample_images,
+    )
+    report = {"video": name, "held_out_frames": len(trainer.held_out.index), "metrics": metrics}
+    write_text(layout.gan_report(name), json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,175 @@
+"""Rendering speed and memory (stages 2-7), and image-GAN training speed, at 256 px.
+
+    python benchmarks/render.py [--video obama_clip2] [--minutes 1 10] [--gan-config default|realtime...]
+
+Uses the avatar in /tmp/amg-bench (the clip is linked, not copied; preprocessing and training are reused).
+Missing models are trained with the fast motion preset and a short image-GAN run: speed does not depend on
+the weights, so a briefly trained generator measures the same as a finished one.
+
+Prints, for driving speech of the first duration: frames/s of each inference stage alone (audio features,
+motion, conditioning, generator, encoding) and of the whole `render()`; the generator's GFLOP per frame and the
+fraction of the CPU's measured matmul ceiling it reaches; image-GAN training steps/s. Then, for each duration,
+the peak RSS of a fresh process running `render()` (goal: flat in the audio's length).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from amg.audio.features import features_for_audio
+from amg.config import AvatarConfig, GanConfig, MotionConfig, PreprocessConfig, load_config, preset_overrides
+from amg.layout import Layout
+from amg.media import VideoWriter, load_audio, write_wav
+from amg.pipeline import MotionOptions, RenderConfig, render, train_avatar
+from amg.tracking.preprocess import preprocess
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path("/tmp/amg-bench")
+SPEECH = ["musetalk_eng_60s.wav", "librispeech_1320_male.mp3", "librispeech_3575_female.mp3", "hdtf_radio36.wav"]
+
+
+def matmul_ceiling() -> float:
+    """GFLOP/s of a large fp32 matmul: the most this CPU's cores can do."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(5):
+        a @ b
+    return 5 * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
+
+
+def speech_of(layout: Layout, minutes: float) -> str:
+    """A driving speech `minutes` long, shared recordings of several voices one after another."""
+    name = f"speech_{minutes:g}min"
+    folder = layout.audio_dir(name)
+    if not (folder / f"{name}.wav").is_file():
+        pieces = [load_audio(SHARED / "audio" / f) for f in SPEECH]
+        joined = np.concatenate(pieces)
+        total = int(minutes * 60 * 16000)
+        write_wav(folder / f"{name}.wav", np.resize(joined, total), 16000)
+    return name
+
+
+def ensure_avatar(layout: Layout, video: str, gan: dict) -> AvatarConfig:
+    folder = layout.video_dir(video)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / f"{video}.mp4").exists():
+        (folder / f"{video}.mp4").symlink_to(SHARED / "video" / f"{video}.mp4")
+    fast_motion = {k: v for k, v in preset_overrides("fast").items() if k.startswith("motion.")}
+    cfg = load_config(AvatarConfig, None, fast_motion | gan)
+    preprocess(layout, video, PreprocessConfig(preview=False))
+    train_avatar(layout, video, cfg)
+    return cfg
+
+
+def stage_speeds(layout: Layout, audio: str, video: str) -> dict:
+    from amg.gan.inference import AvatarGenerator
+    from amg.gan.inputs import to_uint8
+    from amg.gan.networks import count_flops
+    from amg.motion.stage import predict_motion
+
+    n = {}
+    t0 = time.perf_counter()
+    for path in layout.audio_dir(audio).glob("audio_features*"):
+        path.unlink()
+    features = features_for_audio(layout, audio, MotionConfig().features)
+    n["audio features"] = time.perf_counter() - t0
+    frames = len(features)
+    t0 = time.perf_counter()
+    motion = predict_motion(layout, audio, video)
+    n["motion (expression, pose, body)"] = time.perf_counter() - t0  # features come from the cache now
+
+    gen = AvatarGenerator(layout, video)
+    t0 = time.perf_counter()
+    inputs = list(gen._chunk_inputs(motion, 32))
+    n["conditioning + generator inputs"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    outputs = []
+    with torch.no_grad():
+        for dynamic in inputs:
+            outputs.append(gen.generator(dynamic, gen.static_code, gen.inputs.background)[0])
+    n["generator"] = time.perf_counter() - t0
+    images = [f for out in outputs for f in to_uint8(out)]
+    t0 = time.perf_counter()
+    with VideoWriter("/tmp/amg-bench/encode_test.mp4", audio=load_audio(layout.audio_source(audio))) as w:
+        for image in images:
+            w.write(image)
+    n["encode (H.264 + AAC)"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    render(layout, audio, video, MotionOptions(), RenderConfig())
+    n["end to end render()"] = time.perf_counter() - t0
+    flops = count_flops(gen.generator, inputs[0][:1], gen.static_code, gen.inputs.background)
+    return {"frames": frames, "seconds": n, "gflop_per_frame": flops / 1e9, "size": gen.size}
+
+
+def gan_training_speed(layout: Layout, video: str, gan: dict, steps: int = 6) -> float:
+    from amg.gan.data import load_gan_data, make_references
+    from amg.gan.inputs import GeneratorInputs
+    from amg.gan.train import GanTrainer
+
+    cfg = load_config(GanConfig, None, {k.removeprefix("gan."): v for k, v in gan.items()})
+    data = load_gan_data(layout, video, cfg.size, cfg.holdout)
+    inputs = GeneratorInputs(make_references(data, layout, video, cfg.n_references, cfg.bank_size), cfg.context)
+    trainer = GanTrainer(cfg, data, inputs, layout, video)
+    trainer.step(0)
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        trainer.step(step)
+    return steps / (time.perf_counter() - start)
+
+
+def peak_rss_mb(audio: str, video: str) -> tuple[float, float]:
+    """Peak RSS (MB) and wall time of a fresh process rendering `audio` with avatar `video`."""
+    code = (
+        "import sys, time, resource, json;"
+        "from amg.layout import Layout; from amg.pipeline import MotionOptions, RenderConfig, render;"
+        "t=time.perf_counter();"
+        f"render(Layout({str(ROOT)!r}), {audio!r}, {video!r}, MotionOptions(), RenderConfig());"
+        "print(json.dumps([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, time.perf_counter()-t]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    rss, wall = json.loads(out.strip().splitlines()[-1])
+    return rss, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--video", default="obama_clip2")
+    parser.add_argument("--minutes", type=float, nargs="+", default=[1, 10])
+    parser.add_argument("--gan-steps", type=int, default=20, help="image-GAN steps if the avatar has none")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    layout = Layout(ROOT)
+    gan = {"gan.steps": args.gan_steps, "gan.eval_every": args.gan_steps}
+    ensure_avatar(layout, args.video, gan)
+    ceiling = matmul_ceiling()
+    audio = speech_of(layout, args.minutes[0])
+    speeds = stage_speeds(layout, audio, args.video)
+    frames = speeds["frames"]
+    print(f"\nInference at {speeds['size']} px, {frames} frames ({args.minutes[0]:g} min of speech), 2 threads")
+    print(f"{'stage':36s} {'frames/s':>9s}")
+    for stage, seconds in speeds["seconds"].items():
+        print(f"{stage:36s} {frames / seconds:9.1f}")
+    gen_fps = frames / speeds["seconds"]["generator"]
+    achieved = speeds["gflop_per_frame"] * gen_fps
+    print(
+        f"\ngenerator: {speeds['gflop_per_frame']:.2f} GFLOP/frame, {achieved:.1f} GFLOP/s achieved, "
+        f"{achieved / ceiling:.0%} of the measured fp32 matmul ceiling ({ceiling:.1f} GFLOP/s)"
+    )
+    print(f"image-GAN training (default config, 256 px): {gan_training_speed(layout, args.video, gan):.2f} steps/s")
+    print(f"\n{'speech':>8s} {'peak RSS MB':>12s} {'render s':>9s} {'frames/s':>9s}")
+    for minutes in args.minutes:
+        rss, wall = peak_rss_mb(speech_of(layout, minutes), args.video)
+        print(f"{minutes:6g} m {rss:12.0f} {wall:9.1f} {minutes * 60 * 25 / wall:9.1f}")
+
+
+if __name__ == "__main__":
+    main()
