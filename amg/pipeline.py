@@ -65,7 +65,7 @@ def render(layout: Layout, audio_name: str, video_name: str, options: MotionOpti
     motion = predict_motion(
         layout, audio_name, video_name, options.pose, options.seed, options.temperature, options.intensity
     )
-    generator = AvatarGenerator(layout, video_name)
+    generator = AvatarGenerator(layout, video_name, engine=cfg.engine)
     frames = generator.frames(motion, cfg.chunk)
     if cfg.full_frame:
         window = Tracks.load(layout.tracks(video_name)).window

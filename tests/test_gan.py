@@ -40,6 +40,19 @@ def test_generator_blends_its_output_over_the_background_and_caches_the_static_b
     torch.testing.assert_close(frame, background.expand(3, -1, -1, -1), atol=1e-5, rtol=0)
 
 
+def test_onnx_runtime_engine_computes_what_pytorch_computes():
+    from amg.gan.inference import OnnxGenerator
+
+    torch.manual_seed(0)
+    g = _generator(GanConfig(size=64, n_levels=4)).eval()
+    dynamic, background = torch.randn(3, 19, 64, 64), torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        code = g.encode_static(torch.randn(1, 24, 64, 64))
+        expected, _ = g(dynamic, code, background)
+        onnx = OnnxGenerator(g, dynamic[:1], code, background)
+    torch.testing.assert_close(onnx(dynamic), expected, atol=1e-4, rtol=0)  # any batch size, not just the example's
+
+
 def test_default_generator_fits_the_realtime_budget():
     """≤ 1.6 GFLOP per 256² frame: what lets 2 CPU cores render 25 frames/s (benchmarks/render.py)."""
     cfg = GanConfig()
