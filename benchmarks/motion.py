@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from amg.audio.features import compute_features, features_for_video
-from amg.config import Audio2PoseConfig, AudioFeatureConfig, MotionConfig, PreprocessConfig
+from amg.config import AudioFeatureConfig, MotionConfig, PreprocessConfig
 from amg.layout import Layout
 from amg.media import load_audio
 from amg.motion import headpose

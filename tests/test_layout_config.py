@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 
 from amg.config import PreprocessConfig, load_config, read_saved_config, save_config

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from amg.tracking.background import masked_median
 from amg.tracking.scan import FaceScan, crop_window, main_face_index

@@ -21,7 +21,6 @@ coefficients are interpolated from the neighbouring tracked frames.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
