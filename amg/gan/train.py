@@ -140,6 +140,7 @@ class GanTrainer:
         )
         self.perceptual = _perceptual(cfg, self.device)
         self.held_out = held_out_frames(data, inputs, cfg.eval_frames)
+        self.last_generated: np.ndarray | None = None  # the held-out frames of the latest evaluation
         # bf16 autocast on CUDA only: on CPU it does not pay (measured), and fp32 keeps CPU runs bit-reproducible.
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
@@ -220,11 +221,12 @@ class GanTrainer:
 
     def evaluate(self) -> dict[str, float]:
         h = self.held_out
-        scores = frame_scores(self.generated_held_out(), h.real, h.mouth)
+        self.last_generated = self.generated_held_out()  # the sample grid drawn right after shows these frames
+        scores = frame_scores(self.last_generated, h.real, h.mouth)
         return scores | {f"baseline_{k}": v for k, v in h.baseline.items()}
 
     def sample_images(self, step: int) -> dict[str, np.ndarray]:
-        grid = sample_grid(self.held_out.conditioning, self.generated_held_out(), self.held_out.real)
+        grid = sample_grid(self.held_out.conditioning, self.last_generated, self.held_out.real)
         path = self.layout.gan_samples_dir(self.name) / f"step_{step:07d}.jpg"
         with atomic_path(path) as tmp:
             cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
