@@ -128,6 +128,12 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     _add_config_options(parser)
 
 
+def _add_speech_and_avatar(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataroot")
+    parser.add_argument("audio_name", help="name of the speech in DATAROOT/input_data/audio/NAME/")
+    parser.add_argument("video_name", help="the avatar: DATAROOT/input_data/video/NAME/")
+
+
 def _add_motion_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pose", choices=["generate", "static", "replay"], default="generate",
                         help="head motion: generated from the audio, held still, or replayed from the video")
@@ -159,18 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     run = sub.add_parser("run", help="speech + avatar video → generated video (trains what is missing first)")
-    run.add_argument("dataroot")
-    run.add_argument("audio_name", help="name of the speech in DATAROOT/input_data/audio/NAME/")
-    run.add_argument("video_name", help="the avatar: DATAROOT/input_data/video/NAME/")
+    _add_speech_and_avatar(run)
     run.add_argument("--full-frame", action="store_true", help="paste the generated crop into the original frame")
     _add_motion_options(run)
     _add_training_options(run)
     run.set_defaults(func=cmd_run)
 
     motion = sub.add_parser("motion", help="predict expression, head pose and body for a speech file")
-    motion.add_argument("dataroot")
-    motion.add_argument("audio_name", help="name of the speech in DATAROOT/input_data/audio/NAME/")
-    motion.add_argument("video_name", help="the avatar")
+    _add_speech_and_avatar(motion)
     _add_motion_options(motion)
     motion.set_defaults(func=cmd_motion)
 
