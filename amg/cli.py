@@ -111,6 +111,17 @@ def cmd_motion(args: argparse.Namespace) -> None:
     print(f"Preview: {preview}")
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    from amg.evaluation.evaluate import EvalOptions, evaluate_avatar
+    from amg.evaluation.report import summary_table
+
+    layout = Layout(args.dataroot)
+    options = EvalOptions(holdout=args.holdout, audios=tuple(args.audio), seed=args.seed)
+    report = evaluate_avatar(layout, args.video_name, _avatar_config(args), options, args.max_minutes)
+    print(summary_table(report))
+    print(f"Report: {layout.eval_html(args.video_name)}")
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     from amg.samples import install_samples
 
@@ -175,6 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_speech_and_avatar(motion)
     _add_motion_options(motion)
     motion.set_defaults(func=cmd_motion)
+
+    evaluate = sub.add_parser(
+        "eval", help="train on the first part of a video, render its held-out tail, compare with the real one"
+    )
+    evaluate.add_argument("dataroot")
+    evaluate.add_argument("video_name")
+    evaluate.add_argument("--holdout", type=float, default=0.15, help="fraction of the video held out (its tail)")
+    evaluate.add_argument("--audio", action="append", default=[], metavar="AUDIO_NAME",
+                          help="also drive the avatar with this speech (no ground truth; repeatable)")
+    evaluate.add_argument("--seed", type=int, default=0, help="head-motion sampling seed")
+    _add_training_options(evaluate)
+    evaluate.set_defaults(func=cmd_eval)
 
     sample = sub.add_parser("sample", help="put the sample media shipped with the installed packages in DATAROOT")
     sample.add_argument("dataroot")

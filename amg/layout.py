@@ -4,6 +4,7 @@
     DATAROOT/input_data/video/NAME/NAME.mp4     avatar video (+ its preprocessed tracks beside it)
     DATAROOT/checkpoints/NAME/                  everything a trained avatar needs
     DATAROOT/output_data/AUDIO_to_VIDEO/        rendered results
+    DATAROOT/output_data/eval_VIDEO/            `amg eval`'s report on avatar VIDEO
 
 Inputs in other common formats (NAME.mov, NAME.mp3, ...) are accepted; stages normalise them on the way in.
 """
@@ -169,3 +170,18 @@ class Layout:
 
     def generated_video(self, audio_name: str, video_name: str) -> Path:
         return self.output_dir(audio_name, video_name) / "generated_video.mp4"
+
+    def eval_dir(self, video_name: str) -> Path:
+        """`amg eval`'s report, plots and side-by-side videos for avatar `video_name`."""
+        return self.root / "output_data" / f"eval_{validate_name(video_name, 'video name')}"
+
+    def eval_report(self, video_name: str) -> Path:
+        return self.eval_dir(video_name) / "report.json"
+
+    def eval_html(self, video_name: str) -> Path:
+        return self.eval_dir(video_name) / "report.html"
+
+    def eval_video(self, video_name: str, label: str) -> Path:
+        """Side by side with the speech: `held_out` (real | generated | baseline | conditioning) or a
+        cross-driving audio's name (generated | baseline | conditioning)."""
+        return self.eval_dir(video_name) / f"{validate_name(label, 'audio name')}.mp4"

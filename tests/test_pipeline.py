@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import av
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from amg.layout import Layout
 from amg.media import iter_frames, load_audio, probe_video, write_wav
 from amg.motion.stage import MotionTracks
 from amg.pipeline import MotionOptions, run
+from amg.tracking.tracks import Tracks
 
 from conftest import require_shared
 
@@ -83,3 +86,48 @@ def test_second_run_with_another_voice_trains_nothing(first_run, shared_media, c
 
 def test_run_reports_a_missing_audio_before_training(tmp_path):
     assert amg_main(["run", str(tmp_path), "nosuchaudio", "nosuchvideo"]) == 2
+
+
+def test_eval_measures_the_held_out_tail_against_real_frames_and_the_baseline(first_run, capsys):
+    layout, name, _, _, duration = first_run
+    checkpoint = layout.gan_checkpoint(name)
+    before = checkpoint.stat().st_mtime_ns
+    args = ["eval", str(layout.root), name, "--audio", "male_gap", "--preset", "fast"]
+    assert amg_main(args + [f"--set={k}={v}" for k, v in TINY.items()]) == 0
+    assert "PSNR, whole crop" in capsys.readouterr().out
+    assert checkpoint.stat().st_mtime_ns == before  # the avatar held out the same tail: reused, not retrained
+
+    report = json.loads(layout.eval_report(name).read_text())
+    n = Tracks.load(layout.tracks(name)).n_frames
+    held_out = n - round(n * 0.15)
+    assert report["frames"] == {"total": n, "held_out_start": held_out, "held_out": n - held_out}
+    sources = report["self_driven"]["sources"]
+    real, generated = sources["real"], sources["generated"]
+    # The real footage with its own speech is the measure's sanity check: face found, in sync.
+    assert real["face_found"] > 0.95 and abs(real["sync_offset"]) <= 2 and real["sync_confidence"] > 0.1
+    assert 5 < generated["psnr"] < 50 and 0 < generated["ssim"] < 1 and 0 < generated["face_ssim"] < 1
+    baseline = sources["baseline"]  # real frames of the avatar: their faces are found and measured
+    assert baseline["face_found"] > 0.95 and 0 < baseline["mouth_lmd_px"] < 30 and baseline["jitter_px"] > 0
+    if generated["face_found"] == 0:  # 30 steps at 64 px may not look like a face yet: no made-up numbers then
+        assert generated["mouth_lmd_px"] == "nan" and generated["sync_offset"] == "nan"
+    assert 0 < sources["driving"]["mouth_lmd_px"] < 10  # the lip-sync network's landmarks against the real lips
+    assert set(report["self_driven"]["comparison"]) >= {"psnr", "face_ssim", "mouth_lmd_px", "sync_confidence"}
+    assert report["self_driven"]["head_motion"]["generated_rotation_velocity_deg"] > 0
+    cross = report["cross_driven"]["male_gap"]["sources"]
+    assert set(cross) == {"driving", "generated", "baseline"} and "psnr" not in cross["generated"]
+
+    folder = layout.eval_dir(name)
+    html = layout.eval_html(name).read_text()
+    for file in ("held_out.mp4", "cross_male_gap.mp4", "mouth_opening.png", "pose.png", "sync.png"):
+        assert (folder / file).is_file() and file in html
+    side = probe_video(folder / "held_out.mp4")
+    assert (side.width, side.height) == (4 * 64, 64) and abs(side.duration - (n - held_out) / 25) < 1e-3
+    assert abs(probe_video(folder / "cross_male_gap.mp4").duration - duration) <= 1 / 25 + 1e-3
+
+
+def test_eval_refuses_a_tail_the_avatar_was_trained_on(first_run, capsys):
+    layout, name, _, _, _ = first_run
+    before = layout.gan_checkpoint(name).stat().st_mtime_ns
+    assert amg_main(["eval", str(layout.root), name, "--holdout", "0.3"]) == 2
+    assert "trained on frames up to" in capsys.readouterr().err
+    assert layout.gan_checkpoint(name).stat().st_mtime_ns == before

@@ -68,6 +68,10 @@ class AudioFeatures:
     def block(self, name: str) -> np.ndarray:
         return self.values[:, self.blocks[name]]
 
+    def take(self, frames: slice) -> AudioFeatures:
+        """The features of a stretch of frames (a held-out tail, say)."""
+        return AudioFeatures(self.values[frames], self.blocks, self.vad[frames])
+
     def save(self, path: str | Path) -> None:
         names = list(self.blocks)
         bounds = np.array([[self.blocks[n].start, self.blocks[n].stop] for n in names], np.int64).reshape(-1, 2)

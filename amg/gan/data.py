@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -44,10 +45,14 @@ class ClipBatch:
     mouth: np.ndarray  # (B*L, 4) mouth boxes
 
 
+def resized_frames(path, size: int) -> Iterator[np.ndarray]:
+    """The frames of a preprocessed (square) video at the generator's size, decoded one by one."""
+    return (cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in iter_frames(path))
+
+
 def _decode_resized(path, size: int, desc: str) -> np.ndarray:
     n = probe_video(path).n_frames()
-    frames = (cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in iter_frames(path))
-    return np.stack(list(tqdm(prefetch(frames), total=n, desc=desc, unit="frame", leave=False)))
+    return np.stack(list(tqdm(prefetch(resized_frames(path, size)), total=n, desc=desc, unit="frame", leave=False)))
 
 
 def load_gan_data(layout: Layout, name: str, size: int, holdout: float) -> GanData:

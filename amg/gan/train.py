@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from amg.config import GanConfig, save_config
+from amg.evaluation.baseline import nearest_landmark_index
 from amg.evaluation.metrics import psnr, ssim
 from amg.fsutil import atomic_path, write_text
 from amg.gan import losses
@@ -96,10 +97,7 @@ def held_out_frames(data: GanData, inputs: GeneratorInputs, n: int) -> HeldOut:
 def nearest_landmark_frames(data: GanData, index: np.ndarray) -> np.ndarray:
     """The no-learning baseline: for each frame, the training frame whose 2-D landmarks are nearest."""
     t = data.tracks
-    train = t.landmarks[data.train, :, :2].reshape(data.train.stop, -1)
-    query = t.landmarks[index, :, :2].reshape(len(index), -1)
-    d = (query**2).sum(1)[:, None] - 2 * query @ train.T + (train**2).sum(1)[None]
-    return data.frames[d.argmin(axis=1)]
+    return data.frames[nearest_landmark_index(t.landmarks[data.train], t.landmarks[index])]
 
 
 def frame_scores(generated: np.ndarray, real: np.ndarray, mouth: np.ndarray) -> dict[str, float]:

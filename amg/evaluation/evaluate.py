@@ -1,0 +1,365 @@
+"""`amg eval`: how good is an avatar, measured on footage it never saw, next to a no-learning baseline.
+
+Self-driven: every model of the avatar is trained on the first (1 - holdout) of its video only, and the held-out
+tail is rendered from its own speech. The expressions come from the lip-sync network; the head pose and body
+are the tail's real ones, because head motion is sampled (stochastic) and a sampled pose can never match the real
+frames pixel by pixel. The head-motion network is judged on its own, by its motion statistics on the tail's
+speech. Real, generated and baseline frames are measured in the same crop, by the same instruments.
+
+Cross-driven (`--audio OTHER`): the avatar says other speech with generated head motion; there is no ground
+truth, so only lip sync and mouth-opening statistics are reported, next to the real held-out frames' values.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from itertools import islice
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from amg.audio.features import FRAME_HOP, AudioFeatures, features_for_audio, features_for_video
+from amg.config import AvatarConfig, GanConfig, MotionConfig, read_saved_config
+from amg.errors import AmgError
+from amg.evaluation import metrics
+from amg.evaluation.baseline import nearest_landmark_index
+from amg.evaluation.landmarks import LandmarkDetector
+from amg.evaluation.sync import (
+    SyncModel, SyncResult, lagged_correlation, measure_sync, mouth_signals, sync_from_correlation,
+)  # fmt: skip
+from amg.gan.data import resized_frames
+from amg.gan.losses import mouth_boxes
+from amg.layout import Layout
+from amg.media import VideoWriter, load_audio
+from amg.motion.headpose import Audio2PoseModel, PoseSequence, evaluate_motion
+from amg.motion.stage import MotionTracks, predict_motion
+from amg.render import conditioning_to_rgb, render_conditioning
+from amg.tracking import fitting, topology
+from amg.tracking.tracks import Tracks
+
+log = logging.getLogger(__name__)
+
+# Sync is searched over ±max_lag frames, so the held-out tail needs a few times that many frames to be measured.
+MIN_HELD_OUT_FRAMES = 50
+# With less training footage the sync measure's fit fails on real clips (benchmarks/sync_validation.py).
+MIN_SYNC_FIT_FRAMES = 15 * 25
+METRIC_SIZE = 256  # landmark distances are reported in pixels of a 256 crop, whatever the generator's size
+
+
+@dataclass
+class EvalOptions:
+    holdout: float = 0.15  # the video's tail the avatar never trains on
+    audios: tuple[str, ...] = ()  # other speech to drive the avatar with (no ground truth)
+    seed: int = 0  # head-motion sampling seed of the cross-driven renders and the pose statistics
+    max_lag: int = 15  # sync offsets searched, in frames either way (±0.6 s)
+    chunk: int = 16
+    engine: str = "auto"
+
+
+@dataclass
+class Sequence:
+    """One evaluated stretch of frames: how it is driven, and the speech that goes with it."""
+
+    label: str  # "held_out" or the driving audio's name
+    motion: MotionTracks
+    features: AudioFeatures
+    audio: np.ndarray  # 16 kHz mono, exactly the frames' length
+
+
+# --- which frames are held out ---------------------------------------------------------------------------------
+def held_out_start(n_frames: int, holdout: float) -> int:
+    """First frame of the held-out tail (the same rounding as every training stage's split)."""
+    if not 0 < holdout < 1:
+        raise AmgError(f"--holdout must be a fraction between 0 and 1, got {holdout:g}.")
+    n_val = int(round(n_frames * holdout))
+    if n_val < MIN_HELD_OUT_FRAMES:
+        raise AmgError(
+            f"A holdout of {holdout:g} leaves {n_val} frames of this {n_frames}-frame video for evaluation; "
+            f"at least {MIN_HELD_OUT_FRAMES} (2 s) are needed: use a longer video or a larger --holdout."
+        )
+    return n_frames - n_val
+
+
+def with_holdout(cfg: AvatarConfig, holdout: float) -> AvatarConfig:
+    """`cfg` with every stage holding out the same tail."""
+    m = cfg.motion
+    motion = replace(
+        m, expression=replace(m.expression, holdout=holdout), pose=replace(m.pose, holdout=holdout),
+        body=replace(m.body, holdout=holdout),
+    )  # fmt: skip
+    return replace(cfg, motion=motion, gan=replace(cfg.gan, holdout=holdout))
+
+
+def check_unseen(layout: Layout, name: str, n_frames: int, start: int) -> None:
+    """Refuse to evaluate on frames any of the avatar's models was (or is being) trained on: checked before
+    training, so a finished or half-trained avatar with a smaller holdout is never trained further or used."""
+    holdouts = {}
+    motion = read_saved_config(MotionConfig, layout.motion_config(name))
+    if motion is not None:
+        holdouts |= {
+            "Audio→Expression": motion.expression.holdout, "Audio→Head pose": motion.pose.holdout,
+            "head→body": motion.body.holdout,
+        }  # fmt: skip
+    gan = read_saved_config(GanConfig, layout.gan_config(name))
+    if gan is not None:
+        holdouts["image GAN"] = gan.holdout
+    for model, holdout in holdouts.items():
+        stop = n_frames - int(round(n_frames * holdout))
+        if stop > start:
+            raise AmgError(
+                f"The {model} model of {name!r} was trained on frames up to {stop}, past the start of the "
+                f"held-out tail ({start}): evaluate with --holdout {holdout:g} or less, or move "
+                f"{layout.checkpoint_dir(name)} away so that `amg eval` trains the avatar on the shorter part."
+            )
+
+
+# --- how each sequence is driven -------------------------------------------------------------------------------
+def self_driven(layout: Layout, name: str, tracks: Tracks, start: int, features: AudioFeatures) -> Sequence:
+    """The held-out tail with its own speech: predicted expressions on the tail's real pose and body."""
+    from amg.motion.expression import Audio2ExpressionModel
+
+    tail = slice(start, tracks.n_frames)
+    # The network sees the whole video's speech so that its ±0.64 s of context at the tail's first frames is the
+    # real audio, not padding; it never saw the tail's frames in training.
+    expression = Audio2ExpressionModel(layout.audio2expression(name))(features)[tail]
+    poses = PoseSequence.from_tracks(tracks, tail)
+    face_model = fitting.ExpressionModel.load(layout.face_model(name))
+    motion = MotionTracks(
+        expression=expression.astype(np.float32),
+        rotation=poses.rotation, translation=poses.translation, scale=poses.scale,
+        body=tracks.body[tail],
+        landmarks=fitting.reconstruct_landmarks(face_model, poses.head_pose(), expression).astype(np.float32),
+        vad=features.vad[tail], size=tracks.size,
+    )  # fmt: skip
+    audio = load_audio(layout.audio_wav(name))[start * FRAME_HOP : tracks.n_frames * FRAME_HOP]
+    return Sequence("held_out", motion, features.take(tail), audio)
+
+
+def cross_driven(layout: Layout, name: str, audio_name: str, motion_cfg: MotionConfig, seed: int) -> Sequence:
+    """Other speech with generated head motion, as `amg run` renders it."""
+    motion = predict_motion(layout, audio_name, name, "generate", seed)
+    features = features_for_audio(layout, audio_name, motion_cfg.features)
+    audio = load_audio(layout.audio_source(audio_name))[: motion.n_frames * FRAME_HOP]
+    return Sequence(audio_name, motion, features, audio)
+
+
+class NearestFrames:
+    """The baseline's frames: for each wanted frame, the training frame with the nearest landmarks.
+
+    Training frames are searched by their landmarks reconstructed from tracked pose and expression, the same
+    face model the driving landmarks come from, so the search compares like with like.
+    """
+
+    def __init__(self, layout: Layout, name: str, tracks: Tracks, stop: int, size: int):
+        train = slice(0, stop)
+        face_model = fitting.ExpressionModel.load(layout.face_model(name))
+        pose = PoseSequence.from_tracks(tracks, train).head_pose()
+        self.landmarks = fitting.reconstruct_landmarks(face_model, pose, tracks.expression[train])
+        self.video, self.size = layout.frames_video(name), size
+
+    def frames(self, landmarks: np.ndarray) -> Iterator[np.ndarray]:
+        index = nearest_landmark_index(self.landmarks, landmarks)
+        wanted = set(index.tolist())
+        # One decoding pass keeps just the chosen frames: memory grows with the evaluated frames, not the video.
+        decoded = islice(resized_frames(self.video, self.size), int(index.max()) + 1 if len(index) else 0)
+        chosen = {i: frame for i, frame in enumerate(decoded) if i in wanted}
+        return (chosen[i] for i in index)
+
+
+# --- measuring -------------------------------------------------------------------------------------------------
+def _labelled(frame: np.ndarray, text: str) -> np.ndarray:
+    out = np.ascontiguousarray(frame)
+    scale = out.shape[0] / 400
+    for colour, width in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+        cv2.putText(out, text, (6, int(22 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, width, cv2.LINE_AA)
+    return out
+
+
+def measure_frames(
+    sources: dict[str, Iterable[np.ndarray]],
+    conditioning: Iterable[np.ndarray],
+    mouth: np.ndarray,
+    face: np.ndarray,
+    audio: np.ndarray,
+    video: Path,
+    reference: str | None = None,
+    desc: str = "Measuring",
+) -> dict[str, dict[str, np.ndarray]]:
+    """One pass over parallel frame streams: per source and frame, the re-detected landmarks, the mouth's
+    sharpness and (against `reference`) PSNR/SSIM of the whole crop and the face box; meanwhile the side-by-side
+    video (the sources, then the conditioning) is written with `audio`. Nothing is held but the measurements."""
+    names = list(sources)
+    detectors = {name: LandmarkDetector() for name in names}
+    per: dict[str, dict[str, list]] = {name: {"landmarks": [], "mouth_sharpness": []} for name in names}
+    comparisons = {"psnr": None, "ssim": None, "face_psnr": face, "face_ssim": face}
+    try:
+        with VideoWriter(video, fps=25, audio=audio) as out:
+            streams = zip(*sources.values(), conditioning)
+            for i, (*frames, cond) in enumerate(tqdm(streams, total=len(mouth), desc=desc, unit="frame")):
+                named = dict(zip(names, frames))
+                for name, frame in named.items():
+                    per[name]["landmarks"].append(detectors[name](frame))
+                    per[name]["mouth_sharpness"].append(metrics.sharpness(frame, tuple(mouth[i])))
+                    if reference is not None and name != reference:
+                        for key, boxes in comparisons.items():
+                            score = metrics.psnr if key.endswith("psnr") else metrics.ssim
+                            box = None if boxes is None else tuple(boxes[i])
+                            per[name].setdefault(key, []).append(score(frame, named[reference], box))
+                panels = [_labelled(f, n) for n, f in named.items()] + [_labelled(conditioning_to_rgb(cond), "conditioning")]
+                out.write(np.concatenate(panels, axis=1))
+    finally:
+        for detector in detectors.values():
+            detector.close()
+    return {name: {k: np.asarray(v) for k, v in values.items()} for name, values in per.items()}
+
+
+def summarise(
+    measured: dict[str, np.ndarray], size: int, sync: SyncResult | None, real_landmarks: np.ndarray | None = None,
+    max_lag: int = 15,
+) -> dict[str, float]:  # fmt: skip
+    """Per-sequence numbers for the report (landmark distances in pixels of a 256 crop)."""
+    px = METRIC_SIZE / size
+    landmarks = measured["landmarks"]
+    opening = topology.mouth_opening(landmarks[..., :2]) * px
+    found = np.isfinite(landmarks).all(axis=(1, 2))
+    summary = {
+        "face_found": float(found.mean()),
+        "jitter_px": metrics.landmark_jitter(landmarks) * px,
+        "mouth_opening_mean_px": float(np.nanmean(opening)) if found.any() else float("nan"),
+        "mouth_opening_std_px": float(np.nanstd(opening)) if found.any() else float("nan"),
+    }
+    if sync is not None:
+        summary |= {"sync_offset": defined_offset(sync), "sync_confidence": sync.confidence, "sync_peak": sync.peak}
+    for key in ("psnr", "ssim", "face_psnr", "face_ssim", "mouth_sharpness"):
+        if key in measured:
+            summary[key] = float(measured[key].mean())
+    if real_landmarks is not None:
+        distance = metrics.lip_distance(landmarks, real_landmarks) * px
+        summary["mouth_lmd_px"] = float(np.nanmean(distance)) if np.isfinite(distance).any() else float("nan")
+        # Timing against the real mouth itself (no speech model involved): checks the audio-based offset.
+        timing = mouth_timing(mouth_signals(real_landmarks), mouth_signals(landmarks), max_lag)
+        summary["mouth_lag_to_real"] = defined_offset(timing)
+        summary["mouth_corr_to_real"] = timing.peak
+    return summary
+
+
+def defined_offset(result: SyncResult) -> float:
+    """The offset, or NaN when the curve is flat (no face found, a frozen mouth): then every lag is as good and
+    reading one out would report a made-up offset."""
+    return float(result.offset) if np.ptp(result.correlation) > 0 else float("nan")
+
+
+def mouth_timing(real: np.ndarray, other: np.ndarray, max_lag: int) -> SyncResult:
+    """How many frames `other`'s mouth signals (T, 3) trail the real ones, from their frame-to-frame changes."""
+    return sync_from_correlation(*lagged_correlation(np.diff(real, axis=0), np.diff(other, axis=0), int(max_lag)))
+
+
+@dataclass
+class SequenceResult:
+    label: str
+    # Per source: generated, baseline, driving (the landmarks that drive both), real (held-out tail only).
+    summaries: dict[str, dict[str, float]]
+    opening: dict[str, np.ndarray]  # per source: mouth opening per frame, px at 256 (for the plots)
+    sync: dict[str, SyncResult]
+
+
+class Evaluator:
+    """The trained avatar's generator, baseline and sync measure, shared by every evaluated sequence."""
+
+    def __init__(self, layout: Layout, name: str, tracks: Tracks, start: int, options: EvalOptions):
+        from amg.gan.inference import AvatarGenerator
+
+        self.layout, self.name, self.options = layout, name, options
+        self.generator = AvatarGenerator(layout, name, engine=options.engine)
+        self.size = self.generator.size
+        self.source_size = tracks.size
+        self.baseline = NearestFrames(layout, name, tracks, start, self.size)
+        self.sync_model: SyncModel | None = None
+
+    def fit_sync(self, features: AudioFeatures, tracks: Tracks, start: int) -> None:
+        """The sync measure learns how this person's mouth follows speech from the training frames only."""
+        if start < MIN_SYNC_FIT_FRAMES:
+            log.warning(
+                "Only %.1f s of training footage: the sync measure was validated with 15 s or more "
+                "(benchmarks/sync_validation.py); treat its offsets and confidences with caution.", start / 25
+            )
+        train = slice(0, start)
+        signals = mouth_signals(tracks.landmarks_raw[train])
+        self.sync_model = SyncModel.fit(features.take(train), signals, tracks.tracked[train])
+
+    def evaluate(self, sequence: Sequence, real: Iterable[np.ndarray] | None = None) -> SequenceResult:
+        motion = sequence.motion
+        sources: dict[str, Iterable[np.ndarray]] = {} if real is None else {"real": real}
+        sources["generated"] = self.generator.frames(motion, self.options.chunk)
+        sources["baseline"] = self.baseline.frames(motion.landmarks)
+        conditioning = (
+            render_conditioning(lm, body, self.size, self.source_size) for lm, body in zip(motion.landmarks, motion.body)
+        )
+        mouth = mouth_boxes(motion.landmarks, self.source_size, self.size)
+        face = metrics.face_boxes(motion.landmarks, self.source_size, self.size)
+        path = self.layout.eval_video(self.name, sequence.label if real is not None else f"cross_{sequence.label}")
+        measured = measure_frames(
+            sources, conditioning, mouth, face, sequence.audio, path,
+            reference="real" if real is not None else None, desc=f"Evaluating {sequence.label}",
+        )  # fmt: skip
+        # The lip-sync network's own output, before any image is made: tells a motion fault from an image fault.
+        measured["driving"] = {"landmarks": motion.landmarks * np.float32(self.size / self.source_size)}
+        real_landmarks = measured["real"]["landmarks"] if real is not None else None
+        summaries, openings, syncs = {}, {}, {}
+        max_lag = self.options.max_lag
+        for source, values in measured.items():
+            # The driving landmarks and the sync measure are both functions of the same speech: their "sync"
+            # would be high by construction and say nothing, so it is left out.
+            if source != "driving":
+                signals = mouth_signals(values["landmarks"])
+                syncs[source] = measure_sync(self.sync_model, sequence.features, signals, max_lag)
+            compare_to = real_landmarks if source != "real" else None
+            summaries[source] = summarise(values, self.size, syncs.get(source), compare_to, max_lag)
+            openings[source] = topology.mouth_opening(values["landmarks"][..., :2]) * METRIC_SIZE / self.size
+        return SequenceResult(sequence.label, summaries, openings, syncs)
+
+
+def pose_statistics(layout: Layout, name: str, tracks: Tracks, sequence: Sequence, seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Head motion sampled from the held-out speech against the real head motion of the tail: statistics and
+    both yaw/pitch/roll tracks (degrees) for the plot."""
+    model = Audio2PoseModel(layout.audio2headpose(name))
+    generated = model(sequence.features, seed)
+    real = PoseSequence(sequence.motion.rotation, sequence.motion.translation, sequence.motion.scale)
+    energy = sequence.features.block("energy")[:, 0] if "energy" in sequence.features.blocks else None
+    stats = evaluate_motion(generated, real, energy)
+    euler = [p.head_pose().euler_degrees() for p in (real, generated)]
+    return stats, euler[0], euler[1]
+
+
+# --- the whole evaluation --------------------------------------------------------------------------------------
+def evaluate_avatar(
+    layout: Layout, name: str, cfg: AvatarConfig, options: EvalOptions, max_minutes: float | None = None
+) -> dict:
+    """Train what avatar `name` lacks (on the first 1 - holdout of its video), evaluate, write the report."""
+    from amg.evaluation.report import write_report
+    from amg.pipeline import preprocess_avatar, train_avatar
+
+    for audio_name in options.audios:
+        layout.audio_source(audio_name)  # a missing speech file fails now, not after the training
+    preprocess_avatar(layout, name)
+    tracks = Tracks.load(layout.tracks(name))
+    start = held_out_start(tracks.n_frames, options.holdout)
+    check_unseen(layout, name, tracks.n_frames, start)
+    cfg = with_holdout(cfg, options.holdout)
+    train_avatar(layout, name, cfg, max_minutes)
+    motion_cfg = read_saved_config(MotionConfig, layout.motion_config(name)) or cfg.motion
+    features = features_for_video(layout, name, motion_cfg.features, tracks.n_frames)
+
+    evaluator = Evaluator(layout, name, tracks, start, options)
+    evaluator.fit_sync(features, tracks, start)
+    held_out = self_driven(layout, name, tracks, start, features)
+    real = islice(resized_frames(layout.frames_video(name), evaluator.size), start, tracks.n_frames)
+    results = [evaluator.evaluate(held_out, real)]
+    pose = pose_statistics(layout, name, tracks, held_out, options.seed)
+    for audio_name in options.audios:
+        results.append(evaluator.evaluate(cross_driven(layout, name, audio_name, motion_cfg, options.seed)))
+    return write_report(layout, name, options, tracks.n_frames, start, evaluator.size, results, pose)

@@ -1,0 +1,241 @@
+"""`amg eval`'s report: report.json for programs, report.html (tables, plots, side-by-side videos) for people."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from amg.fsutil import atomic_path, write_text
+from amg.layout import Layout
+
+if TYPE_CHECKING:
+    from amg.evaluation.evaluate import EvalOptions, SequenceResult
+
+# (key, label, what is better): "higher", "lower", "zero" (closer to 0) or "real" (closer to the real frames).
+METRICS = (
+    ("psnr", "PSNR, whole crop (dB)", "higher"),
+    ("ssim", "SSIM, whole crop", "higher"),
+    ("face_psnr", "PSNR, face box (dB)", "higher"),
+    ("face_ssim", "SSIM, face box", "higher"),
+    ("mouth_lmd_px", "mouth landmark distance to real (px at 256)", "lower"),
+    ("jitter_px", "landmark jitter (px/frame² at 256)", "real"),
+    ("mouth_lag_to_real", "mouth timing vs real mouth (frames; + = late)", "zero"),
+    ("mouth_corr_to_real", "mouth motion correlation with real", "higher"),
+    ("sync_offset", "AV sync offset (frames; + = mouth late)", "zero"),
+    ("sync_confidence", "AV sync confidence", "higher"),
+    ("mouth_sharpness", "mouth sharpness (Laplacian variance)", "real"),
+    ("mouth_opening_mean_px", "mouth opening, mean (px at 256)", "real"),
+    ("mouth_opening_std_px", "mouth opening, std (px at 256)", "real"),
+    ("face_found", "frames with a detected face", "higher"),
+)
+
+
+# What the real held-out frames say about this person whatever the speech: the reference for cross-driven speech.
+PERSON_KEYS = ("jitter_px", "mouth_sharpness", "mouth_opening_mean_px", "mouth_opening_std_px")
+
+
+def with_person_reference(cross: dict[str, dict[str, float]], held_out_real: dict[str, float]) -> dict:
+    """Cross-driven summaries plus a "real" column holding the held-out real frames' person statistics."""
+    return cross | {"real": {k: held_out_real[k] for k in PERSON_KEYS}}
+
+
+def better(key_rule: str, ours: float, theirs: float, real: float | None) -> bool | None:
+    """Whether `ours` beats `theirs` under the metric's rule (None when it cannot be told)."""
+    if math.isnan(ours) or math.isnan(theirs) or ours == theirs:
+        return None
+    if key_rule == "higher":
+        return ours > theirs
+    if key_rule == "lower":
+        return ours < theirs
+    if key_rule == "zero":
+        return abs(ours) < abs(theirs)
+    if real is None or math.isnan(real):
+        return None
+    return abs(ours - real) < abs(theirs - real)
+
+
+def comparison(summaries: dict[str, dict[str, float]]) -> dict[str, dict]:
+    """Generated against baseline, metric by metric: both values, the difference and who wins ("closer to
+    real" metrics aim at the summaries' "real" column, when there is one)."""
+    generated, baseline, real = summaries["generated"], summaries["baseline"], summaries.get("real", {})
+    rows = {}
+    for key, _, rule in METRICS:
+        if key in generated and key in baseline:
+            ours, theirs = generated[key], baseline[key]
+            rows[key] = {
+                "generated": ours, "baseline": theirs, "real": real.get(key),
+                "difference": ours - theirs, "generated_better": better(rule, ours, theirs, real.get(key)),
+            }  # fmt: skip
+    return rows
+
+
+def _jsonable(value):
+    """Infinities (PSNR of identical frames) and NaNs as strings: JSON has no number for them."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else str(float(value))
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+# --- plots -----------------------------------------------------------------------------------------------------
+def _save_figure(figure, path) -> None:
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+
+
+def plot_report(layout: Layout, name: str, results: list[SequenceResult], pose_tracks: tuple) -> list[str]:
+    """Mouth opening over time, head pose over time and sync correlation over lags; returns the file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    folder = layout.eval_dir(name)
+    held_out = results[0]
+    time = np.arange(len(held_out.opening["real"])) / 25
+
+    figure, axis = plt.subplots(figsize=(11, 3.2))
+    for source, style in (("real", "k-"), ("driving", "C2--"), ("generated", "C0-"), ("baseline", "C1:")):
+        axis.plot(time, held_out.opening[source], style, lw=1.2, label=source)
+    axis.set(xlabel="held-out time (s)", ylabel="mouth opening (px at 256)", title="Mouth opening, held-out tail")
+    axis.legend(loc="upper right")
+    _save_figure(figure, folder / "mouth_opening.png")
+    plt.close(figure)
+
+    real_euler, generated_euler = pose_tracks
+    figure, axes = plt.subplots(1, 3, figsize=(12, 3), sharex=True)
+    for i, (axis, angle) in enumerate(zip(axes, ("yaw", "pitch", "roll"))):
+        axis.plot(time, real_euler[:, i], "k-", lw=1.2, label="real")
+        axis.plot(time, generated_euler[:, i], "C0-", lw=1.2, label="generated from speech")
+        axis.set(xlabel="held-out time (s)", ylabel=f"{angle} (deg)")
+    axes[0].legend(loc="best", fontsize=8)
+    figure.suptitle("Head pose: real vs sampled from the held-out speech")
+    _save_figure(figure, folder / "pose.png")
+    plt.close(figure)
+
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    for result in results:
+        for source, sync in result.sync.items():
+            style = {"real": "k-", "generated": "-", "baseline": ":"}[source]
+            label = source if result.label == "held_out" else f"{source}, {result.label}"
+            axis.plot(sync.lags, sync.correlation, style, lw=1.2, label=label)
+    axis.axvline(0, color="grey", lw=0.5)
+    axis.set(xlabel="lag (frames; + = mouth later than speech)", ylabel="correlation", title="AV sync")
+    axis.legend(fontsize=7)
+    _save_figure(figure, folder / "sync.png")
+    plt.close(figure)
+    return ["mouth_opening.png", "pose.png", "sync.png"]
+
+
+# --- html ------------------------------------------------------------------------------------------------------
+def fmt_number(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
+
+
+def _table(summaries: dict[str, dict[str, float]]) -> str:
+    sources = [s for s in ("real", "driving", "generated", "baseline") if s in summaries]
+    rows = comparison(summaries) if "baseline" in summaries else {}
+    head = "".join(f"<th>{s}</th>" for s in sources) + "<th>generated − baseline</th>"
+    body = []
+    for key, label, rule in METRICS:
+        if not any(key in summaries[s] for s in sources):
+            continue
+        cells = "".join(f"<td>{fmt_number(summaries[s].get(key))}</td>" for s in sources)
+        row = rows.get(key)
+        verdict = ""
+        if row is not None:
+            mark = {True: "better", False: "worse", None: ""}[row["generated_better"]]
+            verdict = f'<td class="{mark}">{fmt_number(row["difference"])} {mark}</td>'
+        body.append(f"<tr><td>{html.escape(label)} <small>({rule} is better)</small></td>{cells}{verdict}</tr>")
+    return f"<table><tr><th>metric</th>{head}</tr>{''.join(body)}</table>"
+
+
+def _html(report: dict, results: list[SequenceResult], plots: list[str]) -> str:
+    name = html.escape(report["video"])
+    held = report["frames"]
+    parts = [
+        f"<h1>AMG evaluation of avatar <code>{name}</code></h1>",
+        f"<p>Trained on frames 0–{held['held_out_start'] - 1}; evaluated on the {held['held_out']} held-out frames "
+        f"({held['held_out'] / 25:.1f} s, never seen in training), driven by their own speech with the real head "
+        f"pose. <i>driving</i>: the landmarks the lip-sync network predicts, which the generator and the baseline "
+        f"are both driven by (no image: it tells a lip-sync fault from an image fault). <i>baseline</i>: for each "
+        f"frame, the training frame with the nearest driving landmarks (no learning). "
+        f"Generator size {report['size']} px.</p>",
+        "<h2>Held-out reconstruction</h2>",
+        _table(results[0].summaries),
+        '<video controls preload="metadata" src="held_out.mp4"></video>',
+        "<p>real | generated | baseline | conditioning, with the held-out speech.</p>",
+    ]
+    for plot in plots:
+        parts.append(f'<img src="{plot}" alt="{plot}">')
+    pose = report["self_driven"]["head_motion"]
+    pose_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{fmt_number(v)}</td></tr>" for k, v in pose.items())
+    parts += ["<h2>Head motion from the held-out speech</h2>", f"<table>{pose_rows}</table>"]
+    for result in results[1:]:
+        label = html.escape(result.label)
+        parts += [
+            f"<h2>Driven by <code>{label}</code> (no ground truth)</h2>",
+            _table(with_person_reference(result.summaries, results[0].summaries["real"])),
+            f'<video controls preload="metadata" src="cross_{label}.mp4"></video>',
+            "<p>generated | baseline | conditioning. The real column holds the held-out real frames' statistics.</p>",
+        ]
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}"
+        ".better{color:#060}.worse{color:#a00}video,img{max-width:100%;display:block;margin:1em 0}"
+    )
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>AMG eval {name}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+
+
+def write_report(
+    layout: Layout, name: str, options: EvalOptions, n_frames: int, start: int, size: int,
+    results: list[SequenceResult], pose: tuple[dict, np.ndarray, np.ndarray],
+) -> dict:  # fmt: skip
+    """Write report.json, the plots and report.html into output_data/eval_NAME/; return the report."""
+    pose_stats, real_euler, generated_euler = pose
+    held_out = results[0]
+    real = held_out.summaries["real"]
+    report = {
+        "video": name,
+        "holdout": options.holdout,
+        "frames": {"total": n_frames, "held_out_start": start, "held_out": n_frames - start},
+        "size": size,
+        "self_driven": {
+            "sources": held_out.summaries,
+            "comparison": comparison(held_out.summaries),
+            "head_motion": pose_stats,
+        },
+        "cross_driven": {
+            r.label: {"sources": r.summaries, "comparison": comparison(with_person_reference(r.summaries, real))}
+            for r in results[1:]
+        },
+    }
+    plots = plot_report(layout, name, results, (real_euler, generated_euler))
+    write_text(layout.eval_report(name), json.dumps(_jsonable(report), indent=2))
+    write_text(layout.eval_html(name), _html(_jsonable(report), results, plots))
+    return report
+
+
+def summary_table(report: dict) -> str:
+    """The held-out comparison as plain text (for the terminal and benchmarks/quality.py)."""
+    rows = report["self_driven"]["comparison"]
+    labels = {key: label for key, label, _ in METRICS}
+    lines = [f"{'metric':<48} {'real':>9} {'generated':>10} {'baseline':>9}  generated"]
+    for key, row in rows.items():
+        verdict = {True: "better", False: "worse", None: ""}[row["generated_better"]]
+        real = "" if row["real"] is None else fmt_number(row["real"])
+        lines.append(f"{labels[key]:<48} {real:>9} {fmt_number(row['generated']):>10} {fmt_number(row['baseline']):>9}  {verdict}")
+    return "\n".join(lines)

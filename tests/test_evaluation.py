@@ -1,0 +1,160 @@
+"""`amg eval`'s measures on cases whose answer is known, its held-out bookkeeping, and its report logic."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from amg.config import AvatarConfig, GanConfig, MotionConfig, save_config
+from amg.errors import AmgError
+from amg.evaluation import metrics
+from amg.evaluation.baseline import nearest_landmark_index
+from amg.evaluation.evaluate import check_unseen, held_out_start, measure_frames, with_holdout
+from amg.evaluation.report import better, comparison
+from amg.layout import Layout
+from amg.media import probe_video
+from amg.tracking import topology
+from amg.tracking.topology import NUM_LANDMARKS_REFINED
+
+from conftest import require_shared
+
+
+def _random_landmarks(rng, n_frames: int = 5) -> np.ndarray:
+    return rng.uniform(50, 200, (n_frames, NUM_LANDMARKS_REFINED, 3)).astype(np.float32)
+
+
+def test_psnr_is_infinite_and_ssim_one_for_identical_frames():
+    frame = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert metrics.psnr(frame, frame) == float("inf")
+    assert metrics.ssim(frame, frame) == pytest.approx(1.0)
+
+
+def test_noise_lowers_psnr_and_ssim_the_more_the_stronger():
+    rng = np.random.default_rng(1)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8), (9, 9), 3)
+    scores = []
+    for sigma in (5, 20):
+        noisy = np.clip(image + rng.normal(0, sigma, image.shape), 0, 255).astype(np.uint8)
+        scores.append((metrics.psnr(noisy, image), metrics.ssim(noisy, image)))
+    assert scores[0][0] == pytest.approx(20 * np.log10(255 / 5), abs=0.5)  # PSNR of N(0, σ=5) noise
+    assert scores[0][0] > scores[1][0] + 10 and scores[0][1] > scores[1][1] + 0.2
+
+
+def test_lip_distance_is_zero_for_the_same_mouth_anywhere_and_grows_with_its_shape():
+    lips = _random_landmarks(np.random.default_rng(2))
+    moved = lips + np.array([30.0, -12.0, 4.0], np.float32)  # the same mouth elsewhere: head motion, not lips
+    assert np.allclose(metrics.lip_distance(lips, lips), 0)
+    assert np.allclose(metrics.lip_distance(moved, lips), 0, atol=1e-4)
+    wider = lips.copy()
+    centre = lips[:, topology.LIPS, :2].mean(axis=1, keepdims=True)
+    wider[:, topology.LIPS, :2] = centre + 1.1 * (lips[:, topology.LIPS, :2] - centre)
+    expected = 0.1 * np.linalg.norm(lips[:, topology.LIPS, :2] - centre, axis=-1).mean(axis=1)
+    assert np.allclose(metrics.lip_distance(wider, lips), expected, rtol=1e-4)
+    missing = lips.copy()
+    missing[1] = np.nan
+    assert np.isnan(metrics.lip_distance(missing, lips)[1]) and np.isfinite(metrics.lip_distance(missing, lips)[0])
+
+
+def test_jitter_is_zero_for_steady_motion_and_measures_shaking():
+    base = _random_landmarks(np.random.default_rng(3), 1)
+    steady = base + np.arange(10)[:, None, None] * np.array([2.0, 1.0, 0.0], np.float32)
+    assert metrics.landmark_jitter(steady) == pytest.approx(0, abs=1e-4)
+    shaking = base + (np.arange(10) % 2 * 2 - 1)[:, None, None] * np.array([1.0, 0.0, 0.0], np.float32)
+    assert metrics.landmark_jitter(shaking) == pytest.approx(4.0)  # x: -1, +1, -1: second difference 4
+    shaking[4] = np.nan  # undetected frame: the triples touching it are skipped, not counted as motion
+    assert metrics.landmark_jitter(shaking) == pytest.approx(4.0)
+
+
+def test_sharpness_drops_with_blur():
+    image = np.random.default_rng(4).integers(0, 256, (80, 80, 3), dtype=np.uint8)
+    blurred = cv2.GaussianBlur(image, (7, 7), 2)
+    assert metrics.sharpness(image, (10, 10, 70, 70)) > 10 * metrics.sharpness(blurred, (10, 10, 70, 70))
+
+
+def test_face_boxes_hold_the_face_oval_at_the_target_size():
+    landmarks = _random_landmarks(np.random.default_rng(5), 3)
+    boxes = metrics.face_boxes(landmarks, source_size=512, size=256)
+    oval = landmarks[:, topology.FACE_OVAL, :2] / 2
+    assert (boxes[:, :2] <= oval.min(axis=1)).all() and (boxes[:, 2:] >= oval.max(axis=1)).all()
+    assert boxes.min() >= 0 and boxes.max() <= 256
+
+
+def test_nearest_landmark_index_finds_the_exact_training_frame():
+    rng = np.random.default_rng(6)
+    train = _random_landmarks(rng, 40)
+    query = train[[7, 31, 7]] + rng.normal(0, 0.01, (3, *train.shape[1:])).astype(np.float32)
+    assert nearest_landmark_index(train, query, chunk=2).tolist() == [7, 31, 7]
+
+
+def test_held_out_start_uses_the_training_split_rounding_and_refuses_short_tails():
+    assert held_out_start(752, 0.15) == 752 - 113  # as GanData and MotionData.split round it
+    with pytest.raises(AmgError, match="at least"):
+        held_out_start(200, 0.15)
+    with pytest.raises(AmgError, match="between 0 and 1"):
+        held_out_start(752, 1.5)
+
+
+def test_with_holdout_sets_every_stage():
+    cfg = with_holdout(AvatarConfig(), 0.3)
+    m = cfg.motion
+    assert (m.expression.holdout, m.pose.holdout, m.body.holdout, cfg.gan.holdout) == (0.3, 0.3, 0.3, 0.3)
+
+
+def test_check_unseen_refuses_a_tail_the_avatar_trained_on(tmp_path):
+    layout = Layout(tmp_path)
+    layout.checkpoint_dir("a").mkdir(parents=True)
+    save_config(MotionConfig(), layout.motion_config("a"))
+    save_config(GanConfig(holdout=0.1), layout.gan_config("a"))
+    check_unseen(layout, "a", 1000, held_out_start(1000, 0.1))  # the GAN saw frames up to 900: fine
+    with pytest.raises(AmgError, match="image GAN"):
+        check_unseen(layout, "a", 1000, held_out_start(1000, 0.15))  # the tail from 850 was in its training
+
+
+def test_comparison_rules():
+    assert better("higher", 25.0, 22.0, None) and better("lower", 1.0, 2.0, None)
+    assert better("zero", -1.0, 3.0, None) and not better("zero", 4.0, 3.0, None)
+    assert better("real", 90.0, 40.0, 100.0) and better("real", 110.0, 130.0, 100.0)
+    assert better("real", 1.0, 2.0, None) is None and better("higher", float("nan"), 1.0, None) is None
+    assert better("higher", float("inf"), 30.0, None)
+    rows = comparison(
+        {"real": {"jitter_px": 0.5}, "generated": {"psnr": 25.0, "jitter_px": 0.6},
+         "baseline": {"psnr": 22.0, "jitter_px": 1.5}}
+    )  # fmt: skip
+    assert rows["psnr"]["difference"] == pytest.approx(3.0) and rows["psnr"]["generated_better"]
+    assert rows["jitter_px"]["generated_better"] and rows["jitter_px"]["real"] == 0.5
+
+
+@pytest.fixture(scope="module")
+def portrait_frames():
+    """30 frames of a real portrait (a face the face mesh finds), 256 px."""
+    image = cv2.imread(str(require_shared("image/obama_portrait.jpg")))
+    h, w = image.shape[:2]
+    side = min(h, w)
+    square = image[(h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
+    frame = cv2.cvtColor(cv2.resize(square, (256, 256), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    return np.stack([frame] * 30)
+
+
+def test_measure_frames_scores_identical_streams_perfectly_and_writes_the_side_by_side(tmp_path, portrait_frames):
+    frames = portrait_frames
+    n = len(frames)
+    mouth = np.tile([96, 150, 160, 214], (n, 1))
+    face = np.tile([40, 20, 216, 250], (n, 1))
+    conditioning = np.zeros((n, 256, 256, 4), np.uint8)
+    blurred = np.stack([cv2.GaussianBlur(f, (9, 9), 3) for f in frames])
+    path = tmp_path / "side.mp4"
+    audio = np.zeros(n * 640, np.float32)
+    measured = measure_frames(
+        {"real": iter(frames), "generated": iter(frames), "baseline": iter(blurred)}, iter(conditioning),
+        mouth, face, audio, path, reference="real",
+    )  # fmt: skip
+    generated, baseline = measured["generated"], measured["baseline"]
+    assert np.isinf(generated["psnr"]).all() and np.allclose(generated["ssim"], 1)
+    assert np.isfinite(baseline["psnr"]).all() and baseline["face_ssim"].mean() < 0.95
+    found = np.isfinite(generated["landmarks"]).all(axis=(1, 2))
+    assert found.all()  # the face mesh finds the portrait's face in every frame
+    assert np.allclose(metrics.lip_distance(generated["landmarks"], measured["real"]["landmarks"]), 0, atol=1e-3)
+    assert baseline["mouth_sharpness"].mean() < 0.5 * generated["mouth_sharpness"].mean()
+    info = probe_video(path)
+    assert (info.width, info.height) == (4 * 256, 256) and abs(info.duration - n / 25) < 1e-3
