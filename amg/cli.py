@@ -67,6 +67,19 @@ def cmd_train(args: argparse.Namespace) -> None:
                 f"Audio→Expression on the held-out tail: lip error {expression['lips_px']:.2f} px, "
                 f"mouth-opening correlation {expression['opening_corr']:.2f}"
             )
+    if args.stage == "enhance":
+        from amg.enhance.train import train_enhancer
+
+        if args.force:
+            layout.enhance_checkpoint(args.video_name).unlink(missing_ok=True)
+        m = train_enhancer(layout, args.video_name, cfg.enhance, args.max_minutes)
+        if m:
+            print(
+                f"Face refiner on held-out frames: face PSNR {m['refined_psnr']:.2f} dB / SSIM {m['refined_ssim']:.3f} "
+                f"(upsampled generator output: {m['upsampled_psnr']:.2f} dB / {m['upsampled_ssim']:.3f}); mouth "
+                f"sharpness {m['refined_mouth_sharpness']:.0f} (upsampled {m['upsampled_mouth_sharpness']:.0f}, "
+                f"real {m['real_mouth_sharpness']:.0f})"
+            )
     if args.stage in ("gan", "all"):
         if args.force:
             layout.gan_checkpoint(args.video_name).unlink(missing_ok=True)
@@ -91,13 +104,15 @@ def cmd_run(args: argparse.Namespace) -> None:
     from amg.pipeline import run
 
     layout = Layout(args.dataroot)
-    render_cfg = RenderConfig(full_frame=args.full_frame)
+    render_cfg = RenderConfig(full_frame=args.full_frame, enhance=args.enhance or args.upscale > 1, upscale=args.upscale)
     path, trained = run(
         layout, args.audio_name, args.video_name, _avatar_config(args), _motion_options(args), render_cfg,
         args.max_minutes,
     )  # fmt: skip
     print(f"Trained: {', '.join(trained) if trained else 'nothing (every checkpoint was there)'}")
     print(f"Generated video: {path}")
+    if render_cfg.enhance:
+        print(f"With the face refined: {layout.generated_superes(args.audio_name, args.video_name)}")
 
 
 def cmd_motion(args: argparse.Namespace) -> None:
@@ -116,10 +131,19 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from amg.evaluation.report import summary_table
 
     layout = Layout(args.dataroot)
-    options = EvalOptions(holdout=args.holdout, audios=tuple(args.audio), seed=args.seed)
+    options = EvalOptions(holdout=args.holdout, audios=tuple(args.audio), seed=args.seed, enhance=args.enhance)
     report = evaluate_avatar(layout, args.video_name, _avatar_config(args), options, args.max_minutes)
     print(summary_table(report))
     print(f"Report: {layout.eval_html(args.video_name)}")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from amg.service.app import ServiceSettings, serve
+
+    settings = ServiceSettings(
+        max_upload_mb=args.max_upload_mb, max_audio_s=args.max_audio_s, workers=args.workers
+    )  # fmt: skip
+    serve(args.dataroot, args.host, args.port, settings)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -170,7 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train an avatar's models (preprocessing the video first if needed)")
     train.add_argument("dataroot")
     train.add_argument("video_name")
-    train.add_argument("--stage", choices=["motion", "gan", "all"], default="all", help="which models to train")
+    train.add_argument(
+        "--stage", choices=["motion", "gan", "all", "enhance"], default="all",
+        help="which models to train: all = motion + gan (what `amg run` needs); enhance = the optional face "
+        "refiner (stage 6, needs the gan)",
+    )  # fmt: skip
     train.add_argument("--force", action="store_true", help="retrain even if finished checkpoints exist")
     _add_training_options(train)
     train.set_defaults(func=cmd_train)
@@ -178,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="speech + avatar video → generated video (trains what is missing first)")
     _add_speech_and_avatar(run)
     run.add_argument("--full-frame", action="store_true", help="paste the generated crop into the original frame")
+    run.add_argument("--enhance", action="store_true",
+                     help="also write generated_superes.mp4 with the face refined (trains the refiner if missing)")
+    run.add_argument("--upscale", type=int, default=1, choices=[1, 2, 3, 4],
+                     help="generated_superes.mp4 at this multiple of the generator's size (implies --enhance)")
     _add_motion_options(run)
     _add_training_options(run)
     run.set_defaults(func=cmd_run)
@@ -196,8 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--audio", action="append", default=[], metavar="AUDIO_NAME",
                           help="also drive the avatar with this speech (no ground truth; repeatable)")
     evaluate.add_argument("--seed", type=int, default=0, help="head-motion sampling seed")
+    evaluate.add_argument("--enhance", action="store_true", help="also measure the face refiner's output")
     _add_training_options(evaluate)
     evaluate.set_defaults(func=cmd_eval)
+
+    service = sub.add_parser("serve", help="HTTP API and web page: upload speech, pick an avatar, watch the result")
+    service.add_argument("dataroot")
+    service.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    service.add_argument("--port", type=int, default=8000)
+    service.add_argument("--workers", type=int, default=1, help="jobs run at once")
+    service.add_argument("--max-upload-mb", type=float, default=50.0, help="largest speech upload")
+    service.add_argument("--max-audio-s", type=float, default=600.0, help="longest speech a job may render")
+    service.set_defaults(func=cmd_serve)
 
     sample = sub.add_parser("sample", help="put the sample media shipped with the installed packages in DATAROOT")
     sample.add_argument("dataroot")

@@ -205,6 +205,35 @@ class GanConfig:
 
 
 @dataclass
+class EnhanceConfig:
+    """Stage 6, the face refiner (amg.enhance): the avatar's own face, learned at `scale` x the size it has in
+    the generator's output, replacing GFPGAN (whose weights cannot be had offline and which drifts from the
+    person's identity)."""
+
+    scale: float = 2.0  # refined face crop side / its side in the generator's output
+    margin: float = 0.12  # crop box around the face oval, per side, as a fraction of the face's extent
+    smooth_window: int = 9  # frames the crop box centre is smoothed over (a steady box: no breathing, no shake)
+    ngf: int = 16  # refiner width at full resolution (doubling at each of its 2 stride-2 levels)
+    n_blocks: int = 2  # residual blocks at a quarter of the crop's resolution
+    ndf: int = 16  # as the generator's discriminators: wider ones cost more than the refiner on CPU
+    # At 256 px a face crop is about 370² at 2x: a step of 2 crops takes about 1.5 s on 2 CPU cores.
+    steps: int = 1000
+    batch_size: int = 2
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    l1_weight: float = 10.0
+    mouth_weight: float = 4.0  # extra L1 weight in the mouth box: teeth and lips are what the refiner is for
+    gan_weight: float = 1.0
+    feature_matching_weight: float = 5.0
+    feather: float = 0.15  # blend ramp at the crop's border, as a fraction of its side
+    max_frames: int = 1500  # training frames the pairs are made of (the generator runs once over them)
+    reference_exclusion: int = 25  # as GanConfig's: the generator's pose reference is never the frame itself
+    eval_every: int = 250
+    save_every: int = 250
+    seed: int = 0
+
+
+@dataclass
 class RenderConfig:
     """Inference (amg.pipeline): how the generated frames are made and written."""
 
@@ -215,6 +244,8 @@ class RenderConfig:
     crf: int = 18
     full_frame: bool = False  # paste the crop back into the original frame size
     feather: float = 0.08  # width of the full-frame blend ramp, as a fraction of the crop side
+    enhance: bool = False  # also write generated_superes.mp4 with the face refined (stage 6)
+    upscale: int = 1  # generated_superes.mp4 at this multiple of the generator's size (face refined, rest resampled)
 
 
 @dataclass
@@ -223,6 +254,7 @@ class AvatarConfig:
 
     motion: MotionConfig = field(default_factory=MotionConfig)
     gan: GanConfig = field(default_factory=GanConfig)
+    enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
 
 
 # Presets change only how much the avatar is trained (and how big it is), never what the stages do.
@@ -232,14 +264,16 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "motion": {"expression.steps": 400, "pose.steps": 400},
         "gan": {"size": 128, "ngf": 16, "n_levels": 5, "steps": 300, "batch_clips": 2, "ndf": 16,
                 "eval_every": 100, "perceptual_weight": 0.0},
+        "enhance": {"steps": 200, "eval_every": 100, "max_frames": 600},
     },
     # A usable avatar from a 3-minute video in under 2 hours on 2 CPU cores at 256 px.
-    "default": {"motion": {}, "gan": {}},
+    "default": {"motion": {}, "gan": {}, "enhance": {}},
     # A GPU overnight: a wider generator and many more steps.
     "quality": {
         "motion": {"expression.steps": 4000, "pose.steps": 3000},
         "gan": {"ngf": 48, "max_channels": 384, "steps": 100000, "batch_clips": 4, "ndf": 64,
                 "perceptual_full_weight": 1.0, "eval_every": 1000, "save_every": 1000},
+        "enhance": {"ngf": 48, "n_blocks": 6, "ndf": 64, "steps": 20000, "batch_size": 8, "max_frames": 20000},
     },
 }  # fmt: skip
 

@@ -152,6 +152,17 @@ class Layout:
     def gan_report(self, name: str) -> Path:
         return self.checkpoint_dir(name) / "gan_report.json"
 
+    def enhance_checkpoint(self, name: str) -> Path:
+        """Stage 6's face refiner (with its config inside, and `enhance_config.yaml` beside it)."""
+        return self.checkpoint_dir(name) / "face_enhancer.pt"
+
+    def enhance_config(self, name: str) -> Path:
+        return self.checkpoint_dir(name) / "enhance_config.yaml"
+
+    def enhance_samples_dir(self, name: str) -> Path:
+        """Training sample grids: generator output | refined | real face."""
+        return self.checkpoint_dir(name) / "enhance_samples"
+
     def logs_dir(self, name: str) -> Path:
         """TensorBoard logs of every training stage of avatar `name`."""
         return self.checkpoint_dir(name) / "logs"
@@ -170,6 +181,10 @@ class Layout:
 
     def generated_video(self, audio_name: str, video_name: str) -> Path:
         return self.output_dir(audio_name, video_name) / "generated_video.mp4"
+
+    def generated_superes(self, audio_name: str, video_name: str) -> Path:
+        """The same video with the face refined by stage 6 (the seed's name for its GFPGAN output)."""
+        return self.output_dir(audio_name, video_name) / "generated_superes.mp4"
 
     def eval_dir(self, video_name: str) -> Path:
         """`amg eval`'s report, plots and side-by-side videos for avatar `video_name`."""

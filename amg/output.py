@@ -10,6 +10,16 @@ import numpy as np
 from tqdm import tqdm
 
 from amg.media import VideoWriter, iter_frames
+from amg.progress import report
+
+
+def feather_mask(side: int, ramp: float) -> np.ndarray:
+    """(side, side) float32 opacity: 1 inside, rising from 0 at the edges over `ramp` pixels along a smoothstep
+    (no kink where the ramp meets the inside, so no visible line there)."""
+    edge = np.minimum(np.arange(side), np.arange(side)[::-1]) / max(ramp, 1.0)
+    fade = np.clip(edge, 0, 1)
+    fade = fade * fade * (3 - 2 * fade)
+    return np.minimum(fade[:, None], fade[None, :]).astype(np.float32)
 
 
 class FullFramePaster:
@@ -27,11 +37,7 @@ class FullFramePaster:
         self.dst = (slice(max(y0, 0), min(y0 + side, height)), slice(max(x0, 0), min(x0 + side, width)))
         self.src = (slice(self.dst[0].start - y0, self.dst[0].stop - y0), slice(self.dst[1].start - x0, self.dst[1].stop - x0))
         self.side = side
-        ramp = max(feather * side, 1.0)
-        edge = np.minimum(np.arange(side), np.arange(side)[::-1]) / ramp
-        fade = np.clip(edge, 0, 1)
-        fade = fade * fade * (3 - 2 * fade)
-        self.alpha = np.minimum(fade[:, None], fade[None, :])[self.src][..., None].astype(np.float32)
+        self.alpha = feather_mask(side, feather * side)[self.src][..., None]
 
     def __call__(self, crop: np.ndarray) -> np.ndarray:
         interp = cv2.INTER_LINEAR if crop.shape[0] < self.side else cv2.INTER_AREA
@@ -51,6 +57,7 @@ def write_generated_video(
 ) -> Path:
     """Encode `frames` (streamed) with `audio` (16 kHz mono) muxed in; appears atomically at `path`."""
     with VideoWriter(path, fps=25, audio=audio, crf=crf) as out:
-        for frame in tqdm(frames, total=n_frames, desc=desc, unit="frame"):
+        for i, frame in enumerate(tqdm(frames, total=n_frames, desc=desc, unit="frame")):
             out.write(frame)
+            report("render", i + 1, n_frames)
     return path

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from amg.fsutil import atomic_path
+from amg.progress import report
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,14 @@ def batch_rng(seed: int, step: int) -> np.random.Generator:
     rng = np.random.default_rng([seed, step])
     torch.manual_seed(int(rng.integers(2**62)))
     return rng
+
+
+def save_sample_grid(path: Path, grid: np.ndarray) -> None:
+    """An RGB uint8 training sample grid as a JPEG, written atomically (a viewer never sees half a file)."""
+    import cv2
+
+    with atomic_path(path) as tmp:
+        cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
 
 
 def save_checkpoint(path: Path, **content: Any) -> None:
@@ -133,6 +142,7 @@ def run_training(
             losses = step_fn(step)
             step += 1
             bar.update(1)
+            report(desc, step, total_steps)
             bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
             _log_scalars(writer, "train", losses, step)
             if eval_fn is not None and (step % eval_every == 0 or step == total_steps):

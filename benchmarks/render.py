@@ -8,8 +8,10 @@ the fast motion preset and a 20-step image-GAN run of the default (or --set) gen
 on the weights, so a briefly trained generator measures the same as a finished one.
 
 Prints, for driving speech of the first duration: frames/s of each inference stage alone (audio features,
-motion, conditioning, generator, encoding) and of the whole `render()`; the generator's GFLOP per frame and the
-fraction of the CPU's measured matmul ceiling it reaches; image-GAN training steps/s. Then, for each duration,
+motion, conditioning, generator, face refiner, encoding) and of the whole `render()` with and without
+`--enhance` (the refiner is trained for 10 steps: its speed does not depend on its weights either); the
+generator's GFLOP per frame and the fraction of the CPU's measured matmul ceiling it reaches; image-GAN training
+steps/s. Then, for each duration,
 the peak RSS of a fresh process running `render()` (goal: flat in the audio's length).
 """
 
@@ -68,10 +70,12 @@ def ensure_avatar(layout: Layout, clip: str, gan: dict) -> None:
         (folder / f"{AVATAR}.mp4").symlink_to(SHARED / "video" / f"{clip}.mp4")
     fast_motion = {k: v for k, v in preset_overrides("fast").items() if k.startswith("motion.")}
     preprocess(layout, AVATAR, PreprocessConfig(preview=False))
-    train_avatar(layout, AVATAR, load_config(AvatarConfig, None, fast_motion | gan))
+    brief_refiner = {"enhance.steps": 10, "enhance.eval_every": 10, "enhance.max_frames": 100}
+    train_avatar(layout, AVATAR, load_config(AvatarConfig, None, fast_motion | gan | brief_refiner), enhance=True)
 
 
 def stage_speeds(layout: Layout, audio: str, video: str) -> dict:
+    from amg.enhance.inference import FaceEnhancer
     from amg.gan.inference import AvatarGenerator
     from amg.gan.inputs import to_uint8
     from amg.gan.networks import count_flops
@@ -104,11 +108,24 @@ def stage_speeds(layout: Layout, audio: str, video: str) -> dict:
         for image in images:
             w.write(image)
     n["encode (H.264 + AAC)"] = time.perf_counter() - t0
+    for upscale in (1, 2):
+        enhancer = FaceEnhancer(layout, video, upscale)
+        t0 = time.perf_counter()
+        for _ in enhancer.frames(images, motion.landmarks, motion.size):
+            pass
+        n[f"face refiner, upscale {upscale}"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     render(layout, audio, video, MotionOptions(), RenderConfig())
     n["end to end render()"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    render(layout, audio, video, MotionOptions(), RenderConfig(enhance=True))
+    n["end to end render(), --enhance"] = time.perf_counter() - t0
     flops = count_flops(gen.generator, inputs[0][:1], gen.static_code, gen.inputs.background)
-    return {"frames": frames, "seconds": n, "gflop_per_frame": flops / 1e9, "size": gen.size}
+    crop = torch.zeros(1, 3, enhancer.crop_size, enhancer.crop_size)
+    return {
+        "frames": frames, "seconds": n, "gflop_per_frame": flops / 1e9, "size": gen.size,
+        "refiner_gflop": count_flops(enhancer.refiner, crop) / 1e9, "refiner_crop": enhancer.crop_size,
+    }  # fmt: skip
 
 
 def gan_training_speed(layout: Layout, video: str, gan: dict, steps: int = 6) -> float:
@@ -165,6 +182,7 @@ def main() -> None:
     for stage, seconds in speeds["seconds"].items():
         print(f"{stage:36s} {frames / seconds:9.1f}")
     print(f"\ngenerator: {speeds['gflop_per_frame']:.2f} GFLOP/frame; measured fp32 matmul ceiling {ceiling:.1f} GFLOP/s")
+    print(f"face refiner: {speeds['refiner_gflop']:.2f} GFLOP/frame on a {speeds['refiner_crop']}² face crop")
     for engine in ("PyTorch", "ONNX Runtime"):
         achieved = speeds["gflop_per_frame"] * frames / speeds["seconds"][f"generator ({engine})"]
         print(f"  {engine:13s} {achieved:5.1f} GFLOP/s = {achieved / ceiling:.0%} of the ceiling")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -21,7 +22,8 @@ from conftest import require_shared
 
 # The fast preset, shrunk further: 64 px, a few dozen steps (the test checks plumbing, not beauty).
 TINY = {"gan.size": 64, "gan.n_levels": 4, "gan.steps": 30, "gan.eval_every": 30, "gan.eval_frames": 4,
-        "gan.bank_size": 60, "motion.expression.steps": 300, "motion.pose.steps": 200}  # fmt: skip
+        "gan.bank_size": 60, "motion.expression.steps": 300, "motion.pose.steps": 200,
+        "enhance.steps": 10, "enhance.eval_every": 10, "enhance.max_frames": 60}  # fmt: skip
 SILENCE = slice(5, 45)  # frames inside the leading 2 s of silence
 SPEECH = slice(60, 140)
 
@@ -82,6 +84,26 @@ def test_second_run_with_another_voice_trains_nothing(first_run, shared_media, c
     video = layout.generated_video("female_gap2", name)
     source = probe_video(layout.video_source(name))
     assert (probe_video(video).width, probe_video(video).height) == (source.width, source.height)
+
+
+def test_run_with_upscale_writes_the_refined_video_beside_the_plain_one(first_run):
+    layout, name, _, _, duration = first_run
+    args = ["run", str(layout.root), "male_gap", name, "--preset", "fast", "--pose", "static", "--upscale", "2"]
+    assert amg_main(args + [f"--set={k}={v}" for k, v in TINY.items()]) == 0
+    assert layout.enhance_checkpoint(name).is_file()  # --upscale implies --enhance: the refiner was trained
+    plain = layout.generated_video("male_gap", name)
+    superes = layout.generated_superes("male_gap", name)
+    assert superes.parent == plain.parent and superes.name == "generated_superes.mp4"
+    info = probe_video(superes)
+    assert (info.width, info.height) == (128, 128) and abs(info.duration - duration) <= 1 / 25 + 1e-3
+    with av.open(str(superes)) as container:
+        assert container.streams.audio[0].codec_context.name == "aac"
+    # Outside the face the refined video is the plain one, upsampled; the face differs only by the refiner.
+    small = np.stack([cv2.resize(f, (64, 64), interpolation=cv2.INTER_AREA) for f in iter_frames(superes)])
+    reference = np.stack(list(iter_frames(plain)))
+    assert small.shape == reference.shape
+    # The top rows are background; two H.264 encodes at different sizes of a noisy 30-step image differ ~4.
+    assert np.abs(small.astype(int) - reference.astype(int))[:, :6].mean() < 8
 
 
 def test_run_reports_a_missing_audio_before_training(tmp_path):

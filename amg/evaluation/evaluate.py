@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from itertools import islice
+from itertools import islice, tee
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -36,7 +36,7 @@ from amg.gan.losses import mouth_boxes
 from amg.layout import Layout
 from amg.media import VideoWriter, load_audio
 from amg.motion.headpose import Audio2PoseModel, PoseSequence, evaluate_motion
-from amg.motion.stage import MotionTracks, predict_motion
+from amg.motion.stage import MotionTracks, predict_motion, tracked_motion
 from amg.render import conditioning_to_rgb, render_conditioning
 from amg.tracking import fitting, topology
 from amg.tracking.tracks import Tracks
@@ -58,6 +58,7 @@ class EvalOptions:
     max_lag: int = 15  # sync offsets searched, in frames either way (±0.6 s)
     chunk: int = 16
     engine: str = "auto"
+    enhance: bool = False  # also measure the face refiner's output (trained if missing)
 
 
 @dataclass
@@ -126,15 +127,10 @@ def self_driven(layout: Layout, name: str, tracks: Tracks, start: int, features:
     # The network sees the whole video's speech so that its ±0.64 s of context at the tail's first frames is the
     # real audio, not padding; it never saw the tail's frames in training.
     expression = Audio2ExpressionModel(layout.audio2expression(name))(features)[tail]
-    poses = PoseSequence.from_tracks(tracks, tail)
+    pose = PoseSequence.from_tracks(tracks, tail).head_pose()
     face_model = fitting.ExpressionModel.load(layout.face_model(name))
-    motion = MotionTracks(
-        expression=expression.astype(np.float32),
-        rotation=poses.rotation, translation=poses.translation, scale=poses.scale,
-        body=tracks.body[tail],
-        landmarks=fitting.reconstruct_landmarks(face_model, poses.head_pose(), expression).astype(np.float32),
-        vad=features.vad[tail], size=tracks.size,
-    )  # fmt: skip
+    landmarks = fitting.reconstruct_landmarks(face_model, pose, expression)
+    motion = tracked_motion(tracks, tail, landmarks, expression)
     audio = load_audio(layout.audio_wav(name))[start * FRAME_HOP : tracks.n_frames * FRAME_HOP]
     return Sequence("held_out", motion, features.take(tail), audio)
 
@@ -278,6 +274,11 @@ class Evaluator:
         self.size = self.generator.size
         self.source_size = tracks.size
         self.baseline = NearestFrames(layout, name, tracks, start, self.size)
+        self.enhancer = None
+        if options.enhance:
+            from amg.enhance.inference import FaceEnhancer
+
+            self.enhancer = FaceEnhancer(layout, name)
         self.sync_model: SyncModel | None = None
 
     def fit_sync(self, features: AudioFeatures, tracks: Tracks, start: int) -> None:
@@ -294,7 +295,12 @@ class Evaluator:
     def evaluate(self, sequence: Sequence, real: Iterable[np.ndarray] | None = None) -> SequenceResult:
         motion = sequence.motion
         sources: dict[str, Iterable[np.ndarray]] = {} if real is None else {"real": real}
-        sources["generated"] = self.generator.frames(motion, self.options.chunk)
+        generated = self.generator.frames(motion, self.options.chunk)
+        if self.enhancer is None:
+            sources["generated"] = generated
+        else:
+            sources["generated"], to_enhance = tee(generated)
+            sources["enhanced"] = self.enhancer.frames(to_enhance, motion.landmarks, motion.size)
         sources["baseline"] = self.baseline.frames(motion.landmarks)
         conditioning = (
             render_conditioning(lm, body, self.size, self.source_size) for lm, body in zip(motion.landmarks, motion.body)
@@ -350,7 +356,7 @@ def evaluate_avatar(
     start = held_out_start(tracks.n_frames, options.holdout)
     check_unseen(layout, name, tracks.n_frames, start)
     cfg = with_holdout(cfg, options.holdout)
-    train_avatar(layout, name, cfg, max_minutes)
+    train_avatar(layout, name, cfg, max_minutes, enhance=options.enhance)
     motion_cfg = read_saved_config(MotionConfig, layout.motion_config(name)) or cfg.motion
     features = features_for_video(layout, name, motion_cfg.features, tracks.n_frames)
 

@@ -125,7 +125,7 @@ def plot_report(layout: Layout, name: str, results: list[SequenceResult], pose_t
     figure, axis = plt.subplots(figsize=(7, 3.5))
     for result in results:
         for source, sync in result.sync.items():
-            style = {"real": "k-", "generated": "-", "baseline": ":"}[source]
+            style = {"real": "k-", "generated": "-", "enhanced": "--", "baseline": ":"}[source]
             label = source if result.label == "held_out" else f"{source}, {result.label}"
             axis.plot(sync.lags, sync.correlation, style, lw=1.2, label=label)
     axis.axvline(0, color="grey", lw=0.5)
@@ -146,7 +146,7 @@ def fmt_number(value) -> str:
 
 
 def _table(summaries: dict[str, dict[str, float]]) -> str:
-    sources = [s for s in ("real", "driving", "generated", "baseline") if s in summaries]
+    sources = [s for s in ("real", "driving", "generated", "enhanced", "baseline") if s in summaries]
     rows = comparison(summaries) if "baseline" in summaries else {}
     head = "".join(f"<th>{s}</th>" for s in sources) + "<th>generated − baseline</th>"
     body = []
@@ -163,6 +163,11 @@ def _table(summaries: dict[str, dict[str, float]]) -> str:
     return f"<table><tr><th>metric</th>{head}</tr>{''.join(body)}</table>"
 
 
+def _panels(result: SequenceResult) -> list[str]:
+    """The side-by-side video's panels, left to right."""
+    return [source for source in result.summaries if source != "driving"] + ["conditioning"]
+
+
 def _html(report: dict, results: list[SequenceResult], plots: list[str]) -> str:
     name = html.escape(report["video"])
     held = report["frames"]
@@ -177,7 +182,7 @@ def _html(report: dict, results: list[SequenceResult], plots: list[str]) -> str:
         "<h2>Held-out reconstruction</h2>",
         _table(results[0].summaries),
         '<video controls preload="metadata" src="held_out.mp4"></video>',
-        "<p>real | generated | baseline | conditioning, with the held-out speech.</p>",
+        f"<p>{' | '.join(_panels(results[0]))}, with the held-out speech.</p>",
     ]
     for plot in plots:
         parts.append(f'<img src="{plot}" alt="{plot}">')
@@ -190,7 +195,7 @@ def _html(report: dict, results: list[SequenceResult], plots: list[str]) -> str:
             f"<h2>Driven by <code>{label}</code> (no ground truth)</h2>",
             _table(with_person_reference(result.summaries, results[0].summaries["real"])),
             f'<video controls preload="metadata" src="cross_{label}.mp4"></video>',
-            "<p>generated | baseline | conditioning. The real column holds the held-out real frames' statistics.</p>",
+            f"<p>{' | '.join(_panels(result))}. The real column holds the held-out real frames' statistics.</p>",
         ]
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
@@ -232,10 +237,12 @@ def write_report(
 def summary_table(report: dict) -> str:
     """The held-out comparison as plain text (for the terminal and benchmarks/quality.py)."""
     rows = report["self_driven"]["comparison"]
+    sources = report["self_driven"]["sources"]
+    columns = [s for s in ("real", "generated", "enhanced", "baseline") if s in sources]
     labels = {key: label for key, label, _ in METRICS}
-    lines = [f"{'metric':<48} {'real':>9} {'generated':>10} {'baseline':>9}  generated"]
+    lines = [f"{'metric':<48}" + "".join(f"{c:>10}" for c in columns) + "  generated vs baseline"]
     for key, row in rows.items():
         verdict = {True: "better", False: "worse", None: ""}[row["generated_better"]]
-        real = "" if row["real"] is None else fmt_number(row["real"])
-        lines.append(f"{labels[key]:<48} {real:>9} {fmt_number(row['generated']):>10} {fmt_number(row['baseline']):>9}  {verdict}")
+        cells = "".join(f"{fmt_number(sources[c].get(key)):>10}" for c in columns)
+        lines.append(f"{labels[key]:<48}{cells}  {verdict}")
     return "\n".join(lines)

@@ -106,19 +106,28 @@ class AvatarGenerator:
     def size(self) -> int:
         return self.inputs.size
 
-    def _chunk_inputs(self, motion: MotionTracks, chunk: int) -> Iterator[torch.Tensor]:
+    def _chunk_inputs(
+        self, motion: MotionTracks, chunk: int, frame_index: np.ndarray | None = None, exclusion: int = 0
+    ) -> Iterator[torch.Tensor]:
         c, n = self.inputs.context, motion.n_frames
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
             frames = with_context(start, stop, c, n)
             conditioning = self.inputs.render(motion.landmarks[frames], motion.body[frames])
             span = slice(start, stop)
-            bank = self.inputs.nearest_bank(motion.rotation[span], motion.translation[span], motion.scale[span])
+            index = None if frame_index is None else frame_index[span]
+            bank = self.inputs.nearest_bank(
+                motion.rotation[span], motion.translation[span], motion.scale[span], index, exclusion
+            )
             yield self.inputs.dynamic(conditioning, bank)
 
     @torch.no_grad()
-    def frames(self, motion: MotionTracks, chunk: int = 32) -> Iterator[np.ndarray]:
+    def frames(
+        self, motion: MotionTracks, chunk: int = 32, frame_index: np.ndarray | None = None, exclusion: int = 0
+    ) -> Iterator[np.ndarray]:
         """Yield the generated RGB uint8 crop frames one by one; conditioning for the next chunk is drawn in a
-        background thread while the generator runs (OpenCV releases the GIL)."""
-        for dynamic in prefetch(self._chunk_inputs(motion, chunk), depth=2):
+        background thread while the generator runs (OpenCV releases the GIL). When `motion` replays the
+        avatar's own frames `frame_index`, `exclusion` keeps each frame's pose reference that many frames away
+        from it, as in training (else the generator would be shown the answer)."""
+        for dynamic in prefetch(self._chunk_inputs(motion, chunk, frame_index, exclusion), depth=2):
             yield from to_uint8(self.generate(dynamic))

@@ -29,12 +29,12 @@ def level_channels(ngf: int, max_channels: int, n_levels: int) -> list[int]:
     return [min(ngf * 2**i, max_channels) for i in range(n_levels)]
 
 
-class _Down(nn.Sequential):
+class DownBlock(nn.Sequential):
     def __init__(self, c_in: int, c_out: int):
         super().__init__(nn.LeakyReLU(0.2), nn.Conv2d(c_in, c_out, 4, stride=2, padding=1))
 
 
-class _Up(nn.Sequential):
+class UpBlock(nn.Sequential):
     """Nearest upsampling + 3x3 conv: no checkerboard artefacts (unlike a transposed conv)."""
 
     def __init__(self, c_in: int, c_out: int):
@@ -47,10 +47,10 @@ class Generator(nn.Module):
         ch = level_channels(ngf, max_channels, n_levels)
         self.dynamic_in = nn.Conv2d(dynamic_channels, ch[0], 4, stride=2, padding=1)
         self.static_in = nn.Conv2d(static_channels, ch[0], 4, stride=2, padding=1, bias=False)
-        self.down = nn.ModuleList(_Down(ch[i - 1], ch[i]) for i in range(1, n_levels))
+        self.down = nn.ModuleList(DownBlock(ch[i - 1], ch[i]) for i in range(1, n_levels))
         # Decoder level i takes the level below (upsampled) concatenated with encoder level i's skip.
         self.up = nn.ModuleList(
-            _Up(ch[i + 1] if i == n_levels - 2 else 2 * ch[i + 1], ch[i]) for i in range(n_levels - 1)
+            UpBlock(ch[i + 1] if i == n_levels - 2 else 2 * ch[i + 1], ch[i]) for i in range(n_levels - 1)
         )
         # The last step to full resolution: a transposed conv is 2.3x cheaper than upsample + conv there.
         self.to_frame = nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(2 * ch[0], 4, 4, stride=2, padding=1))

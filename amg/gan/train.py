@@ -13,7 +13,6 @@ import json
 import logging
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -21,14 +20,14 @@ from torch import nn
 from amg.config import GanConfig, save_config
 from amg.evaluation.baseline import nearest_landmark_index
 from amg.evaluation.metrics import psnr, ssim
-from amg.fsutil import atomic_path, write_text
+from amg.fsutil import write_text
 from amg.gan import losses
 from amg.gan.data import ClipBatch, GanData, clip_batch, load_gan_data, make_references
 from amg.gan.inputs import GeneratorInputs, to_uint8, with_context
 from amg.gan.networks import Generator, MultiScaleDiscriminator, TemporalDiscriminator
 from amg.layout import Layout
 from amg.render import N_CHANNELS, conditioning_to_rgb
-from amg.training import OptimizerGroup, batch_rng, is_finished, pick_device, run_training, seed_everything
+from amg.training import OptimizerGroup, batch_rng, is_finished, pick_device, run_training, save_sample_grid, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -225,9 +224,7 @@ class GanTrainer:
 
     def sample_images(self, step: int) -> dict[str, np.ndarray]:
         grid = sample_grid(self.held_out.conditioning, self.last_generated, self.held_out.real)
-        path = self.layout.gan_samples_dir(self.name) / f"step_{step:07d}.jpg"
-        with atomic_path(path) as tmp:
-            cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        save_sample_grid(self.layout.gan_samples_dir(self.name) / f"step_{step:07d}.jpg", grid)
         return {"held_out/conditioning|generated|real": grid}
 
 

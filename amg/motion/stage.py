@@ -92,6 +92,20 @@ class MotionTracks(NpzRecord):
         return len(self.expression)
 
 
+def tracked_motion(
+    tracks: Tracks, frames: slice, landmarks: np.ndarray | None = None, expression: np.ndarray | None = None
+) -> MotionTracks:
+    """The motion of a stretch of the avatar's own video: its tracked pose and body, with its tracked landmarks
+    and expressions unless others are given (say, predicted from its speech)."""
+    return MotionTracks(
+        expression=(tracks.expression[frames] if expression is None else expression).astype(np.float32),
+        rotation=tracks.rotation[frames], translation=tracks.translation[frames], scale=tracks.scale[frames],
+        body=tracks.body[frames],
+        landmarks=(tracks.landmarks[frames] if landmarks is None else landmarks).astype(np.float32),
+        vad=np.ones(len(tracks.scale[frames]), np.float32), size=tracks.size,
+    )  # fmt: skip
+
+
 def predict_motion(
     layout: Layout,
     audio_name: str,

@@ -1,0 +1,192 @@
+"""`amg train --stage enhance`: the face refiner, learned from the avatar's own video.
+
+Training pairs: the trained generator re-renders the avatar's training frames from their tracked landmarks
+(each frame's pose reference kept 25 frames away, as in the generator's training, so its output looks like what
+it makes for new speech); the face crop of that output, upsampled to `scale` x, is the input, and the real
+frame's face crop at that size the target. Losses: mouth-weighted L1, a conditional 2-scale PatchGAN (LSGAN)
+with feature matching. Metrics on the generator's held-out frames: PSNR/SSIM and mouth sharpness of the
+refined and of the plain upsampled face against the real one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from itertools import islice
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from amg.config import EnhanceConfig, GanConfig, read_saved_config, save_config
+from amg.enhance.crop import crop_face, face_crop_boxes, refine_size
+from amg.enhance.networks import Refiner
+from amg.evaluation.metrics import psnr, sharpness, ssim
+from amg.gan import losses
+from amg.gan.inputs import to_tensor, to_uint8
+from amg.gan.networks import MultiScaleDiscriminator
+from amg.layout import Layout
+from amg.media import iter_frames
+from amg.motion.stage import tracked_motion
+from amg.tracking.tracks import Tracks
+from amg.training import OptimizerGroup, batch_rng, is_finished, pick_device, run_training, save_sample_grid, seed_everything
+
+log = logging.getLogger(__name__)
+
+VAL_FRAMES = 24  # held-out pairs the metrics and sample grids are computed on
+
+
+def enhance_trained(layout: Layout, name: str) -> bool:
+    return is_finished(layout.enhance_checkpoint(name))
+
+
+@dataclass
+class EnhancePairs:
+    inputs: np.ndarray  # (N, S, S, 3) uint8: the generator's face crop, upsampled
+    targets: np.ndarray  # (N, S, S, 3) uint8: the real face crop
+    mouth: np.ndarray  # (N, 4) mouth boxes in crop pixels
+    n_train: int  # the first n_train pairs are training frames, the rest held out
+
+    @property
+    def size(self) -> int:
+        return self.inputs.shape[1]
+
+
+def _real_crops(layout: Layout, name: str, index: np.ndarray, boxes: np.ndarray, gan_size: int, out_size: int):
+    """Face crops of the real frames `index` (sorted), taken from the preprocessed crop at its full size."""
+    wanted = dict(zip(index.tolist(), boxes))
+    crops = []
+    frames = islice(iter_frames(layout.frames_video(name)), int(index.max()) + 1)
+    for i, frame in enumerate(frames):
+        if i in wanted:
+            crops.append(crop_face(frame, wanted[i], out_size, frame.shape[0] / gan_size))
+    return np.stack(crops)
+
+
+def make_pairs(layout: Layout, name: str, cfg: EnhanceConfig) -> EnhancePairs:
+    """Training pairs from the generator's training frames, and held-out pairs from its held-out tail."""
+    from amg.gan.inference import AvatarGenerator
+
+    tracks = Tracks.load(layout.tracks(name))
+    gan_cfg = read_saved_config(GanConfig, layout.gan_config(name)) or GanConfig()
+    generator = AvatarGenerator(layout, name)
+    size = generator.size
+    n = tracks.n_frames
+    stop = n - int(round(n * gan_cfg.holdout))  # the generator's own training frames end here
+    boxes = face_crop_boxes(tracks.landmarks, tracks.size, size, cfg.margin, cfg.smooth_window)
+    out_size = refine_size(boxes[0, 2], cfg.scale)
+    train = np.arange(min(stop, cfg.max_frames))
+    val = np.arange(stop, n)[:VAL_FRAMES]
+    inputs = []
+    for index, exclusion in ((train, cfg.reference_exclusion), (val, 0)):
+        if not len(index):
+            continue
+        motion = tracked_motion(tracks, slice(index[0], index[-1] + 1))
+        generated = generator.frames(motion, frame_index=index, exclusion=exclusion)
+        for i, frame in zip(index, tqdm(generated, total=len(index), desc="Enhance pairs", unit="frame", leave=False)):
+            inputs.append(crop_face(frame, boxes[i], out_size))
+    index = np.concatenate([train, val])
+    targets = _real_crops(layout, name, index, boxes[index], size, out_size)
+    mouth = _mouth_boxes_in_crops(tracks, index, boxes[index], size, out_size)
+    return EnhancePairs(np.stack(inputs), targets, mouth, len(train))
+
+
+def _mouth_boxes_in_crops(tracks: Tracks, index: np.ndarray, boxes: np.ndarray, size: int, out_size: int) -> np.ndarray:
+    mouth = losses.mouth_boxes(tracks.landmarks[index], tracks.size, size).astype(np.float64)
+    corner = boxes[:, :2] - boxes[:, 2:3] / 2
+    scale = out_size / boxes[:, 2:3]
+    in_crop = np.concatenate([(mouth[:, :2] - corner) * scale, (mouth[:, 2:] - corner) * scale], axis=1)
+    return np.clip(in_crop.round(), 0, out_size).astype(int)
+
+
+class EnhanceTrainer:
+    def __init__(self, cfg: EnhanceConfig, pairs: EnhancePairs, layout: Layout, name: str):
+        self.cfg, self.pairs, self.layout, self.name = cfg, pairs, layout, name
+        self.device = pick_device()
+        self.nets = torch.nn.ModuleDict(
+            {"refiner": Refiner(cfg.ngf, cfg.n_blocks), "discriminator": MultiScaleDiscriminator(6, cfg.ndf, 2)}
+        ).to(self.device)
+        betas = (0.5, 0.999)
+        self.optim = OptimizerGroup(
+            refiner=torch.optim.AdamW(self.nets["refiner"].parameters(), cfg.lr_g, betas=betas),
+            discriminator=torch.optim.AdamW(self.nets["discriminator"].parameters(), cfg.lr_d, betas=betas),
+        )
+        self.val = np.arange(pairs.n_train, len(pairs.inputs))
+        self.last_refined: np.ndarray | None = None
+
+    def step(self, step: int) -> dict[str, float]:
+        cfg, p, dev = self.cfg, self.pairs, self.device
+        index = batch_rng(cfg.seed, step).integers(0, p.n_train, size=cfg.batch_size)
+        source, real = to_tensor(p.inputs[index], dev), to_tensor(p.targets[index], dev)
+        refined = self.nets["refiner"](source)
+        d = self.nets["discriminator"]
+        real_out = d(torch.cat([source, real], dim=1))
+        d_loss = losses.discriminator_loss(real_out, d(torch.cat([source, refined.detach()], dim=1)))
+        self.optim["discriminator"].zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.optim["discriminator"].step()
+
+        d.requires_grad_(False)
+        fake_out = d(torch.cat([source, refined], dim=1))
+        weights = losses.mouth_weight_map(p.mouth[index], p.size, cfg.mouth_weight).to(dev)
+        terms = {
+            "l1": losses.weighted_l1(refined, real, weights),
+            "adversarial": losses.generator_adversarial_loss(fake_out),
+            "feature_matching": losses.feature_matching_loss(real_out, fake_out),
+        }
+        g_loss = cfg.l1_weight * terms["l1"] + cfg.gan_weight * terms["adversarial"]
+        g_loss = g_loss + cfg.feature_matching_weight * terms["feature_matching"]
+        self.optim["refiner"].zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.optim["refiner"].step()
+        d.requires_grad_(True)
+        return {"g_loss": g_loss.item(), "d_loss": d_loss.item()} | {k: v.item() for k, v in terms.items()}
+
+    @torch.no_grad()
+    def refine(self, crops: np.ndarray) -> np.ndarray:
+        return to_uint8(self.nets["refiner"](to_tensor(crops, self.device)))
+
+    def evaluate(self) -> dict[str, float]:
+        p = self.pairs
+        if not len(self.val):
+            return {}
+        self.last_refined = self.refine(p.inputs[self.val])
+        real = p.targets[self.val]
+        scores = {}
+        for label, images in (("refined", self.last_refined), ("upsampled", p.inputs[self.val])):
+            scores[f"{label}_psnr"] = psnr(images, real)
+            scores[f"{label}_ssim"] = ssim(images, real)
+            scores[f"{label}_mouth_sharpness"] = float(
+                np.mean([sharpness(img, tuple(box)) for img, box in zip(images, p.mouth[self.val])])
+            )
+        scores["real_mouth_sharpness"] = float(np.mean([sharpness(img, tuple(b)) for img, b in zip(real, p.mouth[self.val])]))
+        return scores
+
+    def sample_images(self, step: int) -> dict[str, np.ndarray]:
+        if self.last_refined is None:
+            return {}
+        picks = np.linspace(0, len(self.val) - 1, min(4, len(self.val))).round().astype(int)
+        rows = [
+            np.concatenate([self.pairs.inputs[self.val[i]], self.last_refined[i], self.pairs.targets[self.val[i]]], axis=1)
+            for i in picks
+        ]
+        grid = np.concatenate(rows)
+        save_sample_grid(self.layout.enhance_samples_dir(self.name) / f"step_{step:07d}.jpg", grid)
+        return {"held_out/upsampled|refined|real": grid}
+
+
+def train_enhancer(layout: Layout, name: str, cfg: EnhanceConfig, max_minutes: float | None = None) -> dict:
+    """Train (or resume) the face refiner of avatar `name`, whose image GAN must be trained."""
+    if enhance_trained(layout, name):
+        log.info("The face refiner of %r is already trained (delete %s to retrain).", name, layout.enhance_checkpoint(name))
+        return {}
+    seed_everything(cfg.seed)
+    pairs = make_pairs(layout, name, cfg)
+    save_config(cfg, layout.enhance_config(name))
+    trainer = EnhanceTrainer(cfg, pairs, layout, name)
+    return run_training(
+        path=layout.enhance_checkpoint(name), model=trainer.nets, optimizer=trainer.optim, config=cfg,
+        total_steps=cfg.steps, step_fn=trainer.step, eval_fn=trainer.evaluate, eval_every=cfg.eval_every,
+        save_every=cfg.save_every, log_dir=layout.logs_dir(name) / "enhance", desc="Face refiner",
+        extra={"crop_size": pairs.size}, max_minutes=max_minutes, images_fn=trainer.sample_images,
+    )  # fmt: skip

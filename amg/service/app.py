@@ -1,0 +1,300 @@
+"""`amg serve`: the HTTP API (FastAPI; OpenAPI docs at /docs) and the web page at /.
+
+    GET    /api/avatars                 avatars: trained, training (with progress) or not trained
+    POST   /api/avatars/{name}          upload a video (request body) → a job training avatar `name`
+    GET    /api/jobs[?avatar=NAME]      jobs, newest first
+    POST   /api/jobs?avatar=NAME        upload speech (request body, any common format) → a render job
+    GET    /api/jobs/{id}               status, queue position, progress, ETA
+    GET    /api/jobs/{id}/video         the result (mp4; HTTP range requests, so a browser can seek)
+    DELETE /api/jobs/{id}               cancel a job and delete its files
+
+Safe by default: loopback only unless told otherwise; names and ids validated; uploads limited in size while
+they stream in and checked by decoding them (not by their extension); speech limited in duration; with
+AMG_API_TOKEN set, every request needs it (`Authorization: Bearer TOKEN`, `X-API-Token`, or `?token=` for
+links such as a video's src). Every error is JSON: {"error": "..."}, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from amg.errors import AmgError
+from amg.layout import Layout, validate_name
+from amg.service.jobs import Job, JobStore, validate_job_id
+from amg.service.worker import PipelineRunner, Runner, Worker, delete_job_files
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+CHUNK = 1 << 16
+
+
+@dataclass
+class ServiceSettings:
+    max_upload_mb: float = 50.0  # speech uploads
+    max_video_mb: float = 500.0  # avatar video uploads
+    max_audio_s: float = 600.0  # longest speech a job may render
+    workers: int = 1  # jobs run at once (one render already uses every core of a small machine)
+    token: str | None = field(default_factory=lambda: os.environ.get("AMG_API_TOKEN") or None)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _given_token(request: Request) -> str:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.headers.get("x-api-token") or request.query_params.get("token") or ""
+
+
+async def _receive(request: Request, limit_mb: float, destination: Path) -> Path:
+    """Stream the request body to `destination`, refusing it as soon as it passes `limit_mb` (413)."""
+    limit = int(limit_mb * 1024 * 1024)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"Upload too large: {int(declared)} bytes, the limit is {limit} bytes.")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    size = 0
+    try:
+        with open(destination, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, f"Upload too large: more than the limit of {limit} bytes.")
+                out.write(chunk)
+    except BaseException:
+        destination.unlink(missing_ok=True)
+        raise
+    if size == 0:
+        destination.unlink(missing_ok=True)
+        raise HTTPException(400, "The upload is empty: send the file as the request body.")
+    return destination
+
+
+# Containers PyAV reports → the extension the data layout stores the avatar video under.
+_VIDEO_EXTENSIONS = {"mov": ".mp4", "mp4": ".mp4", "matroska": ".mkv", "webm": ".webm", "avi": ".avi", "mpeg": ".mpg"}
+
+
+def _video_extension(path: Path) -> str:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise HTTPException(415, "The upload has no video stream.")
+            names = container.format.name.split(",")
+    except av.FFmpegError:
+        raise HTTPException(415, "The upload is not a video AMG can decode.") from None
+    return next((_VIDEO_EXTENSIONS[n] for n in names if n in _VIDEO_EXTENSIONS), ".mkv")
+
+
+def create_app(
+    root: str | Path, settings: ServiceSettings | None = None, runner: Runner | None = None, start_worker: bool = True
+) -> FastAPI:
+    from amg.config import AvatarConfig, RenderConfig
+
+    settings = settings or ServiceSettings()
+    layout = Layout(root)
+    store = JobStore(layout.root / "service" / "jobs.sqlite3")
+    runner = runner or PipelineRunner(layout, AvatarConfig(), RenderConfig())
+    worker = Worker(store, runner, layout, settings.workers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if start_worker:
+            worker.start()
+        yield
+        worker.stop()
+        store.close()
+
+    app = FastAPI(title="AMG", version="1", description="Audio-driven talking-person avatars.", lifespan=lifespan)
+    app.state.store, app.state.worker, app.state.layout = store, worker, layout
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next):
+        if settings.token and not hmac.compare_digest(_given_token(request).encode(), settings.token.encode()):
+            return _error(401, "This service needs its API token (Authorization: Bearer TOKEN).")
+        return await call_next(request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return _error(422, f"Invalid request: {problems}")
+
+    @app.exception_handler(AmgError)
+    async def amg_error(request: Request, exc: AmgError):
+        return _error(400, str(exc))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        log.exception("Unhandled error on %s", request.url.path)
+        return _error(500, "Internal error: see the service's log.")
+
+    def job_view(job: Job) -> dict:
+        view = job.as_dict() | {"queue_position": store.queue_position(job)}
+        if job.status == "done" and job.kind == "render":
+            view["video_url"] = f"/api/jobs/{job.id}/video"
+        return view
+
+    def find_job(job_id: str) -> Job:
+        job = store.get(validate_job_id(job_id))
+        if job is None:
+            raise HTTPException(404, f"No job {job_id}.")
+        return job
+
+    trained_cache: dict[str, tuple[tuple, bool]] = {}
+
+    def is_trained(name: str) -> bool:
+        """Whether avatar `name` can render; checkpoints are read again only when one changed (they are large)."""
+        from amg.gan.train import gan_trained
+        from amg.motion.stage import motion_trained
+
+        files = (layout.audio2expression(name), layout.audio2headpose(name), layout.gan_checkpoint(name))
+        stamp = tuple(f.stat().st_mtime_ns if f.is_file() else None for f in files)
+        cached = trained_cache.get(name)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, motion_trained(layout, name) and gan_trained(layout, name))
+            trained_cache[name] = cached
+        return cached[1]
+
+    def avatar_view(name: str) -> dict:
+        trainings = [j for j in store.list(name) if j.kind == "train" and j.status in ("queued", "running")]
+        if is_trained(name):
+            return {"name": name, "status": "trained"}
+        if trainings:
+            job = trainings[0]
+            return {"name": name, "status": "training", "progress": job.progress, "job": job.id}
+        return {"name": name, "status": "not trained"}
+
+    @app.get("/api/avatars", summary="Avatars: trained, training (with progress) or not trained")
+    def list_avatars() -> list[dict]:
+        names = set()
+        for folder in (layout.root / "input_data" / "video", layout.root / "checkpoints"):
+            if folder.is_dir():
+                names |= {p.name for p in folder.iterdir() if p.is_dir()}
+        return [avatar_view(n) for n in sorted(names)]
+
+    @app.post("/api/avatars/{name}", status_code=202, summary="Upload a video (request body) and train avatar NAME")
+    async def train_avatar(name: str, request: Request) -> dict:
+        validate_name(name, "avatar name")
+        folder = layout.video_dir(name)
+        if folder.exists() or layout.checkpoint_dir(name).exists():
+            raise HTTPException(409, f"Avatar {name!r} exists already.")
+        upload = await _receive(request, settings.max_video_mb, layout.root / "service" / "uploads" / uuid.uuid4().hex)
+        try:
+            extension = await run_in_threadpool(_video_extension, upload)
+            folder.mkdir(parents=True)
+            upload.replace(folder / f"{name}{extension}")
+        finally:
+            upload.unlink(missing_ok=True)
+        job = store.add("train", name)
+        worker.wake()
+        return job_view(job)
+
+    @app.get("/api/jobs", summary="Jobs, newest first")
+    def list_jobs(avatar: str | None = None) -> list[dict]:
+        return [job_view(j) for j in store.list(None if avatar is None else validate_name(avatar, "avatar name"))]
+
+    @app.post("/api/jobs", status_code=202, summary="Upload speech (request body, any common format) for AVATAR")
+    async def add_job(avatar: str, request: Request) -> dict:
+        from amg.media import load_audio, write_wav
+
+        if avatar_view(validate_name(avatar, "avatar name"))["status"] != "trained":
+            raise HTTPException(409, f"Avatar {avatar!r} is not trained (yet).")
+        job_id = uuid.uuid4().hex
+        upload = await _receive(request, settings.max_upload_mb, layout.root / "service" / "uploads" / job_id)
+        try:
+            samples = await run_in_threadpool(load_audio, upload)
+        except AmgError as exc:
+            raise HTTPException(415, f"The upload is not audio AMG can decode: {exc}") from None
+        finally:
+            upload.unlink(missing_ok=True)
+        duration = len(samples) / 16000
+        if duration > settings.max_audio_s:
+            raise HTTPException(413, f"The speech lasts {duration:.0f} s; the limit is {settings.max_audio_s:.0f} s.")
+        if duration < 0.2:
+            raise HTTPException(422, "The speech is shorter than 0.2 s.")
+        audio = f"job-{job_id}"
+        write_wav(layout.audio_dir(audio) / f"{audio}.wav", samples, 16000)  # normalised on the way in
+        job = store.add("render", avatar, audio, job_id)
+        worker.wake()
+        return job_view(job)
+
+    @app.get("/api/jobs/{job_id}", summary="A job's status, queue position, progress and ETA")
+    def get_job(job_id: str) -> dict:
+        return job_view(find_job(job_id))
+
+    @app.get("/api/jobs/{job_id}/video", summary="The rendered video (range requests supported)")
+    def get_video(job_id: str) -> FileResponse:
+        job = find_job(job_id)
+        if job.kind != "render" or job.status != "done":
+            raise HTTPException(409, f"Job {job_id} has no video (status: {job.status}).")
+        path = layout.generated_video(job.audio, job.avatar)
+        if not path.is_file():
+            raise HTTPException(410, f"The video of job {job_id} is gone.")
+        return FileResponse(path, media_type="video/mp4", filename=f"{job.avatar}_{job_id[:8]}.mp4")
+
+    @app.delete("/api/jobs/{job_id}", status_code=204, summary="Cancel a job and delete its files")
+    def delete_job(job_id: str) -> Response:
+        job = find_job(job_id)
+        store.cancel(job.id)  # a running job stops at its next progress report
+        store.delete(job.id)
+        delete_job_files(layout, job)
+        return Response(status_code=204)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    return app
+
+
+@contextlib.contextmanager
+def running_server(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve `app` with uvicorn on a free port of `host` in a background thread; yields its base URL (tests and
+    benchmarks talk to it over real sockets)."""
+    import threading
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8000, settings: ServiceSettings | None = None) -> None:
+    import uvicorn
+
+    if host not in ("127.0.0.1", "localhost", "::1") and not (settings or ServiceSettings()).token:
+        log.warning("Serving on %s without AMG_API_TOKEN: anyone who can reach this port can use the service.", host)
+    uvicorn.run(create_app(root, settings), host=host, port=port, log_level="info")

@@ -1,0 +1,146 @@
+"""Runs the queued jobs: a fixed number of worker threads, each taking the oldest queued job.
+
+Bounded concurrency: on a 2-core machine one render at a time is fastest (the generator already uses both
+cores), so `workers` defaults to 1. Loaded avatars are kept and reused across jobs; a job's progress goes to the
+store as the stages report it, and a job cancelled meanwhile is stopped at its next progress report.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+from amg.layout import Layout
+from amg.progress import reporting_to
+from amg.service.jobs import Job, JobStore
+
+log = logging.getLogger(__name__)
+
+# A training job's stages and the share of its progress bar each takes.
+TRAIN_STAGES = {"Audio→Expression": (0.05, 0.15), "Audio→Head pose": (0.15, 0.25), "Image GAN": (0.25, 1.0)}
+PROGRESS_INTERVAL_S = 0.5  # the store is written at most this often per job
+
+
+class Cancelled(Exception):
+    """The job was cancelled (deleted) while it ran."""
+
+
+class Runner(Protocol):
+    """What the worker calls to do a job; the real one runs AMG's pipeline, tests may pass a light one."""
+
+    def render(self, job: Job) -> Path: ...
+
+    def train(self, job: Job) -> None: ...
+
+
+class PipelineRunner:
+    """Renders and trains with AMG's pipeline; keeps each avatar's generator loaded between jobs."""
+
+    def __init__(self, layout: Layout, avatar_cfg, render_cfg):
+        self.layout, self.avatar_cfg, self.render_cfg = layout, avatar_cfg, render_cfg
+        self._generators: dict[str, tuple[float, object]] = {}
+        self._lock = threading.Lock()
+
+    def _generator(self, avatar: str):
+        from amg.gan.inference import AvatarGenerator
+
+        stamp = self.layout.gan_checkpoint(avatar).stat().st_mtime
+        with self._lock:
+            cached = self._generators.get(avatar)
+            if cached is None or cached[0] != stamp:  # a retrained avatar is loaded again
+                cached = (stamp, AvatarGenerator(self.layout, avatar, engine=self.render_cfg.engine))
+                self._generators[avatar] = cached
+            return cached[1]
+
+    def render(self, job: Job) -> Path:
+        from amg.pipeline import MotionOptions, render
+
+        generator = self._generator(job.avatar)
+        return render(self.layout, job.audio, job.avatar, MotionOptions(), self.render_cfg, generator=generator)
+
+    def train(self, job: Job) -> None:
+        from amg.pipeline import train_avatar
+
+        train_avatar(self.layout, job.avatar, self.avatar_cfg)
+
+
+def job_files(layout: Layout, job: Job) -> list[Path]:
+    """What a job owns on disk: a render's uploaded speech and its output folder (an avatar's files are its own)."""
+    if job.kind != "render" or not job.audio:
+        return []
+    return [layout.audio_dir(job.audio), layout.output_dir(job.audio, job.avatar)]
+
+
+def delete_job_files(layout: Layout, job: Job) -> None:
+    for path in job_files(layout, job):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class Worker:
+    def __init__(self, store: JobStore, runner: Runner, layout: Layout, workers: int = 1, poll_s: float = 0.5):
+        self.store, self.runner, self.layout = store, runner, layout
+        self.poll_s = poll_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, name=f"amg-worker-{i}", daemon=True) for i in range(workers)]
+
+    def start(self) -> None:
+        requeued = self.store.requeue_interrupted()
+        if requeued:
+            log.info("Re-running %d job(s) interrupted by the last shutdown.", requeued)
+        for thread in self._threads:
+            thread.start()
+
+    def wake(self) -> None:
+        """A job was queued: don't wait for the next poll."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            job = self.store.claim_next()
+            if job is None:
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+                continue
+            self.run(job)
+
+    def _sink(self, job: Job):
+        last = [0.0]
+
+        def sink(stage: str, done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] < PROGRESS_INTERVAL_S and done < total:
+                return
+            last[0] = now
+            current = self.store.get(job.id)
+            if current is None or current.status == "cancelled":
+                raise Cancelled()
+            low, high = TRAIN_STAGES.get(stage, (0.0, 1.0)) if job.kind == "train" else (0.0, 1.0)
+            self.store.set_progress(job.id, stage, low + (high - low) * done / max(total, 1))
+
+        return sink
+
+    def run(self, job: Job) -> None:
+        try:
+            with reporting_to(self._sink(job)):
+                if job.kind == "render":
+                    self.runner.render(job)
+                else:
+                    self.runner.train(job)
+            self.store.finish(job.id, "done")
+        except Cancelled:
+            log.info("Job %s was cancelled.", job.id)
+            delete_job_files(self.layout, job)
+        except Exception as exc:  # a failed job must not stop the worker; the user reads the message
+            log.exception("Job %s failed", job.id)
+            self.store.finish(job.id, "failed", str(exc) or type(exc).__name__)

@@ -1,0 +1,294 @@
+"""`amg serve`: every endpoint and error path, the persistent queue across restarts, a short load test, and
+one browser test in headless Chromium. The jobs run a light runner that writes real mp4s with the uploaded
+speech (the models are tested elsewhere; here the service is)."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from amg.layout import Layout
+from amg.media import load_audio, probe_video, write_wav
+from amg.output import write_generated_video
+from amg.progress import report
+from amg.service.app import ServiceSettings, create_app, running_server
+from amg.service.jobs import JobStore
+from amg.training import save_checkpoint
+
+from conftest import require_shared
+
+AVATAR = "anna"
+
+
+class LightRunner:
+    """Renders grey frames as long as the job's speech, with the speech muxed in; `delay` s per frame."""
+
+    def __init__(self, layout: Layout, delay: float = 0.0):
+        self.layout, self.delay = layout, delay
+
+    def _frames(self, n: int):
+        for _ in range(n):
+            time.sleep(self.delay)
+            yield np.full((64, 64, 3), 128, np.uint8)
+
+    def render(self, job) -> Path:
+        audio = load_audio(self.layout.audio_source(job.audio))
+        n = math.ceil(len(audio) / 640)
+        return write_generated_video(self.layout.generated_video(job.audio, job.avatar), self._frames(n), n, audio, 30)
+
+    def train(self, job) -> None:
+        for step in range(5):
+            time.sleep(self.delay)
+            report("Image GAN", step + 1, 5)
+        make_trained(self.layout, job.avatar)
+
+
+def make_trained(layout: Layout, name: str) -> None:
+    """The files by which an avatar counts as trained (finished checkpoints)."""
+    for path in (layout.audio2expression(name), layout.audio2headpose(name), layout.gan_checkpoint(name)):
+        save_checkpoint(path, finished=True)
+    layout.head2body(name).write_bytes(b"-")
+    layout.gan_references(name).write_bytes(b"-")
+
+
+def speech_bytes(tmp_path: Path, seconds: float = 1.0) -> bytes:
+    t = np.arange(int(16000 * seconds)) / 16000
+    path = tmp_path / "speech.wav"
+    write_wav(path, (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32), 16000)
+    return path.read_bytes()
+
+
+@pytest.fixture
+def layout(tmp_path) -> Layout:
+    layout = Layout(tmp_path / "root")
+    make_trained(layout, AVATAR)
+    return layout
+
+
+def client_for(layout: Layout, runner=None, **settings) -> TestClient:
+    app = create_app(layout.root, ServiceSettings(**settings), runner or LightRunner(layout))
+    return TestClient(app)
+
+
+def wait_for(client: TestClient, job_id: str, status: str = "done", timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if job["status"] == status:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not reach {status!r}: {job}")
+
+
+def test_render_job_from_upload_to_download_and_delete(layout, tmp_path):
+    with client_for(layout) as client:
+        avatars = client.get("/api/avatars").json()
+        assert avatars == [{"name": AVATAR, "status": "trained"}]
+        response = client.post(f"/api/jobs?avatar={AVATAR}", content=speech_bytes(tmp_path, 1.5))
+        assert response.status_code == 202
+        job = response.json()
+        assert job["status"] in ("queued", "running") and len(job["id"]) == 32
+        done = wait_for(client, job["id"])
+        assert done["progress"] == 1 and done["video_url"] == f"/api/jobs/{job['id']}/video"
+
+        video = client.get(done["video_url"])
+        assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+        saved = tmp_path / "got.mp4"
+        saved.write_bytes(video.content)
+        assert abs(probe_video(saved).duration - 1.5) <= 1 / 25 + 1e-3
+        ranged = client.get(done["video_url"], headers={"Range": "bytes=0-99"})  # a browser seeking
+        assert ranged.status_code == 206 and len(ranged.content) == 100
+        assert ranged.headers["content-range"].startswith("bytes 0-99/")
+
+        assert [j["id"] for j in client.get("/api/jobs").json()] == [job["id"]]
+        speech_dir = layout.audio_dir(f"job-{job['id']}")
+        assert speech_dir.is_dir()
+        assert client.delete(f"/api/jobs/{job['id']}").status_code == 204
+        assert client.get(f"/api/jobs/{job['id']}").status_code == 404
+        assert not speech_dir.exists() and not layout.output_dir(f"job-{job['id']}", AVATAR).exists()
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "status"),
+    [
+        ("post", "/api/jobs?avatar=..%2Fetc", 400),  # traversal in a name
+        ("post", "/api/jobs?avatar=%2Fetc%2Fpasswd", 400),  # absolute path
+        ("post", "/api/jobs?avatar=%C3%A9l%C3%A8ve", 400),  # odd unicode
+        ("post", "/api/jobs?avatar=nobody", 409),  # no such trained avatar
+        ("post", "/api/jobs", 422),  # no avatar given
+        ("get", "/api/jobs/..%2F..%2Fservice", 404),  # traversal in an id: matches no route
+        ("get", "/api/jobs/0123456789abcdef0123456789abcdef", 404),
+        ("get", "/api/jobs?avatar=..", 400),
+        ("delete", "/api/jobs/not-a-job", 400),
+        ("post", "/api/avatars/..%2E", 400),
+        ("post", f"/api/avatars/{AVATAR}", 409),  # exists already
+    ],
+)
+def test_bad_requests_get_a_json_error_never_a_traceback(layout, tmp_path, method, url, status):
+    with client_for(layout) as client:
+        response = getattr(client, method)(url, **({"content": speech_bytes(tmp_path)} if method == "post" else {}))
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and body["error"] and "Traceback" not in body["error"]
+
+
+def test_uploads_are_checked_by_decoding_and_limited_while_streaming(layout, tmp_path):
+    with client_for(layout, max_upload_mb=0.05, max_audio_s=1.0) as client:
+        url = f"/api/jobs?avatar={AVATAR}"
+        assert client.post(url, content=b"").status_code == 400
+        not_audio = client.post(url, content=b"RIFF....WAVEfmt " + bytes(2000))  # looks like a wav, is not one
+        assert not_audio.status_code == 415 and "decode" in not_audio.json()["error"]
+        too_long = client.post(url, content=speech_bytes(tmp_path, 1.4))
+        assert too_long.status_code == 413 and "limit" in too_long.json()["error"]
+
+        def chunks():  # no Content-Length: only counting while streaming can stop it
+            for _ in range(100):
+                yield bytes(1024)
+
+        too_big = client.post(url, content=chunks())
+        assert too_big.status_code == 413
+        assert client.get("/api/jobs").json() == []
+        assert not any((layout.root / "service" / "uploads").iterdir())  # refused uploads leave nothing behind
+
+
+def test_the_api_token_is_required_on_every_endpoint_when_set(layout):
+    with client_for(layout, token="s3cret") as client:
+        for path in ("/", "/docs", "/openapi.json", "/api/avatars", "/api/jobs"):
+            response = client.get(path)
+            assert response.status_code == 401 and "token" in response.json()["error"]
+        assert client.get("/api/avatars", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert client.get("/api/avatars", headers={"X-API-Token": "s3cret"}).status_code == 200
+        assert client.get("/api/avatars?token=s3cret").status_code == 200
+        assert client.get("/api/avatars", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_page_and_docs_are_served(layout):
+    with client_for(layout) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and "<video" in page.text and "/api/jobs" in page.text
+        assert "http" not in page.text.replace("http-equiv", "")  # no external CDN: works offline
+        assert client.get("/docs").status_code == 200
+        paths = client.get("/openapi.json").json()["paths"]
+        assert {"/api/avatars", "/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/video"} <= set(paths)
+
+
+def test_jobs_survive_a_restart(layout, tmp_path):
+    with client_for(layout) as client:
+        client.app.state.worker.stop()  # a service that stops before it gets to the jobs
+        first = client.post(f"/api/jobs?avatar={AVATAR}", content=speech_bytes(tmp_path)).json()
+        second = client.post(f"/api/jobs?avatar={AVATAR}", content=speech_bytes(tmp_path)).json()
+        assert client.get(f"/api/jobs/{second['id']}").json()["queue_position"] == 2
+    store = JobStore(layout.root / "service" / "jobs.sqlite3")
+    assert store.claim_next().id == first["id"]  # as if the service died while rendering the first
+    store.close()
+    with client_for(layout) as client:  # the restarted service re-runs the interrupted job and runs the queued one
+        for job in (first, second):
+            assert wait_for(client, job["id"])["status"] == "done"
+            assert client.get(f"/api/jobs/{job['id']}/video").status_code == 200
+
+
+def test_a_running_job_can_be_cancelled_and_a_failing_one_reports_why(layout, tmp_path):
+    with client_for(layout, runner=LightRunner(layout, delay=0.05)) as client:
+        job = client.post(f"/api/jobs?avatar={AVATAR}", content=speech_bytes(tmp_path, 4)).json()
+        running = wait_for(client, job["id"], "running")
+        time.sleep(1.2)
+        progress = client.get(f"/api/jobs/{job['id']}").json()
+        assert 0 < progress["progress"] < 1 and progress["eta_s"] > 0 and progress["stage"] == "render"
+        assert client.delete(f"/api/jobs/{running['id']}").status_code == 204
+        time.sleep(1.0)
+        assert not layout.output_dir(f"job-{job['id']}", AVATAR).exists()
+
+    class Failing(LightRunner):
+        def render(self, job):
+            raise RuntimeError("the GPU caught fire")
+
+    with client_for(layout, runner=Failing(layout)) as client:
+        job = client.post(f"/api/jobs?avatar={AVATAR}", content=speech_bytes(tmp_path)).json()
+        failed = wait_for(client, job["id"], "failed")
+        assert failed["error"] == "the GPU caught fire"
+
+
+def test_training_a_new_avatar_from_an_uploaded_video(layout):
+    video = require_shared("video/obama_clip3.mp4")
+    with client_for(layout, runner=LightRunner(layout, delay=0.2)) as client:
+        assert client.post("/api/avatars/bob", content=b"not a video at all").status_code == 415
+        response = client.post("/api/avatars/bob", content=video.read_bytes())
+        assert response.status_code == 202 and response.json()["kind"] == "train"
+        assert (layout.video_dir("bob") / "bob.mp4").read_bytes() == video.read_bytes()
+        wait_for(client, response.json()["id"], "running")
+        time.sleep(0.8)
+        bob = next(a for a in client.get("/api/avatars").json() if a["name"] == "bob")
+        assert bob["status"] == "training" and 0.25 <= bob["progress"] < 1  # inside the image-GAN stage's share
+        wait_for(client, response.json()["id"])
+        assert {"name": "bob", "status": "trained"} in client.get("/api/avatars").json()
+
+
+@pytest.fixture
+def live_server(layout):
+    """The service under uvicorn on a free loopback port; jobs take 25 ms per frame."""
+    with running_server(create_app(layout.root, ServiceSettings(), LightRunner(layout, delay=0.025))) as url:
+        yield url
+
+
+def test_status_stays_fast_under_load_while_a_job_renders(live_server, tmp_path):
+    import httpx
+
+    job = httpx.post(f"{live_server}/api/jobs?avatar={AVATAR}", content=speech_bytes(tmp_path, 8)).json()
+    url = f"{live_server}/api/jobs/{job['id']}"
+    latencies, errors = [], []
+
+    def one(client: httpx.Client) -> None:
+        start = time.perf_counter()
+        response = client.get(url)
+        latencies.append(time.perf_counter() - start)
+        if response.status_code != 200:
+            errors.append(response.status_code)
+
+    with httpx.Client() as client, ThreadPoolExecutor(8) as pool:
+        start = time.monotonic()
+        for i in range(150):  # 50 requests/s for 3 s (benchmarks/service_load.py runs the long version)
+            time.sleep(max(0.0, start + i / 50 - time.monotonic()))
+            pool.submit(one, client)
+    assert httpx.get(url).json()["status"] == "running"  # the render really was going on meanwhile
+    assert not errors and len(latencies) == 150
+    assert np.percentile(latencies, 95) < 0.5
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_page_renders_an_uploaded_speech_and_plays_it(live_server):
+    from playwright.sync_api import sync_playwright
+
+    speech = require_shared("audio/cmu_arctic_a0007.wav")
+    duration = len(load_audio(speech)) / 16000
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=shutil.which("chromium"),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        page = browser.new_page()
+        page.goto(live_server)
+        page.wait_for_function("document.querySelector('#avatar').options.length > 0")
+        page.set_input_files("#file", str(speech))
+        page.click("#upload")
+        page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+        played = page.evaluate(
+            """() => new Promise((resolve, reject) => {
+                const v = document.querySelector('#result');
+                v.muted = true;
+                const done = () => v.play().then(() => setTimeout(() => resolve([v.duration, v.currentTime]), 500), reject);
+                if (v.readyState >= 1) done(); else v.addEventListener('loadedmetadata', done, { once: true });
+                v.addEventListener('error', () => reject(new Error('video error ' + (v.error && v.error.code))));
+            })"""
+        )
+        assert "Done" in page.inner_text("#job-status")
+        browser.close()
+    video_duration, position = played
+    assert abs(video_duration - duration) <= 1 / 25 + 0.01
+    assert position > 0.1  # it plays
