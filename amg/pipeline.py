@@ -80,7 +80,7 @@ def render(
     motion = predict_motion(
         layout, audio_name, video_name, options.pose, options.seed, options.temperature, options.intensity
     )
-    enhancer = FaceEnhancer(layout, video_name, cfg.upscale) if cfg.enhance else None  # fails before rendering
+    enhancer = FaceEnhancer(layout, video_name, cfg.upscale, engine=cfg.engine) if cfg.enhance else None
     generator = generator or AvatarGenerator(layout, video_name, engine=cfg.engine)
     frames = generator.frames(motion, cfg.chunk)
     paste = None

@@ -90,3 +90,15 @@ def test_refiner_starts_as_the_identity_and_keeps_the_shape():
     torch.nn.init.normal_(net.to_detail[1].weight, std=0.1)
     y = net(x)
     assert y.shape == x.shape and y.abs().max() <= 1 and not torch.equal(y, x)
+
+
+def test_refiner_in_onnx_runtime_computes_what_pytorch_computes():
+    from amg.onnx_runtime import OnnxModel
+
+    torch.manual_seed(0)
+    net = Refiner(ngf=8, n_blocks=1).eval()
+    torch.nn.init.normal_(net.to_detail[1].weight, std=0.1)
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        expected = net(x)
+    torch.testing.assert_close(OnnxModel(net, x[:1])(x), expected, atol=1e-4, rtol=0)

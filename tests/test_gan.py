@@ -41,7 +41,7 @@ def test_generator_blends_its_output_over_the_background_and_caches_the_static_b
 
 
 def test_onnx_runtime_engine_computes_what_pytorch_computes():
-    from amg.gan.inference import OnnxGenerator
+    from amg.onnx_runtime import OnnxModel
 
     torch.manual_seed(0)
     g = _generator(GanConfig(size=64, n_levels=4)).eval()
@@ -49,7 +49,7 @@ def test_onnx_runtime_engine_computes_what_pytorch_computes():
     with torch.no_grad():
         code = g.encode_static(torch.randn(1, 24, 64, 64))
         expected, _ = g(dynamic, code, background)
-        onnx = OnnxGenerator(g, dynamic[:1], code, background)
+        onnx = OnnxModel(g, dynamic[:1], {"static_code": code, "background": background})
     torch.testing.assert_close(onnx(dynamic), expected, atol=1e-4, rtol=0)  # any batch size, not just the example's
 
 

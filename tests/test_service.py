@@ -292,3 +292,33 @@ def test_the_page_renders_an_uploaded_speech_and_plays_it(live_server):
     video_duration, position = played
     assert abs(video_duration - duration) <= 1 / 25 + 0.01
     assert position > 0.1  # it plays
+
+
+def test_an_unexpected_error_is_a_json_500_without_internals(layout, monkeypatch):
+    app = create_app(layout.root, ServiceSettings(), LightRunner(layout), start_worker=False)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("/secret/path/in/a/stack")
+
+    monkeypatch.setattr(app.state.store, "list", broken)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/api/jobs")
+    assert response.status_code == 500 and "secret" not in response.text
+    assert response.json() == {"error": "Internal error: see the service's log."}
+
+
+def test_the_runner_loads_each_avatar_once_and_again_after_retraining(layout, monkeypatch):
+    import os
+
+    from amg.config import AvatarConfig, RenderConfig
+    from amg.gan import inference
+    from amg.service.worker import PipelineRunner
+
+    loads = []
+    monkeypatch.setattr(inference, "AvatarGenerator", lambda layout, name, engine: loads.append(name) or object())
+    runner = PipelineRunner(layout, AvatarConfig(), RenderConfig())
+    first = runner._generator(AVATAR)
+    assert runner._generator(AVATAR) is first and loads == [AVATAR]
+    checkpoint = layout.gan_checkpoint(AVATAR)
+    os.utime(checkpoint, ns=(checkpoint.stat().st_atime_ns, checkpoint.stat().st_mtime_ns + 10**9))
+    assert runner._generator(AVATAR) is not first and loads == [AVATAR, AVATAR]

@@ -278,7 +278,7 @@ class Evaluator:
         if options.enhance:
             from amg.enhance.inference import FaceEnhancer
 
-            self.enhancer = FaceEnhancer(layout, name)
+            self.enhancer = FaceEnhancer(layout, name, engine=options.engine)
         self.sync_model: SyncModel | None = None
 
     def fit_sync(self, features: AudioFeatures, tracks: Tracks, start: int) -> None:

@@ -14,10 +14,10 @@ from amg.config import GanConfig, config_from_dict
 from amg.errors import AmgError
 from amg.gan.inputs import GeneratorInputs, to_uint8, with_context
 from amg.gan.references import AvatarReferences
-from amg.gan.networks import Generator
 from amg.gan.train import build_generator
 from amg.layout import Layout
 from amg.motion.stage import MotionTracks
+from amg.onnx_runtime import OnnxModel
 from amg.training import load_checkpoint, pick_device
 
 log = logging.getLogger(__name__)
@@ -36,37 +36,6 @@ def keep_freed_memory() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3
     libc.mallopt(m_mmap_threshold, 1 << 30)
     libc.mallopt(m_trim_threshold, (1 << 31) - 1)
-
-
-class OnnxGenerator:
-    """The generator exported to ONNX and run by ONNX Runtime on the CPU.
-
-    Measured on 2 cores at 256 px (benchmarks/render.py): ONNX Runtime runs the generator's small-channel
-    convolutions at about 80 % of the matmul ceiling, PyTorch at about 55 %: 1.5x the frames per second. The
-    export takes a second or two, so it is made in memory for each render rather than cached on disk (a cached
-    file could go stale when training resumes).
-    """
-
-    def __init__(self, generator: Generator, dynamic: torch.Tensor, static_code: torch.Tensor, background: torch.Tensor):
-        import io
-
-        import onnxruntime as ort
-
-        buffer = io.BytesIO()
-        torch.onnx.export(
-            generator, (dynamic, static_code, background), buffer, dynamo=False,
-            input_names=["dynamic", "static_code", "background"], output_names=["frame", "matte"],
-            dynamic_axes={"dynamic": {0: "batch"}, "frame": {0: "batch"}, "matte": {0: "batch"}},
-        )  # fmt: skip
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-        self.constants = {"static_code": static_code.numpy(), "background": background.numpy()}
-
-    def __call__(self, dynamic: torch.Tensor) -> torch.Tensor:
-        frame, _ = self.session.run(None, {"dynamic": dynamic.numpy()} | self.constants)
-        return torch.from_numpy(frame)
 
 
 class AvatarGenerator:
@@ -94,7 +63,8 @@ class AvatarGenerator:
         self.onnx = None
         if engine == "onnxruntime" or (engine == "auto" and self.device.type == "cpu"):
             example = torch.zeros(1, self.inputs.dynamic_channels, self.size, self.size)
-            self.onnx = OnnxGenerator(self.generator, example, self.static_code, self.inputs.background)
+            constants = {"static_code": self.static_code, "background": self.inputs.background}
+            self.onnx = OnnxModel(self.generator, example, constants)
 
     def generate(self, dynamic: torch.Tensor) -> torch.Tensor:
         """(B, Cd, H, W) dynamic inputs → (B, 3, H, W) frames in [-1, 1]."""

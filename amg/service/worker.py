@@ -103,7 +103,8 @@ class Worker:
         self._stop.set()
         self._wake.set()
         for thread in self._threads:
-            thread.join(timeout)
+            if thread.ident is not None:  # started
+                thread.join(timeout)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
