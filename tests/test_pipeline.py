@@ -114,7 +114,8 @@ def test_eval_measures_the_held_out_tail_against_real_frames_and_the_baseline(fi
     layout, name, _, _, duration = first_run
     checkpoint = layout.gan_checkpoint(name)
     before = checkpoint.stat().st_mtime_ns
-    args = ["eval", str(layout.root), name, "--audio", "male_gap", "--preset", "fast"]
+    # --enhance: the face refiner (trained by the --upscale test above, else here) is measured too.
+    args = ["eval", str(layout.root), name, "--audio", "male_gap", "--preset", "fast", "--enhance"]
     assert amg_main(args + [f"--set={k}={v}" for k, v in TINY.items()]) == 0
     assert "PSNR, whole crop" in capsys.readouterr().out
     assert checkpoint.stat().st_mtime_ns == before  # the avatar held out the same tail: reused, not retrained
@@ -136,14 +137,16 @@ def test_eval_measures_the_held_out_tail_against_real_frames_and_the_baseline(fi
     assert set(report["self_driven"]["comparison"]) >= {"psnr", "face_ssim", "mouth_lmd_px", "sync_confidence"}
     assert report["self_driven"]["head_motion"]["generated_rotation_velocity_deg"] > 0
     cross = report["cross_driven"]["male_gap"]["sources"]
-    assert set(cross) == {"driving", "generated", "baseline"} and "psnr" not in cross["generated"]
+    assert set(cross) == {"driving", "generated", "enhanced", "baseline"} and "psnr" not in cross["generated"]
+    enhanced = sources["enhanced"]  # the refined frames, measured like the others against the real ones
+    assert 5 < enhanced["psnr"] < 50 and 0 < enhanced["face_ssim"] < 1 and enhanced["mouth_sharpness"] > 0
 
     folder = layout.eval_dir(name)
     html = layout.eval_html(name).read_text()
     for file in ("held_out.mp4", "cross_male_gap.mp4", "mouth_opening.png", "pose.png", "sync.png"):
         assert (folder / file).is_file() and file in html
     side = probe_video(folder / "held_out.mp4")
-    assert (side.width, side.height) == (4 * 64, 64) and abs(side.duration - (n - held_out) / 25) < 1e-3
+    assert (side.width, side.height) == (5 * 64, 64) and abs(side.duration - (n - held_out) / 25) < 1e-3
     assert abs(probe_video(folder / "cross_male_gap.mp4").duration - duration) <= 1 / 25 + 1e-3
 
 
