@@ -18,7 +18,6 @@ from pathlib import Path
 
 from amg.errors import AmgError
 
-STATUSES = ("queued", "running", "done", "failed", "cancelled")
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 _SCHEMA = """
@@ -27,7 +26,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     kind TEXT NOT NULL,            -- render | train
     avatar TEXT NOT NULL,
     audio TEXT,                    -- the speech's name under input_data/audio (render jobs)
-    status TEXT NOT NULL,
+    status TEXT NOT NULL,          -- queued | running | done | failed | cancelled
     stage TEXT NOT NULL DEFAULT '',
     progress REAL NOT NULL DEFAULT 0,
     error TEXT NOT NULL DEFAULT '',

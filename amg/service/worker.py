@@ -21,7 +21,7 @@ from amg.service.jobs import Job, JobStore
 log = logging.getLogger(__name__)
 
 # A training job's stages and the share of its progress bar each takes.
-TRAIN_STAGES = {"Audio→Expression": (0.05, 0.15), "Audio→Head pose": (0.15, 0.25), "Image GAN": (0.25, 1.0)}
+TRAIN_STAGES = {"Audio→Expression": (0.05, 0.15), "Audio→Pose": (0.15, 0.25), "Image GAN": (0.25, 1.0)}
 PROGRESS_INTERVAL_S = 0.5  # the store is written at most this often per job
 
 
