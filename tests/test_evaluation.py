@@ -158,3 +158,13 @@ def test_measure_frames_scores_identical_streams_perfectly_and_writes_the_side_b
     assert baseline["mouth_sharpness"].mean() < 0.5 * generated["mouth_sharpness"].mean()
     info = probe_video(path)
     assert (info.width, info.height) == (4 * 256, 256) and abs(info.duration - n / 25) < 1e-3
+
+
+def test_pick_frames_keeps_the_wanted_frames_and_decodes_no_further():
+    from amg.gan.data import pick_frames
+
+    stream = iter([np.full((2, 2, 3), i, np.uint8) for i in range(10)])
+    picked = pick_frames(stream, np.array([7, 2, 2]))
+    assert sorted(picked) == [2, 7] and picked[7][0, 0, 0] == 7
+    assert next(stream)[0, 0, 0] == 8  # the stream was read up to frame 7 only
+    assert pick_frames(iter([]), np.array([], int)) == {}

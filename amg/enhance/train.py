@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from itertools import islice
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ from amg.enhance.crop import crop_face, face_crop_boxes, refine_size
 from amg.enhance.networks import Refiner
 from amg.evaluation.metrics import psnr, sharpness, ssim
 from amg.gan import losses
+from amg.gan.data import pick_frames
 from amg.gan.inputs import to_tensor, to_uint8
 from amg.gan.networks import MultiScaleDiscriminator
 from amg.layout import Layout
@@ -53,14 +53,9 @@ class EnhancePairs:
 
 
 def _real_crops(layout: Layout, name: str, index: np.ndarray, boxes: np.ndarray, gan_size: int, out_size: int):
-    """Face crops of the real frames `index` (sorted), taken from the preprocessed crop at its full size."""
-    wanted = dict(zip(index.tolist(), boxes))
-    crops = []
-    frames = islice(iter_frames(layout.frames_video(name)), int(index.max()) + 1)
-    for i, frame in enumerate(frames):
-        if i in wanted:
-            crops.append(crop_face(frame, wanted[i], out_size, frame.shape[0] / gan_size))
-    return np.stack(crops)
+    """Face crops of the real frames `index`, taken from the preprocessed crop at its full size."""
+    frames = pick_frames(iter_frames(layout.frames_video(name)), index)
+    return np.stack([crop_face(frames[i], box, out_size, frames[i].shape[0] / gan_size) for i, box in zip(index, boxes)])
 
 
 def make_pairs(layout: Layout, name: str, cfg: EnhanceConfig) -> EnhancePairs:

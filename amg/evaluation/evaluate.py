@@ -31,7 +31,7 @@ from amg.evaluation.landmarks import LandmarkDetector
 from amg.evaluation.sync import (
     SyncModel, SyncResult, lagged_correlation, measure_sync, mouth_signals, sync_from_correlation,
 )  # fmt: skip
-from amg.gan.data import resized_frames
+from amg.gan.data import pick_frames, resized_frames
 from amg.gan.losses import mouth_boxes
 from amg.layout import Layout
 from amg.media import VideoWriter, load_audio
@@ -159,10 +159,7 @@ class NearestFrames:
 
     def frames(self, landmarks: np.ndarray) -> Iterator[np.ndarray]:
         index = nearest_landmark_index(self.landmarks, landmarks)
-        wanted = set(index.tolist())
-        # One decoding pass keeps just the chosen frames: memory grows with the evaluated frames, not the video.
-        decoded = islice(resized_frames(self.video, self.size), int(index.max()) + 1 if len(index) else 0)
-        chosen = {i: frame for i, frame in enumerate(decoded) if i in wanted}
+        chosen = pick_frames(resized_frames(self.video, self.size), index)
         return (chosen[i] for i in index)
 
 
@@ -213,6 +210,11 @@ def measure_frames(
     return {name: {k: np.asarray(v) for k, v in values.items()} for name, values in per.items()}
 
 
+def opening_px(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """Mouth opening per frame of landmarks detected on `size` frames, in pixels of a 256 crop."""
+    return topology.mouth_opening(landmarks[..., :2]) * (METRIC_SIZE / size)
+
+
 def summarise(
     measured: dict[str, np.ndarray], size: int, sync: SyncResult | None, real_landmarks: np.ndarray | None = None,
     max_lag: int = 15,
@@ -220,7 +222,7 @@ def summarise(
     """Per-sequence numbers for the report (landmark distances in pixels of a 256 crop)."""
     px = METRIC_SIZE / size
     landmarks = measured["landmarks"]
-    opening = topology.mouth_opening(landmarks[..., :2]) * px
+    opening = opening_px(landmarks, size)
     found = np.isfinite(landmarks).all(axis=(1, 2))
     summary = {
         "face_found": float(found.mean()),
@@ -325,7 +327,7 @@ class Evaluator:
                 syncs[source] = measure_sync(self.sync_model, sequence.features, signals, max_lag)
             compare_to = real_landmarks if source != "real" else None
             summaries[source] = summarise(values, self.size, syncs.get(source), compare_to, max_lag)
-            openings[source] = topology.mouth_opening(values["landmarks"][..., :2]) * METRIC_SIZE / self.size
+            openings[source] = opening_px(values["landmarks"], self.size)
         return SequenceResult(sequence.label, summaries, openings, syncs)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from itertools import islice
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -48,6 +49,14 @@ class ClipBatch:
 def resized_frames(path, size: int) -> Iterator[np.ndarray]:
     """The frames of a preprocessed (square) video at the generator's size, decoded one by one."""
     return (cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in iter_frames(path))
+
+
+def pick_frames(frames: Iterable[np.ndarray], index: np.ndarray) -> dict[int, np.ndarray]:
+    """The frames at `index` (any order, repeats allowed) of a decoded stream, in one pass that stops at the
+    last one wanted: memory grows with the frames picked, not with the video."""
+    wanted = set(np.asarray(index).tolist())
+    last = max(wanted) + 1 if wanted else 0
+    return {i: frame for i, frame in enumerate(islice(frames, last)) if i in wanted}
 
 
 def _decode_resized(path, size: int, desc: str) -> np.ndarray:
