@@ -138,6 +138,28 @@ def test_loads_audio_formats_at_16k_mono(shared_media, relpath):
     assert np.sqrt(np.mean(audio**2)) > 0.01
 
 
+def test_a_truncated_mp3_warns_that_it_is_shorter_than_it_declares(shared_media, tmp_path, caplog):
+    data = shared_media("audio/librispeech_3575_female.mp3").read_bytes()  # 5.0 s
+    truncated = tmp_path / "cut.mp3"
+    truncated.write_bytes(data[: len(data) // 4])
+    audio = load_audio(truncated, SR)
+    assert 0.5 < len(audio) / SR < 2.0
+    assert "declares 5.0 s of audio but only 1.2 s could be decoded" in caplog.text
+    caplog.clear()
+    load_audio(shared_media("audio/librispeech_3575_female.mp3"), SR)
+    assert "declares" not in caplog.text
+
+
+def test_decoding_stops_at_the_duration_limit(tmp_path):
+    from amg.media.audio import AudioTooLong
+
+    t = np.arange(3 * SR) / SR
+    write_wav(tmp_path / "3s.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), SR)
+    assert len(load_audio(tmp_path / "3s.wav", SR, max_seconds=3.0)) == 3 * SR
+    with pytest.raises(AudioTooLong, match="longer than the limit of 2 s"):
+        load_audio(tmp_path / "3s.wav", SR, max_seconds=2.0)
+
+
 def test_8k_wav_is_upsampled_faithfully(shared_media):
     path = shared_media("audio/asterisk_allison_demo_instruct_73s.wav")
     with wave.open(str(path)) as wav:

@@ -5,6 +5,7 @@ speech (the models are tested elsewhere; here the service is)."""
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -158,6 +159,66 @@ def test_uploads_are_checked_by_decoding_and_limited_while_streaming(layout, tmp
         assert not any((layout.root / "service" / "uploads").iterdir())  # refused uploads leave nothing behind
 
 
+def long_silent_flac(path: Path, hours: float, rate: int = 8000) -> Path:
+    """`hours` of digital silence as FLAC: a few MB that decode to gigabytes (a decompression bomb)."""
+    import av
+
+    block = np.zeros((1, rate * 60), np.int16)  # a minute per frame
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("flac", rate=rate, layout="mono")
+        for minute in range(int(hours * 60)):
+            frame = av.AudioFrame.from_ndarray(block, format="s16", layout="mono")
+            frame.rate, frame.pts = rate, minute * block.shape[1]
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def peak_rss_growth_mb(fn) -> float:
+    """How far this process's peak resident memory rises above its current one while `fn` runs."""
+
+    def status_kb(field: str) -> int:
+        line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field))
+        return int(line.split()[1])
+
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
+    before = status_kb("VmRSS:")
+    fn()
+    return (status_kb("VmHWM:") - before) / 1024
+
+
+def test_a_decompression_bomb_is_refused_without_decoding_it_all(layout, tmp_path):
+    bomb = long_silent_flac(tmp_path / "bomb.flac", hours=4).read_bytes()
+    assert len(bomb) < 4 * 1024 * 1024  # well under the upload limit
+    with client_for(layout, max_upload_mb=50, max_audio_s=600) as client:
+        response = {}
+        growth = peak_rss_growth_mb(lambda: response.update(r=client.post(f"/api/jobs?avatar={AVATAR}", content=bomb)))
+        assert response["r"].status_code == 413 and "600 s" in response["r"].json()["error"]
+        assert client.get("/api/jobs").json() == []
+    assert growth < 100, f"peak RSS grew by {growth:.0f} MB"
+
+
+def test_errors_to_clients_name_no_server_path(layout):
+    with client_for(layout) as client:
+        not_audio = client.post(f"/api/jobs?avatar={AVATAR}", content=b"RIFF....WAVEfmt " + bytes(2000))
+    error = not_audio.json()["error"]
+    assert not_audio.status_code == 415 and "the upload is not a readable media file" in error
+    assert str(layout.root) not in error and "uploads" not in error
+
+
+def test_the_access_log_shows_no_token(layout, capsys):
+    import httpx
+
+    app = create_app(layout.root, ServiceSettings(token="s3cret"), LightRunner(layout))
+    with running_server(app, log_level="info") as url:  # uvicorn's own access log, to the captured stdout
+        assert httpx.get(f"{url}/api/avatars?token=s3cret").status_code == 200
+    logged = capsys.readouterr()
+    assert '"GET /api/avatars?token=*** HTTP/1.1" 200' in logged.out
+    assert "s3cret" not in logged.out + logged.err
+
+
 def test_the_api_token_is_required_on_every_endpoint_when_set(layout):
     with client_for(layout, token="s3cret") as client:
         for path in ("/", "/docs", "/openapi.json", "/api/avatars", "/api/jobs"):
@@ -174,7 +235,13 @@ def test_page_and_docs_are_served(layout):
         page = client.get("/")
         assert page.status_code == 200 and "<video" in page.text and "/api/jobs" in page.text
         assert "http" not in page.text.replace("http-equiv", "")  # no external CDN: works offline
-        assert client.get("/docs").status_code == 200
+        docs = client.get("/docs")
+        assert docs.status_code == 200 and "swagger-ui" in docs.text
+        # Offline: every script and style the page loads is served here, not from a CDN.
+        assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+        assert assets and all(a.startswith("/docs-assets/") for a in assets), assets
+        for asset in assets:
+            assert client.get(asset).status_code == 200
         paths = client.get("/openapi.json").json()["paths"]
         assert {"/api/avatars", "/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/video"} <= set(paths)
 
@@ -228,6 +295,29 @@ def test_training_a_new_avatar_from_an_uploaded_video(layout):
         assert bob["status"] == "training" and 0.25 <= bob["progress"] < 1  # inside the image-GAN stage's share
         wait_for(client, response.json()["id"])
         assert {"name": "bob", "status": "trained"} in client.get("/api/avatars").json()
+
+
+def test_an_avatar_left_untrained_by_a_cancelled_training_can_be_retrained_or_deleted(layout):
+    video = require_shared("video/obama_clip3.mp4").read_bytes()
+    with client_for(layout, runner=LightRunner(layout, delay=0.3)) as client:
+        job = client.post("/api/avatars/bob", content=video).json()
+        wait_for(client, job["id"], "running")
+        layout.checkpoint_dir("bob").mkdir(parents=True)  # what a training leaves before it is cancelled
+        assert client.delete(f"/api/avatars/bob").status_code == 409  # in use by the running training
+        assert client.delete(f"/api/jobs/{job['id']}").status_code == 204
+        deadline = time.monotonic() + 10
+        while "bob" in client.app.state.worker.busy_avatars() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the cancelled training stops at its next progress report
+        assert {"name": "bob", "status": "not trained"} in client.get("/api/avatars").json()
+
+        again = client.post("/api/avatars/bob", content=video)
+        assert again.status_code == 202
+        wait_for(client, again.json()["id"])
+        assert client.post("/api/avatars/bob", content=video).status_code == 409  # trained: delete it first
+        assert client.delete("/api/avatars/bob").status_code == 204
+        assert not layout.video_dir("bob").exists() and not layout.checkpoint_dir("bob").exists()
+        assert all(a["name"] != "bob" for a in client.get("/api/avatars").json())
+        assert client.delete("/api/avatars/bob").status_code == 404
 
 
 @pytest.fixture

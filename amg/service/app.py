@@ -1,7 +1,9 @@
 """`amg serve`: the HTTP API (FastAPI; OpenAPI docs at /docs) and the web page at /.
 
     GET    /api/avatars                 avatars: trained, training (with progress) or not trained
-    POST   /api/avatars/{name}          upload a video (request body) → a job training avatar `name`
+    POST   /api/avatars/{name}          upload a video (request body) → a job training avatar `name` (a new one,
+                                        or one left untrained, whose old files the new video replaces)
+    DELETE /api/avatars/{name}          delete an avatar: its video, processed data and checkpoints
     GET    /api/jobs[?avatar=NAME]      jobs, newest first
     POST   /api/jobs?avatar=NAME        upload speech (request body, any common format) → a render job
     GET    /api/jobs/{id}               status, queue position, progress, ETA
@@ -11,7 +13,9 @@
 Safe by default: loopback only unless told otherwise; names and ids validated; uploads limited in size while
 they stream in and checked by decoding them (not by their extension); speech limited in duration; with
 AMG_API_TOKEN set, every request needs it (`Authorization: Bearer TOKEN`, `X-API-Token`, or `?token=` for
-links such as a video's src). Every error is JSON: {"error": "..."}, never a traceback.
+links such as a video's src), and the access log shows no token. Every error is JSON: {"error": "..."}, never
+a traceback or a server path. The OpenAPI page at /docs is served from the swagger-ui-bundle wheel: it works
+offline.
 """
 
 from __future__ import annotations
@@ -28,14 +32,17 @@ from typing import Iterator
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from amg.errors import AmgError
 from amg.layout import Layout, validate_name
 from amg.service.jobs import Job, JobStore, validate_job_id
-from amg.service.worker import PipelineRunner, Runner, Worker, delete_job_files
+from amg.service.redact import redact_access_log, without_path
+from amg.service.worker import PipelineRunner, Runner, Worker, delete_folders, delete_job_files
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -103,6 +110,22 @@ def _video_extension(path: Path) -> str:
     return next((_VIDEO_EXTENSIONS[n] for n in names if n in _VIDEO_EXTENSIONS), ".mkv")
 
 
+def _serve_docs_offline(app: FastAPI) -> None:
+    """/docs with Swagger UI's scripts and styles from the swagger-ui-bundle wheel instead of a CDN (FastAPI's
+    documented self-hosting recipe), so the page works without the internet."""
+    import swagger_ui_bundle
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title=f"{app.title} API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js", swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )  # fmt: skip
+
+
 def create_app(
     root: str | Path, settings: ServiceSettings | None = None, runner: Runner | None = None, start_worker: bool = True
 ) -> FastAPI:
@@ -116,13 +139,18 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        redact_access_log()
         if start_worker:
             worker.start()
         yield
         worker.stop()
         store.close()
 
-    app = FastAPI(title="AMG", version="1", description="Audio-driven talking-person avatars.", lifespan=lifespan)
+    app = FastAPI(
+        title="AMG", version="1", description="Audio-driven talking-person avatars.", lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # FastAPI's own pages load their scripts from a CDN: /docs is served below
+    )  # fmt: skip
+    _serve_docs_offline(app)
     app.state.store, app.state.worker, app.state.layout = store, worker, layout
 
     @app.middleware("http")
@@ -142,7 +170,7 @@ def create_app(
 
     @app.exception_handler(AmgError)
     async def amg_error(request: Request, exc: AmgError):
-        return _error(400, str(exc))
+        return _error(400, without_path(str(exc), layout.root, "DATAROOT"))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
@@ -193,15 +221,26 @@ def create_app(
                 names |= {p.name for p in folder.iterdir() if p.is_dir()}
         return [avatar_view(n) for n in sorted(names)]
 
+    def avatar_folders(name: str) -> tuple[Path, Path]:
+        """Everything of avatar `name` on disk: its video folder (with the processed data) and checkpoints."""
+        return layout.video_dir(name), layout.checkpoint_dir(name)
+
+    def refuse_if_in_use(name: str) -> None:
+        if any(j.status in ("queued", "running") for j in store.list(name)) or name in worker.busy_avatars():
+            raise HTTPException(409, f"Avatar {name!r} is in use by a job: wait for it or cancel it first.")
+
     @app.post("/api/avatars/{name}", status_code=202, summary="Upload a video (request body) and train avatar NAME")
     async def train_avatar(name: str, request: Request) -> dict:
         validate_name(name, "avatar name")
-        folder = layout.video_dir(name)
-        if folder.exists() or layout.checkpoint_dir(name).exists():
-            raise HTTPException(409, f"Avatar {name!r} exists already.")
+        if is_trained(name):
+            raise HTTPException(409, f"Avatar {name!r} exists already (DELETE it first to replace it).")
+        refuse_if_in_use(name)
         upload = await _receive(request, settings.max_video_mb, layout.root / "service" / "uploads" / uuid.uuid4().hex)
         try:
             extension = await run_in_threadpool(_video_extension, upload)
+            # An avatar left untrained (a cancelled or failed training) starts again from the new video.
+            delete_folders(avatar_folders(name))
+            folder = layout.video_dir(name)
             folder.mkdir(parents=True)
             upload.replace(folder / f"{name}{extension}")
         finally:
@@ -210,6 +249,16 @@ def create_app(
         worker.wake()
         return job_view(job)
 
+    @app.delete("/api/avatars/{name}", status_code=204, summary="Delete avatar NAME: video, processed data, models")
+    def delete_avatar(name: str) -> Response:
+        folders = avatar_folders(validate_name(name, "avatar name"))
+        if not any(folder.exists() for folder in folders):
+            raise HTTPException(404, f"No avatar {name!r}.")
+        refuse_if_in_use(name)
+        delete_folders(folders)
+        trained_cache.pop(name, None)
+        return Response(status_code=204)
+
     @app.get("/api/jobs", summary="Jobs, newest first")
     def list_jobs(avatar: str | None = None) -> list[dict]:
         return [job_view(j) for j in store.list(None if avatar is None else validate_name(avatar, "avatar name"))]
@@ -217,21 +266,23 @@ def create_app(
     @app.post("/api/jobs", status_code=202, summary="Upload speech (request body, any common format) for AVATAR")
     async def add_job(avatar: str, request: Request) -> dict:
         from amg.media import load_audio, write_wav
+        from amg.media.audio import AudioTooLong
 
         if avatar_view(validate_name(avatar, "avatar name"))["status"] != "trained":
             raise HTTPException(409, f"Avatar {avatar!r} is not trained (yet).")
         job_id = uuid.uuid4().hex
         upload = await _receive(request, settings.max_upload_mb, layout.root / "service" / "uploads" / job_id)
         try:
-            samples = await run_in_threadpool(load_audio, upload)
+            # Bounded by duration while it decodes: a small compressed upload may hold hours of audio.
+            samples = await run_in_threadpool(load_audio, upload, 16000, settings.max_audio_s)
+        except AudioTooLong:
+            raise HTTPException(413, f"The speech lasts longer than the limit of {settings.max_audio_s:.0f} s.") from None
         except AmgError as exc:
-            raise HTTPException(415, f"The upload is not audio AMG can decode: {exc}") from None
+            message = without_path(str(exc), upload, "the upload")
+            raise HTTPException(415, f"The upload is not audio AMG can decode: {message}") from None
         finally:
             upload.unlink(missing_ok=True)
-        duration = len(samples) / 16000
-        if duration > settings.max_audio_s:
-            raise HTTPException(413, f"The speech lasts {duration:.0f} s; the limit is {settings.max_audio_s:.0f} s.")
-        if duration < 0.2:
+        if len(samples) < 0.2 * 16000:
             raise HTTPException(422, "The speech is shorter than 0.2 s.")
         audio = f"job-{job_id}"
         write_wav(layout.audio_dir(audio) / f"{audio}.wav", samples, 16000)  # normalised on the way in
@@ -269,14 +320,14 @@ def create_app(
 
 
 @contextlib.contextmanager
-def running_server(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
+def running_server(app: FastAPI, host: str = "127.0.0.1", log_level: str = "warning") -> Iterator[str]:
     """Serve `app` with uvicorn on a free port of `host` in a background thread; yields its base URL (tests and
     benchmarks talk to it over real sockets)."""
     import threading
 
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level=log_level))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -17,6 +17,7 @@ from typing import Protocol
 from amg.layout import Layout
 from amg.progress import reporting_to
 from amg.service.jobs import Job, JobStore
+from amg.service.redact import without_path
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,13 @@ def job_files(layout: Layout, job: Job) -> list[Path]:
     return [layout.audio_dir(job.audio), layout.output_dir(job.audio, job.avatar)]
 
 
+def delete_folders(folders) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def delete_job_files(layout: Layout, job: Job) -> None:
-    for path in job_files(layout, job):
-        shutil.rmtree(path, ignore_errors=True)
+    delete_folders(job_files(layout, job))
 
 
 class Worker:
@@ -87,6 +92,10 @@ class Worker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._loop, name=f"amg-worker-{i}", daemon=True) for i in range(workers)]
+        # Avatars of the jobs being run, including a cancelled job until it reaches its next progress report
+        # and stops (the store forgets a job as soon as it is deleted).
+        self._busy: dict[str, str] = {}
+        self._busy_lock = threading.Lock()
 
     def start(self) -> None:
         requeued = self.store.requeue_interrupted()
@@ -131,7 +140,13 @@ class Worker:
 
         return sink
 
+    def busy_avatars(self) -> set[str]:
+        with self._busy_lock:
+            return set(self._busy.values())
+
     def run(self, job: Job) -> None:
+        with self._busy_lock:
+            self._busy[job.id] = job.avatar
         try:
             with reporting_to(self._sink(job)):
                 if job.kind == "render":
@@ -144,4 +159,8 @@ class Worker:
             delete_job_files(self.layout, job)
         except Exception as exc:  # a failed job must not stop the worker; the user reads the message
             log.exception("Job %s failed", job.id)
-            self.store.finish(job.id, "failed", str(exc) or type(exc).__name__)
+            message = without_path(str(exc), self.layout.root, "DATAROOT")  # clients see no server paths
+            self.store.finish(job.id, "failed", message or type(exc).__name__)
+        finally:
+            with self._busy_lock:
+                del self._busy[job.id]
