@@ -11,3 +11,11 @@ class MediaError(AmgError):
 
 class TrackingError(AmgError):
     """The avatar video cannot be tracked (no face, too few frames with a face, ...)."""
+
+
+class DamagedFileError(AmgError):
+    """A file AMG wrote earlier can no longer be read (truncated, overwritten, from another program)."""
+
+    def __init__(self, path, reason: str, remedy: str):
+        super().__init__(f"{path} is damaged ({reason}): {remedy}.")
+        self.path, self.reason = path, reason

@@ -7,10 +7,13 @@ import dataclasses
 import os
 import tempfile
 import typing
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from amg.layout import damaged_file
 
 
 # The process umask, read once at import (reading it means setting it, which is not thread-safe later on).
@@ -50,6 +53,18 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of an .npz AMG wrote (no pickled objects: loading never runs code). A damaged file (cut
+    short, overwritten) raises DamagedFileError saying how to make it again."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {name: z[name] for name in z.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise damaged_file(Path(path), exc) from None
+
+
 class NpzRecord:
     """Mixin for dataclasses of arrays: atomic save to and load from one .npz file.
 
@@ -62,8 +77,11 @@ class NpzRecord:
     @classmethod
     def load(cls, path: str | os.PathLike):
         hints = typing.get_type_hints(cls)
-        with np.load(path, allow_pickle=False) as z:
-            values = {f.name: z[f.name] for f in dataclasses.fields(cls)}
+        arrays = load_npz(path)
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in arrays]
+        if missing:
+            raise damaged_file(Path(path), KeyError(f"no {', '.join(missing)}"))
+        values = {f.name: arrays[f.name] for f in dataclasses.fields(cls)}
         for name, value in values.items():
             if hints[name] in (int, float, bool):
                 values[name] = hints[name](value)

@@ -16,7 +16,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from amg.errors import AmgError
+from amg.errors import AmgError, DamagedFileError
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv", ".ts")
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".m4a", ".aac", ".ogg", ".opus", ".wma") + VIDEO_EXTENSIONS
@@ -38,6 +38,29 @@ def validate_name(name: str, what: str = "name") -> str:
             "starting with a letter or digit (no path separators, no '..')."
         )
     return name
+
+
+# `amg train --stage S` rebuilds each checkpoint file; `amg preprocess` rebuilds everything under processed/.
+_TRAINING_STAGE_OF = {
+    "audio2expression.pt": "motion", "audio2headpose.pt": "motion", "head2body.npz": "motion",
+    "latest_GAN_model.pt": "gan", "gan_references.npz": "gan", "face_enhancer.pt": "enhance",
+}  # fmt: skip
+
+
+def rebuild_command(path: Path) -> str:
+    """What to run to make the file at `path` again (the advice a damaged file's error gives)."""
+    path = Path(path)
+    if path.parent.name == "processed":  # DATAROOT/input_data/video/NAME/processed/FILE
+        return f"re-run `amg preprocess {path.parents[4]} {path.parents[1].name} --force`"
+    stage = _TRAINING_STAGE_OF.get(path.name)
+    if stage is not None:  # DATAROOT/checkpoints/NAME/FILE
+        return f"retrain with `amg train {path.parents[2]} {path.parent.name} --stage {stage} --force`"
+    return "delete it and run the command again"
+
+
+def damaged_file(path: Path, exc: BaseException) -> DamagedFileError:
+    """The error for a file AMG made that cannot be read any more, saying how to make it again."""
+    return DamagedFileError(path, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, rebuild_command(path))
 
 
 def _find_media(folder: Path, name: str, extensions: tuple[str, ...], kind: str) -> Path:
@@ -123,7 +146,8 @@ class Layout:
         return self.checkpoint_dir(name) / "audio2headpose.pt"
 
     def head2body(self, name: str) -> Path:
-        return self.checkpoint_dir(name) / "head2body.pkl"
+        """The head→body regressor's arrays and config (npz, not the seed's pickle: loading never runs code)."""
+        return self.checkpoint_dir(name) / "head2body.npz"
 
     def head2body_plot(self, name: str) -> Path:
         return self.checkpoint_dir(name) / "head2body_test.png"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -25,7 +26,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from amg.errors import DamagedFileError
 from amg.fsutil import atomic_path
+from amg.layout import damaged_file
 from amg.progress import report
 
 log = logging.getLogger(__name__)
@@ -63,18 +66,34 @@ def save_checkpoint(path: Path, **content: Any) -> None:
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    # weights_only=False: AMG checkpoints hold plain dicts of arrays and config values written by AMG itself.
-    return torch.load(path, map_location=device, weights_only=False)
+    """The checkpoint at `path`; DamagedFileError (saying how to retrain) when it cannot be read."""
+    try:
+        # weights_only=False: AMG checkpoints hold plain dicts of arrays and config values written by AMG itself.
+        state = torch.load(path, map_location=device, weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch.load fails in many ways (zip, pickle, EOF) on a cut file
+        raise damaged_file(Path(path), exc) from None
+    if not isinstance(state, dict):
+        raise damaged_file(Path(path), TypeError(f"holds a {type(state).__name__}, not an AMG checkpoint"))
+    return state
 
 
 def is_finished(path: Path) -> bool:
-    """A finished checkpoint exists at `path`."""
+    """A finished checkpoint exists at `path` (a damaged one is not: training puts it aside and starts again)."""
     if not path.is_file():
         return False
     try:
         return bool(load_checkpoint(path).get("finished", False))
-    except Exception:  # noqa: BLE001 - an unreadable checkpoint is simply not a finished one
+    except DamagedFileError:
         return False
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file to FILE.damaged beside it, so that a new one does not overwrite what may be saved."""
+    damaged = path.with_name(path.name + ".damaged")
+    os.replace(path, damaged)
+    return damaged
 
 
 class OptimizerGroup:
@@ -173,8 +192,12 @@ def _resume(path: Path, model: torch.nn.Module, optimizer, config: dict) -> int:
         return 0
     try:
         state = load_checkpoint(path)
-    except Exception as exc:  # noqa: BLE001 - fall back to a fresh start, loudly
-        log.warning("Checkpoint %s is unreadable (%s): training from scratch.", path, exc)
+    except DamagedFileError as exc:
+        kept = set_aside(path)
+        log.warning(
+            "DAMAGED CHECKPOINT: %s cannot be read (%s). It is kept as %s (not overwritten); training from scratch.",
+            path, exc.reason, kept,
+        )  # fmt: skip
         return 0
     if state.get("config") != config:
         log.warning("Checkpoint %s was made with another config: training from scratch.", path)

@@ -18,7 +18,6 @@ statistics take their place, so nothing is ever normalised by the spread of nois
 from __future__ import annotations
 
 import math
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,7 +27,7 @@ import numpy as np
 from amg.audio import models, reference, spectral
 from amg.config import AudioFeatureConfig, read_saved_config, save_config
 from amg.errors import AmgError
-from amg.fsutil import save_npz
+from amg.fsutil import load_npz, save_npz
 from amg.layout import Layout
 from amg.media.audio import load_audio
 
@@ -80,13 +79,13 @@ class AudioFeatures:
 
     @classmethod
     def load(cls, path: str | Path) -> AudioFeatures:
+        data = load_npz(path)
         try:
-            with np.load(path) as data:
-                if int(data["version"]) != FEATURE_VERSION:
-                    raise AmgError(f"{path} holds audio features of an older version; recompute them.")
-                blocks = {str(n): slice(int(a), int(b)) for n, (a, b) in zip(data["block_names"], data["block_bounds"])}
-                return cls(values=data["values"], blocks=blocks, vad=data["vad"])
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            if int(data["version"]) != FEATURE_VERSION:
+                raise AmgError(f"{path} holds audio features of an older version; recompute them.")
+            blocks = {str(n): slice(int(a), int(b)) for n, (a, b) in zip(data["block_names"], data["block_bounds"])}
+            return cls(values=data["values"], blocks=blocks, vad=data["vad"])
+        except KeyError as e:
             raise AmgError(f"Cannot read audio features from {path} ({e}); delete it to recompute.") from e
 
 

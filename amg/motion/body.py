@@ -6,14 +6,15 @@ correlated frames, and a linear map cannot invent body motion the head does not 
 
 from __future__ import annotations
 
-import pickle
+import json
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from amg.config import Head2BodyConfig
-from amg.fsutil import atomic_path
+from amg.fsutil import atomic_path, load_npz, save_npz
+from amg.layout import damaged_file
 from amg.motion.headpose import PoseSequence, pose_vectors
 from amg.tracking.smoothing import smooth_series
 from amg.tracking.tracks import Tracks
@@ -48,17 +49,21 @@ class Head2Body:
         return (y * self.size).reshape(len(x), -1, 2)
 
     def save(self, path: Path) -> None:
-        state = {k: getattr(self, k) for k in ("weights", "x_mean", "x_std", "y_mean", "size", "metrics")}
-        state["config"] = asdict(self.cfg)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            pickle.dump(state, f)
+        """Arrays and, as JSON text, the config and metrics: an npz loads without running any code (a pickle
+        does not)."""
+        meta = json.dumps({"config": asdict(self.cfg), "metrics": self.metrics})
+        save_npz(path, weights=self.weights, x_mean=self.x_mean, x_std=self.x_std, y_mean=self.y_mean,
+                 size=np.int64(self.size), meta=np.str_(meta))  # fmt: skip
 
     @classmethod
     def load(cls, path: Path) -> "Head2Body":
-        with open(path, "rb") as f:
-            state = pickle.load(f)
-        cfg = Head2BodyConfig(**state.pop("config"))
-        return cls(cfg=cfg, **state)
+        z = load_npz(path)
+        try:
+            meta = json.loads(str(z["meta"]))
+            arrays = {k: z[k] for k in ("weights", "x_mean", "x_std", "y_mean")}
+            return cls(**arrays, size=int(z["size"]), cfg=Head2BodyConfig(**meta["config"]), metrics=meta["metrics"])
+        except (KeyError, TypeError, ValueError) as exc:  # an npz, but not one Head2Body wrote
+            raise damaged_file(path, exc) from None
 
 
 def body_error_px(predicted: np.ndarray, tracks: Tracks, frames: slice) -> float:

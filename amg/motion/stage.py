@@ -23,7 +23,7 @@ from amg.motion.expression import Audio2ExpressionModel, baseline_predictions, e
 from amg.tracking import fitting
 from amg.tracking.preview import draw_tracks
 from amg.tracking.tracks import Tracks
-from amg.training import is_finished
+from amg.training import is_finished, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,15 @@ def motion_trained(layout: Layout, name: str) -> bool:
         and is_finished(layout.audio2headpose(name))
         and layout.head2body(name).is_file()
     )
+
+
+def untrained_motion_error(layout: Layout, name: str) -> AmgError:
+    """Why avatar `name` cannot predict motion: a checkpoint that is there but damaged says so (raised from
+    here), else the models were never trained."""
+    for path in (layout.audio2expression(name), layout.audio2headpose(name)):
+        if path.is_file():
+            load_checkpoint(path)  # raises DamagedFileError naming the file and how to retrain it
+    return AmgError(f"Avatar {name!r} has no trained motion models: run `amg train ... --stage motion` first.")
 
 
 def train_motion(layout: Layout, name: str, cfg: MotionConfig, force: bool = False) -> dict:
@@ -117,7 +126,7 @@ def predict_motion(
 ) -> MotionTracks:
     """Speech `audio_name` → the avatar's expression, head pose and body per frame (saved beside the output)."""
     if not motion_trained(layout, video_name):
-        raise AmgError(f"Avatar {video_name!r} has no trained motion models: run `amg train ... --stage motion` first.")
+        raise untrained_motion_error(layout, video_name)
     cfg = read_saved_config(MotionConfig, layout.motion_config(video_name)) or MotionConfig()
     features = features_for_audio(layout, audio_name, cfg.features)
     tracks = Tracks.load(layout.tracks(video_name))

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from amg.config import PreprocessConfig
-from amg.fsutil import save_npz
+from amg.fsutil import load_npz, save_npz
 from amg.media import VideoWriter
 from amg.tracking.background import BackgroundSampler
 from amg.tracking.models import BodyTracker, FaceMeshTracker, PersonMatter
@@ -84,18 +84,18 @@ class RawTracks:
 
     @classmethod
     def load(cls, path: Path) -> tuple["RawTracks", str]:
-        with np.load(path) as z:
-            raw = cls(
-                landmarks=z["landmarks"],
-                face_found=z["face_found"],
-                body=z["body"],
-                body_found=z["body_found"],
-                window=CropWindow(*(int(v) for v in z["window"])),
-                size=int(z["size"]),
-                background=z["background"],
-                background_holes=float(z["background_holes"]),
-            )
-            return raw, str(z["capture_key"])
+        z = load_npz(path)
+        raw = cls(
+            landmarks=z["landmarks"],
+            face_found=z["face_found"],
+            body=z["body"],
+            body_found=z["body_found"],
+            window=CropWindow(*(int(v) for v in z["window"])),
+            size=int(z["size"]),
+            background=z["background"],
+            background_holes=float(z["background_holes"]),
+        )
+        return raw, str(z["capture_key"])
 
 
 def pick_face(faces: list[np.ndarray], expected_centre: np.ndarray) -> np.ndarray | None:

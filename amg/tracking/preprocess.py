@@ -23,7 +23,7 @@ import numpy as np
 
 from amg.concurrency import prefetch
 from amg.config import PreprocessConfig, read_saved_config, save_config
-from amg.errors import MediaError, TrackingError
+from amg.errors import DamagedFileError, MediaError, TrackingError
 from amg.fsutil import atomic_path, write_text
 from amg.layout import Layout
 from amg.media import VideoWriter, iter_frames, load_audio, probe_video, write_wav
@@ -246,7 +246,7 @@ def _cached_capture(layout: Layout, name: str, cfg: PreprocessConfig, force: boo
         return None
     try:
         raw, key = RawTracks.load(path)
-    except (KeyError, ValueError, OSError):  # written by an older AMG, or damaged: capture again
+    except (KeyError, DamagedFileError):  # written by an older AMG, or damaged: capture again
         return None
     if key != _capture_key(cfg):
         return None

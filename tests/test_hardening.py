@@ -1,0 +1,102 @@
+"""Damaged, missing and unwritable files and nonsense options: one `error:` line saying what to do, never a
+traceback, and nothing the user had is overwritten."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from amg.cli import main as amg_main
+from amg.config import Head2BodyConfig
+from amg.errors import DamagedFileError
+from amg.fsutil import NpzRecord
+from amg.layout import Layout
+from amg.motion.body import Head2Body
+from amg.training import is_finished, load_checkpoint, save_checkpoint
+
+from test_training import TinyConfig, _train
+
+NAME = "anna"
+
+
+@dataclass
+class Record(NpzRecord):
+    values: np.ndarray
+    size: int
+
+
+def cut_in_half(path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture
+def layout(tmp_path) -> Layout:
+    return Layout(tmp_path / "root")
+
+
+@pytest.mark.parametrize(
+    ("file", "remedy"),
+    [
+        ("tracks", f"amg preprocess {{root}} {NAME} --force"),
+        ("gan_references", f"amg train {{root}} {NAME} --stage gan --force"),
+    ],
+)
+def test_a_cut_npz_names_the_file_and_the_command_that_rebuilds_it(layout, file, remedy):
+    path = getattr(layout, file)(NAME)
+    Record(np.arange(100_000.0), 7).save(path)
+    assert Record.load(path).size == 7
+    cut_in_half(path)
+    with pytest.raises(DamagedFileError) as caught:
+        Record.load(path)
+    assert str(caught.value).startswith(f"{path} is damaged (BadZipFile")
+    assert remedy.format(root=layout.root) in str(caught.value)
+
+
+def test_head_to_body_is_an_npz_and_garbage_in_its_place_is_reported(layout):
+    path = layout.head2body(NAME)
+    assert path.suffix == ".npz"
+    cfg = Head2BodyConfig(ridge=2.0)
+    body = Head2Body(np.ones((6, 8)), np.zeros(6), np.ones(6), np.zeros(8), 256, cfg, {"val_shoulder_px": 3.5})
+    path.parent.mkdir(parents=True)
+    body.save(path)
+    loaded = Head2Body.load(path)
+    assert loaded.cfg == cfg and loaded.size == 256 and loaded.metrics == {"val_shoulder_px": 3.5}
+    np.testing.assert_array_equal(loaded.weights, body.weights)
+    path.write_bytes(b"\x80\x04garbage, not what AMG wrote")
+    with pytest.raises(DamagedFileError, match=f"amg train {layout.root} {NAME} --stage motion --force"):
+        Head2Body.load(path)
+
+
+def test_a_truncated_motion_checkpoint_is_reported_as_damaged_not_as_untrained(layout, capsys):
+    path = layout.audio2expression(NAME)
+    save_checkpoint(path, finished=True, model={"w": torch.zeros(1000)})
+    cut_in_half(path)
+    assert not is_finished(path)
+    assert amg_main(["motion", str(layout.root), "speech", NAME]) == 2
+    line = one_error_line(capsys)
+    assert f"{path} is damaged" in line and f"amg train {layout.root} {NAME} --stage motion --force" in line
+
+
+def test_a_truncated_checkpoint_is_kept_aside_and_training_starts_again_loudly(tmp_path, caplog):
+    path = tmp_path / "latest_GAN_model.pt"
+    with pytest.raises(KeyboardInterrupt):
+        _train(path, TinyConfig(), stop_at=7)  # an unfinished checkpoint at step 5
+    cut_in_half(path)
+    damaged = path.read_bytes()
+    with pytest.raises(DamagedFileError):
+        load_checkpoint(path)
+    _train(path, TinyConfig())
+    assert "DAMAGED CHECKPOINT" in caplog.text and "training from scratch" in caplog.text
+    assert (tmp_path / "latest_GAN_model.pt.damaged").read_bytes() == damaged  # not overwritten
+    assert is_finished(path) and load_checkpoint(path)["step"] == TinyConfig().steps
