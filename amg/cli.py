@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
+from pathlib import Path
 
 from amg import __version__
 from amg.config import PRESETS, AvatarConfig, PreprocessConfig, RenderConfig, load_config, preset_overrides
@@ -24,6 +26,14 @@ def _parse_overrides(pairs: list[str]) -> dict[str, str]:
     return overrides
 
 
+def _existing_layout(dataroot: str) -> Layout:
+    """The DATAROOT of a command that reads inputs from it (a typo there would otherwise read as missing files)."""
+    layout = Layout(dataroot)
+    if not layout.root.is_dir():
+        raise AmgError(f"DATAROOT {layout.root} does not exist (it holds input_data/, checkpoints/, output_data/).")
+    return layout
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="YAML", help="YAML file of options overriding the defaults")
     parser.add_argument(
@@ -37,12 +47,13 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     overrides = _parse_overrides(args.set)
     overrides["size"] = args.size
     cfg = load_config(PreprocessConfig, args.config, **overrides)
-    report = preprocess(Layout(args.dataroot), args.video_name, cfg, force=args.force)
+    layout = _existing_layout(args.dataroot)
+    report = preprocess(layout, args.video_name, cfg, force=args.force)
     err = report["reconstruction_px"]
     print(
         f"Preprocessed {args.video_name!r}: {report['frames']} frames, face tracked in "
         f"{report['tracked_fraction']:.1%}, landmark reconstruction error {err['mean_px']:.2f} px "
-        f"(p95 {err['p95_px']:.2f}) at {cfg.size} px. Outputs in {Layout(args.dataroot).preprocess_dir(args.video_name)}"
+        f"(p95 {err['p95_px']:.2f}) at {cfg.size} px. Outputs in {layout.preprocess_dir(args.video_name)}"
     )
 
 
@@ -56,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from amg.motion.stage import train_motion
     from amg.pipeline import preprocess_avatar
 
-    layout = Layout(args.dataroot)
+    layout = _existing_layout(args.dataroot)
     cfg = _avatar_config(args)
     preprocess_avatar(layout, args.video_name)
     if args.stage in ("motion", "all"):
@@ -88,8 +99,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         if m:
             print(
                 f"Image GAN on held-out frames: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, mouth PSNR "
-                f"{m['mouth_psnr']:.2f} dB (nearest-training-frame baseline: {m['baseline_psnr']:.2f} dB, "
-                f"{m['baseline_ssim']:.3f}, mouth {m['baseline_mouth_psnr']:.2f} dB)"
+                f"{m['mouth_psnr']:.2f} dB; baselines from the nearest training frame: copied "
+                f"{m['copy_psnr']:.2f} dB, {m['copy_ssim']:.3f}; mesh-warped {m['warp_psnr']:.2f} dB, "
+                f"{m['warp_ssim']:.3f}"
             )
     print(f"Models of {args.video_name!r} are in {layout.checkpoint_dir(args.video_name)}")
 
@@ -103,7 +115,7 @@ def _motion_options(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> None:
     from amg.pipeline import run
 
-    layout = Layout(args.dataroot)
+    layout = _existing_layout(args.dataroot)
     render_cfg = RenderConfig(full_frame=args.full_frame, enhance=args.enhance or args.upscale > 1, upscale=args.upscale)
     path, trained = run(
         layout, args.audio_name, args.video_name, _avatar_config(args), _motion_options(args), render_cfg,
@@ -118,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 def cmd_motion(args: argparse.Namespace) -> None:
     from amg.motion.stage import predict_motion, write_motion_preview
 
-    layout = Layout(args.dataroot)
+    layout = _existing_layout(args.dataroot)
     o = _motion_options(args)
     motion = predict_motion(layout, args.audio_name, args.video_name, o.pose, o.seed, o.temperature, o.intensity)
     preview = write_motion_preview(layout, args.audio_name, args.video_name, motion)
@@ -130,7 +142,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from amg.evaluation.evaluate import EvalOptions, evaluate_avatar
     from amg.evaluation.report import summary_table
 
-    layout = Layout(args.dataroot)
+    layout = _existing_layout(args.dataroot)
     options = EvalOptions(holdout=args.holdout, audios=tuple(args.audio), seed=args.seed, enhance=args.enhance)
     report = evaluate_avatar(layout, args.video_name, _avatar_config(args), options, args.max_minutes)
     print(summary_table(report))
@@ -247,6 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _access_denied(exc: OSError) -> str:
+    """One line for a file AMG may not read or write: the folder to fix is the nearest one that exists."""
+    path = Path(exc.filename)
+    if path.exists():
+        return f"{path} cannot be accessed ({exc.strerror}): give yourself access to it, or use another DATAROOT."
+    folder = next(p for p in path.parents if p.exists())
+    return f"cannot write in the folder {folder} ({exc.strerror}): make it writable, or use another DATAROOT."
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -256,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except AmgError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or exc.filename is None:
+            raise
+        print(f"error: {_access_denied(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished outputs are kept; run the same command again to continue.", file=sys.stderr)

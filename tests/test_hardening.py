@@ -3,6 +3,10 @@ traceback, and nothing the user had is overwritten."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,3 +104,43 @@ def test_a_truncated_checkpoint_is_kept_aside_and_training_starts_again_loudly(t
     assert "DAMAGED CHECKPOINT" in caplog.text and "training from scratch" in caplog.text
     assert (tmp_path / "latest_GAN_model.pt.damaged").read_bytes() == damaged  # not overwritten
     assert is_finished(path) and load_checkpoint(path)["step"] == TinyConfig().steps
+
+
+def as_a_user_without_root_override(command: list[str]) -> list[str]:
+    """`command` run so that file permissions apply (root's override of them dropped, if this is root)."""
+    if os.geteuid() != 0:
+        return command
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permissions cannot be made to apply")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", *command]
+
+
+def test_a_read_only_dataroot_is_one_line_naming_the_folder(layout):
+    from conftest import link_shared
+
+    link_shared(layout, "video", NAME, "video/may_5s.mp4")
+    link_shared(layout, "audio", "speech", "audio/cmu_arctic_a0007.wav")
+    for folder in (layout.root, *layout.root.rglob("*")):
+        if not folder.is_symlink():
+            folder.chmod(0o555)
+    try:
+        for args in (["preprocess", str(layout.root), NAME], ["run", str(layout.root), "speech", NAME]):
+            done = subprocess.run(
+                as_a_user_without_root_override([sys.executable, "-m", "amg", *args]), capture_output=True, text=True
+            )  # fmt: skip
+            errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+            assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+            assert errors == [f"error: cannot write in the folder {layout.video_dir(NAME)} (Permission denied): "
+                              "make it writable, or use another DATAROOT."]  # fmt: skip
+    finally:
+        for folder in (layout.root, *layout.root.rglob("*")):
+            if not folder.is_symlink():
+                folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", [["run", "{root}", "speech", NAME], ["preprocess", "{root}", NAME]])
+def test_a_missing_dataroot_says_so(tmp_path, capsys, command):
+    root = tmp_path / "nonexistent"
+    assert amg_main([arg.format(root=root) for arg in command]) == 2
+    assert one_error_line(capsys) == f"error: DATAROOT {root} does not exist (it holds input_data/, checkpoints/, output_data/)."
