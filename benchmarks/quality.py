@@ -5,9 +5,9 @@
 
 Each clip (from ../shared/data/video, linked, not copied) becomes an avatar trained on its first 85% with the
 preset (reused by later runs: delete ROOT/checkpoints/CLIP after changing the preset or --set), its held-out
-15% tail is rendered from its own speech and compared with the real frames, next to the nearest-landmark
-baseline; `--audio` files (from ../shared/data/audio) also drive each avatar (cross-driven: sync and mouth
-statistics only). Prints the held-out metrics per clip (real | generated | baseline), the cross-driven sync,
+15% tail is rendered from its own speech and compared with the real frames, next to two baselines: the
+nearest-landmark training frame copied, and mesh-warped onto the driving landmarks; `--audio` files (from
+../shared/data/audio) also drive each avatar (cross-driven: sync and mouth statistics only). Prints the held-out metrics per clip (real | generated | copy | warp), the cross-driven sync,
 and the wall time; the full reports are in ROOT/output_data/eval_CLIP/report.html.
 """
 
@@ -35,12 +35,16 @@ def link(source: Path, folder: Path, name: str) -> None:
         target.symlink_to(source)
 
 
+CELL = 37
+
+
 def cell(row: dict | None) -> str:
-    """real, generated (* when it beats the baseline), baseline: 28 characters."""
+    """real, generated (* when it beats both baselines), copy, warp: CELL characters."""
     if row is None:
-        return " " * 28
+        return " " * CELL
     mark = "*" if row["generated_better"] else " "
-    return f"{fmt_number(row['real']):>8} {fmt_number(row['generated']):>9}{mark}{fmt_number(row['baseline']):>9}"
+    values = f"{fmt_number(row['real']):>8} {fmt_number(row['generated']):>9}{mark}"
+    return values + f"{fmt_number(row.get('copy')):>9}{fmt_number(row.get('warp')):>9}"
 
 
 def main() -> None:
@@ -69,8 +73,9 @@ def main() -> None:
         reports[clip] = evaluate_avatar(layout, clip, cfg, EvalOptions(audios=tuple(audios)), args.max_minutes)
         seconds[clip] = time.perf_counter() - start
 
-    header = f"{'held-out metric':<46}" + "".join(f"{clip[:26]:>28}" for clip in args.clips)
-    print(f"\npreset {args.preset}; per clip: real | generated | baseline (* = generated beats baseline)\n{header}")
+    header = f"{'held-out metric':<46}" + "".join(f"{clip[:CELL - 2]:>{CELL}}" for clip in args.clips)
+    print(f"\npreset {args.preset}; per clip: real | generated | copy | warp (* = generated beats both baselines)")
+    print(header)
     for key, label, _ in METRICS:
         rows = [reports[clip]["self_driven"]["comparison"].get(key) for clip in args.clips]
         if any(rows):
@@ -78,12 +83,12 @@ def main() -> None:
     print("the lip-sync network's own landmarks (driving both; no image):")
     for key in ("mouth_lmd_px", "mouth_lag_to_real", "mouth_corr_to_real", "mouth_opening_mean_px", "mouth_opening_std_px"):
         values = [reports[clip]["self_driven"]["sources"]["driving"][key] for clip in args.clips]
-        print(f"{'  driving: ' + key:<46}" + "".join(f"{fmt_number(v):>18}{'':>10}" for v in values))
+        print(f"{'  driving: ' + key:<46}" + "".join(f"{fmt_number(v):>18}{'':>{CELL - 18}}" for v in values))
     for audio in audios:
         for key in ("sync_offset", "sync_confidence", "mouth_opening_mean_px", "mouth_opening_std_px"):
             rows = [reports[clip]["cross_driven"][audio]["comparison"][key] for clip in args.clips]
             print(f"{(audio + ': ' + key)[:46]:<46}" + "".join(cell(row) for row in rows))
-    print(f"{'wall time (train + eval), s':<46}" + "".join(f"{seconds[c]:>28.0f}" for c in args.clips))
+    print(f"{'wall time (train + eval), s':<46}" + "".join(f"{seconds[c]:>{CELL}.0f}" for c in args.clips))
     for clip in args.clips:
         print(f"report: {layout.eval_html(clip)}")
 

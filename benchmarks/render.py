@@ -135,7 +135,8 @@ def gan_training_speed(layout: Layout, video: str, gan: dict, steps: int = 6) ->
 
     cfg = load_config(GanConfig, None, {k.removeprefix("gan."): v for k, v in gan.items()})
     data = load_gan_data(layout, video, cfg.size, cfg.holdout)
-    inputs = GeneratorInputs(make_references(data, layout, video, cfg.n_references, cfg.bank_size), cfg.context)
+    refs = make_references(data, layout, video, cfg.bank_size)
+    inputs = GeneratorInputs(refs, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis)
     trainer = GanTrainer(cfg, data, inputs, layout, video)
     trainer.step(0)
     start = time.perf_counter()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 
 # Real media (see its SOURCES.md) lives beside the repository, not in it: /work/shared/data for /work/main.
@@ -47,3 +49,25 @@ def obama_avatar(tmp_path_factory):
     link_shared(layout, "video", "obama2", "video/obama_clip2.mp4")
     preprocess(layout, "obama2", PreprocessConfig(preview=False))
     return layout, "obama2"
+
+
+@pytest.fixture(scope="session")
+def tracked() -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks (T, 478, 3) and body (T, 4, 3) tracked on six frames (every 10th) of a real 256x256 clip.
+
+    The project's own tracker wrappers on six frames take a couple of seconds, where the full preprocessed
+    avatar fixture takes a minute; the renderer and the warp only need real landmarks.
+    """
+    from amg.media import iter_frames
+    from amg.tracking.models import BodyTracker, FaceMeshTracker
+
+    frames = list(itertools.islice(iter_frames(require_shared("video/obama_clip2.mp4")), 0, 60, 10))
+    assert frames[0].shape[:2] == (256, 256)
+    face_tracker, body_tracker = FaceMeshTracker(max_faces=1), BodyTracker()
+    try:
+        landmarks = np.stack([face_tracker(frame)[0] for frame in frames]).astype(np.float64)
+        body = np.stack([body_tracker(frame) for frame in frames]).astype(np.float64)
+    finally:
+        face_tracker.close()
+        body_tracker.close()
+    return landmarks, body

@@ -9,7 +9,7 @@ import pytest
 from amg.config import AvatarConfig, GanConfig, MotionConfig, save_config
 from amg.errors import AmgError
 from amg.evaluation import metrics
-from amg.evaluation.baseline import nearest_landmark_index
+from amg.gan.candidates import nearest_landmark_index
 from amg.evaluation.evaluate import check_unseen, held_out_start, measure_frames, with_holdout
 from amg.evaluation.report import better, comparison
 from amg.layout import Layout
@@ -118,10 +118,13 @@ def test_comparison_rules():
     assert better("real", 1.0, 2.0, None) is None and better("higher", float("nan"), 1.0, None) is None
     assert better("higher", float("inf"), 30.0, None)
     rows = comparison(
-        {"real": {"jitter_px": 0.5}, "generated": {"psnr": 25.0, "jitter_px": 0.6},
-         "baseline": {"psnr": 22.0, "jitter_px": 1.5}}
+        {"real": {"jitter_px": 0.5}, "generated": {"psnr": 25.0, "ssim": 0.80, "jitter_px": 0.6},
+         "copy": {"psnr": 22.0, "ssim": 0.78, "jitter_px": 1.5}, "warp": {"psnr": 24.0, "ssim": 0.85, "jitter_px": 0.7}}
     )  # fmt: skip
-    assert rows["psnr"]["difference"] == pytest.approx(3.0) and rows["psnr"]["generated_better"]
+    # The difference is to the strongest baseline (the warp); "better" means better than every baseline.
+    assert rows["psnr"]["difference"] == pytest.approx(1.0) and rows["psnr"]["generated_better"]
+    assert rows["ssim"]["better_than_copy"] and not rows["ssim"]["better_than_warp"]
+    assert rows["ssim"]["generated_better"] is False
     assert rows["jitter_px"]["generated_better"] and rows["jitter_px"]["real"] == 0.5
 
 
@@ -146,10 +149,10 @@ def test_measure_frames_scores_identical_streams_perfectly_and_writes_the_side_b
     path = tmp_path / "side.mp4"
     audio = np.zeros(n * 640, np.float32)
     measured = measure_frames(
-        {"real": iter(frames), "generated": iter(frames), "baseline": iter(blurred)}, iter(conditioning),
+        {"real": iter(frames), "generated": iter(frames), "copy": iter(blurred)}, iter(conditioning),
         mouth, face, audio, path, reference="real",
     )  # fmt: skip
-    generated, baseline = measured["generated"], measured["baseline"]
+    generated, baseline = measured["generated"], measured["copy"]
     assert np.isinf(generated["psnr"]).all() and np.allclose(generated["ssim"], 1)
     assert np.isfinite(baseline["psnr"]).all() and baseline["face_ssim"].mean() < 0.95
     found = np.isfinite(generated["landmarks"]).all(axis=(1, 2))

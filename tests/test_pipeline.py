@@ -129,15 +129,18 @@ def test_eval_measures_the_held_out_tail_against_real_frames_and_the_baseline(fi
     # The real footage with its own speech is the measure's sanity check: face found, in sync.
     assert real["face_found"] > 0.95 and abs(real["sync_offset"]) <= 2 and real["sync_confidence"] > 0.1
     assert 5 < generated["psnr"] < 50 and 0 < generated["ssim"] < 1 and 0 < generated["face_ssim"] < 1
-    baseline = sources["baseline"]  # real frames of the avatar: their faces are found and measured
-    assert baseline["face_found"] > 0.95 and 0 < baseline["mouth_lmd_px"] < 30 and baseline["jitter_px"] > 0
+    for baseline in (sources["copy"], sources["warp"]):  # real frames of the avatar, as they are and warped
+        assert baseline["face_found"] > 0.95 and 0 < baseline["mouth_lmd_px"] < 30 and baseline["jitter_px"] > 0
+    # The warp moves the nearest frame's face onto the driving landmarks: closer to the real frames than a copy.
+    assert sources["warp"]["face_psnr"] > sources["copy"]["face_psnr"]
+    assert sources["warp"]["mouth_lmd_px"] < sources["copy"]["mouth_lmd_px"]
     if generated["face_found"] == 0:  # 30 steps at 64 px may not look like a face yet: no made-up numbers then
         assert generated["mouth_lmd_px"] == "nan" and generated["sync_offset"] == "nan"
     assert 0 < sources["driving"]["mouth_lmd_px"] < 10  # the lip-sync network's landmarks against the real lips
     assert set(report["self_driven"]["comparison"]) >= {"psnr", "face_ssim", "mouth_lmd_px", "sync_confidence"}
     assert report["self_driven"]["head_motion"]["generated_rotation_velocity_deg"] > 0
     cross = report["cross_driven"]["male_gap"]["sources"]
-    assert set(cross) == {"driving", "generated", "enhanced", "baseline"} and "psnr" not in cross["generated"]
+    assert set(cross) == {"driving", "generated", "enhanced", "copy", "warp"} and "psnr" not in cross["generated"]
     enhanced = sources["enhanced"]  # the refined frames, measured like the others against the real ones
     assert 5 < enhanced["psnr"] < 50 and 0 < enhanced["face_ssim"] < 1 and enhanced["mouth_sharpness"] > 0
 

@@ -20,28 +20,6 @@ NO_BODY = np.full((4, 3), np.nan)
 
 
 @pytest.fixture(scope="module")
-def tracked() -> tuple[np.ndarray, np.ndarray]:
-    """Landmarks (T, 478, 3) and body (T, 4, 3) tracked on a few frames of a real 256x256 talking-head clip.
-
-    The project's own tracker wrappers on six frames take a couple of seconds, where the full preprocessed
-    avatar fixture takes a minute; the renderer only needs real landmarks, not the rest of the tracks.
-    """
-    from amg.media import iter_frames
-    from amg.tracking.models import BodyTracker, FaceMeshTracker
-
-    frames = list(itertools.islice(iter_frames(require_shared("video/obama_clip2.mp4")), 0, 60, 10))
-    assert frames[0].shape[:2] == (SOURCE, SOURCE)
-    face_tracker, body_tracker = FaceMeshTracker(max_faces=1), BodyTracker()
-    try:
-        landmarks = np.stack([face_tracker(frame)[0] for frame in frames]).astype(np.float64)
-        body = np.stack([body_tracker(frame) for frame in frames]).astype(np.float64)
-    finally:
-        face_tracker.close()
-        body_tracker.close()
-    return landmarks, body
-
-
-@pytest.fixture(scope="module")
 def face(tracked) -> np.ndarray:
     """The first tracked frame's landmarks: a frontal face with the lips together."""
     landmarks = tracked[0][0]

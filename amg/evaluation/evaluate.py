@@ -1,10 +1,11 @@
-"""`amg eval`: how good is an avatar, measured on footage it never saw, next to a no-learning baseline.
+"""`amg eval`: how good is an avatar, measured on footage it never saw, next to two no-learning baselines.
 
 Self-driven: every model of the avatar is trained on the first (1 - holdout) of its video only, and the held-out
 tail is rendered from its own speech. The expressions come from the lip-sync network; the head pose and body
 are the tail's real ones, because head motion is sampled (stochastic) and a sampled pose can never match the real
 frames pixel by pixel. The head-motion network is judged on its own, by its motion statistics on the tail's
-speech. Real, generated and baseline frames are measured in the same crop, by the same instruments.
+speech. Real, generated and baseline frames (the nearest training frame copied, and mesh-warped) are measured in
+the same crop, by the same instruments.
 
 Cross-driven (`--audio OTHER`): the avatar says other speech with generated head motion; there is no ground
 truth, so only lip sync and mouth-opening statistics are reported, next to the real held-out frames' values.
@@ -26,7 +27,7 @@ from amg.audio.features import FRAME_HOP, AudioFeatures, features_for_audio, fea
 from amg.config import AvatarConfig, GanConfig, MotionConfig, read_saved_config
 from amg.errors import AmgError
 from amg.evaluation import metrics
-from amg.evaluation.baseline import nearest_landmark_index
+from amg.gan.candidates import nearest_landmark_index
 from amg.evaluation.landmarks import LandmarkDetector
 from amg.evaluation.sync import (
     SyncModel, SyncResult, lagged_correlation, measure_sync, mouth_signals, sync_from_correlation,
@@ -38,6 +39,7 @@ from amg.media import VideoWriter, load_audio
 from amg.motion.headpose import Audio2PoseModel, PoseSequence, evaluate_motion
 from amg.motion.stage import MotionTracks, predict_motion, tracked_motion
 from amg.render import conditioning_to_rgb, render_conditioning
+from amg.render.warp import warp_frames
 from amg.tracking import fitting, topology
 from amg.tracking.tracks import Tracks
 
@@ -143,24 +145,34 @@ def cross_driven(layout: Layout, name: str, audio_name: str, motion_cfg: MotionC
     return Sequence(audio_name, motion, features, audio)
 
 
-class NearestFrames:
-    """The baseline's frames: for each wanted frame, the training frame with the nearest landmarks.
+class BaselineFrames:
+    """The baselines' frames (no learning): for each wanted frame, the training frame with the nearest
+    landmarks, copied as it is ("copy") and mesh-warped onto the wanted landmarks ("warp").
 
     Training frames are searched by their landmarks reconstructed from tracked pose and expression, the same
-    face model the driving landmarks come from, so the search compares like with like.
+    face model the driving landmarks come from, so the search compares like with like; the warp moves the
+    chosen frame by its tracked landmarks, the ones that match its pixels.
     """
+
+    NAMES = ("copy", "warp")
 
     def __init__(self, layout: Layout, name: str, tracks: Tracks, stop: int, size: int):
         train = slice(0, stop)
         face_model = fitting.ExpressionModel.load(layout.face_model(name))
         pose = PoseSequence.from_tracks(tracks, train).head_pose()
         self.landmarks = fitting.reconstruct_landmarks(face_model, pose, tracks.expression[train])
+        self.tracked_landmarks, self.body = tracks.landmarks[train], tracks.body[train]
+        self.source_size = tracks.size
         self.video, self.size = layout.frames_video(name), size
 
-    def frames(self, landmarks: np.ndarray) -> Iterator[np.ndarray]:
-        index = nearest_landmark_index(self.landmarks, landmarks)
+    def frames(self, motion: MotionTracks) -> dict[str, Iterator[np.ndarray]]:
+        index = nearest_landmark_index(self.landmarks, motion.landmarks)
         chosen = pick_frames(resized_frames(self.video, self.size), index)
-        return (chosen[i] for i in index)
+        warped = (
+            warp_frames(chosen[i][None], self.tracked_landmarks[[i]], self.body[[i]], landmarks, body, self.source_size)[0]
+            for i, landmarks, body in zip(index, motion.landmarks, motion.body)
+        )
+        return {"copy": (chosen[i] for i in index), "warp": warped}
 
 
 # --- measuring -------------------------------------------------------------------------------------------------
@@ -259,14 +271,15 @@ def mouth_timing(real: np.ndarray, other: np.ndarray, max_lag: int) -> SyncResul
 @dataclass
 class SequenceResult:
     label: str
-    # Per source: generated, baseline, driving (the landmarks that drive both), real (held-out tail only).
+    # Per source: generated, copy and warp (the baselines), driving (the landmarks that drive them all), real
+    # (held-out tail only).
     summaries: dict[str, dict[str, float]]
     opening: dict[str, np.ndarray]  # per source: mouth opening per frame, px at 256 (for the plots)
     sync: dict[str, SyncResult]
 
 
 class Evaluator:
-    """The trained avatar's generator, baseline and sync measure, shared by every evaluated sequence."""
+    """The trained avatar's generator, baselines and sync measure, shared by every evaluated sequence."""
 
     def __init__(self, layout: Layout, name: str, tracks: Tracks, start: int, options: EvalOptions):
         from amg.gan.inference import AvatarGenerator
@@ -275,7 +288,7 @@ class Evaluator:
         self.generator = AvatarGenerator(layout, name, engine=options.engine)
         self.size = self.generator.size
         self.source_size = tracks.size
-        self.baseline = NearestFrames(layout, name, tracks, start, self.size)
+        self.baselines = BaselineFrames(layout, name, tracks, start, self.size)
         self.enhancer = None
         if options.enhance:
             from amg.enhance.inference import FaceEnhancer
@@ -303,7 +316,7 @@ class Evaluator:
         else:
             sources["generated"], to_enhance = tee(generated)
             sources["enhanced"] = self.enhancer.frames(to_enhance, motion.landmarks, motion.size)
-        sources["baseline"] = self.baseline.frames(motion.landmarks)
+        sources |= self.baselines.frames(motion)
         conditioning = (
             render_conditioning(lm, body, self.size, self.source_size) for lm, body in zip(motion.landmarks, motion.body)
         )

@@ -58,18 +58,31 @@ def better(key_rule: str, ours: float, theirs: float, real: float | None) -> boo
     return abs(ours - real) < abs(theirs - real)
 
 
+# The no-learning baselines (amg.evaluation.evaluate.BaselineFrames), weakest first.
+BASELINES = ("copy", "warp")
+
+
 def comparison(summaries: dict[str, dict[str, float]]) -> dict[str, dict]:
-    """Generated against baseline, metric by metric: both values, the difference and who wins ("closer to
-    real" metrics aim at the summaries' "real" column, when there is one)."""
-    generated, baseline, real = summaries["generated"], summaries["baseline"], summaries.get("real", {})
+    """Generated against each baseline, metric by metric: the values, the difference to the strongest
+    baseline (the warp) and who wins: `better_than_copy`, `better_than_warp`, and `generated_better` (True if
+    it beats every baseline, False if it loses to any, None when it cannot be told). "Closer to real" metrics
+    aim at the summaries' "real" column, when there is one."""
+    generated, real = summaries["generated"], summaries.get("real", {})
+    baselines = [b for b in BASELINES if b in summaries]
     rows = {}
     for key, _, rule in METRICS:
-        if key in generated and key in baseline:
-            ours, theirs = generated[key], baseline[key]
-            rows[key] = {
-                "generated": ours, "baseline": theirs, "real": real.get(key),
-                "difference": ours - theirs, "generated_better": better(rule, ours, theirs, real.get(key)),
-            }  # fmt: skip
+        present = [b for b in baselines if key in summaries[b]]
+        if key not in generated or not present:
+            continue
+        ours = generated[key]
+        row = {"generated": ours, "real": real.get(key)}
+        for b in present:
+            row[b] = summaries[b][key]
+            row[f"better_than_{b}"] = better(rule, ours, summaries[b][key], real.get(key))
+        verdicts = [row[f"better_than_{b}"] for b in present]
+        row["difference"] = ours - row[present[-1]]
+        row["generated_better"] = False if False in verdicts else (True if all(verdicts) else None)
+        rows[key] = row
     return rows
 
 
@@ -104,7 +117,7 @@ def plot_report(layout: Layout, name: str, results: list[SequenceResult], pose_t
     time = np.arange(len(held_out.opening["real"])) / 25
 
     figure, axis = plt.subplots(figsize=(11, 3.2))
-    for source, style in (("real", "k-"), ("driving", "C2--"), ("generated", "C0-"), ("baseline", "C1:")):
+    for source, style in (("real", "k-"), ("driving", "C2--"), ("generated", "C0-"), ("copy", "C1:"), ("warp", "C3:")):
         axis.plot(time, held_out.opening[source], style, lw=1.2, label=source)
     axis.set(xlabel="held-out time (s)", ylabel="mouth opening (px at 256)", title="Mouth opening, held-out tail")
     axis.legend(loc="upper right")
@@ -125,7 +138,7 @@ def plot_report(layout: Layout, name: str, results: list[SequenceResult], pose_t
     figure, axis = plt.subplots(figsize=(7, 3.5))
     for result in results:
         for source, sync in result.sync.items():
-            style = {"real": "k-", "generated": "-", "enhanced": "--", "baseline": ":"}[source]
+            style = {"real": "k-", "generated": "-", "enhanced": "--", "copy": ":", "warp": "-."}[source]
             label = source if result.label == "held_out" else f"{source}, {result.label}"
             axis.plot(sync.lags, sync.correlation, style, lw=1.2, label=label)
     axis.axvline(0, color="grey", lw=0.5)
@@ -146,20 +159,21 @@ def fmt_number(value) -> str:
 
 
 def _table(summaries: dict[str, dict[str, float]]) -> str:
-    sources = [s for s in ("real", "driving", "generated", "enhanced", "baseline") if s in summaries]
-    rows = comparison(summaries) if "baseline" in summaries else {}
-    head = "".join(f"<th>{s}</th>" for s in sources) + "<th>generated − baseline</th>"
+    sources = [s for s in ("real", "driving", "generated", "enhanced", *BASELINES) if s in summaries]
+    rows = comparison(summaries)
+    baselines = [b for b in BASELINES if b in summaries]
+    head = "".join(f"<th>{s}</th>" for s in sources) + "".join(f"<th>generated vs {b}</th>" for b in baselines)
     body = []
     for key, label, rule in METRICS:
         if not any(key in summaries[s] for s in sources):
             continue
         cells = "".join(f"<td>{fmt_number(summaries[s].get(key))}</td>" for s in sources)
-        row = rows.get(key)
-        verdict = ""
-        if row is not None:
-            mark = {True: "better", False: "worse", None: ""}[row["generated_better"]]
-            verdict = f'<td class="{mark}">{fmt_number(row["difference"])} {mark}</td>'
-        body.append(f"<tr><td>{html.escape(label)} <small>({rule} is better)</small></td>{cells}{verdict}</tr>")
+        row = rows.get(key, {})
+        for b in baselines:
+            mark = {True: "better", False: "worse", None: ""}[row.get(f"better_than_{b}")]
+            difference = fmt_number(row["generated"] - row[b]) if b in row else ""
+            cells += f'<td class="{mark}">{difference} {mark}</td>'
+        body.append(f"<tr><td>{html.escape(label)} <small>({rule} is better)</small></td>{cells}</tr>")
     return f"<table><tr><th>metric</th>{head}</tr>{''.join(body)}</table>"
 
 
@@ -175,9 +189,10 @@ def _html(report: dict, results: list[SequenceResult], plots: list[str]) -> str:
         f"<h1>AMG evaluation of avatar <code>{name}</code></h1>",
         f"<p>Trained on frames 0–{held['held_out_start'] - 1}; evaluated on the {held['held_out']} held-out frames "
         f"({held['held_out'] / 25:.1f} s, never seen in training), driven by their own speech with the real head "
-        f"pose. <i>driving</i>: the landmarks the lip-sync network predicts, which the generator and the baseline "
-        f"are both driven by (no image: it tells a lip-sync fault from an image fault). <i>baseline</i>: for each "
-        f"frame, the training frame with the nearest driving landmarks (no learning). "
+        f"pose. <i>driving</i>: the landmarks the lip-sync network predicts, which the generator "
+        f"and the baselines are driven by (no image: it tells a lip-sync fault from an image fault). Baselines (no "
+        f"learning): <i>copy</i>, for each frame the training frame with the nearest driving landmarks; "
+        f"<i>warp</i>, that frame mesh-warped onto the driving landmarks. "
         f"Generator size {report['size']} px.</p>",
         "<h2>Held-out reconstruction</h2>",
         _table(results[0].summaries),
@@ -238,11 +253,11 @@ def summary_table(report: dict) -> str:
     """The held-out comparison as plain text (for the terminal and benchmarks/quality.py)."""
     rows = report["self_driven"]["comparison"]
     sources = report["self_driven"]["sources"]
-    columns = [s for s in ("real", "generated", "enhanced", "baseline") if s in sources]
+    columns = [s for s in ("real", "generated", "enhanced", *BASELINES) if s in sources]
     labels = {key: label for key, label, _ in METRICS}
-    lines = [f"{'metric':<48}" + "".join(f"{c:>10}" for c in columns) + "  generated vs baseline"]
+    lines = [f"{'metric':<48}" + "".join(f"{c:>10}" for c in columns) + "  generated vs copy, warp"]
     for key, row in rows.items():
-        verdict = {True: "better", False: "worse", None: ""}[row["generated_better"]]
+        verdicts = ", ".join({True: "better", False: "worse", None: "-"}[row.get(f"better_than_{b}")] for b in BASELINES)
         cells = "".join(f"{fmt_number(sources[c].get(key)):>10}" for c in columns)
-        lines.append(f"{labels[key]:<48}{cells}  {verdict}")
+        lines.append(f"{labels[key]:<48}{cells}  {verdicts}")
     return "\n".join(lines)

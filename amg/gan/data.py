@@ -81,23 +81,24 @@ def load_gan_data(layout: Layout, name: str, size: int, holdout: float) -> GanDa
     return GanData(tracks, frames[:n], mattes[:n], slice(0, n - n_val), slice(n - n_val, n))
 
 
-def make_references(data: GanData, layout: Layout, name: str, n_references: int, bank_size: int) -> AvatarReferences:
+def make_references(data: GanData, layout: Layout, name: str, bank_size: int) -> AvatarReferences:
     background = cv2.cvtColor(cv2.imread(str(layout.background(name))), cv2.COLOR_BGR2RGB)
-    return build_references(data.tracks, data.frames, background, data.train, n_references, bank_size)
+    return build_references(data.tracks, data.frames, data.mattes, background, data.train, bank_size)
 
 
 def clip_batch(
     data: GanData, inputs: GeneratorInputs, starts: np.ndarray, clip_frames: int, exclusion: int
 ) -> ClipBatch:
-    """The generator inputs and targets of clips starting at `starts`, on the inputs' device."""
+    """The generator inputs and targets of clips starting at `starts`, on the inputs' device. Each clip picks
+    its candidates as a render does (steady over the clip), never within `exclusion` frames of its own."""
     t, c, dev = data.tracks, inputs.context, inputs.device
     dynamic, conditioning = [], []
     for start in starts:
         frames = with_context(start, start + clip_frames, c, t.n_frames)
         cond = inputs.render(t.landmarks[frames], t.body[frames])
         index = np.arange(start, start + clip_frames)
-        bank = inputs.nearest_bank(t.rotation[index], t.translation[index], t.scale[index], index, exclusion)
-        dynamic.append(inputs.dynamic(cond, bank))
+        picks = inputs.candidates(t.landmarks[index], index, exclusion)
+        dynamic.append(inputs.dynamic(cond, t.landmarks[index], t.body[index], picks))
         conditioning.append(to_tensor(cond[c : c + clip_frames], dev))
     index = (starts[:, None] + np.arange(clip_frames)).reshape(-1)
     return ClipBatch(

@@ -13,8 +13,8 @@ from amg.concurrency import prefetch
 from amg.config import GanConfig, config_from_dict
 from amg.errors import AmgError
 from amg.gan.inputs import GeneratorInputs, to_uint8, with_context
+from amg.gan.networks import build_generator
 from amg.gan.references import AvatarReferences
-from amg.gan.train import build_generator
 from amg.layout import Layout
 from amg.motion.stage import MotionTracks
 from amg.onnx_runtime import OnnxModel
@@ -39,7 +39,7 @@ def keep_freed_memory() -> None:
 
 
 class AvatarGenerator:
-    """A trained avatar's generator (the EMA weights), its references, and the static inputs encoded once.
+    """A trained avatar's generator (the EMA weights), its candidate bank, and the static inputs encoded once.
 
     `engine`: "torch", "onnxruntime", or "auto" (ONNX Runtime on the CPU, PyTorch on a GPU).
     """
@@ -54,10 +54,19 @@ class AvatarGenerator:
         self.config = config_from_dict(GanConfig, state["config"])
         keep_freed_memory()
         self.device = device or pick_device()
-        self.inputs = GeneratorInputs(AvatarReferences.load(layout.gan_references(name)), self.config.context, self.device)
-        self.generator = build_generator(self.config, self.inputs).to(self.device).eval()
+        refs = AvatarReferences.load(layout.gan_references(name))
+        cfg = self.config
+        self.inputs = GeneratorInputs(refs, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, self.device)
+        self.generator = build_generator(cfg, self.inputs).to(self.device).eval()
         prefix = "generator_ema."
-        self.generator.load_state_dict({k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)})
+        weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
+        try:
+            self.generator.load_state_dict(weights)
+        except RuntimeError:
+            raise AmgError(
+                f"The image generator of {name!r} ({path}) was made by an older AMG whose generator worked "
+                f"differently: retrain it with `amg train DATAROOT {name} --stage gan --force`."
+            ) from None
         with torch.no_grad():
             self.static_code = self.generator.encode_static(self.inputs.static)
         self.onnx = None
@@ -80,24 +89,24 @@ class AvatarGenerator:
         self, motion: MotionTracks, chunk: int, frame_index: np.ndarray | None = None, exclusion: int = 0
     ) -> Iterator[torch.Tensor]:
         c, n = self.inputs.context, motion.n_frames
+        previous = None  # the candidates of the frame before: retrieval stays steady across chunks
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
             frames = with_context(start, stop, c, n)
             conditioning = self.inputs.render(motion.landmarks[frames], motion.body[frames])
             span = slice(start, stop)
             index = None if frame_index is None else frame_index[span]
-            bank = self.inputs.nearest_bank(
-                motion.rotation[span], motion.translation[span], motion.scale[span], index, exclusion
-            )
-            yield self.inputs.dynamic(conditioning, bank)
+            picks = self.inputs.candidates(motion.landmarks[span], index, exclusion, previous)
+            previous = picks[-1]
+            yield self.inputs.dynamic(conditioning, motion.landmarks[span], motion.body[span], picks)
 
     @torch.no_grad()
     def frames(
         self, motion: MotionTracks, chunk: int = 32, frame_index: np.ndarray | None = None, exclusion: int = 0
     ) -> Iterator[np.ndarray]:
-        """Yield the generated RGB uint8 crop frames one by one; conditioning for the next chunk is drawn in a
-        background thread while the generator runs (OpenCV releases the GIL). When `motion` replays the
-        avatar's own frames `frame_index`, `exclusion` keeps each frame's pose reference that many frames away
-        from it, as in training (else the generator would be shown the answer)."""
+        """Yield the generated RGB uint8 crop frames one by one; the inputs of the next chunk (conditioning,
+        retrieval, warps) are built in a background thread while the generator runs (OpenCV and NumPy release
+        the GIL). When `motion` replays the avatar's own frames `frame_index`, `exclusion` keeps each frame's
+        candidates that many frames away from it, as in training (else the generator would be shown the answer)."""
         for dynamic in prefetch(self._chunk_inputs(motion, chunk, frame_index, exclusion), depth=2):
             yield from to_uint8(self.generate(dynamic))

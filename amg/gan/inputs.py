@@ -3,8 +3,9 @@ motion), so the network sees identical statistics in both.
 
 Images enter as float in [-1, 1], channels first. Per generated frame t (see amg.gan.networks):
 
-    dynamic  conditioning of t-c..t+c | nearest-pose bank frame RGB | that bank frame's conditioning
-    static   background plate | each fixed reference's RGB and conditioning
+    dynamic  per candidate k (amg.gan.candidates): its RGB, conditioning and matte, warped onto frame t's
+             landmarks (amg.render.warp), CANDIDATE_CHANNELS each; then the conditioning of t-c..t+c
+    static   the background plate
 """
 
 from __future__ import annotations
@@ -12,8 +13,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from amg.gan.references import AvatarReferences, pose_features
+from amg.gan.candidates import CandidatePicker
+from amg.gan.references import AvatarReferences
 from amg.render import N_CHANNELS, render_sequence
+from amg.render.warp import TargetMesh, remap
+
+# A warped candidate: RGB, its conditioning, its matte.
+CANDIDATE_CHANNELS = 3 + N_CHANNELS + 1
 
 
 def channels_first(images: np.ndarray) -> np.ndarray:
@@ -24,7 +30,7 @@ def channels_first(images: np.ndarray) -> np.ndarray:
 def to_tensor(images: np.ndarray, device: torch.device | str = "cpu", layout_first: bool = False) -> torch.Tensor:
     """(..., H, W, C) uint8 (or (..., C, H, W) with `layout_first`) → (..., C, H, W) float in [-1, 1].
 
-    Building the inputs is memory-bound (23 channels per 256² frame): channels are moved while the pixels are
+    Building the inputs is memory-bound (36 channels per 256² frame): channels are moved while the pixels are
     still uint8, and the float conversion runs on contiguous memory (on a strided view it is many times slower).
     """
     planar = images if layout_first else channels_first(images)
@@ -43,22 +49,27 @@ def with_context(start: int, stop: int, context: int, n_frames: int) -> np.ndarr
 
 
 class GeneratorInputs:
-    """Everything per avatar that inputs are made from: the references, rendered once, and the static tensor."""
+    """Everything per avatar that inputs are made from: the candidate bank with its conditioning rendered once
+    (RGB | conditioning | matte planes, ready to warp), the retrieval, and the static tensor."""
 
-    def __init__(self, refs: AvatarReferences, context: int, device: torch.device | str = "cpu"):
+    def __init__(
+        self, refs: AvatarReferences, context: int, n_candidates: int, hysteresis: float,
+        device: torch.device | str = "cpu",
+    ):  # fmt: skip
         self.refs = refs
         self.context = context
+        self.n_candidates = n_candidates
         self.size = refs.background.shape[0]
         self.device = torch.device(device)
-        self.bank_conditioning = self.render(refs.bank_landmarks, refs.bank_body)
-        ref_conditioning = self.render(refs.ref_landmarks, refs.ref_body)
+        conditioning = self.render(refs.landmarks, refs.body)
+        self.bank_planes = np.concatenate([refs.frames, conditioning, refs.mattes[..., None]], axis=-1)
+        self.picker = CandidatePicker(refs.landmarks, refs.index, n_candidates, hysteresis)
         self.background = to_tensor(refs.background, device)[None]
-        references = torch.cat([to_tensor(refs.ref_frames, device), to_tensor(ref_conditioning, device)], dim=1)
-        self.static = torch.cat([self.background, references.reshape(1, -1, self.size, self.size)], dim=1)
+        self.static = self.background
 
     @property
     def dynamic_channels(self) -> int:
-        return N_CHANNELS * (2 * self.context + 1) + 3 + N_CHANNELS
+        return CANDIDATE_CHANNELS * self.n_candidates + N_CHANNELS * (2 * self.context + 1)
 
     @property
     def static_channels(self) -> int:
@@ -68,13 +79,28 @@ class GeneratorInputs:
         """Conditioning images (T, H, W, C) uint8 at the generator's size."""
         return render_sequence(landmarks, body, self.size, self.refs.source_size)
 
-    def nearest_bank(self, rotation, translation, scale, frame_index=None, exclusion: int = 0) -> np.ndarray:
-        return self.refs.nearest_pose(pose_features(rotation, translation, scale), frame_index, exclusion)
+    def candidates(
+        self, landmarks: np.ndarray, frame_index: np.ndarray | None = None, exclusion: int = 0,
+        previous: np.ndarray | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """Bank entries (n, K) to warp for n consecutive frames (see CandidatePicker.pick)."""
+        return self.picker.pick(landmarks, frame_index, exclusion, previous)
 
-    def dynamic(self, conditioning: np.ndarray, bank: np.ndarray) -> torch.Tensor:
-        """conditioning (n + 2c, H, W, C) for n consecutive frames with their context, bank (n,) → (n, Cd, H, W)."""
-        n = len(bank)
+    def warped_candidates(self, landmarks: np.ndarray, body: np.ndarray, picks: np.ndarray) -> np.ndarray:
+        """(n, K, H, W, CANDIDATE_CHANNELS) uint8: each frame's candidates warped onto its landmarks."""
+        refs = self.refs
+        out = np.empty((len(picks), picks.shape[1], self.size, self.size, CANDIDATE_CHANNELS), np.uint8)
+        for t, chosen in enumerate(picks):
+            mesh = TargetMesh(landmarks[t], body[t], self.size, refs.source_size)
+            for k, backward in enumerate(mesh.maps(list(zip(refs.landmarks[chosen], refs.body[chosen])))):
+                out[t, k] = remap(self.bank_planes[chosen[k]], backward)
+        return out
+
+    def dynamic(self, conditioning: np.ndarray, landmarks: np.ndarray, body: np.ndarray, picks: np.ndarray) -> torch.Tensor:
+        """conditioning (n + 2c, H, W, C) for n consecutive frames with their context; landmarks (n, N, 3),
+        body (n, 4, 3) and candidate picks (n, K) of the n frames → (n, Cd, H, W)."""
+        n = len(picks)
+        warped = channels_first(self.warped_candidates(landmarks, body, picks)).reshape(n, -1, self.size, self.size)
         cond = channels_first(conditioning)  # each frame's conditioning moved once, used 2c + 1 times
         window = [cond[i : i + n] for i in range(2 * self.context + 1)]
-        parts = window + [channels_first(self.refs.bank_frames[bank]), channels_first(self.bank_conditioning[bank])]
-        return to_tensor(np.concatenate(parts, axis=1), self.device, layout_first=True)
+        return to_tensor(np.concatenate([warped, *window], axis=1), self.device, layout_first=True)

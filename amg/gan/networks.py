@@ -1,19 +1,23 @@
-"""The image GAN's networks: a U-Net generator with a cached static branch, and two discriminators.
+"""The image GAN's networks: a U-Net that blends and refines warped candidate frames, and two discriminators.
 
-Generator inputs come in two groups (see amg.gan.inputs):
+The generator does not paint the frame: its inputs hold K real frames of the avatar already warped onto the
+target landmarks (amg.gan.inputs), and it outputs, per pixel, blend weights over them, a colour residual and a
+correction of the blended candidates' matte. The frame is that matte's blend of the refined person over the
+background plate, so the background stays exactly the plate (no flicker, no wasted capacity):
 
-    dynamic  changes every frame: the conditioning of frames t-c..t+c and the training frame nearest in head
-             pose (its RGB and its conditioning);
-    static   the same for every frame of an avatar: the background plate and the fixed reference frames
-             (mouth closed / half open / wide open, RGB + conditioning).
+    person = sum_k softmax(w)_k * candidate_k + residual
+    matte  = sigmoid(logit(sum_k softmax(w)_k * matte_k) + delta)
+    frame  = matte * person + (1 - matte) * background
 
-The first layer is linear, so its response to the static inputs is a fixed map that is computed once per
-avatar at inference (`Generator.encode_static`) and added to the dynamic response: the references cost
-nothing per frame. The output is an RGB image and a matte; the frame is the matte's blend of the generated
-person over the background plate, so the background stays exactly the plate (no flicker, no wasted capacity).
+The output layer starts at zero with the blend biased to the first candidate (the nearest face), so an
+untrained generator already renders about the warp of that candidate: training starts at the warp baseline, not
+at grey. Its heads are computed at half resolution and upsampled bilinearly: the fields they carry are smooth,
+the detail comes from the candidates' own pixels, and no transposed or nearest-upsampled convolution at full
+resolution can draw a grid (tests/test_gan.py checks the spectrum).
 
-No normalisation layers in the generator: training batches are a few strongly correlated frames, and without
-batch statistics training and inference compute the same function.
+The static input (the background plate) goes through the linear first layer once per avatar at inference
+(`Generator.encode_static`), so it costs nothing per frame. No normalisation layers: training batches are a few
+strongly correlated frames, and without batch statistics training and inference compute the same function.
 """
 
 from __future__ import annotations
@@ -22,6 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
+
+from amg.config import GanConfig
+from amg.gan.inputs import CANDIDATE_CHANNELS, GeneratorInputs
+
+# Initial blend logit of the first candidate over the others: softmax weight 0.96 for K = 3.
+FIRST_CANDIDATE_BIAS = 4.0
+_MATTE_EPS = 1e-3
 
 
 def level_channels(ngf: int, max_channels: int, n_levels: int) -> list[int]:
@@ -35,15 +46,20 @@ class DownBlock(nn.Sequential):
 
 
 class UpBlock(nn.Sequential):
-    """Nearest upsampling + 3x3 conv: no checkerboard artefacts (unlike a transposed conv)."""
+    """Bilinear upsampling + 3x3 conv: no checkerboard artefacts (unlike a transposed conv)."""
 
     def __init__(self, c_in: int, c_out: int):
-        super().__init__(nn.ReLU(), nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1))
+        upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        super().__init__(nn.ReLU(), upsample, nn.Conv2d(c_in, c_out, 3, padding=1))
 
 
 class Generator(nn.Module):
-    def __init__(self, dynamic_channels: int, static_channels: int, ngf: int, max_channels: int, n_levels: int):
+    def __init__(
+        self, n_candidates: int, dynamic_channels: int, static_channels: int, ngf: int, max_channels: int,
+        n_levels: int,
+    ):  # fmt: skip
         super().__init__()
+        self.n_candidates = n_candidates
         ch = level_channels(ngf, max_channels, n_levels)
         self.dynamic_in = nn.Conv2d(dynamic_channels, ch[0], 4, stride=2, padding=1)
         self.static_in = nn.Conv2d(static_channels, ch[0], 4, stride=2, padding=1, bias=False)
@@ -52,8 +68,12 @@ class Generator(nn.Module):
         self.up = nn.ModuleList(
             UpBlock(ch[i + 1] if i == n_levels - 2 else 2 * ch[i + 1], ch[i]) for i in range(n_levels - 1)
         )
-        # The last step to full resolution: a transposed conv is 2.3x cheaper than upsample + conv there.
-        self.to_frame = nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(2 * ch[0], 4, 4, stride=2, padding=1))
+        # Blend logits (K), colour residual (3), matte correction (1), at half resolution.
+        self.heads = nn.Sequential(nn.ReLU(), nn.Conv2d(2 * ch[0], n_candidates + 4, 3, padding=1))
+        nn.init.zeros_(self.heads[1].weight)
+        nn.init.zeros_(self.heads[1].bias)
+        with torch.no_grad():
+            self.heads[1].bias[0] = FIRST_CANDIDATE_BIAS
 
     def encode_static(self, static: torch.Tensor) -> torch.Tensor:
         """The first layer's response to the static inputs (1 or B, Cs, H, W) → (…, ch0, H/2, W/2)."""
@@ -70,9 +90,23 @@ class Generator(nn.Module):
         x = skips.pop()
         for i in reversed(range(len(self.up))):
             x = torch.cat([self.up[i](x), skips[i]], dim=1)
-        out = self.to_frame(x)
-        rgb, matte = torch.tanh(out[:, :3]), torch.sigmoid(out[:, 3:])
-        return matte * rgb + (1 - matte) * background, matte
+        heads = F.interpolate(self.heads(x), scale_factor=2, mode="bilinear", align_corners=False)
+        k = self.n_candidates
+        b, _, h, w = dynamic.shape
+        candidates = dynamic[:, : k * CANDIDATE_CHANNELS].reshape(b, k, CANDIDATE_CHANNELS, h, w)
+        weights = torch.softmax(heads[:, :k], dim=1).unsqueeze(2)  # (B, K, 1, H, W)
+        person = (weights * candidates[:, :, :3]).sum(dim=1) + heads[:, k : k + 3]
+        warped_matte = (weights * (candidates[:, :, -1:] + 1) / 2).sum(dim=1).clamp(_MATTE_EPS, 1 - _MATTE_EPS)
+        logit = torch.log(warped_matte) - torch.log1p(-warped_matte)  # torch.logit has no ONNX export
+        matte = torch.sigmoid(logit + heads[:, k + 3 :])
+        frame = matte * person.clamp(-1, 1) + (1 - matte) * background
+        return frame, matte
+
+
+def build_generator(cfg: GanConfig, inputs: GeneratorInputs) -> Generator:
+    return Generator(
+        cfg.n_candidates, inputs.dynamic_channels, inputs.static_channels, cfg.ngf, cfg.max_channels, cfg.n_levels
+    )
 
 
 class PatchDiscriminator(nn.Module):

@@ -18,15 +18,16 @@ import torch
 from torch import nn
 
 from amg.config import GanConfig, save_config
-from amg.evaluation.baseline import nearest_landmark_index
 from amg.evaluation.metrics import psnr, ssim
 from amg.fsutil import write_text
 from amg.gan import losses
+from amg.gan.candidates import nearest_landmark_index
 from amg.gan.data import ClipBatch, GanData, clip_batch, load_gan_data, make_references
 from amg.gan.inputs import GeneratorInputs, to_uint8, with_context
-from amg.gan.networks import Generator, MultiScaleDiscriminator, TemporalDiscriminator
+from amg.gan.networks import Generator, MultiScaleDiscriminator, TemporalDiscriminator, build_generator
 from amg.layout import Layout
 from amg.render import N_CHANNELS, conditioning_to_rgb
+from amg.render.warp import warp_frames
 from amg.training import OptimizerGroup, batch_rng, is_finished, pick_device, run_training, save_sample_grid, seed_everything
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,6 @@ log = logging.getLogger(__name__)
 
 def gan_trained(layout: Layout, name: str) -> bool:
     return is_finished(layout.gan_checkpoint(name)) and layout.gan_references(name).is_file()
-
-
-def build_generator(cfg: GanConfig, inputs: GeneratorInputs) -> Generator:
-    return Generator(inputs.dynamic_channels, inputs.static_channels, cfg.ngf, cfg.max_channels, cfg.n_levels)
 
 
 def build_networks(cfg: GanConfig, inputs: GeneratorInputs) -> nn.ModuleDict:
@@ -68,14 +65,15 @@ def _perceptual(cfg: GanConfig, device: torch.device):
 
 @dataclass
 class HeldOut:
-    """Fixed held-out frames, their inputs, and the nearest-training-frame baseline's scores on them."""
+    """Fixed held-out frames, their inputs, and the no-learning baselines' scores on them."""
 
     index: np.ndarray
     dynamic: torch.Tensor
     conditioning: np.ndarray  # (n, H, W, C) uint8
     real: np.ndarray  # (n, H, W, 3) uint8
     mouth: np.ndarray
-    baseline: dict[str, float]
+    warped: np.ndarray  # (n, H, W, 3) uint8: the warp baseline's frames (for the sample grid)
+    baselines: dict[str, dict[str, float]]  # "copy" and "warp" of the nearest-landmark training frame
 
 
 def held_out_frames(data: GanData, inputs: GeneratorInputs, n: int) -> HeldOut:
@@ -85,18 +83,25 @@ def held_out_frames(data: GanData, inputs: GeneratorInputs, n: int) -> HeldOut:
     dynamic = []
     for i in index:  # each frame with its own temporal context
         frames = with_context(i, i + 1, inputs.context, t.n_frames)
-        bank = inputs.nearest_bank(t.rotation[[i]], t.translation[[i]], t.scale[[i]])
-        dynamic.append(inputs.dynamic(inputs.render(t.landmarks[frames], t.body[frames]), bank))
+        picks = inputs.candidates(t.landmarks[[i]])
+        dynamic.append(inputs.dynamic(inputs.render(t.landmarks[frames], t.body[frames]), t.landmarks[[i]], t.body[[i]], picks))
     mouth = losses.mouth_boxes(t.landmarks[index], t.size, data.size)
     real = data.frames[index]
-    baseline = frame_scores(nearest_landmark_frames(data, index), real, mouth)
-    return HeldOut(index, torch.cat(dynamic), cond, real, mouth, baseline)
+    baseline = baseline_frames(data, index)
+    baselines = {name: frame_scores(frames, real, mouth) for name, frames in baseline.items()}
+    return HeldOut(index, torch.cat(dynamic), cond, real, mouth, baseline["warp"], baselines)
 
 
-def nearest_landmark_frames(data: GanData, index: np.ndarray) -> np.ndarray:
-    """The no-learning baseline: for each frame, the training frame whose 2-D landmarks are nearest."""
+def baseline_frames(data: GanData, index: np.ndarray) -> dict[str, np.ndarray]:
+    """The no-learning baselines: for each frame, the training frame whose 2-D landmarks are nearest, copied
+    as it is and mesh-warped onto the frame's landmarks."""
     t = data.tracks
-    return data.frames[nearest_landmark_index(t.landmarks[data.train], t.landmarks[index])]
+    nearest = nearest_landmark_index(t.landmarks[data.train], t.landmarks[index]) + data.train.start
+    warped = [
+        warp_frames(data.frames[[j]], t.landmarks[[j]], t.body[[j]], t.landmarks[i], t.body[i], t.size)[0]
+        for i, j in zip(index, nearest)
+    ]
+    return {"copy": data.frames[nearest], "warp": np.stack(warped)}
 
 
 def frame_scores(generated: np.ndarray, real: np.ndarray, mouth: np.ndarray) -> dict[str, float]:
@@ -111,11 +116,11 @@ def frame_scores(generated: np.ndarray, real: np.ndarray, mouth: np.ndarray) -> 
     }
 
 
-def sample_grid(conditioning: np.ndarray, generated: np.ndarray, real: np.ndarray, rows: int = 4) -> np.ndarray:
-    """Rows of conditioning | generated | real (uint8 RGB)."""
-    picks = np.linspace(0, len(real) - 1, min(rows, len(real))).round().astype(int)
+def sample_grid(conditioning: np.ndarray, *columns: np.ndarray, rows: int = 4) -> np.ndarray:
+    """Rows of conditioning | each of `columns` (uint8 RGB frames, e.g. warp baseline | generated | real)."""
+    picks = np.linspace(0, len(conditioning) - 1, min(rows, len(conditioning))).round().astype(int)
     return np.concatenate(
-        [np.concatenate([conditioning_to_rgb(conditioning[i]), generated[i], real[i]], axis=1) for i in picks]
+        [np.concatenate([conditioning_to_rgb(conditioning[i]), *(c[i] for c in columns)], axis=1) for i in picks]
     )
 
 
@@ -220,12 +225,14 @@ class GanTrainer:
         h = self.held_out
         self.last_generated = self.generated_held_out()  # the sample grid drawn right after shows these frames
         scores = frame_scores(self.last_generated, h.real, h.mouth)
-        return scores | {f"baseline_{k}": v for k, v in h.baseline.items()}
+        baselines = {f"{name}_{k}": v for name, scores in h.baselines.items() for k, v in scores.items()}
+        return scores | baselines
 
     def sample_images(self, step: int) -> dict[str, np.ndarray]:
-        grid = sample_grid(self.held_out.conditioning, self.last_generated, self.held_out.real)
+        h = self.held_out
+        grid = sample_grid(h.conditioning, h.warped, self.last_generated, h.real)
         save_sample_grid(self.layout.gan_samples_dir(self.name) / f"step_{step:07d}.jpg", grid)
-        return {"held_out/conditioning|generated|real": grid}
+        return {"held_out/conditioning|warp baseline|generated|real": grid}
 
 
 def train_gan(layout: Layout, name: str, cfg: GanConfig, max_minutes: float | None = None) -> dict:
@@ -236,10 +243,10 @@ def train_gan(layout: Layout, name: str, cfg: GanConfig, max_minutes: float | No
     seed_everything(cfg.seed)
     device = pick_device()
     data = load_gan_data(layout, name, cfg.size, cfg.holdout)
-    references = make_references(data, layout, name, cfg.n_references, cfg.bank_size)
+    references = make_references(data, layout, name, cfg.bank_size)
     references.save(layout.gan_references(name))
     save_config(cfg, layout.gan_config(name))
-    inputs = GeneratorInputs(references, cfg.context, device)
+    inputs = GeneratorInputs(references, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, device)
     trainer = GanTrainer(cfg, data, inputs, layout, name)
     metrics = run_training(
         path=layout.gan_checkpoint(name),

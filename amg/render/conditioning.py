@@ -22,7 +22,7 @@ Landmarks are pixels of a square crop of side `source_size`; the image is drawn 
 and fills are drawn with OpenCV in fixed point (`_SHIFT` fractional bits, anti-aliased) so that sub-pixel
 motion of the landmarks shows as smooth changes of the edges rather than as one-pixel jumps, and line widths
 grow with `size` so a render at 128 looks like a render at 256 downsampled. The mesh alone is rasterised in
-NumPy (one OpenCV call per triangle would exceed the frame budget), and the mouth is supersampled so that
+NumPy (amg.render.rasterize: one OpenCV call per triangle would exceed the frame budget), and the mouth is supersampled so that
 its 255 pixels measure the lip opening exactly.
 """
 
@@ -35,15 +35,14 @@ import cv2
 import numpy as np
 from mediapipe.python.solutions import face_mesh_connections as _mp
 
+from amg.render.rasterize import ONE as _ONE
+from amg.render.rasterize import SHIFT as _SHIFT
+from amg.render.rasterize import TriangleSet
 from amg.tracking import topology
 from amg.tracking.topology import _closed_contours
 
 N_CHANNELS = 4
 MESH, MOUTH, EYES, OUTLINE = range(N_CHANNELS)
-
-# Fractional bits of the fixed-point coordinates OpenCV draws with: 1/16 px steps.
-_SHIFT = 4
-_ONE = 1 << _SHIFT
 
 # Channel values (see the module docstring).
 _MESH_DARKEST = 40
@@ -98,13 +97,9 @@ EYE_RINGS: list[np.ndarray] = _closed_contours(_mp.FACEMESH_LEFT_EYE) + _closed_
 FACE_OVAL_RING: np.ndarray = _closed_contours(_mp.FACEMESH_FACE_OVAL)[0]
 BROW_SEGMENTS: np.ndarray = _segments(_mp.FACEMESH_LEFT_EYEBROW | _mp.FACEMESH_RIGHT_EYEBROW)
 NOSE_SEGMENTS: np.ndarray = _segments(_mp.FACEMESH_NOSE)
-# The same triangles as (3, F) corner indices, and per triangle its 3 edges as (3, F) index arrays: edge k
-# runs from _EDGE_FROM[k] to _EDGE_TO[k] (lower vertex index first, so triangles sharing an edge see it in
-# the same direction) with _EDGE_OPPOSITE[k] the corner across from it.
-_TRIANGLE_CORNERS: np.ndarray = np.ascontiguousarray(np.sort(MESH_TRIANGLES, axis=1).T)
-_EDGE_FROM: np.ndarray = _TRIANGLE_CORNERS[[0, 0, 1]]
-_EDGE_TO: np.ndarray = _TRIANGLE_CORNERS[[1, 2, 2]]
-_EDGE_OPPOSITE: np.ndarray = _TRIANGLE_CORNERS[[2, 1, 0]]
+# The tessellation as the rasteriser's triangle set (its corners, (3, F), also give the mesh's shading).
+MESH_TRIANGLE_SET: TriangleSet = TriangleSet(MESH_TRIANGLES)
+_TRIANGLE_CORNERS: np.ndarray = MESH_TRIANGLE_SET.corners
 # Refined-mesh irises: per eye a centre point followed by its 4 contour points.
 IRIS_POINTS: np.ndarray = topology.IRISES.reshape(2, 5)
 
@@ -143,77 +138,9 @@ def _mesh_shading(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _rasterize_mesh(points: np.ndarray, shades: np.ndarray, priority: np.ndarray, size: int) -> np.ndarray:
-    """Fill every mesh triangle with its shade, higher priority on top: a vectorised scanline rasteriser.
-
-    OpenCV's fills cost a few microseconds of call overhead per triangle, which for ~850 triangles alone is
-    most of the frame budget, so the mesh is rasterised in NumPy instead: each triangle is cut into the pixel
-    rows it spans, each row into the span of pixel centres inside the triangle, and the spans are expanded
-    into pixels; where triangles overlap, a z-buffer of priorities keeps the nearest. Like cv2.fillPoly with
-    LINE_8, edges are hard: anti-aliasing would leave seams along every shared edge.
-    """
-    x, y = points[:, 0].astype(np.float64), points[:, 1].astype(np.float64)
-    left_slope, left_offset, right_slope, right_offset = _edge_crossings(x, y)
-
-    corner_y = y.take(_TRIANGLE_CORNERS)
-    first_row = np.clip(np.ceil(corner_y.min(axis=0) / _ONE), 0, size).astype(np.int32)
-    last_row = np.clip(np.floor(corner_y.max(axis=0) / _ONE), -1, size - 1).astype(np.int32)
-    heights = np.maximum(last_row - first_row + 1, 0)
-    row_triangle = np.repeat(np.arange(len(heights), dtype=np.int32), heights)
-    row = np.repeat(first_row - (np.cumsum(heights, dtype=np.int32) - heights), heights)
-    row += np.arange(len(row), dtype=np.int32)
-
-    # A row's span runs from the rightmost left-bounding edge to the leftmost right-bounding one (the
-    # triangle is the intersection of its edges' half-planes). Pixel centres sit at multiples of _ONE.
-    row_y = (row * _ONE).astype(np.float32)
-    left = (np.take(left_slope, row_triangle, axis=1) * row_y + np.take(left_offset, row_triangle, axis=1)).max(0)
-    right = (np.take(right_slope, row_triangle, axis=1) * row_y + np.take(right_offset, row_triangle, axis=1)).min(0)
-    first_column = np.clip(np.ceil(left / _ONE), 0, size).astype(np.int32)
-    lengths = np.maximum(np.minimum(np.floor(right / _ONE), size - 1) - first_column + 1, 0).astype(np.int32)
-
-    image = np.zeros((size, size), np.uint8)
-    spans = lengths > 0
-    if not spans.any():
-        return image
-    # The z-buffer covers only the mesh's bounding box: a full-image buffer would cost more than the mesh.
-    top, bottom = row[spans].min(), row[spans].max() + 1
-    left_edge, right_edge = first_column[spans].min(), (first_column + lengths)[spans].max()
-    window_width = right_edge - left_edge
-    span_start = np.cumsum(lengths, dtype=np.int32) - lengths
-    pixel = np.repeat((row - top) * window_width + first_column - left_edge - span_start, lengths)
-    pixel += np.arange(len(pixel), dtype=np.int32)
-    depth_buffer = np.full((bottom - top) * window_width, -1, np.int32)
-    np.maximum.at(depth_buffer, pixel, np.repeat(priority.take(row_triangle), lengths))
-    # Priority -1 (no triangle) picks the appended background 0.
-    shade_by_priority = np.zeros(len(shades) + 1, np.uint8)
-    shade_by_priority[priority] = shades
-    image[top:bottom, left_edge:right_edge] = shade_by_priority.take(depth_buffer).reshape(bottom - top, -1)
-    return image
-
-
-def _edge_crossings(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Where each triangle edge crosses the row at height Y: X = slope * Y + offset, each array (3, F).
-
-    Split by the side of the triangle the edge bounds: the left set holds slope 0, offset -inf for an edge
-    that does not bound the triangle from the left (so it never wins the max), the right set likewise +inf.
-    Edges parallel to the rows bound neither: the triangle's row range already stops at them. Both triangles
-    sharing an edge compute its crossing from the same endpoints in the same order (_EDGE_FROM/_EDGE_TO), so
-    they get the same number, and a pixel centre on the edge falls in both rather than in neither: no cracks.
-    Degenerate triangles (corners in a line) bound no area and are emptied.
-    """
-    start_x, start_y = x.take(_EDGE_FROM), y.take(_EDGE_FROM)
-    dx, dy = x.take(_EDGE_TO) - start_x, y.take(_EDGE_TO) - start_y
-    # The opposite corner's side of the edge line dx (Y - start_y) - dy (X - start_x) = 0 is the inside.
-    side = np.sign(dx * (y.take(_EDGE_OPPOSITE) - start_y) - dy * (x.take(_EDGE_OPPOSITE) - start_x))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slope = dx / dy
-        offset = start_x - slope * start_y
-    # Inside, side * (dx (Y - start_y) - dy (X - start_x)) >= 0: X is bounded from the left where side * dy < 0.
-    bounds_left, bounds_right = side * dy < 0, side * dy > 0
-    left_slope, right_slope = np.where(bounds_left, slope, 0.0), np.where(bounds_right, slope, 0.0)
-    left_offset, right_offset = np.where(bounds_left, offset, -np.inf), np.where(bounds_right, offset, np.inf)
-    left_offset[:, (side == 0).any(axis=0)] = np.inf  # degenerate: an empty span on every row
-    # Single precision halves the per-row arrays; sharing triangles still round the same numbers the same way.
-    return tuple(array.astype(np.float32) for array in (left_slope, left_offset, right_slope, right_offset))
+    """Fill every mesh triangle with its shade, higher priority (nearer) on top; 0 where no triangle is."""
+    shade_by_triangle = np.append(shades, np.uint8(0))  # index -1 (no triangle) picks the background 0
+    return shade_by_triangle.take(MESH_TRIANGLE_SET.index_map(points, priority, size))
 
 
 def _draw_mouth(canvas: np.ndarray, points: np.ndarray, width: int) -> None:
@@ -260,7 +187,7 @@ def _draw_eyes(canvas: np.ndarray, landmarks: np.ndarray, points: np.ndarray, sc
     cv2.polylines(canvas, list(points[BROW_SEGMENTS]), False, _BROW, 2 * width, cv2.LINE_AA, _SHIFT)
 
 
-def _visible_body_points(body: np.ndarray) -> np.ndarray:
+def visible_body_points(body: np.ndarray) -> np.ndarray:
     """(4,) bool: body points with finite coordinates and, where visibility is given, visibility >= 0.5."""
     visible = np.isfinite(body[:, :2]).all(axis=1)
     if body.shape[1] > 2:
@@ -272,7 +199,7 @@ def _draw_outline(
     canvas: np.ndarray, points: np.ndarray | None, body: np.ndarray, scale: float, width: int
 ) -> None:
     """Channel 3: face oval and nose lines (when there is a face), then shoulders, neck and torso sides."""
-    visible = _visible_body_points(body)
+    visible = visible_body_points(body)
     body_points = _to_fixed_point(np.where(visible[:, None], body[:, :2], 0.0), scale)
     segments = [body_points[[a, b]] for a, b in _BODY_SEGMENTS if visible[a] and visible[b]]
     if points is not None:

@@ -118,3 +118,20 @@ def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
 def mouth_width(landmarks: np.ndarray) -> np.ndarray:
     """Distance between the outer mouth corners 61 and 291, (T, N, D) -> (T,), in the landmarks' units."""
     return np.linalg.norm(landmarks[:, MOUTH_LEFT_CORNER] - landmarks[:, MOUTH_RIGHT_CORNER], axis=-1)
+
+
+# Per eye: upper-lid mid, lower-lid mid, outer canthus, inner canthus (subject's right eye, then left).
+EYE_LID_POINTS: np.ndarray = np.array([(159, 145, RIGHT_EYE_OUTER, 133), (386, 374, LEFT_EYE_OUTER, 362)])
+
+
+def eye_openings(landmarks: np.ndarray) -> np.ndarray:
+    """Each eye's lid gap over its width, (T, N, D) -> (T, 2) (subject's right, left): scale-free, about
+    0.25-0.3 for open eyes and under half of that in a blink."""
+    upper, lower, outer, inner = (landmarks[:, EYE_LID_POINTS[:, k]] for k in range(4))
+    gap = np.linalg.norm(upper - lower, axis=-1)
+    return gap / np.maximum(np.linalg.norm(outer - inner, axis=-1), 1e-6)
+
+
+def eye_opening(landmarks: np.ndarray) -> np.ndarray:
+    """Both eyes' mean opening (see eye_openings), (T, N, D) -> (T,)."""
+    return eye_openings(landmarks).mean(axis=-1)
