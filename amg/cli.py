@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -268,11 +270,29 @@ def _access_denied(exc: OSError) -> str:
     return f"cannot write in the folder {folder} ({exc.strerror}): make it writable, or use another DATAROOT."
 
 
+def _quiet_native_stderr() -> None:
+    """Send what C++ libraries print straight to the process's stderr to /dev/null, keeping Python's sys.stderr
+    (logging, progress bars, errors) on the terminal. MediaPipe and TFLite log there lines that read like errors
+    ("Feedback manager requires a model with a single signature", "Using NORM_RECT without IMAGE_DIMENSIONS")
+    and heed no environment variable; `-v` shows them."""
+    sys.stderr.flush()
+    sys.stderr = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding=sys.stderr.encoding)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Only a process's own stderr: not one a caller replaced (a test's capture), nor twice.
+    if not args.verbose and sys.stderr is sys.__stderr__:
+        _quiet_native_stderr()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr
     )
+    # SIGTERM (a `kill`, a service manager stopping the job) unwinds like Ctrl-C, so that partial files are
+    # deleted by the same `finally` blocks.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         args.func(args)
     except AmgError as exc:
@@ -286,4 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished outputs are kept; run the same command again to continue.", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import os
 import tempfile
 import typing
@@ -29,7 +30,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
+    # The writer's process id in the name tells a part still being written from one left by a killed process.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.", suffix=f".part{path.suffix}", dir=path.parent)
     os.close(fd)
     # mkstemp makes the file private (0600); outputs get the permissions any new file of the user gets.
     os.chmod(tmp, 0o666 & ~_UMASK)
@@ -37,8 +39,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+        remove_abandoned_parts(path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def remove_abandoned_parts(path: Path) -> None:
+    """Delete the temporary files of `path` whose writer is gone (killed with SIGKILL, or the machine lost
+    power: no `finally` ran to delete them)."""
+    for part in path.parent.glob(f".{glob.escape(path.stem)}.*.part{glob.escape(path.suffix)}"):
+        pid = part.name[len(path.stem) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            part.unlink(missing_ok=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:

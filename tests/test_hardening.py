@@ -144,3 +144,30 @@ def test_a_missing_dataroot_says_so(tmp_path, capsys, command):
     root = tmp_path / "nonexistent"
     assert amg_main([arg.format(root=root) for arg in command]) == 2
     assert one_error_line(capsys) == f"error: DATAROOT {root} does not exist (it holds input_data/, checkpoints/, output_data/)."
+
+
+def test_a_finished_write_removes_the_parts_a_killed_writer_left_and_keeps_live_ones(tmp_path):
+    from amg.fsutil import write_text
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    abandoned = tmp_path / f".generated_video.{int(gone.stdout)}.k3j2h1.part.mp4"  # its writer was kill -9'ed
+    live = tmp_path / f".generated_video.{os.getppid()}.a8b7c6.part.mp4"  # another process still writing
+    other = tmp_path / f".motion.{int(gone.stdout)}.x1y2z3.part.npz"  # a part of another file
+    for part in (abandoned, live, other):
+        part.write_bytes(b"half a video")
+    write_text(tmp_path / "generated_video.mp4", "done")
+    assert not abandoned.exists() and live.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "generated_video.mp4"])
+
+
+def test_mediapipe_and_tflite_log_noise_is_hidden_unless_verbose(layout):
+    from conftest import link_shared
+
+    link_shared(layout, "video", NAME, "video/may_5s.mp4")
+    noise = ("inference_feedback_manager", "NORM_RECT without IMAGE_DIMENSIONS", "XNNPACK delegate")
+    for verbose, shown in (([], False), (["-v"], True)):
+        command = [sys.executable, "-m", "amg", *verbose, "preprocess", str(layout.root), NAME, "--force"]
+        done = subprocess.run(command, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert any(n in done.stderr for n in noise) == shown, done.stderr
+        assert "Tracking:" in done.stderr and "Video 'anna' is 5.0 s long" in done.stderr  # AMG's own output stays

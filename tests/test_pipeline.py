@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import av
 import cv2
@@ -104,6 +108,30 @@ def test_run_with_upscale_writes_the_refined_video_beside_the_plain_one(first_ru
     assert small.shape == reference.shape
     # The top rows are background; two H.264 encodes at different sizes of a noisy 30-step image differ ~4.
     assert np.abs(small.astype(int) - reference.astype(int))[:, :6].mean() < 8
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_render_stopped_by_a_signal_says_one_line_and_leaves_no_partial_file(first_run, shared_media, sig):
+    layout, name, *_ = first_run
+    folder = layout.audio_dir("long_speech")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "long_speech.wav").unlink(missing_ok=True)
+    (folder / "long_speech.wav").symlink_to(shared_media("audio/musetalk_eng_60s.wav"))  # 1500 frames: seconds
+    args = ["run", str(layout.root), "long_speech", name, "--preset", "fast", "--pose", "static"]
+    command = [sys.executable, "-m", "amg", *args, *(f"--set={k}={v}" for k, v in TINY.items())]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while "Rendering:" not in seen and process.poll() is None:
+        seen += process.stderr.read(1)
+    time.sleep(1.0)
+    process.send_signal(sig)
+    err = seen + process.stderr.read()
+    assert process.wait(60) == 130
+    bars = ("%|", "INFO: ")  # progress bars and the info lines before rendering
+    lines = [l for l in err.replace("\r", "\n").splitlines() if l.strip() and not any(b in l for b in bars)]
+    assert lines == ["interrupted: finished outputs are kept; run the same command again to continue."], err
+    output = layout.output_dir("long_speech", name)
+    assert not any(".part" in p.name for p in output.iterdir()) and not (output / "generated_video.mp4").exists()
 
 
 def test_run_reports_a_missing_audio_before_training(tmp_path):
