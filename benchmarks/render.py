@@ -8,7 +8,8 @@ the fast motion preset and a 20-step image-GAN run of the default (or --set) gen
 on the weights, so a briefly trained generator measures the same as a finished one.
 
 Prints, for driving speech of the first duration: frames/s of each inference stage alone (audio features,
-motion, conditioning, generator, face refiner, encoding) and of the whole `render()` with and without
+motion, candidate retrieval and mesh warp, conditioning, generator, face refiner, encoding; the image stages on
+its first 16 s) and of the whole `render()` with and without
 `--enhance` (the refiner is trained for 10 steps: its speed does not depend on its weights either); the
 generator's GFLOP per frame and the fraction of the CPU's measured matmul ceiling it reaches; image-GAN training
 steps/s. Then, for each duration,
@@ -22,6 +23,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,8 @@ from amg.tracking.preprocess import preprocess
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROOT = Path("/tmp/amg-bench")
+STAGE_FRAMES = 400
+MOTION_FIELDS = ("expression", "rotation", "translation", "scale", "body", "landmarks", "vad")
 AVATAR = "render_bench"
 SPEECH = ["musetalk_eng_60s.wav", "librispeech_1320_male.mp3", "librispeech_3575_female.mp3", "hdtf_radio36.wav"]
 
@@ -91,9 +95,20 @@ def stage_speeds(layout: Layout, audio: str, video: str) -> dict:
     n["motion (expression, pose, body)"] = time.perf_counter() - t0  # features come from the cache now
 
     gen = AvatarGenerator(layout, video)
+    # The per-stage timings of the image path hold their inputs in memory: a 16-s stretch (36 float channels
+    # per 256² frame are 9.4 MB); frames/s are per frame of that stretch, end to end runs the whole speech.
+    chunk = RenderConfig().chunk
+    stretch = replace(motion, **{f: getattr(motion, f)[:STAGE_FRAMES] for f in MOTION_FIELDS})
+    n_image = stretch.n_frames
     t0 = time.perf_counter()
-    inputs = list(gen._chunk_inputs(motion, RenderConfig().chunk))
-    n["conditioning + generator inputs"] = time.perf_counter() - t0
+    picks = gen.inputs.candidates(stretch.landmarks)
+    for start in range(0, n_image, chunk):
+        span = slice(start, start + chunk)
+        gen.inputs.warped_candidates(stretch.landmarks[span], stretch.body[span], picks[span])
+    n["candidate retrieval + mesh warp"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    inputs = list(gen._chunk_inputs(stretch, chunk))
+    n["conditioning + warp + generator inputs"] = time.perf_counter() - t0
     with torch.no_grad():
         t0 = time.perf_counter()
         for dynamic in inputs:
@@ -104,14 +119,15 @@ def stage_speeds(layout: Layout, audio: str, video: str) -> dict:
         n["generator (ONNX Runtime)"] = time.perf_counter() - t0
     images = [f for out in outputs for f in to_uint8(out)]
     t0 = time.perf_counter()
-    with VideoWriter("/tmp/amg-bench/encode_test.mp4", audio=load_audio(layout.audio_source(audio))) as w:
+    speech = load_audio(layout.audio_source(audio))[: n_image * 640]
+    with VideoWriter("/tmp/amg-bench/encode_test.mp4", audio=speech) as w:
         for image in images:
             w.write(image)
     n["encode (H.264 + AAC)"] = time.perf_counter() - t0
     for upscale in (1, 2):
         enhancer = FaceEnhancer(layout, video, upscale)
         t0 = time.perf_counter()
-        for _ in enhancer.frames(images, motion.landmarks, motion.size):
+        for _ in enhancer.frames(images, stretch.landmarks, motion.size):
             pass
         n[f"face refiner, upscale {upscale}"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -122,8 +138,10 @@ def stage_speeds(layout: Layout, audio: str, video: str) -> dict:
     n["end to end render(), --enhance"] = time.perf_counter() - t0
     flops = count_flops(gen.generator, inputs[0][:1], gen.static_code, gen.inputs.background)
     crop = torch.zeros(1, 3, enhancer.crop_size, enhancer.crop_size)
+    whole_speech = ("audio features", "motion (expression, pose, body)", "end to end render()", "end to end render(), --enhance")
+    counts = {stage: frames if stage in whole_speech else n_image for stage in n}
     return {
-        "frames": frames, "seconds": n, "gflop_per_frame": flops / 1e9, "size": gen.size,
+        "frames": frames, "seconds": n, "counts": counts, "n_candidates": gen.config.n_candidates, "gflop_per_frame": flops / 1e9, "size": gen.size,
         "refiner_gflop": count_flops(enhancer.refiner, crop) / 1e9, "refiner_crop": enhancer.crop_size,
     }  # fmt: skip
 
@@ -179,13 +197,15 @@ def main() -> None:
     speeds = stage_speeds(layout, audio, AVATAR)
     frames = speeds["frames"]
     print(f"\nInference at {speeds['size']} px, {frames} frames ({args.minutes[0]:g} min of speech), 2 threads")
-    print(f"{'stage':36s} {'frames/s':>9s}")
+    print(f"{'stage':40s} {'frames/s':>9s}")
     for stage, seconds in speeds["seconds"].items():
-        print(f"{stage:36s} {frames / seconds:9.1f}")
+        print(f"{stage:40s} {speeds['counts'][stage] / seconds:9.1f}")
+    warp_ms = 1000 * speeds["seconds"]["candidate retrieval + mesh warp"] / speeds["counts"]["candidate retrieval + mesh warp"]
+    print(f"mesh warp of {speeds['n_candidates']} candidates: {warp_ms:.1f} ms per frame")
     print(f"\ngenerator: {speeds['gflop_per_frame']:.2f} GFLOP/frame; measured fp32 matmul ceiling {ceiling:.1f} GFLOP/s")
     print(f"face refiner: {speeds['refiner_gflop']:.2f} GFLOP/frame on a {speeds['refiner_crop']}² face crop")
     for engine in ("PyTorch", "ONNX Runtime"):
-        achieved = speeds["gflop_per_frame"] * frames / speeds["seconds"][f"generator ({engine})"]
+        achieved = speeds["gflop_per_frame"] * speeds["counts"][f"generator ({engine})"] / speeds["seconds"][f"generator ({engine})"]
         print(f"  {engine:13s} {achieved:5.1f} GFLOP/s = {achieved / ceiling:.0%} of the ceiling")
     print(f"image-GAN training at {speeds['size']} px: {gan_training_speed(layout, AVATAR, gan):.2f} steps/s")
     print(f"\n{'speech':>8s} {'peak RSS MB':>12s} {'render s':>9s} {'frames/s':>9s}")

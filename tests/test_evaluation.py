@@ -159,6 +159,10 @@ def test_measure_frames_scores_identical_streams_perfectly_and_writes_the_side_b
     assert found.all()  # the face mesh finds the portrait's face in every frame
     assert np.allclose(metrics.lip_distance(generated["landmarks"], measured["real"]["landmarks"]), 0, atol=1e-3)
     assert baseline["mouth_sharpness"].mean() < 0.5 * generated["mouth_sharpness"].mean()
+    # A still portrait does not flicker; the same portrait shifted by 2 px every other frame does.
+    assert len(generated["face_flicker"]) == n - 1 and np.all(generated["face_flicker"] == 0)
+    shaky = np.stack([np.roll(f, 2 * (i % 2), axis=1) for i, f in enumerate(frames[:3])])
+    assert metrics.texture_flicker(shaky[0], shaky[1], (40, 20, 216, 250)) > 2.0
     info = probe_video(path)
     assert (info.width, info.height) == (4 * 256, 256) and abs(info.duration - n / 25) < 1e-3
 

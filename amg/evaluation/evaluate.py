@@ -177,7 +177,7 @@ class BaselineFrames:
 
 # --- measuring -------------------------------------------------------------------------------------------------
 def _labelled(frame: np.ndarray, text: str) -> np.ndarray:
-    out = np.ascontiguousarray(frame)
+    out = frame.copy()  # the frame itself stays as measured (the next frame's flicker compares with it)
     scale = out.shape[0] / 400
     for colour, width in (((0, 0, 0), 3), ((255, 255, 255), 1)):
         cv2.putText(out, text, (6, int(22 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, width, cv2.LINE_AA)
@@ -195,11 +195,12 @@ def measure_frames(
     desc: str = "Measuring",
 ) -> dict[str, dict[str, np.ndarray]]:
     """One pass over parallel frame streams: per source and frame, the re-detected landmarks, the mouth's
-    sharpness and (against `reference`) PSNR/SSIM of the whole crop and the face box; meanwhile the side-by-side
+    sharpness, the face box's change since the previous frame (texture flicker) and (against `reference`) PSNR/SSIM of the whole crop and the face box; meanwhile the side-by-side
     video (the sources, then the conditioning) is written with `audio`. Nothing is held but the measurements."""
     names = list(sources)
     detectors = {name: LandmarkDetector() for name in names}
-    per: dict[str, dict[str, list]] = {name: {"landmarks": [], "mouth_sharpness": []} for name in names}
+    per: dict[str, dict[str, list]] = {name: {"landmarks": [], "mouth_sharpness": [], "face_flicker": []} for name in names}
+    previous: dict[str, np.ndarray] = {}
     comparisons = {"psnr": None, "ssim": None, "face_psnr": face, "face_ssim": face}
     try:
         with VideoWriter(video, fps=25, audio=audio) as out:
@@ -209,6 +210,9 @@ def measure_frames(
                 for name, frame in named.items():
                     per[name]["landmarks"].append(detectors[name](frame))
                     per[name]["mouth_sharpness"].append(metrics.sharpness(frame, tuple(mouth[i])))
+                    if name in previous:
+                        per[name]["face_flicker"].append(metrics.texture_flicker(previous[name], frame, tuple(face[i])))
+                    previous[name] = frame
                     if reference is not None and name != reference:
                         for key, boxes in comparisons.items():
                             score = metrics.psnr if key.endswith("psnr") else metrics.ssim
@@ -244,8 +248,8 @@ def summarise(
     }
     if sync is not None:
         summary |= {"sync_offset": defined_offset(sync), "sync_confidence": sync.confidence, "sync_peak": sync.peak}
-    for key in ("psnr", "ssim", "face_psnr", "face_ssim", "mouth_sharpness"):
-        if key in measured:
+    for key in ("psnr", "ssim", "face_psnr", "face_ssim", "mouth_sharpness", "face_flicker"):
+        if key in measured and len(measured[key]):
             summary[key] = float(measured[key].mean())
     if real_landmarks is not None:
         distance = metrics.lip_distance(landmarks, real_landmarks) * px

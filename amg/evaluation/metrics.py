@@ -78,3 +78,9 @@ def landmark_jitter(landmarks: np.ndarray) -> float:
     per_frame = np.linalg.norm(accel, axis=-1).mean(axis=1)
     per_frame = per_frame[np.isfinite(per_frame)]
     return float(per_frame.mean()) if len(per_frame) else float("nan")
+
+
+def texture_flicker(previous: np.ndarray, current: np.ndarray, box: Box) -> float:
+    """Mean absolute change (0-255) of the pixels in `box` from one frame to the next: texture that jumps
+    (a warp whose source frame changes) reads high; the real frames' value is the target."""
+    return float(np.abs(crop(current, box).astype(np.int16) - crop(previous, box).astype(np.int16)).mean())

@@ -28,6 +28,7 @@ METRICS = (
     ("sync_offset", "AV sync offset (frames; + = mouth late)", "zero"),
     ("sync_confidence", "AV sync confidence", "higher"),
     ("mouth_sharpness", "mouth sharpness (Laplacian variance)", "real"),
+    ("face_flicker", "face texture flicker (mean |change| per frame, 0-255)", "real"),
     ("mouth_opening_mean_px", "mouth opening, mean (px at 256)", "real"),
     ("mouth_opening_std_px", "mouth opening, std (px at 256)", "real"),
     ("face_found", "frames with a detected face", "higher"),
@@ -35,7 +36,7 @@ METRICS = (
 
 
 # What the real held-out frames say about this person whatever the speech: the reference for cross-driven speech.
-PERSON_KEYS = ("jitter_px", "mouth_sharpness", "mouth_opening_mean_px", "mouth_opening_std_px")
+PERSON_KEYS = ("jitter_px", "mouth_sharpness", "face_flicker", "mouth_opening_mean_px", "mouth_opening_std_px")
 
 
 def with_person_reference(cross: dict[str, dict[str, float]], held_out_real: dict[str, float]) -> dict:
