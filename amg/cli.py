@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import math
 import os
 import signal
 import sys
@@ -16,6 +17,23 @@ from amg.errors import AmgError
 from amg.layout import Layout
 
 log = logging.getLogger("amg")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in AMG's one-line form (its default prints the usage before them)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`).\n")
+
+
+def _positive_minutes(text: str) -> float:
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = math.nan
+    if not (math.isfinite(minutes) and minutes > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of minutes, got {text!r}")
+    return minutes
 
 
 def _parse_overrides(pairs: list[str]) -> dict[str, str]:
@@ -173,7 +191,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         help="fast: minutes, for demos and tests; default: a usable avatar in under 2 h on 2 CPU cores; "
         "quality: a GPU overnight",
     )  # fmt: skip
-    parser.add_argument("--max-minutes", type=float, help="stop image-GAN training after this long (resumable)")
+    parser.add_argument("--max-minutes", type=_positive_minutes, help="stop image-GAN training after this long (resumable)")
     _add_config_options(parser)
 
 
@@ -192,7 +210,7 @@ def _add_motion_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="amg", description="AMG: audio-driven talking-person avatars.")
+    parser = _Parser(prog="amg", description="AMG: audio-driven talking-person avatars.")
     parser.add_argument("--version", action="version", version=f"amg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -316,10 +317,20 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         return bool(value)
     if tp in (int, float, str):
         try:
-            return tp(value)
+            coerced = tp(value)
         except (TypeError, ValueError):
             raise AmgError(f"Config {name}: expected {tp.__name__}, got {value!r}.") from None
+        return coerced if tp is str else _in_range(coerced, name)
     return value
+
+
+def _in_range(number: int | float, name: str) -> int | float:
+    """The one range rule every numeric option follows: sizes, counts, steps, weights, rates and durations are
+    finite and never negative, and periods (`*_every`: an action every N steps or frames) are at least 1."""
+    low = 1 if name.rsplit(".", 1)[-1].endswith("_every") else 0
+    if not math.isfinite(number) or number < low:
+        raise AmgError(f"Config {name}: expected a finite number >= {low}, got {number!r}.")
+    return number
 
 
 def config_from_dict(cls: type[C], values: dict[str, Any] | None, prefix: str = "") -> C:

@@ -3,6 +3,7 @@ traceback, and nothing the user had is overwritten."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ import torch
 
 from amg.cli import main as amg_main
 from amg.config import Head2BodyConfig
-from amg.errors import DamagedFileError
+from amg.errors import AmgError, DamagedFileError
 from amg.fsutil import NpzRecord
 from amg.layout import Layout
 from amg.motion.body import Head2Body
@@ -171,3 +172,32 @@ def test_mediapipe_and_tflite_log_noise_is_hidden_unless_verbose(layout):
         assert done.returncode == 0, done.stderr
         assert any(n in done.stderr for n in noise) == shown, done.stderr
         assert "Tracking:" in done.stderr and "Video 'anna' is 5.0 s long" in done.stderr  # AMG's own output stays
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--set", "gan.steps=-5"], "error: Config gan.steps: expected a finite number >= 0, got -5."),
+        (["--set", "motion.expression.lr=nan"], "error: Config motion.expression.lr: expected a finite number >= 0, got nan."),
+        (["--set", "gan.eval_every=0"], "error: Config gan.eval_every: expected a finite number >= 1, got 0."),
+        (["--max-minutes", "-1"], "error: argument --max-minutes: expected a positive number of minutes, got '-1' "
+                                  "(see `amg train --help`)."),
+    ],
+)  # fmt: skip
+def test_nonsense_options_are_refused_in_one_line(layout, capsys, option, message):
+    layout.root.mkdir(parents=True)
+    with pytest.raises(SystemExit) if option[0] == "--max-minutes" else contextlib.nullcontext() as exited:
+        assert amg_main(["train", str(layout.root), NAME, *option]) == 2
+    if exited is not None:
+        assert exited.value.code == 2
+    assert one_error_line(capsys) == message
+
+
+def test_range_rule_is_generic_over_every_numeric_option():
+    from amg.config import AvatarConfig, PreprocessConfig, load_config
+
+    assert load_config(AvatarConfig, None, **{"gan.steps": "0", "gan.save_every": "1"}).gan.steps == 0
+    with pytest.raises(AmgError, match="Config pose_every: expected a finite number >= 1"):
+        load_config(PreprocessConfig, None, pose_every=0)
+    with pytest.raises(AmgError, match="Config motion.pose.feature_noise: expected a finite number >= 0"):
+        load_config(AvatarConfig, None, **{"motion.pose.feature_noise": -0.1})
