@@ -246,3 +246,15 @@ def test_missing_or_corrupt_audio_raises_a_clear_error(tmp_path):
     with pytest.raises(MediaError, match="junk.wav"):
         features_for_audio(layout, "junk", CHEAP)
 
+
+
+def test_the_slow_models_report_their_progress(speech):
+    from amg.progress import reporting_to
+
+    reports = []
+    with reporting_to(lambda stage, done, total: reports.append((stage, done, total))):
+        compute_features(np.tile(speech, 8), AudioFeatureConfig())  # long enough for several batches
+    for stage in ("Speech embedding", "Voice activity"):
+        done = [d for s, d, _ in reports if s == stage]
+        total = next(t for s, _, t in reports if s == stage)
+        assert done == list(range(1, total + 1)) and total > 1, stage

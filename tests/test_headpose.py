@@ -232,3 +232,13 @@ def test_interrupted_training_resumes_where_it_stopped(avatar: MotionData, tmp_p
     for name, weights in uninterrupted["model"].items():
         torch.testing.assert_close(resumed["model"][name], weights, rtol=0, atol=0)
     np.testing.assert_array_equal(resumed["noise_scale"], uninterrupted["noise_scale"])
+
+
+def test_sampling_reports_its_progress_frame_by_frame(model: Audio2PoseModel, avatar: MotionData):
+    from amg.progress import reporting_to
+
+    reports = []
+    with reporting_to(lambda stage, done, total: reports.append((stage, done, total))):
+        sample_poses(model, avatar.features, seed=0)
+    n = len(avatar.features)
+    assert reports[-1] == ("Head motion", n, n) and [r[1] for r in reports] == list(range(1, n + 1))

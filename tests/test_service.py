@@ -412,3 +412,19 @@ def test_the_runner_loads_each_avatar_once_and_again_after_retraining(layout, mo
     checkpoint = layout.gan_checkpoint(AVATAR)
     os.utime(checkpoint, ns=(checkpoint.stat().st_atime_ns, checkpoint.stat().st_mtime_ns + 10**9))
     assert runner._generator(AVATAR) is not first and loads == [AVATAR, AVATAR]
+
+
+def test_a_render_jobs_progress_covers_its_features_and_head_motion_before_the_frames(layout):
+    from amg.service.worker import Worker
+
+    store = JobStore(layout.root / "service" / "progress.sqlite3")
+    job = store.add("render", AVATAR, "speech")
+    store.claim_next()
+    sink = Worker(store, LightRunner(layout), layout)._sink(job)
+    seen = []
+    for stage in ("Speech embedding", "Voice activity", "Head motion", "render"):
+        for done in (1, 2):  # the end of each stage is always written
+            sink(stage, done, 2)
+        seen.append((store.get(job.id).stage, round(store.get(job.id).progress, 3)))
+    store.close()
+    assert seen == [("Speech embedding", 0.1), ("Voice activity", 0.15), ("Head motion", 0.25), ("render", 1.0)]

@@ -23,6 +23,7 @@ import scipy.signal
 from tqdm import tqdm
 
 from amg.errors import AmgError
+from amg.progress import report
 
 SAMPLE_RATE = 16000
 MEL_HOP = 160
@@ -101,6 +102,7 @@ def speech_embedding(samples: np.ndarray, n_frames: int, frame_hop: int, gain: f
         windows = mel[batch_starts[:, None] + np.arange(EMBEDDING_WINDOW)][..., None]
         out = _session("embedding_model.onnx").run(None, {"input_1": windows})[0]
         embedding[b : b + len(batch_starts)] = out.reshape(len(batch_starts), EMBEDDING_DIM)
+        report("Speech embedding", b // _EMBEDDING_BATCH + 1, len(batches))
     return embedding
 
 
@@ -121,6 +123,7 @@ def speech_probability(samples: np.ndarray, n_frames: int, frame_hop: int) -> np
     for k, chunk in enumerate(chunks):
         out, h, c = session.run(None, {"input": chunk, "sr": rate, "h": h, "c": c})
         prob[k] = out[0, 0]
+        report("Voice activity", k + 1, n_chunks)
     chunk_centres = (np.arange(n_chunks) * VAD_CHUNK + VAD_CHUNK / 2) * decimation
     frame_centres = np.arange(n_frames) * frame_hop + frame_hop / 2
     # Frames past the end of the audio are silence, not a copy of the last chunk's probability.

@@ -36,6 +36,7 @@ from amg.config import Audio2PoseConfig
 from amg.errors import AmgError
 from amg.motion.data import MotionData
 from amg.motion.pose_network import Audio2PoseNet, mixture_nll, sample_mixture
+from amg.progress import report
 from amg.tracking.fitting import HeadPose
 from amg.tracking.smoothing import smooth_series
 from amg.tracking.tracks import Tracks
@@ -218,6 +219,7 @@ def _sample_z(
             pose = soft_clamp(pose, low, high, cfg.clamp_margin)
             out[t] = pose
             history = torch.cat([history[:, 1:], pose[:, None]], dim=1)
+            report("Head motion", t + 1, n)
     # Smoothing removes what is left of frame-to-frame sampling noise (head motion is slower than 2-3 Hz).
     return smooth_series(out.numpy(), cfg.smooth_window, 2).transpose(1, 0, 2)
 

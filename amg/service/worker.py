@@ -21,8 +21,15 @@ from amg.service.redact import without_path
 
 log = logging.getLogger(__name__)
 
-# A training job's stages and the share of its progress bar each takes.
-TRAIN_STAGES = {"Audio→Expression": (0.05, 0.15), "Audio→Pose": (0.15, 0.25), "Image GAN": (0.25, 1.0)}
+# The share of a job's progress bar each stage takes (a stage not listed takes all of it). Before rendering 10
+# minutes of speech, its features and head motion take about a quarter of the job; a training job's speech
+# features come before its first model, and head motion is sampled to calibrate the pose model after it.
+STAGE_SHARES = {
+    "train": {"Speech embedding": (0.0, 0.03), "Voice activity": (0.03, 0.05), "Audio→Expression": (0.05, 0.15),
+              "Audio→Pose": (0.15, 0.25), "Head motion": (0.25, 0.25), "Image GAN": (0.25, 1.0)},
+    "render": {"Speech embedding": (0.0, 0.1), "Voice activity": (0.1, 0.15), "Head motion": (0.15, 0.25),
+               "render": (0.25, 1.0)},
+}  # fmt: skip
 PROGRESS_INTERVAL_S = 0.5  # the store is written at most this often per job
 
 
@@ -135,7 +142,7 @@ class Worker:
             current = self.store.get(job.id)
             if current is None or current.status == "cancelled":
                 raise Cancelled()
-            low, high = TRAIN_STAGES.get(stage, (0.0, 1.0)) if job.kind == "train" else (0.0, 1.0)
+            low, high = STAGE_SHARES[job.kind].get(stage, (0.0, 1.0))
             self.store.set_progress(job.id, stage, low + (high - low) * done / max(total, 1))
 
         return sink
