@@ -201,3 +201,11 @@ def test_range_rule_is_generic_over_every_numeric_option():
         load_config(PreprocessConfig, None, pose_every=0)
     with pytest.raises(AmgError, match="Config motion.pose.feature_noise: expected a finite number >= 0"):
         load_config(AvatarConfig, None, **{"motion.pose.feature_noise": -0.1})
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_threads_sleep_instead_of_spinning_unless_the_user_says_otherwise(given, expected):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": given} if given else {})
+    code = "import amg, os; print(os.environ['OMP_WAIT_POLICY'])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.stdout.strip() == expected

@@ -20,7 +20,7 @@ from amg.config import Audio2ExpressionConfig
 from amg.motion.data import MotionData, gather_windows, window_starts
 from amg.motion.networks import TemporalConvNet
 from amg.tracking import fitting, smoothing, topology
-from amg.training import batch_rng, load_checkpoint, pick_device, run_training, seed_everything
+from amg.training import batch_rng, load_checkpoint, pick_device, run_training, seed_everything, single_threaded
 
 # Below this speech probability a frame counts as silence: the mouth is drawn to its rest shape.
 SILENCE_VAD = 0.2
@@ -116,11 +116,12 @@ def train_audio2expression(data: MotionData, cfg: Audio2ExpressionConfig, path: 
         "n_coeffs": coeffs.shape[1],
     }
     eval_fn_or_none = eval_fn if val.stop > val.start else None
-    return run_training(
-        path=path, model=net, optimizer=optimizer, config=cfg, total_steps=cfg.steps, step_fn=step_fn,
-        eval_fn=eval_fn_or_none, eval_every=cfg.eval_every, save_every=cfg.save_every, log_dir=log_dir,
-        desc="Audio→Expression", extra=extra,
-    )  # fmt: skip
+    with single_threaded():
+        return run_training(
+            path=path, model=net, optimizer=optimizer, config=cfg, total_steps=cfg.steps, step_fn=step_fn,
+            eval_fn=eval_fn_or_none, eval_every=cfg.eval_every, save_every=cfg.save_every, log_dir=log_dir,
+            desc="Audio→Expression", extra=extra,
+        )  # fmt: skip
 
 
 def _on(t: ExpressionTargets, device: torch.device) -> ExpressionTargets:

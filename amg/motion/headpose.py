@@ -22,10 +22,9 @@ median pose held) and "replay" (the avatar's own tracked motion, played back and
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -42,6 +41,7 @@ from amg.tracking.smoothing import smooth_series
 from amg.tracking.tracks import Tracks
 from amg.training import (
     batch_rng, is_finished, load_checkpoint, pick_device, run_training, save_checkpoint, seed_everything,
+    single_threaded,
 )
 
 POSE_DIM = 6
@@ -168,18 +168,6 @@ def make_poses(
 
 
 # --- network and sampling --------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def single_threaded() -> Iterator[None]:
-    """Torch on one CPU thread inside the block. The pose network is tiny: splitting its small ops over threads
-    gains nothing, and on a busy machine every op then waits for a second free core (100x slower, measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def build_network(cfg: Audio2PoseConfig, audio_dim: int) -> Audio2PoseNet:
     return Audio2PoseNet(audio_dim, POSE_DIM, cfg.hidden, cfg.history, cfg.audio_context, cfg.n_mixtures, cfg.dropout)
 
