@@ -101,7 +101,7 @@ def stage_speeds(layout: Layout, audio: str, video: str) -> dict:
     stretch = replace(motion, **{f: getattr(motion, f)[:STAGE_FRAMES] for f in MOTION_FIELDS})
     n_image = stretch.n_frames
     t0 = time.perf_counter()
-    picks = gen.inputs.candidates(stretch.landmarks)
+    picks = gen.inputs.candidates(stretch.landmarks, stretch.rotation, stretch.translation, stretch.scale)
     for start in range(0, n_image, chunk):
         span = slice(start, start + chunk)
         gen.inputs.warped_candidates(stretch.landmarks[span], stretch.body[span], picks[span])

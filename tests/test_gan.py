@@ -10,7 +10,7 @@ from amg.config import GanConfig
 from amg.evaluation.metrics import psnr, ssim
 from amg.gan import losses
 from amg.gan.networks import Generator, MultiScaleDiscriminator, TemporalDiscriminator, count_flops
-from amg.gan.candidates import CandidatePicker
+from amg.gan.candidates import CandidatePicker, head_pose_features
 from amg.gan.inputs import CANDIDATE_CHANNELS
 from amg.gan.references import choose_bank_frames
 from amg.output import FullFramePaster
@@ -178,25 +178,30 @@ def test_candidates_come_from_training_frames_and_match_mouth_and_eyes(obama_ava
     opening = topology.mouth_opening(tracks.landmarks[train])
     assert int(np.argmax(opening)) in bank and int(np.argmin(topology.eye_opening(tracks.landmarks[train]))) in bank
 
-    picker = CandidatePicker(tracks.landmarks[bank], bank, 3, hysteresis=4.0)
+    poses = head_pose_features(tracks.rotation, tracks.translation, tracks.scale)
+    picker = CandidatePicker(tracks.landmarks[bank], poses[bank], bank, 3, hysteresis=4.0)
     held_out = np.arange(train.stop, tracks.n_frames)
-    picks = picker.pick(tracks.landmarks[held_out])
+    picks = picker.pick(tracks.landmarks[held_out], poses[held_out])
     assert picks.shape == (len(held_out), 3) and (bank[picks] < train.stop).all()
-    # The mouth slot matches the target's mouth opening better than the face slot, the eye slot its eyes.
+    # The mouth slot matches the target's mouth opening better than the pose slot, the eye slot its eyes; the
+    # pose slot matches the head pose better than the other two.
     target_mouth = topology.mouth_opening(tracks.landmarks[held_out])
     mouth_of = lambda slot: topology.mouth_opening(tracks.landmarks[bank[picks[:, slot]]])  # noqa: E731
     eyes_of = lambda slot: topology.eye_opening(tracks.landmarks[bank[picks[:, slot]]])  # noqa: E731
     target_eyes = topology.eye_opening(tracks.landmarks[held_out])
     assert np.abs(mouth_of(1) - target_mouth).mean() < np.abs(mouth_of(0) - target_mouth).mean()
     assert np.abs(eyes_of(2) - target_eyes).mean() < np.abs(eyes_of(0) - target_eyes).mean()
+    pose_error = lambda slot: np.abs(poses[bank[picks[:, slot]]] - poses[held_out]).mean()  # noqa: E731
+    assert pose_error(0) < pose_error(1) and pose_error(0) < pose_error(2)
 
     # Hysteresis: far fewer texture switches than picking the best frame anew every frame.
-    jumpy = CandidatePicker(tracks.landmarks[bank], bank, 3, hysteresis=0.0).pick(tracks.landmarks[held_out])
+    jumpy = CandidatePicker(tracks.landmarks[bank], poses[bank], bank, 3, hysteresis=0.0)
+    jumpy = jumpy.pick(tracks.landmarks[held_out], poses[held_out])
     switches = lambda p: int((np.diff(p, axis=0) != 0).sum())  # noqa: E731
     assert switches(picks) < 0.5 * switches(jumpy)
     # Training never sees candidates within the exclusion window of the frame itself.
     index = np.arange(100, 130)
-    trained = picker.pick(tracks.landmarks[index], index, exclusion=25)
+    trained = picker.pick(tracks.landmarks[index], poses[index], index, exclusion=25)
     assert (np.abs(bank[trained] - index[:, None]) >= 25).all()
 
 

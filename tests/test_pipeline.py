@@ -177,7 +177,7 @@ def test_eval_measures_the_held_out_tail_against_real_frames_and_the_baseline(fi
     for file in ("held_out.mp4", "cross_male_gap.mp4", "mouth_opening.png", "pose.png", "sync.png"):
         assert (folder / file).is_file() and file in html
     side = probe_video(folder / "held_out.mp4")
-    assert (side.width, side.height) == (5 * 64, 64) and abs(side.duration - (n - held_out) / 25) < 1e-3
+    assert (side.width, side.height) == (6 * 64, 64) and abs(side.duration - (n - held_out) / 25) < 1e-3
     assert abs(probe_video(folder / "cross_male_gap.mp4").duration - duration) <= 1 / 25 + 1e-3
 
 

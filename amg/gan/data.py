@@ -97,7 +97,7 @@ def clip_batch(
         frames = with_context(start, start + clip_frames, c, t.n_frames)
         cond = inputs.render(t.landmarks[frames], t.body[frames])
         index = np.arange(start, start + clip_frames)
-        picks = inputs.candidates(t.landmarks[index], index, exclusion)
+        picks = inputs.candidates(t.landmarks[index], t.rotation[index], t.translation[index], t.scale[index], index, exclusion)
         dynamic.append(inputs.dynamic(cond, t.landmarks[index], t.body[index], picks))
         conditioning.append(to_tensor(cond[c : c + clip_frames], dev))
     index = (starts[:, None] + np.arange(clip_frames)).reshape(-1)

@@ -96,7 +96,10 @@ class AvatarGenerator:
             conditioning = self.inputs.render(motion.landmarks[frames], motion.body[frames])
             span = slice(start, stop)
             index = None if frame_index is None else frame_index[span]
-            picks = self.inputs.candidates(motion.landmarks[span], index, exclusion, previous)
+            picks = self.inputs.candidates(
+                motion.landmarks[span], motion.rotation[span], motion.translation[span], motion.scale[span],
+                index, exclusion, previous,
+            )  # fmt: skip
             previous = picks[-1]
             yield self.inputs.dynamic(conditioning, motion.landmarks[span], motion.body[span], picks)
 

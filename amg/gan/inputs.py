@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from amg.gan.candidates import CandidatePicker
+from amg.gan.candidates import CandidatePicker, head_pose_features
 from amg.gan.references import AvatarReferences
 from amg.render import N_CHANNELS, render_sequence
 from amg.render.warp import TargetMesh, remap
@@ -63,7 +63,7 @@ class GeneratorInputs:
         self.device = torch.device(device)
         conditioning = self.render(refs.landmarks, refs.body)
         self.bank_planes = np.concatenate([refs.frames, conditioning, refs.mattes[..., None]], axis=-1)
-        self.picker = CandidatePicker(refs.landmarks, refs.index, n_candidates, hysteresis)
+        self.picker = CandidatePicker(refs.landmarks, refs.poses, refs.index, n_candidates, hysteresis)
         self.background = to_tensor(refs.background, device)[None]
         self.static = self.background
 
@@ -80,11 +80,13 @@ class GeneratorInputs:
         return render_sequence(landmarks, body, self.size, self.refs.source_size)
 
     def candidates(
-        self, landmarks: np.ndarray, frame_index: np.ndarray | None = None, exclusion: int = 0,
-        previous: np.ndarray | None = None,
+        self, landmarks: np.ndarray, rotation: np.ndarray, translation: np.ndarray, scale: np.ndarray,
+        frame_index: np.ndarray | None = None, exclusion: int = 0, previous: np.ndarray | None = None,
     ) -> np.ndarray:  # fmt: skip
-        """Bank entries (n, K) to warp for n consecutive frames (see CandidatePicker.pick)."""
-        return self.picker.pick(landmarks, frame_index, exclusion, previous)
+        """Bank entries (n, K) to warp for n consecutive frames with these landmarks and head poses (see
+        CandidatePicker.pick)."""
+        poses = head_pose_features(rotation, translation, scale)
+        return self.picker.pick(landmarks, poses, frame_index, exclusion, previous)
 
     def warped_candidates(self, landmarks: np.ndarray, body: np.ndarray, picks: np.ndarray) -> np.ndarray:
         """(n, K, H, W, CANDIDATE_CHANNELS) uint8: each frame's candidates warped onto its landmarks."""

@@ -6,7 +6,8 @@ free. So per generated frame a few real training frames are retrieved and warped
 and the generator only blends and refines them (amg.gan.networks). The bank holds the candidates:
 
     frames, mattes   training frames at the generator's size, with their person mattes;
-    landmarks, body  their tracked landmarks and shoulders (what the warp moves them by).
+    landmarks, body  their tracked landmarks and shoulders (what the warp moves them by);
+    poses            their head poses (what retrieval compares first).
 
 Only frames of the training part are ever in the bank, so held-out metrics stay honest. Retrieval itself is
 amg.gan.candidates.
@@ -20,6 +21,7 @@ import cv2
 import numpy as np
 
 from amg.fsutil import NpzRecord
+from amg.gan.candidates import head_pose_features
 from amg.tracking import topology
 from amg.tracking.tracks import Tracks
 
@@ -37,6 +39,7 @@ class AvatarReferences(NpzRecord):
     mattes: np.ndarray  # (M, H, W) uint8 their person mattes
     landmarks: np.ndarray  # (M, N, 3)
     body: np.ndarray  # (M, 4, 3)
+    poses: np.ndarray  # (M, 6) head pose features (amg.gan.candidates.head_pose_features)
     index: np.ndarray  # (M,) frame numbers in the avatar video
     source_size: int
 
@@ -78,6 +81,7 @@ def build_references(
         mattes=mattes[bank],
         landmarks=tracks.landmarks[bank],
         body=tracks.body[bank],
+        poses=head_pose_features(tracks.rotation[bank], tracks.translation[bank], tracks.scale[bank]),
         index=bank,
         source_size=tracks.size,
     )

@@ -83,7 +83,7 @@ def held_out_frames(data: GanData, inputs: GeneratorInputs, n: int) -> HeldOut:
     dynamic = []
     for i in index:  # each frame with its own temporal context
         frames = with_context(i, i + 1, inputs.context, t.n_frames)
-        picks = inputs.candidates(t.landmarks[[i]])
+        picks = inputs.candidates(t.landmarks[[i]], t.rotation[[i]], t.translation[[i]], t.scale[[i]])
         dynamic.append(inputs.dynamic(inputs.render(t.landmarks[frames], t.body[frames]), t.landmarks[[i]], t.body[[i]], picks))
     mouth = losses.mouth_boxes(t.landmarks[index], t.size, data.size)
     real = data.frames[index]
