@@ -199,6 +199,12 @@ def test_candidates_come_from_training_frames_and_match_mouth_and_eyes(obama_ava
     jumpy = jumpy.pick(tracks.landmarks[held_out], poses[held_out])
     switches = lambda p: int((np.diff(p, axis=0) != 0).sum())  # noqa: E731
     assert switches(picks) < 0.5 * switches(jumpy)
+    # A fourth candidate is a second pose candidate from another moment (1 s or more from the first).
+    four = CandidatePicker(tracks.landmarks[bank], poses[bank], bank, 4, hysteresis=1.0)
+    four = four.pick(tracks.landmarks[held_out], poses[held_out])
+    assert (np.abs(bank[four[:, 3]] - bank[four[:, 0]]) >= 25).all()
+    second_error = np.abs(poses[bank[four[:, 3]]] - poses[held_out]).mean()
+    assert second_error < pose_error(1) and second_error < pose_error(2)
     # Training never sees candidates within the exclusion window of the frame itself.
     index = np.arange(100, 130)
     trained = picker.pick(tracks.landmarks[index], poses[index], index, exclusion=25)

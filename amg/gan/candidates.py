@@ -11,7 +11,9 @@ generated frame gets one candidate per *slot*:
             landmarks, whose pixel distances mix pose with expression);
     mouth   nearest in lip shape (lips around their centre, in units of the eye distance): teeth and lips as
             the target mouth shows them;
-    eyes    nearest in both eyes' lid opening: blinks and wide eyes.
+    eyes    nearest in both eyes' lid opening: blinks and wide eyes;
+    pose2   (with 4 candidates) the next nearest head pose at least POSE2_SEPARATION frames from the first:
+            another take on what the first one's warp gets wrong.
 
 The mouth and eye slots add a share of the pose distance, so that they do not come from a very different
 head pose. Each distance is divided by the bank's own spread of that descriptor, so the shares mean the same
@@ -26,7 +28,10 @@ import numpy as np
 
 from amg.tracking import topology
 
-SLOTS = ("pose", "mouth", "eyes")
+SLOTS = ("pose", "mouth", "eyes", "pose2")
+# The second pose candidate comes from at least this many frames away from the first (another moment, so
+# another take on the hair, collar and shoulders where the first one's warp errs).
+POSE2_SEPARATION = 25
 # Share of the (normalised) pose distance added to the mouth and eye slots' costs.
 POSE_SHARE = 0.5
 # Cost added to excluded bank frames: finite, so that if every frame is excluded the least bad one still wins.
@@ -90,7 +95,10 @@ class CandidatePicker:
         query = descriptors(landmarks, poses)
         query["pose"] = query["pose"] / self.pose_std
         d = {k: squared_distances(query[k], self.bank[k]) / self.spread[k] for k in self.bank}
-        slot_cost = {"pose": d["pose"], "mouth": d["mouth"] + POSE_SHARE * d["pose"], "eyes": d["eyes"] + POSE_SHARE * d["pose"]}
+        slot_cost = {
+            "pose": d["pose"], "pose2": d["pose"],
+            "mouth": d["mouth"] + POSE_SHARE * d["pose"], "eyes": d["eyes"] + POSE_SHARE * d["pose"],
+        }  # fmt: skip
         return np.stack([slot_cost[s] for s in self.slots])
 
     def pick(
@@ -105,10 +113,19 @@ class CandidatePicker:
             costs = costs + _EXCLUDED * near[None]
         slots = np.arange(len(self.slots))
         picks = np.empty((costs.shape[1], len(self.slots)), np.intp)
+        second = self.slots.index("pose2") if "pose2" in self.slots else None
         for t in range(costs.shape[1]):  # sequential by nature: each frame's choice depends on the last
-            best = costs[:, t].argmin(axis=1)
+            frame_costs = costs[:, t]
+            best = frame_costs.argmin(axis=1)
             if previous is not None:
-                keep = costs[slots, t, previous] <= costs[slots, t, best] * (1 + self.hysteresis)
+                keep = frame_costs[slots, previous] <= frame_costs[slots, best] * (1 + self.hysteresis)
                 best = np.where(keep, previous, best)
+            if second is not None:  # away in time from the pose slot's final choice
+                too_close = np.abs(self.bank_index - self.bank_index[best[0]]) < POSE2_SEPARATION
+                frame_costs = frame_costs.copy()
+                frame_costs[second] += _EXCLUDED * too_close
+                best[second] = frame_costs[second].argmin()
+                if previous is not None and frame_costs[second, previous[second]] <= frame_costs[second, best[second]] * (1 + self.hysteresis):
+                    best[second] = previous[second]
             picks[t] = previous = best
         return picks
