@@ -111,8 +111,9 @@ class TargetMesh:
         self.size, self.scale = size, size / source_size
         moving, self.usable = control_points(landmarks, body, self.scale)
         border = border_points(size)
-        self.points = np.concatenate([moving, border])  # fixed point rounding below keeps ids and maps consistent
-        fixed = np.round(self.points * ONE).astype(np.int32)
+        # The maps are computed from the same fixed-point corners the rasteriser sees, so the triangle that
+        # covers a pixel and the affine that moves it agree.
+        fixed = np.round(np.concatenate([moving, border]) * ONE).astype(np.int32)
         self.points = fixed / ONE
         outer = np.concatenate([FACE_OVAL_RING, N_FACE + np.flatnonzero(self.usable[N_FACE:]),
                                 len(moving) + np.arange(len(border))])  # fmt: skip
