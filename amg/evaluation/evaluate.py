@@ -154,8 +154,6 @@ class BaselineFrames:
     chosen frame by its tracked landmarks, the ones that match its pixels.
     """
 
-    NAMES = ("copy", "warp")
-
     def __init__(self, layout: Layout, name: str, tracks: Tracks, stop: int, size: int):
         train = slice(0, stop)
         face_model = fitting.ExpressionModel.load(layout.face_model(name))
