@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 from amg import __version__
-from amg.config import PRESETS, AvatarConfig, PreprocessConfig, RenderConfig, load_config, preset_overrides
+from amg.config import (
+    MAX_BLINK_RATE, PRESETS, AvatarConfig, MotionOptions, PreprocessConfig, RenderConfig, load_config, preset_overrides,
+)  # fmt: skip
 from amg.errors import AmgError
 from amg.layout import Layout
 
@@ -26,14 +28,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`).\n")
 
 
-def _positive_minutes(text: str) -> float:
+def _checked_float(text: str, ok, expected: str) -> float:
+    """`text` as a finite float for which `ok` holds, else argparse's one-line usage error."""
     try:
-        minutes = float(text)
+        value = float(text)
     except ValueError:
-        minutes = math.nan
-    if not (math.isfinite(minutes) and minutes > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number of minutes, got {text!r}")
-    return minutes
+        value = math.nan
+    if not (math.isfinite(value) and ok(value)):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def _positive_minutes(text: str) -> float:
+    return _checked_float(text, lambda minutes: minutes > 0, "a positive number of minutes")
+
+
+def _blink_rate(text: str) -> float:
+    return _checked_float(text, lambda rate: 0 <= rate <= MAX_BLINK_RATE, f"a multiplier between 0 and {MAX_BLINK_RATE:g}")
 
 
 def _parse_overrides(pairs: list[str]) -> dict[str, str]:
@@ -98,6 +109,12 @@ def cmd_train(args: argparse.Namespace) -> None:
                 f"Audio→Expression on the held-out tail: lip error {expression['lips_px']:.2f} px, "
                 f"mouth-opening correlation {expression['opening_corr']:.2f}"
             )
+        eyes = report.get("eyes", {})
+        if eyes:
+            print(
+                f"Eye model: {eyes['blink_shapes']} blinks learned, {eyes['tracked_blinks_per_minute']:.1f} per "
+                f"minute in the video (blink more in pauses: ×{eyes['pause_gain']:.2f})"
+            )
     if args.stage == "enhance":
         from amg.enhance.train import train_enhancer
 
@@ -127,9 +144,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _motion_options(args: argparse.Namespace):
-    from amg.pipeline import MotionOptions
-
-    return MotionOptions(args.pose, args.seed, args.temperature, args.intensity)
+    return MotionOptions(args.pose, args.seed, args.temperature, args.intensity, args.blinks, args.blink_rate)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -151,8 +166,7 @@ def cmd_motion(args: argparse.Namespace) -> None:
     from amg.motion.stage import predict_motion, write_motion_preview
 
     layout = _existing_layout(args.dataroot)
-    o = _motion_options(args)
-    motion = predict_motion(layout, args.audio_name, args.video_name, o.pose, o.seed, o.temperature, o.intensity)
+    motion = predict_motion(layout, args.audio_name, args.video_name, _motion_options(args))
     preview = write_motion_preview(layout, args.audio_name, args.video_name, motion)
     print(f"{motion.n_frames} frames of motion in {layout.motion_tracks(args.audio_name, args.video_name)}")
     print(f"Preview: {preview}")
@@ -204,9 +218,13 @@ def _add_speech_and_avatar(parser: argparse.ArgumentParser) -> None:
 def _add_motion_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pose", choices=["generate", "static", "replay"], default="generate",
                         help="head motion: generated from the audio, held still, or replayed from the video")
-    parser.add_argument("--seed", type=int, default=0, help="head-motion sampling seed")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed of the head motion and the blinks")
     parser.add_argument("--temperature", type=float, default=1.0, help="head-motion randomness (0: most likely)")
     parser.add_argument("--intensity", type=float, default=1.0, help="head-motion amplitude scale")
+    parser.add_argument("--blinks", choices=["natural", "off"], default="natural",
+                        help="natural: blink as often as the person does in the avatar video; off: never")
+    parser.add_argument("--blink-rate", type=_blink_rate, default=1.0,
+                        help=f"multiplies the avatar's own blink rate (0-{MAX_BLINK_RATE:g}; 1: as in its video)")
 
 
 def build_parser() -> argparse.ArgumentParser:

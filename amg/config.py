@@ -150,13 +150,34 @@ class Head2BodyConfig:
 
 
 @dataclass
+class EyesConfig:
+    """Eyes, brows and gaze (amg.motion.eyes): the stochastic model of what speech does not drive."""
+
+    # A blink: the mean eye opening (lid gap over eye width) under this fraction of the video's median, for at
+    # most max_blink_frames (longer is looking down). Each blink's shape keeps blink_pad frames either side.
+    blink_ratio: float = 0.6
+    max_blink_frames: int = 25
+    blink_pad: int = 3
+    blink_depth: float = 0.45  # every blink closes the eyes to at most this fraction of the median opening
+    # Gamma shape of the intervals between blinks is estimated from the video, within these bounds (people
+    # blink more regularly than a Poisson process, shape 1; a 20-s clip has too few intervals to say more).
+    min_interval_shape: float = 1.5
+    max_interval_shape: float = 6.0
+    max_pause_gain: float = 4.0  # at most this much likelier to blink in a pause than in speech
+    drift_components: int = 4  # principal components of the upper face that drift between blinks
+    max_rho: float = 0.995  # frame-to-frame correlation bound of the drift (keeps it stationary)
+    min_energy_corr: float = 0.2  # a drift component follows speech energy only when the video shows this link
+
+
+@dataclass
 class MotionConfig:
-    """Stage 3 as a whole: the audio features it reads and its three models."""
+    """Stage 3 as a whole: the audio features it reads, its three networks and the eye model."""
 
     features: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
     expression: Audio2ExpressionConfig = field(default_factory=Audio2ExpressionConfig)
     pose: Audio2PoseConfig = field(default_factory=Audio2PoseConfig)
     body: Head2BodyConfig = field(default_factory=Head2BodyConfig)
+    eyes: EyesConfig = field(default_factory=EyesConfig)
 
 
 @dataclass
@@ -258,6 +279,28 @@ class RenderConfig:
     feather: float = 0.08  # width of the full-frame blend ramp, as a fraction of the crop side
     enhance: bool = False  # also write generated_superes.mp4 with the face refined (stage 6)
     upscale: int = 1  # generated_superes.mp4 at this multiple of the generator's size (face refined, rest resampled)
+
+
+BLINK_MODES = ("natural", "off")
+MAX_BLINK_RATE = 5.0  # × the avatar's own rate: beyond it blinks run into each other
+
+
+@dataclass
+class MotionOptions:
+    """How motion is made for a new speech, beyond what speech decides (the CLI's and the service's options)."""
+
+    pose: str = "generate"  # generate | static | replay
+    seed: int = 0  # of the head motion and the blinks
+    temperature: float = 1.0
+    intensity: float = 1.0
+    blinks: str = "natural"  # natural | off
+    blink_rate: float = 1.0  # multiplies the avatar's own blink rate
+
+    def __post_init__(self) -> None:
+        if self.blinks not in BLINK_MODES:
+            raise AmgError(f"Unknown blink mode {self.blinks!r}: use one of {', '.join(BLINK_MODES)}.")
+        if not 0 <= self.blink_rate <= MAX_BLINK_RATE:
+            raise AmgError(f"The blink rate multiplier must be between 0 and {MAX_BLINK_RATE:g}, got {self.blink_rate:g}.")
 
 
 @dataclass

@@ -149,6 +149,10 @@ class Layout:
         """The head→body regressor's arrays and config (npz, not the seed's pickle: loading never runs code)."""
         return self.checkpoint_dir(name) / "head2body.npz"
 
+    def eye_model(self, name: str) -> Path:
+        """Blinks, brows and gaze (amg.motion.eyes), fitted on the avatar's tracks."""
+        return self.checkpoint_dir(name) / "eyes.npz"
+
     def head2body_plot(self, name: str) -> Path:
         return self.checkpoint_dir(name) / "head2body_test.png"
 

@@ -13,24 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
-from amg.config import AvatarConfig, PreprocessConfig, RenderConfig, read_saved_config
+from amg.config import AvatarConfig, MotionOptions, PreprocessConfig, RenderConfig, read_saved_config
 from amg.layout import Layout
 from amg.media import load_audio
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class MotionOptions:
-    """How head motion is made for a new speech (see `amg motion`)."""
-
-    pose: str = "generate"  # generate | static | replay
-    seed: int = 0
-    temperature: float = 1.0
-    intensity: float = 1.0
 
 
 def preprocess_avatar(layout: Layout, name: str) -> None:
@@ -77,9 +66,7 @@ def render(
     from amg.output import FullFramePaster, first_frame, write_generated_video
     from amg.tracking.tracks import Tracks
 
-    motion = predict_motion(
-        layout, audio_name, video_name, options.pose, options.seed, options.temperature, options.intensity
-    )
+    motion = predict_motion(layout, audio_name, video_name, options)
     enhancer = FaceEnhancer(layout, video_name, cfg.upscale, engine=cfg.engine) if cfg.enhance else None
     generator = generator or AvatarGenerator(layout, video_name, engine=cfg.engine)
     frames = generator.frames(motion, cfg.chunk)
@@ -113,6 +100,7 @@ def run(
     """Train what the avatar lacks, then render; returns the video's path and the stages trained on the way."""
     layout.audio_source(audio_name)  # fail on a missing speech file before hours of training, not after
     render_cfg = render_cfg or RenderConfig()
+    options = options or MotionOptions()
     trained = train_avatar(layout, video_name, avatar_cfg, max_minutes, enhance=render_cfg.enhance)
-    path = render(layout, audio_name, video_name, options or MotionOptions(), render_cfg)
+    path = render(layout, audio_name, video_name, options, render_cfg)
     return path, trained

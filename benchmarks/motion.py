@@ -2,6 +2,7 @@
 
     python benchmarks/motion.py [--video obama_clip2] [--cross kristi_noem obama_clip1 hdtf_katie_hill_8s]
                                 [--blocks mel,embedding,vad,energy mel,vad,energy embedding,vad,energy]
+                                [--eyes obama_clip2 andrew_ng_clip1 kristi_noem] [--eyes-only]
 
 For each audio-feature variant: trains Audio→Expression on the first 85% of the avatar video and reports,
 on the held-out tail, the lip landmark error (px at 256) and the mouth-opening correlation, next to the two
@@ -9,6 +10,10 @@ baselines (mean expression, nearest-neighbour audio lookup). Cross-speaker lip-s
 another person's speech from a clip whose own mouth was tracked; the correlation of the avatar's predicted
 mouth opening with that person's tracked opening (best lag within ±2 frames) says how well lip motion
 transfers across voices. Then head motion (default features) and inference speed.
+Eyes (--eyes): each avatar (motion models trained with the defaults, cached) says 60 s of other speech with
+five seeds, then 30 s of silence: blink rate, blink duration and eye-opening quantiles against its own tracked
+training frames, blinks with --blinks off, how far the eye model moves the lips (it must not), and in silence
+the mouth opening, the blinks and the head motion against speech.
 Clips are linked, not copied, into a temporary DATAROOT under /tmp/amg-bench (kept, so re-runs skip
 preprocessing).
 """
@@ -23,11 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from amg.audio.features import compute_features, features_for_video
-from amg.config import AudioFeatureConfig, MotionConfig, PreprocessConfig
+from amg.config import AudioFeatureConfig, EyesConfig, MotionConfig, MotionOptions, PreprocessConfig
 from amg.layout import Layout
-from amg.media import load_audio
+from amg.media import load_audio, write_wav
 from amg.motion import headpose
 from amg.motion.data import load_motion_data
+from amg.motion.eyes import EyeModel, blink_statistics
+from amg.motion.stage import predict_motion, train_motion
 from amg.motion.expression import (
     Audio2ExpressionModel, baseline_predictions, evaluate_expressions, lip_landmarks, train_audio2expression,
 )  # fmt: skip
@@ -68,17 +75,79 @@ def cross_speaker_corr(layout: Layout, avatar: str, model_path: Path, other: str
     return best_lag_corr(topology.mouth_opening(landmarks), topology.mouth_opening(other_tracks.landmarks))
 
 
+def speech_audio(layout: Layout, name: str, samples: np.ndarray) -> str:
+    folder = layout.audio_dir(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_wav(folder / f"{name}.wav", samples, 16000)
+    return name
+
+
+def head_amplitude(motion) -> float:
+    """Mean standard deviation of yaw, pitch and roll (degrees)."""
+    pose = headpose.PoseSequence(motion.rotation, motion.translation, motion.scale).head_pose()
+    return float(pose.euler_degrees().std(0).mean())
+
+
+def eyes_section(layout: Layout, clips: list[str]) -> None:
+    other = speech_audio(layout, "musetalk60", load_audio(SHARED / "audio" / "musetalk_eng_60s.wav"))
+    quiet = np.random.default_rng(0).standard_normal(16000 * 30).astype(np.float32) * 1e-4
+    silence = speech_audio(layout, "silence30", quiet)
+    cfg = EyesConfig()
+    print("## Eyes, brows and gaze: 60 s of other speech (musetalk_eng_60s), 5 seeds; then 30 s of silence")
+    print("| avatar | blinks/min tracked | generated (seeds) | blink frames tracked / generated | opening q05 / q50 "
+          "tracked | generated | min tracked / generated | blinks, --blinks off | lips moved by the eyes (px) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    silent_rows = []
+    for clip in clips:
+        train_motion(layout, clip, MotionConfig())
+        model = EyeModel.load(layout.eye_model(clip))
+        tracks = Tracks.load(layout.tracks(clip))
+        train = slice(0, tracks.n_frames - int(round(tracks.n_frames * 0.15)))
+        tracked = blink_statistics(topology.eye_opening(tracks.landmarks[train]), model.open_median, cfg)
+        stats_of = lambda motion: blink_statistics(topology.eye_opening(motion.landmarks), model.open_median, cfg)  # noqa: E731
+        runs = [predict_motion(layout, other, clip, MotionOptions(seed=seed)) for seed in range(5)]
+        stats = [stats_of(m) for m in runs]
+        off = predict_motion(layout, other, clip, MotionOptions(seed=0, blinks="off"))
+        lips = np.asarray(topology.LIPS)
+        moved = np.abs(runs[0].landmarks[:, lips] - off.landmarks[:, lips]).max() * 256 / tracks.size
+        rates = [s["blinks_per_minute"] for s in stats]
+        mean = lambda key: float(np.nanmean([s[key] for s in stats]))  # noqa: E731
+        print(f"| {clip} | {tracked['blinks_per_minute']:.1f} | {np.mean(rates):.1f} ({min(rates):.0f}-{max(rates):.0f}) "
+              f"| {tracked['blink_frames_median']:.0f} / {mean('blink_frames_median'):.1f} "
+              f"| {tracked['opening_q05']:.3f} / {tracked['opening_q50']:.3f} | {mean('opening_q05'):.3f} / "
+              f"{mean('opening_q50'):.3f} | {tracked['opening_min']:.3f} / {mean('opening_min'):.3f} "
+              f"| {stats_of(off)['blinks_per_minute'] * len(off.vad) / 25 / 60:.0f} | {moved:.4f} |")  # fmt: skip
+        quiet_motion = predict_motion(layout, silence, clip, MotionOptions(seed=0))
+        own_silence = features_for_video(layout, clip, MotionConfig().features, tracks.n_frames).vad < 0.2
+        allowed = np.percentile(topology.mouth_opening(tracks.landmarks)[own_silence], 95) if own_silence.any() else np.nan
+        silent_rows.append(
+            f"| {clip} | {topology.mouth_opening(quiet_motion.landmarks).max():.2f} / {allowed:.2f} "
+            f"| {stats_of(quiet_motion)['blinks_per_minute'] / 6:.1f} "
+            f"| {head_amplitude(quiet_motion) / head_amplitude(runs[0]):.2f} |"
+        )
+    print("\n| 30 s of silence | mouth opening max / own silent frames' p95 (px) | blinks per 10 s | head motion ÷ speaking |")
+    print("|---|---|---|---|")
+    print("\n".join(silent_rows))
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", default="obama_clip2")
+    parser.add_argument("--eyes", nargs="*", default=["obama_clip2", "andrew_ng_clip1", "kristi_noem"])
+    parser.add_argument("--eyes-only", action="store_true", help="only the eyes section")
     parser.add_argument("--cross", nargs="*", default=["kristi_noem", "obama_clip1", "hdtf_katie_hill_8s"])
     parser.add_argument("--blocks", nargs="+", default=["mel,embedding,vad,energy", "mel,vad,energy",
                                                          "embedding,vad,energy"])  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     layout = Layout(ROOT)
-    for clip in [args.video, *args.cross]:
+    for clip in [args.video, *args.cross, *args.eyes]:
         prepare(layout, clip)
+    if args.eyes:
+        eyes_section(layout, args.eyes)
+    if args.eyes_only:
+        return
 
     print(f"## Audio→Expression on {args.video} (held-out tail = last 15%)")
     cross_cols = " | ".join(f"x-speaker r {c}" for c in args.cross)

@@ -30,10 +30,12 @@ import numpy as np
 import torch
 
 from amg.audio.features import features_for_audio
-from amg.config import AvatarConfig, GanConfig, MotionConfig, PreprocessConfig, load_config, preset_overrides
+from amg.config import (
+    AvatarConfig, GanConfig, MotionConfig, MotionOptions, PreprocessConfig, load_config, preset_overrides,
+)  # fmt: skip
 from amg.layout import Layout
 from amg.media import VideoWriter, load_audio, write_wav
-from amg.pipeline import MotionOptions, RenderConfig, render, train_avatar
+from amg.pipeline import RenderConfig, render, train_avatar
 from amg.tracking.preprocess import preprocess
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -171,7 +173,7 @@ def peak_rss_mb(audio: str, video: str) -> tuple[float, float]:
     """
     code = (
         "import time, json;"
-        "from amg.layout import Layout; from amg.pipeline import MotionOptions, RenderConfig, render;"
+        "from amg.layout import Layout; from amg.config import MotionOptions, RenderConfig; from amg.pipeline import render;"
         "t=time.perf_counter();"
         f"render(Layout({str(ROOT)!r}), {audio!r}, {video!r}, MotionOptions(), RenderConfig());"
         "hwm=[int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0];"

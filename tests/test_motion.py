@@ -5,11 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from amg.config import Audio2ExpressionConfig, Audio2PoseConfig, MotionConfig
+from amg.audio.features import features_for_video
+from amg.config import Audio2ExpressionConfig, Audio2PoseConfig, EyesConfig, MotionConfig, MotionOptions
 from amg.media import load_audio, probe_video, write_wav
 from amg.motion.body import Head2Body
+from amg.motion.eyes import EyeModel, blink_statistics
+from amg.motion.headpose import PoseSequence
 from amg.motion.stage import MotionTracks, predict_motion, train_motion, write_motion_preview
 from amg.tracking import topology
+from amg.tracking.tracks import Tracks
 
 from conftest import link_shared
 
@@ -39,7 +43,8 @@ def test_lip_sync_beats_the_baselines_on_the_held_out_tail(trained):
 def test_checkpoints_configs_plot_and_logs_are_saved(trained):
     layout, name, _ = trained
     for path in (layout.audio2expression(name), layout.audio2headpose(name), layout.head2body(name),
-                 layout.head2body_plot(name), layout.motion_config(name), layout.motion_report(name)):
+                 layout.eye_model(name), layout.head2body_plot(name), layout.motion_config(name),
+                 layout.motion_report(name)):
         assert path.is_file() and path.stat().st_size > 0, path
     assert any(layout.logs_dir(name).rglob("events.out.tfevents*"))
     body = Head2Body.load(layout.head2body(name))
@@ -67,7 +72,7 @@ def _speech_with_silence(tmp_path, layout, shared_media) -> str:
 def test_other_voice_drives_the_mouth_open_in_speech_and_closed_in_silence(trained, shared_media, tmp_path):
     layout, name, _ = trained
     audio = _speech_with_silence(tmp_path, layout, shared_media)
-    motion = predict_motion(layout, audio, name, seed=1)
+    motion = predict_motion(layout, audio, name, MotionOptions(seed=1))
     assert motion.n_frames == 250  # 10 s at 25 fps
     for array in (motion.expression, motion.rotation, motion.translation, motion.body, motion.landmarks):
         assert np.isfinite(array).all()
@@ -84,7 +89,7 @@ def test_phone_quality_audio_and_a_preview_with_sound(trained, shared_media):
     layout, name, _ = trained
     link_shared(layout, "audio", "allison8k", "audio/asterisk_allison_demo_instruct_73s.wav")
     duration = len(load_audio(shared_media("audio/asterisk_allison_demo_instruct_73s.wav"))) / 16000
-    motion = predict_motion(layout, "allison8k", name, pose_mode="static")
+    motion = predict_motion(layout, "allison8k", name, MotionOptions(pose="static"))
     assert abs(motion.n_frames - duration * 25) <= 1
     assert np.isfinite(motion.landmarks).all()
     assert np.ptp(motion.rotation, axis=0).max() == 0  # static pose holds still
@@ -93,3 +98,53 @@ def test_phone_quality_audio_and_a_preview_with_sound(trained, shared_media):
     preview = write_motion_preview(layout, "allison8k", name, motion)
     info = probe_video(preview)
     assert info.has_audio and abs(info.n_frames() - motion.n_frames) <= 1
+
+
+def _tracked_blink_rate(report: dict) -> float:
+    return report["eyes"]["tracked_blinks_per_minute"]
+
+
+def _eye_stats(motion: MotionTracks, layout, name) -> dict:
+    model = EyeModel.load(layout.eye_model(name))
+    return blink_statistics(topology.eye_opening(motion.landmarks), model.open_median, EyesConfig())
+
+
+def _head_amplitude(motion: MotionTracks) -> float:
+    """Mean standard deviation of yaw, pitch and roll (degrees)."""
+    return float(PoseSequence(motion.rotation, motion.translation, motion.scale).head_pose().euler_degrees().std(0).mean())
+
+
+def test_other_speech_gets_the_avatars_own_blinks_and_off_gets_none_with_the_lips_untouched(trained):
+    layout, name, report = trained
+    link_shared(layout, "audio", "other60", "audio/musetalk_eng_60s.wav")
+    natural = predict_motion(layout, "other60", name, MotionOptions(seed=0))
+    stats = _eye_stats(natural, layout, name)
+    assert stats["blinks_per_minute"] == pytest.approx(_tracked_blink_rate(report), rel=0.3)
+    assert stats["blink_frames_median"] == pytest.approx(report["eyes"]["tracked_blink_frames_median"], rel=0.3)
+    assert stats["opening_q05"] < 0.9 * stats["opening_q50"]  # the distribution has a blink tail: no stare
+    off = predict_motion(layout, "other60", name, MotionOptions(seed=0, blinks="off"))
+    assert _eye_stats(off, layout, name)["blinks_per_minute"] == 0
+    # The eyes are not the mouth's business: the lips are the same landmarks either way.
+    np.testing.assert_array_equal(natural.landmarks[:, topology.LIPS], off.landmarks[:, topology.LIPS])
+    again = predict_motion(layout, "other60", name, MotionOptions(seed=0))
+    np.testing.assert_array_equal(again.landmarks, natural.landmarks)  # seeded
+    other = predict_motion(layout, "other60", name, MotionOptions(seed=1))
+    assert not np.array_equal(other.landmarks[:, topology.EYES], natural.landmarks[:, topology.EYES])
+
+
+def test_silence_gives_a_living_avatar_with_the_mouth_closed(trained):
+    layout, name, report = trained
+    folder = layout.audio_dir("silence30")
+    folder.mkdir(parents=True, exist_ok=True)
+    hiss = np.random.default_rng(0).standard_normal(16000 * 30).astype(np.float32) * 1e-4  # a quiet room
+    write_wav(folder / "silence30.wav", hiss, 16000)
+    silent = predict_motion(layout, "silence30", name, MotionOptions(seed=0))
+    assert silent.n_frames == 750
+    tracks = Tracks.load(layout.tracks(name))
+    own_silence = features_for_video(layout, name, FAST.features, tracks.n_frames).vad < 0.2
+    allowed = np.percentile(topology.mouth_opening(tracks.landmarks)[own_silence], 95)
+    assert topology.mouth_opening(silent.landmarks).max() <= allowed  # closed, never mouthing
+    assert _eye_stats(silent, layout, name)["blinks_per_minute"] >= 6  # at least one blink per 10 s
+    link_shared(layout, "audio", "other60", "audio/musetalk_eng_60s.wav")
+    speaking = predict_motion(layout, "other60", name, MotionOptions(seed=0))
+    assert _head_amplitude(silent) >= 0.3 * _head_amplitude(speaking)  # it still sways

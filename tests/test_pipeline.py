@@ -19,7 +19,8 @@ from amg.gan.losses import mouth_boxes
 from amg.layout import Layout
 from amg.media import iter_frames, load_audio, probe_video, write_wav
 from amg.motion.stage import MotionTracks
-from amg.pipeline import MotionOptions, run
+from amg.config import MotionOptions
+from amg.pipeline import run
 from amg.tracking.tracks import Tracks
 
 from conftest import require_shared

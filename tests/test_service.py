@@ -4,9 +4,11 @@ speech (the models are tested elsewhere; here the service is)."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from amg.config import MotionOptions
 from amg.layout import Layout
 from amg.media import load_audio, probe_video, write_wav
 from amg.output import write_generated_video
@@ -56,6 +59,7 @@ def make_trained(layout: Layout, name: str) -> None:
     for path in (layout.audio2expression(name), layout.audio2headpose(name), layout.gan_checkpoint(name)):
         save_checkpoint(path, finished=True)
     layout.head2body(name).write_bytes(b"-")
+    layout.eye_model(name).write_bytes(b"-")
     layout.gan_references(name).write_bytes(b"-")
 
 
@@ -116,6 +120,41 @@ def test_render_job_from_upload_to_download_and_delete(layout, tmp_path):
         assert not speech_dir.exists() and not layout.output_dir(f"job-{job['id']}", AVATAR).exists()
 
 
+def test_a_render_job_keeps_its_blink_and_seed_options_for_the_runner(layout, tmp_path):
+    seen = []
+
+    class Recording(LightRunner):
+        def render(self, job):
+            seen.append(json.loads(job.options))
+            return super().render(job)
+
+    with client_for(layout, Recording(layout)) as client:
+        url = f"/api/jobs?avatar={AVATAR}&blinks=off&blink_rate=0.5&seed=7"
+        job = client.post(url, content=speech_bytes(tmp_path)).json()
+        assert job["options"] == {"seed": 7, "blinks": "off", "blink_rate": 0.5}
+        wait_for(client, job["id"])
+        plain = client.post(f"/api/jobs?avatar={AVATAR}", content=speech_bytes(tmp_path)).json()
+        wait_for(client, plain["id"])
+    assert seen == [{"seed": 7, "blinks": "off", "blink_rate": 0.5}, {"seed": 0, "blinks": "natural", "blink_rate": 1.0}]
+    assert MotionOptions(**seen[0]).blinks == "off"  # what the pipeline runner makes of them
+
+
+def test_a_job_database_from_before_the_options_column_is_upgraded(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, avatar TEXT NOT NULL, audio TEXT, status TEXT "
+        "NOT NULL, stage TEXT NOT NULL DEFAULT '', progress REAL NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '', "
+        "created REAL NOT NULL, started REAL, finished REAL)"
+    )
+    old.execute("INSERT INTO jobs (id, kind, avatar, audio, status, created) VALUES ('a' , 'render', 'x', 'y', 'queued', 1)")
+    old.commit()
+    old.close()
+    store = JobStore(path)
+    assert store.get("a").options == "{}" and store.get("a").as_dict()["options"] == {}
+    store.close()
+
+
 @pytest.mark.parametrize(
     ("method", "url", "status"),
     [
@@ -124,6 +163,9 @@ def test_render_job_from_upload_to_download_and_delete(layout, tmp_path):
         ("post", "/api/jobs?avatar=%C3%A9l%C3%A8ve", 400),  # odd unicode
         ("post", "/api/jobs?avatar=nobody", 409),  # no such trained avatar
         ("post", "/api/jobs", 422),  # no avatar given
+        ("post", f"/api/jobs?avatar={AVATAR}&blinks=sometimes", 422),  # not a blink mode
+        ("post", f"/api/jobs?avatar={AVATAR}&blink_rate=9", 422),  # over the multiplier's bound
+        ("post", f"/api/jobs?avatar={AVATAR}&seed=x", 422),
         ("get", "/api/jobs/..%2F..%2Fservice", 404),  # traversal in an id: matches no route
         ("get", "/api/jobs/0123456789abcdef0123456789abcdef", 404),
         ("get", "/api/jobs?avatar=..", 400),

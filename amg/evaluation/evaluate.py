@@ -1,9 +1,10 @@
 """`amg eval`: how good is an avatar, measured on footage it never saw, next to two no-learning baselines.
 
 Self-driven: every model of the avatar is trained on the first (1 - holdout) of its video only, and the held-out
-tail is rendered from its own speech. The expressions come from the lip-sync network; the head pose and body
-are the tail's real ones, because head motion is sampled (stochastic) and a sampled pose can never match the real
-frames pixel by pixel. The head-motion network is judged on its own, by its motion statistics on the tail's
+tail is rendered from its own speech. The mouth, jaw and cheeks come from the lip-sync network; the eyes, brows
+and gaze, the head pose and the body are the tail's real ones, because blinks and head motion are sampled
+(stochastic) and a sampled blink or pose can never match the real frames pixel by pixel; so the generated eyes
+are scored on following the driving eye opening. The head-motion network is judged on its own, by its motion statistics on the tail's
 speech. Real, generated and baseline frames (the nearest training frame copied, and mesh-warped) are measured in
 the same crop, by the same instruments.
 
@@ -24,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from amg.audio.features import FRAME_HOP, AudioFeatures, features_for_audio, features_for_video
-from amg.config import AvatarConfig, GanConfig, MotionConfig, read_saved_config
+from amg.config import AvatarConfig, EyesConfig, GanConfig, MotionConfig, MotionOptions, read_saved_config
 from amg.errors import AmgError
 from amg.evaluation import metrics
 from amg.gan.candidates import nearest_landmark_index
@@ -36,6 +37,7 @@ from amg.gan.data import pick_frames, resized_frames
 from amg.gan.losses import mouth_boxes
 from amg.layout import Layout
 from amg.media import VideoWriter, load_audio
+from amg.motion.eyes import blink_statistics, speech_with_upper_face
 from amg.motion.headpose import Audio2PoseModel, PoseSequence, evaluate_motion
 from amg.motion.stage import MotionTracks, predict_motion, tracked_motion
 from amg.render import conditioning_to_rgb, render_conditioning
@@ -122,24 +124,25 @@ def check_unseen(layout: Layout, name: str, n_frames: int, start: int) -> None:
 
 # --- how each sequence is driven -------------------------------------------------------------------------------
 def self_driven(layout: Layout, name: str, tracks: Tracks, start: int, features: AudioFeatures) -> Sequence:
-    """The held-out tail with its own speech: predicted expressions on the tail's real pose and body."""
+    """The held-out tail with its own speech: the predicted mouth with the tail's real eyes, pose and body."""
     from amg.motion.expression import Audio2ExpressionModel
 
     tail = slice(start, tracks.n_frames)
     # The network sees the whole video's speech so that its ±0.64 s of context at the tail's first frames is the
     # real audio, not padding; it never saw the tail's frames in training.
-    expression = Audio2ExpressionModel(layout.audio2expression(name))(features)[tail]
+    speech = Audio2ExpressionModel(layout.audio2expression(name))(features)[tail]
     pose = PoseSequence.from_tracks(tracks, tail).head_pose()
     face_model = fitting.ExpressionModel.load(layout.face_model(name))
-    landmarks = fitting.reconstruct_landmarks(face_model, pose, expression)
-    motion = tracked_motion(tracks, tail, landmarks, expression)
+    shapes = speech_with_upper_face(face_model, speech, tracks.expression[tail])
+    expression = fitting.encode(face_model, shapes - face_model.neutral)
+    motion = tracked_motion(tracks, tail, pose.to_image(shapes), expression)
     audio = load_audio(layout.audio_wav(name))[start * FRAME_HOP : tracks.n_frames * FRAME_HOP]
     return Sequence("held_out", motion, features.take(tail), audio)
 
 
 def cross_driven(layout: Layout, name: str, audio_name: str, motion_cfg: MotionConfig, seed: int) -> Sequence:
     """Other speech with generated head motion, as `amg run` renders it."""
-    motion = predict_motion(layout, audio_name, name, "generate", seed)
+    motion = predict_motion(layout, audio_name, name, MotionOptions(seed=seed))
     features = features_for_audio(layout, audio_name, motion_cfg.features)
     audio = load_audio(layout.audio_source(audio_name))[: motion.n_frames * FRAME_HOP]
     return Sequence(audio_name, motion, features, audio)
@@ -224,6 +227,21 @@ def measure_frames(
     return {name: {k: np.asarray(v) for k, v in values.items()} for name, values in per.items()}
 
 
+def eye_summary(landmarks: np.ndarray, driving: np.ndarray | None) -> dict[str, float]:
+    """Blinks per minute of the eye opening of `landmarks` (dips under 0.6 × its own median, as the eye model
+    counts them) and, given the `driving` landmarks, the correlation of the two eye openings."""
+    opening = topology.eye_opening(landmarks)
+    found = np.isfinite(opening)
+    median = float(np.median(opening[found])) if found.any() else float("nan")
+    summary = {"blinks_per_minute": blink_statistics(opening, median, EyesConfig())["blinks_per_minute"]}
+    if driving is not None:
+        wanted = topology.eye_opening(driving)
+        both = found & np.isfinite(wanted)
+        corr = np.corrcoef(opening[both], wanted[both])[0, 1] if both.sum() > 2 and opening[both].std() > 0 else np.nan
+        summary["eye_corr_to_driving"] = float(corr)
+    return summary
+
+
 def opening_px(landmarks: np.ndarray, size: int) -> np.ndarray:
     """Mouth opening per frame of landmarks detected on `size` frames, in pixels of a 256 crop."""
     return topology.mouth_opening(landmarks[..., :2]) * (METRIC_SIZE / size)
@@ -231,7 +249,7 @@ def opening_px(landmarks: np.ndarray, size: int) -> np.ndarray:
 
 def summarise(
     measured: dict[str, np.ndarray], size: int, sync: SyncResult | None, real_landmarks: np.ndarray | None = None,
-    max_lag: int = 15,
+    max_lag: int = 15, driving_landmarks: np.ndarray | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """Per-sequence numbers for the report (landmark distances in pixels of a 256 crop)."""
     px = METRIC_SIZE / size
@@ -243,7 +261,7 @@ def summarise(
         "jitter_px": metrics.landmark_jitter(landmarks) * px,
         "mouth_opening_mean_px": float(np.nanmean(opening)) if found.any() else float("nan"),
         "mouth_opening_std_px": float(np.nanstd(opening)) if found.any() else float("nan"),
-    }
+    } | eye_summary(landmarks, driving_landmarks)
     if sync is not None:
         summary |= {"sync_offset": defined_offset(sync), "sync_confidence": sync.confidence, "sync_peak": sync.peak}
     for key in ("psnr", "ssim", "face_psnr", "face_ssim", "mouth_sharpness", "face_flicker"):
@@ -277,6 +295,7 @@ class SequenceResult:
     # (held-out tail only).
     summaries: dict[str, dict[str, float]]
     opening: dict[str, np.ndarray]  # per source: mouth opening per frame, px at 256 (for the plots)
+    eyes: dict[str, np.ndarray]  # per source: eye opening per frame (lid gap over eye width)
     sync: dict[str, SyncResult]
 
 
@@ -332,7 +351,8 @@ class Evaluator:
         # The lip-sync network's own output, before any image is made: tells a motion fault from an image fault.
         measured["driving"] = {"landmarks": motion.landmarks * np.float32(self.size / self.source_size)}
         real_landmarks = measured["real"]["landmarks"] if real is not None else None
-        summaries, openings, syncs = {}, {}, {}
+        summaries, openings, eyes, syncs = {}, {}, {}, {}
+        driving = measured["driving"]["landmarks"]
         max_lag = self.options.max_lag
         for source, values in measured.items():
             # The driving landmarks and the sync measure are both functions of the same speech: their "sync"
@@ -341,9 +361,11 @@ class Evaluator:
                 signals = mouth_signals(values["landmarks"])
                 syncs[source] = measure_sync(self.sync_model, sequence.features, signals, max_lag)
             compare_to = real_landmarks if source != "real" else None
-            summaries[source] = summarise(values, self.size, syncs.get(source), compare_to, max_lag)
+            follows = driving if source not in ("driving", "real") else None
+            summaries[source] = summarise(values, self.size, syncs.get(source), compare_to, max_lag, follows)
             openings[source] = opening_px(values["landmarks"], self.size)
-        return SequenceResult(sequence.label, summaries, openings, syncs)
+            eyes[source] = topology.eye_opening(values["landmarks"])
+        return SequenceResult(sequence.label, summaries, openings, eyes, syncs)
 
 
 def pose_statistics(layout: Layout, name: str, tracks: Tracks, sequence: Sequence, seed: int) -> tuple[dict, np.ndarray, np.ndarray]:

@@ -29,6 +29,8 @@ METRICS = (
     ("sync_confidence", "AV sync confidence", "higher"),
     ("mouth_sharpness", "mouth sharpness (Laplacian variance)", "real"),
     ("face_flicker", "face texture flicker (mean |change| per frame, 0-255)", "real"),
+    ("eye_corr_to_driving", "eye opening correlation with the driving eyes", "higher"),
+    ("blinks_per_minute", "blinks per minute", "real"),
     ("mouth_opening_mean_px", "mouth opening, mean (px at 256)", "real"),
     ("mouth_opening_std_px", "mouth opening, std (px at 256)", "real"),
     ("face_found", "frames with a detected face", "higher"),
@@ -36,7 +38,10 @@ METRICS = (
 
 
 # What the real held-out frames say about this person whatever the speech: the reference for cross-driven speech.
-PERSON_KEYS = ("jitter_px", "mouth_sharpness", "face_flicker", "mouth_opening_mean_px", "mouth_opening_std_px")
+PERSON_KEYS = (
+    "jitter_px", "mouth_sharpness", "face_flicker", "blinks_per_minute", "mouth_opening_mean_px",
+    "mouth_opening_std_px",
+)  # fmt: skip
 
 
 def with_person_reference(cross: dict[str, dict[str, float]], held_out_real: dict[str, float]) -> dict:
@@ -107,7 +112,8 @@ def _save_figure(figure, path) -> None:
 
 
 def plot_report(layout: Layout, name: str, results: list[SequenceResult], pose_tracks: tuple) -> list[str]:
-    """Mouth opening over time, head pose over time and sync correlation over lags; returns the file names."""
+    """Mouth and eye opening over time, head pose over time and sync correlation over lags; returns the file
+    names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,6 +129,14 @@ def plot_report(layout: Layout, name: str, results: list[SequenceResult], pose_t
     axis.set(xlabel="held-out time (s)", ylabel="mouth opening (px at 256)", title="Mouth opening, held-out tail")
     axis.legend(loc="upper right")
     _save_figure(figure, folder / "mouth_opening.png")
+    plt.close(figure)
+
+    figure, axis = plt.subplots(figsize=(11, 3.2))
+    for source, style in (("real", "k-"), ("driving", "C2--"), ("generated", "C0-")):
+        axis.plot(time, held_out.eyes[source], style, lw=1.2, label=source)
+    axis.set(xlabel="held-out time (s)", ylabel="eye opening (lid gap / eye width)", title="Eye opening, held-out tail")
+    axis.legend(loc="lower right")
+    _save_figure(figure, folder / "eye_opening.png")
     plt.close(figure)
 
     real_euler, generated_euler = pose_tracks
@@ -147,7 +161,7 @@ def plot_report(layout: Layout, name: str, results: list[SequenceResult], pose_t
     axis.legend(fontsize=7)
     _save_figure(figure, folder / "sync.png")
     plt.close(figure)
-    return ["mouth_opening.png", "pose.png", "sync.png"]
+    return ["mouth_opening.png", "eye_opening.png", "pose.png", "sync.png"]
 
 
 # --- html ------------------------------------------------------------------------------------------------------

@@ -4,28 +4,30 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from amg.audio.features import features_for_audio
 from amg.concurrency import prefetch
-from amg.config import MotionConfig, read_saved_config, save_config
+from amg.config import MotionConfig, MotionOptions, read_saved_config, save_config
 from amg.errors import AmgError
 from amg.fsutil import NpzRecord, write_text
 from amg.layout import Layout
 from amg.media import VideoWriter, load_audio
 from amg.motion import headpose
 from amg.motion.body import Head2Body, train_head2body
-from amg.motion.data import load_motion_data
+from amg.motion.data import MotionData, load_motion_data
+from amg.motion.eyes import EyeModel, blink_statistics
 from amg.motion.expression import Audio2ExpressionModel, baseline_predictions, evaluate_expressions, train_audio2expression
-from amg.tracking import fitting
+from amg.tracking import fitting, topology
 from amg.tracking.preview import draw_tracks
 from amg.tracking.tracks import Tracks
 from amg.training import is_finished, load_checkpoint
 
 log = logging.getLogger(__name__)
+
 
 
 def motion_trained(layout: Layout, name: str) -> bool:
@@ -34,6 +36,7 @@ def motion_trained(layout: Layout, name: str) -> bool:
         is_finished(layout.audio2expression(name))
         and is_finished(layout.audio2headpose(name))
         and layout.head2body(name).is_file()
+        and layout.eye_model(name).is_file()
     )
 
 
@@ -47,13 +50,19 @@ def untrained_motion_error(layout: Layout, name: str) -> AmgError:
 
 
 def train_motion(layout: Layout, name: str, cfg: MotionConfig, force: bool = False) -> dict:
-    """Train (or resume, or skip if finished) Audio→Expression, Audio→Head pose and head→body for `name`."""
+    """Train (or resume, or skip if finished) Audio→Expression, Audio→Head pose, head→body and the eye model for
+    `name`."""
     saved = read_saved_config(MotionConfig, layout.motion_config(name))
     if saved is not None and saved != cfg and not force:
-        log.warning("Avatar %r was trained with another motion config; retraining with the new one.", name)
-        force = True
+        if replace(saved, eyes=cfg.eyes) == cfg:  # the eye model is fitted in a second: refit it alone
+            log.warning("Avatar %r has another eye-model config; refitting the eye model alone.", name)
+            layout.eye_model(name).unlink(missing_ok=True)
+        else:
+            log.warning("Avatar %r was trained with another motion config; retraining with the new one.", name)
+            force = True
     if force:
-        for path in (layout.audio2expression(name), layout.audio2headpose(name), layout.head2body(name)):
+        for path in (layout.audio2expression(name), layout.audio2headpose(name), layout.head2body(name),
+                     layout.eye_model(name)):  # fmt: skip
             path.unlink(missing_ok=True)
     if motion_trained(layout, name):
         log.info("Motion models of %r are already trained (use --force to retrain).", name)
@@ -79,8 +88,23 @@ def train_motion(layout: Layout, name: str, cfg: MotionConfig, force: bool = Fal
     if not layout.head2body(name).is_file():
         body = train_head2body(data.tracks, cfg.body, layout.head2body(name), layout.head2body_plot(name))
         report["head2body"] = body.metrics
+    if not layout.eye_model(name).is_file():
+        report["eyes"] = fit_eye_model(data, cfg, layout.eye_model(name))
     write_text(layout.motion_report(name), json.dumps(report, indent=2))
     return report
+
+
+def fit_eye_model(data: MotionData, cfg: MotionConfig, path: Path) -> dict[str, float]:
+    """Fit the blink, brow and gaze model on the training frames (the expression network's split), save it, and
+    return its numbers beside the tracked frames' blink statistics."""
+    train, _ = data.split(cfg.expression.holdout)
+    model = EyeModel.fit(data.tracks, data.face_model, data.features, train, cfg.eyes)
+    model.save(path)
+    tracked = blink_statistics(topology.eye_opening(data.tracks.landmarks[train]), model.open_median, cfg.eyes)
+    log.info("Eye model: %d blinks in the training frames (%.1f per minute), pause preference %.2f.",
+             model.n_blinks, model.blinks_per_minute, model.pause_gain)  # fmt: skip
+    return {"blink_shapes": model.n_blinks, "interval_shape": model.interval_shape, "pause_gain": model.pause_gain,
+            **{f"tracked_{k}": v for k, v in tracked.items()}}  # fmt: skip
 
 
 @dataclass
@@ -115,38 +139,34 @@ def tracked_motion(
     )  # fmt: skip
 
 
-def predict_motion(
-    layout: Layout,
-    audio_name: str,
-    video_name: str,
-    pose_mode: str = "generate",
-    seed: int = 0,
-    temperature: float = 1.0,
-    intensity: float = 1.0,
-) -> MotionTracks:
-    """Speech `audio_name` → the avatar's expression, head pose and body per frame (saved beside the output)."""
+def predict_motion(layout: Layout, audio_name: str, video_name: str, options: MotionOptions | None = None) -> MotionTracks:
+    """Speech `audio_name` → the avatar's expression, head pose and body per frame (saved beside the output):
+    the mouth, jaw and cheeks from the lip-sync network, the eyes, brows and gaze from the eye model."""
+    options = options or MotionOptions()
     if not motion_trained(layout, video_name):
         raise untrained_motion_error(layout, video_name)
     cfg = read_saved_config(MotionConfig, layout.motion_config(video_name)) or MotionConfig()
     features = features_for_audio(layout, audio_name, cfg.features)
     tracks = Tracks.load(layout.tracks(video_name))
     face_model = fitting.ExpressionModel.load(layout.face_model(video_name))
-    expression = Audio2ExpressionModel(layout.audio2expression(video_name))(features)
-    pose_model = headpose.Audio2PoseModel(layout.audio2headpose(video_name)) if pose_mode == "generate" else None
+    speech = fitting.decode(face_model, Audio2ExpressionModel(layout.audio2expression(video_name))(features))
+    eyes = EyeModel.load(layout.eye_model(video_name))
+    shapes = eyes.animate(speech, features, options.seed, options.blink_rate if options.blinks == "natural" else 0.0)
+    pose_model = headpose.Audio2PoseModel(layout.audio2headpose(video_name)) if options.pose == "generate" else None
     poses = headpose.make_poses(
-        pose_mode, tracks, len(features), model=pose_model, features=features,
-        seed=seed, temperature=temperature, intensity=intensity,
+        options.pose, tracks, len(features), model=pose_model, features=features,
+        seed=options.seed, temperature=options.temperature, intensity=options.intensity,
     )  # fmt: skip
-    pose = poses.head_pose()
     body = Head2Body.load(layout.head2body(video_name)).predict(poses.rotation, poses.translation, poses.scale)
-    landmarks = fitting.reconstruct_landmarks(face_model, pose, expression)
     motion = MotionTracks(
-        expression=expression.astype(np.float32),
+        # The coefficients closest to the shapes, for the record: the landmarks are the shapes themselves (the
+        # eye model's upper face need not lie in the span of the face model's components).
+        expression=fitting.encode(face_model, shapes - face_model.neutral).astype(np.float32),
         rotation=poses.rotation.astype(np.float32),
         translation=poses.translation.astype(np.float32),
         scale=poses.scale.astype(np.float32),
         body=body.astype(np.float32),
-        landmarks=landmarks.astype(np.float32),
+        landmarks=poses.head_pose().to_image(shapes).astype(np.float32),
         vad=features.vad,
         size=tracks.size,
     )

@@ -28,9 +28,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.exceptions import RequestValidationError
@@ -38,6 +38,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from amg.config import MAX_BLINK_RATE
 from amg.errors import AmgError
 from amg.layout import Layout, validate_name
 from amg.service.jobs import Job, JobStore, validate_job_id
@@ -196,7 +197,7 @@ def create_app(
         from amg.gan.train import gan_trained
         from amg.motion.stage import motion_trained
 
-        files = (layout.audio2expression(name), layout.audio2headpose(name), layout.gan_checkpoint(name))
+        files = (layout.audio2expression(name), layout.audio2headpose(name), layout.eye_model(name), layout.gan_checkpoint(name))
         stamp = tuple(f.stat().st_mtime_ns if f.is_file() else None for f in files)
         cached = trained_cache.get(name)
         if cached is None or cached[0] != stamp:
@@ -264,7 +265,11 @@ def create_app(
         return [job_view(j) for j in store.list(None if avatar is None else validate_name(avatar, "avatar name"))]
 
     @app.post("/api/jobs", status_code=202, summary="Upload speech (request body, any common format) for AVATAR")
-    async def add_job(avatar: str, request: Request) -> dict:
+    async def add_job(
+        avatar: str, request: Request, seed: int = Query(0, description="sampling seed of head motion and blinks"),
+        blinks: Literal["natural", "off"] = Query("natural", description="natural: as often as the person; off: never"),
+        blink_rate: float = Query(1.0, ge=0, le=MAX_BLINK_RATE, description="× the avatar's own blink rate"),
+    ) -> dict:  # fmt: skip
         from amg.media import load_audio, write_wav
         from amg.media.audio import AudioTooLong
 
@@ -286,7 +291,7 @@ def create_app(
             raise HTTPException(422, "The speech is shorter than 0.2 s.")
         audio = f"job-{job_id}"
         write_wav(layout.audio_dir(audio) / f"{audio}.wav", samples, 16000)  # normalised on the way in
-        job = store.add("render", avatar, audio, job_id)
+        job = store.add("render", avatar, audio, job_id, {"seed": seed, "blinks": blinks, "blink_rate": blink_rate})
         worker.wake()
         return job_view(job)
 

@@ -8,6 +8,7 @@ checkpoint).
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import threading
@@ -32,9 +33,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT NOT NULL DEFAULT '',
     created REAL NOT NULL,
     started REAL,
-    finished REAL
+    finished REAL,
+    options TEXT NOT NULL DEFAULT '{}'  -- a render's motion options (seed, blinks, blink_rate), as JSON
 )
 """
+# Columns added since the first release, for job databases made before them: (name, definition).
+_ADDED_COLUMNS = (("options", "TEXT NOT NULL DEFAULT '{}'"),)
 
 
 def validate_job_id(job_id: str) -> str:
@@ -56,6 +60,7 @@ class Job:
     created: float
     started: float | None
     finished: float | None
+    options: str  # JSON: the render's motion options (amg.motion.stage.MotionOptions fields)
 
     @property
     def eta_s(self) -> float | None:
@@ -66,7 +71,7 @@ class Job:
         return elapsed * (1 - self.progress) / self.progress
 
     def as_dict(self) -> dict:
-        return asdict(self) | {"eta_s": self.eta_s}
+        return asdict(self) | {"eta_s": self.eta_s, "options": json.loads(self.options)}
 
 
 class JobStore:
@@ -77,18 +82,24 @@ class JobStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)
+        present = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, definition in _ADDED_COLUMNS:
+            if name not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
     def _one(self, sql: str, args: tuple = ()) -> Job | None:
         with self._lock:
             row = self._db.execute(sql, args).fetchone()
         return Job(**row) if row else None
 
-    def add(self, kind: str, avatar: str, audio: str | None = None, job_id: str | None = None) -> Job:
+    def add(
+        self, kind: str, avatar: str, audio: str | None = None, job_id: str | None = None, options: dict | None = None
+    ) -> Job:
         job_id = job_id or uuid.uuid4().hex
         with self._lock:
             self._db.execute(
-                "INSERT INTO jobs (id, kind, avatar, audio, status, created) VALUES (?, ?, ?, ?, 'queued', ?)",
-                (job_id, kind, avatar, audio, time.time()),
+                "INSERT INTO jobs (id, kind, avatar, audio, status, created, options) VALUES (?, ?, ?, ?, 'queued', ?, ?)",
+                (job_id, kind, avatar, audio, time.time(), json.dumps(options or {})),
             )
         return self.get(job_id)
 

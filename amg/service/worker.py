@@ -7,6 +7,7 @@ store as the stages report it, and a job cancelled meanwhile is stopped at its n
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import threading
@@ -65,10 +66,12 @@ class PipelineRunner:
             return cached[1]
 
     def render(self, job: Job) -> Path:
-        from amg.pipeline import MotionOptions, render
+        from amg.config import MotionOptions
+        from amg.pipeline import render
 
         generator = self._generator(job.avatar)
-        return render(self.layout, job.audio, job.avatar, MotionOptions(), self.render_cfg, generator=generator)
+        options = MotionOptions(**json.loads(job.options))
+        return render(self.layout, job.audio, job.avatar, options, self.render_cfg, generator=generator)
 
     def train(self, job: Job) -> None:
         from amg.pipeline import train_avatar
