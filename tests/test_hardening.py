@@ -209,3 +209,30 @@ def test_openmp_threads_sleep_instead_of_spinning_unless_the_user_says_otherwise
     code = "import amg, os; print(os.environ['OMP_WAIT_POLICY'])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.stdout.strip() == expected
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--blink-rate", "9"], "error: argument --blink-rate: expected a multiplier between 0 and 5, got '9'"),
+        (["--blink-rate", "nan"], "error: argument --blink-rate: expected a multiplier between 0 and 5, got 'nan'"),
+        (["--blinks", "sometimes"], "error: argument --blinks: invalid choice: 'sometimes'"),
+    ],
+)  # fmt: skip
+def test_nonsense_blink_options_are_refused_in_one_line(layout, capsys, option, message):
+    layout.root.mkdir(parents=True)
+    with pytest.raises(SystemExit) as exited:
+        amg_main(["run", str(layout.root), "speech", NAME, *option])
+    assert exited.value.code == 2
+    assert one_error_line(capsys).startswith(message)
+
+
+def test_a_truncated_eye_model_is_a_damaged_file_error(tmp_path):
+    from amg.motion.eyes import EyeModel
+
+    path = tmp_path / "eyes.npz"
+    fields = {f: np.zeros(2) for f in EyeModel.__dataclass_fields__}
+    EyeModel(**fields).save(path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(DamagedFileError, match="eyes.npz"):
+        EyeModel.load(path)
