@@ -9,12 +9,20 @@ import math
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from amg import __version__
 from amg.config import (
-    MAX_BLINK_RATE, PRESETS, AvatarConfig, MotionOptions, PreprocessConfig, RenderConfig, load_config, preset_overrides,
-)  # fmt: skip
+    MAX_BLINK_RATE,
+    PRESETS,
+    AvatarConfig,
+    MotionOptions,
+    PreprocessConfig,
+    load_config,
+    preset_overrides,
+    resolve_increments,
+)
 from amg.errors import AmgError
 from amg.layout import Layout
 
@@ -44,7 +52,9 @@ def _positive_minutes(text: str) -> float:
 
 
 def _blink_rate(text: str) -> float:
-    return _checked_float(text, lambda rate: 0 <= rate <= MAX_BLINK_RATE, f"a multiplier between 0 and {MAX_BLINK_RATE:g}")
+    return _checked_float(
+        text, lambda rate: 0 <= rate <= MAX_BLINK_RATE, f"a multiplier between 0 and {MAX_BLINK_RATE:g}"
+    )
 
 
 def _parse_overrides(pairs: list[str]) -> dict[str, str]:
@@ -88,58 +98,72 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     )
 
 
-def _avatar_config(args: argparse.Namespace) -> AvatarConfig:
-    """The preset's settings, then the YAML file, then --set (keys like gan.steps or motion.expression.steps)."""
-    return load_config(AvatarConfig, args.config, preset_overrides(args.preset), **_parse_overrides(args.set))
+def _avatar_config(args: argparse.Namespace, layout: Layout, name: str) -> AvatarConfig:
+    """The preset's settings, then the YAML file, then --set (keys like gan.steps or motion.expression.steps;
+    `gan.steps=+500`: 500 more than avatar `name` was trained with)."""
+    from amg.stages import saved_stage_config
+
+    overrides = resolve_increments(
+        _parse_overrides(args.set), lambda section: saved_stage_config(layout, name, section)
+    )
+    return load_config(AvatarConfig, args.config, preset_overrides(args.preset), **overrides)
+
+
+def _motion_summary(report: dict) -> list[str]:
+    lines = []
+    if expression := report.get("audio2expression"):
+        lines.append(
+            f"Audio→Expression on the held-out tail: lip error {expression['lips_px']:.2f} px, "
+            f"mouth-opening correlation {expression['opening_corr']:.2f}"
+        )
+    if eyes := report.get("eyes"):
+        lines.append(
+            f"Eye model: {eyes['blink_shapes']} blinks learned, {eyes['tracked_blinks_per_minute']:.1f} per "
+            f"minute in the video (blink more in pauses: ×{eyes['pause_gain']:.2f})"
+        )
+    return lines
+
+
+def _gan_summary(report: dict) -> list[str]:
+    if not (m := report.get("metrics")):
+        return []
+    return [
+        f"Image GAN on held-out frames: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, mouth PSNR "
+        f"{m['mouth_psnr']:.2f} dB; baselines from the nearest training frame: copied "
+        f"{m['copy_psnr']:.2f} dB, {m['copy_ssim']:.3f}; mesh-warped {m['warp_psnr']:.2f} dB, {m['warp_ssim']:.3f}"
+    ]
+
+
+def _enhance_summary(m: dict) -> list[str]:
+    if not m:
+        return []
+    return [
+        f"Face refiner on held-out frames: face PSNR {m['refined_psnr']:.2f} dB / SSIM {m['refined_ssim']:.3f} "
+        f"(upsampled generator output: {m['upsampled_psnr']:.2f} dB / {m['upsampled_ssim']:.3f}); mouth "
+        f"sharpness {m['refined_mouth_sharpness']:.0f} (upsampled {m['upsampled_mouth_sharpness']:.0f}, "
+        f"real {m['real_mouth_sharpness']:.0f})"
+    ]
+
+
+# What `amg train --stage X` trains, and how each stage's report is summed up.
+TRAIN_CHOICES = {"all": ("motion", "gan"), "motion": ("motion",), "gan": ("gan",), "enhance": ("enhance",)}
+SUMMARIES = {"motion": _motion_summary, "gan": _gan_summary, "enhance": _enhance_summary}
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from amg.gan.train import train_gan
-    from amg.motion.stage import train_motion
     from amg.pipeline import preprocess_avatar
+    from amg.stages import train_stages
 
     layout = _existing_layout(args.dataroot)
-    cfg = _avatar_config(args)
+    cfg = _avatar_config(args, layout, args.video_name)
     preprocess_avatar(layout, args.video_name)
-    if args.stage in ("motion", "all"):
-        report = train_motion(layout, args.video_name, cfg.motion, force=args.force)
-        expression = report.get("audio2expression", {})
-        if expression:
-            print(
-                f"Audio→Expression on the held-out tail: lip error {expression['lips_px']:.2f} px, "
-                f"mouth-opening correlation {expression['opening_corr']:.2f}"
-            )
-        eyes = report.get("eyes", {})
-        if eyes:
-            print(
-                f"Eye model: {eyes['blink_shapes']} blinks learned, {eyes['tracked_blinks_per_minute']:.1f} per "
-                f"minute in the video (blink more in pauses: ×{eyes['pause_gain']:.2f})"
-            )
-    if args.stage == "enhance":
-        from amg.enhance.train import train_enhancer
-
-        if args.force:
-            layout.enhance_checkpoint(args.video_name).unlink(missing_ok=True)
-        m = train_enhancer(layout, args.video_name, cfg.enhance, args.max_minutes)
-        if m:
-            print(
-                f"Face refiner on held-out frames: face PSNR {m['refined_psnr']:.2f} dB / SSIM {m['refined_ssim']:.3f} "
-                f"(upsampled generator output: {m['upsampled_psnr']:.2f} dB / {m['upsampled_ssim']:.3f}); mouth "
-                f"sharpness {m['refined_mouth_sharpness']:.0f} (upsampled {m['upsampled_mouth_sharpness']:.0f}, "
-                f"real {m['real_mouth_sharpness']:.0f})"
-            )
-    if args.stage in ("gan", "all"):
-        if args.force:
-            layout.gan_checkpoint(args.video_name).unlink(missing_ok=True)
-        report = train_gan(layout, args.video_name, cfg.gan, args.max_minutes)
-        m = report.get("metrics", {})
-        if m:
-            print(
-                f"Image GAN on held-out frames: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, mouth PSNR "
-                f"{m['mouth_psnr']:.2f} dB; baselines from the nearest training frame: copied "
-                f"{m['copy_psnr']:.2f} dB, {m['copy_ssim']:.3f}; mesh-warped {m['warp_psnr']:.2f} dB, "
-                f"{m['warp_ssim']:.3f}"
-            )
+    wanted = TRAIN_CHOICES[args.stage]
+    reports = train_stages(layout, args.video_name, cfg, lambda s: s.name in wanted, args.force, args.max_minutes)
+    for name, report in reports.items():
+        for line in SUMMARIES[name](report):
+            print(line)
+    if not reports:
+        print(f"Nothing to train: {', '.join(wanted)} of {args.video_name!r} already trained as configured.")
     print(f"Models of {args.video_name!r} are in {layout.checkpoint_dir(args.video_name)}")
 
 
@@ -151,11 +175,18 @@ def cmd_run(args: argparse.Namespace) -> None:
     from amg.pipeline import run
 
     layout = _existing_layout(args.dataroot)
-    render_cfg = RenderConfig(full_frame=args.full_frame, enhance=args.enhance or args.upscale > 1, upscale=args.upscale)
+    cfg = _avatar_config(args, layout, args.video_name)
+    # The flags win over the config's render section (render.full_frame, ...) when given.
+    upscale = args.upscale or cfg.render.upscale
+    render_cfg = replace(
+        cfg.render,
+        full_frame=args.full_frame or cfg.render.full_frame,
+        enhance=args.enhance or cfg.render.enhance or upscale > 1,
+        upscale=upscale,
+    )
     path, trained = run(
-        layout, args.audio_name, args.video_name, _avatar_config(args), _motion_options(args), render_cfg,
-        args.max_minutes,
-    )  # fmt: skip
+        layout, args.audio_name, args.video_name, cfg, _motion_options(args), render_cfg, args.max_minutes
+    )
     print(f"Trained: {', '.join(trained) if trained else 'nothing (every checkpoint was there)'}")
     print(f"Generated video: {path}")
     if render_cfg.enhance:
@@ -173,12 +204,15 @@ def cmd_motion(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from amg.evaluation.evaluate import EvalOptions, evaluate_avatar
+    from amg.evaluation.records import EvalOptions
     from amg.evaluation.report import summary_table
+    from amg.pipeline import evaluate_avatar
 
     layout = _existing_layout(args.dataroot)
     options = EvalOptions(holdout=args.holdout, audios=tuple(args.audio), seed=args.seed, enhance=args.enhance)
-    report = evaluate_avatar(layout, args.video_name, _avatar_config(args), options, args.max_minutes)
+    report = evaluate_avatar(
+        layout, args.video_name, _avatar_config(args, layout, args.video_name), options, args.max_minutes
+    )
     print(summary_table(report))
     print(f"Report: {layout.eval_html(args.video_name)}")
 
@@ -186,9 +220,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from amg.service.app import ServiceSettings, serve
 
-    settings = ServiceSettings(
-        max_upload_mb=args.max_upload_mb, max_audio_s=args.max_audio_s, workers=args.workers
-    )  # fmt: skip
+    settings = ServiceSettings(max_upload_mb=args.max_upload_mb, max_audio_s=args.max_audio_s, workers=args.workers)
     serve(args.dataroot, args.host, args.port, settings)
 
 
@@ -201,11 +233,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--preset", choices=list(PRESETS), default="default",
+        "--preset",
+        choices=list(PRESETS),
+        default="default",
         help="fast: minutes, for demos and tests; default: a usable avatar in under 2 h on 2 CPU cores; "
         "quality: a GPU overnight",
-    )  # fmt: skip
-    parser.add_argument("--max-minutes", type=_positive_minutes, help="stop image-GAN training after this long (resumable)")
+    )
+    parser.add_argument(
+        "--max-minutes", type=_positive_minutes, help="stop image-GAN training after this long (resumable)"
+    )
     _add_config_options(parser)
 
 
@@ -216,15 +252,27 @@ def _add_speech_and_avatar(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_motion_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pose", choices=["generate", "static", "replay"], default="generate",
-                        help="head motion: generated from the audio, held still, or replayed from the video")
+    parser.add_argument(
+        "--pose",
+        choices=["generate", "static", "replay"],
+        default="generate",
+        help="head motion: generated from the audio, held still, or replayed from the video",
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed of the head motion and the blinks")
     parser.add_argument("--temperature", type=float, default=1.0, help="head-motion randomness (0: most likely)")
     parser.add_argument("--intensity", type=float, default=1.0, help="head-motion amplitude scale")
-    parser.add_argument("--blinks", choices=["natural", "off"], default="natural",
-                        help="natural: blink as often as the person does in the avatar video; off: never")
-    parser.add_argument("--blink-rate", type=_blink_rate, default=1.0,
-                        help=f"multiplies the avatar's own blink rate (0-{MAX_BLINK_RATE:g}; 1: as in its video)")
+    parser.add_argument(
+        "--blinks",
+        choices=["natural", "off"],
+        default="natural",
+        help="natural: blink as often as the person does in the avatar video; off: never",
+    )
+    parser.add_argument(
+        "--blink-rate",
+        type=_blink_rate,
+        default=1.0,
+        help=f"multiplies the avatar's own blink rate (0-{MAX_BLINK_RATE:g}; 1: as in its video)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,10 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("dataroot")
     train.add_argument("video_name")
     train.add_argument(
-        "--stage", choices=["motion", "gan", "all", "enhance"], default="all",
+        "--stage",
+        choices=list(TRAIN_CHOICES),
+        default="all",
         help="which models to train: all = motion + gan (what `amg run` needs); enhance = the optional face "
         "refiner (stage 6, needs the gan)",
-    )  # fmt: skip
+    )
     train.add_argument("--force", action="store_true", help="retrain even if finished checkpoints exist")
     _add_training_options(train)
     train.set_defaults(func=cmd_train)
@@ -256,10 +306,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="speech + avatar video → generated video (trains what is missing first)")
     _add_speech_and_avatar(run)
     run.add_argument("--full-frame", action="store_true", help="paste the generated crop into the original frame")
-    run.add_argument("--enhance", action="store_true",
-                     help="also write generated_superes.mp4 with the face refined (trains the refiner if missing)")
-    run.add_argument("--upscale", type=int, default=1, choices=[1, 2, 3, 4],
-                     help="generated_superes.mp4 at this multiple of the generator's size (implies --enhance)")
+    run.add_argument(
+        "--enhance",
+        action="store_true",
+        help="also write generated_superes.mp4 with the face refined (trains the refiner if missing)",
+    )
+    run.add_argument(
+        "--upscale",
+        type=int,
+        choices=[1, 2, 3, 4],
+        help="generated_superes.mp4 at this multiple of the generator's size (implies --enhance)",
+    )
     _add_motion_options(run)
     _add_training_options(run)
     run.set_defaults(func=cmd_run)
@@ -275,8 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("dataroot")
     evaluate.add_argument("video_name")
     evaluate.add_argument("--holdout", type=float, default=0.15, help="fraction of the video held out (its tail)")
-    evaluate.add_argument("--audio", action="append", default=[], metavar="AUDIO_NAME",
-                          help="also drive the avatar with this speech (no ground truth; repeatable)")
+    evaluate.add_argument(
+        "--audio",
+        action="append",
+        default=[],
+        metavar="AUDIO_NAME",
+        help="also drive the avatar with this speech (no ground truth; repeatable)",
+    )
     evaluate.add_argument("--seed", type=int, default=0, help="head-motion sampling seed")
     evaluate.add_argument("--enhance", action="store_true", help="also measure the face refiner's output")
     _add_training_options(evaluate)

@@ -9,7 +9,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 import yaml
 
@@ -18,12 +18,15 @@ from amg.fsutil import write_text
 
 C = TypeVar("C")
 
+# AMG's one frame rate: every video it writes, every per-frame array (tracks, audio features of 40 ms, motion).
+FPS = 25
+
 
 @dataclass
 class PreprocessConfig:
     """Stage 1: avatar video → crop, tracks, matte, background plate."""
 
-    fps: int = 25
+    fps: int = FPS  # the frame rate the avatar video is resampled to; AMG works at FPS only
     sample_rate: int = 16000
     # Side of the square crop the later stages work at (256 by default; 512 works too).
     size: int = 256
@@ -53,6 +56,10 @@ class PreprocessConfig:
     background_samples: int = 120
     matte_threshold: float = 0.5
     preview: bool = True
+
+    def __post_init__(self) -> None:
+        if self.fps != FPS:  # the audio features (40 ms per frame) and every model assume it
+            raise AmgError(f"Config fps: AMG works at {FPS} frames/s, got {self.fps}.")
 
 
 @dataclass
@@ -87,6 +94,10 @@ class AudioFeatureConfig:
 class Audio2ExpressionConfig:
     """Lip-sync network (amg.motion.expression): a dilated temporal conv net, features → expression coefficients."""
 
+    # Schedule fields: changing one resumes or extends training from the checkpoint; any other field changes what
+    # the weights are, and the model is trained again from scratch.
+    SCHEDULE: ClassVar[tuple[str, ...]] = ("steps", "lr", "eval_every", "save_every")
+
     hidden: int = 64
     dilations: str = "1,2,4,8,1"  # kernel-3 blocks: ±16 frames (±0.64 s) of audio context
     dropout: float = 0.1
@@ -107,6 +118,10 @@ class Audio2ExpressionConfig:
 @dataclass
 class Audio2PoseConfig:
     """Head-motion network (amg.motion.headpose): autoregressive mixture density over head pose."""
+
+    # Schedule fields: changing one resumes or extends training from the checkpoint; any other field changes what
+    # the weights are, and the model is trained again from scratch.
+    SCHEDULE: ClassVar[tuple[str, ...]] = ("steps", "lr", "eval_every", "save_every")
 
     # Small on purpose: one avatar video gives a few thousand strongly correlated frames, and wider nets learn
     # them by heart (on a 30-s video hidden 64 already fits the held-out tail worse than 32).
@@ -188,6 +203,10 @@ class GanConfig:
     25 fps on 2 CPU cores. Presets (PRESETS below) change the size, width and schedule.
     """
 
+    # Schedule fields: changing one resumes or extends training from the checkpoint; any other field changes what
+    # the weights are, and the model is trained again from scratch.
+    SCHEDULE: ClassVar[tuple[str, ...]] = ("steps", "lr_g", "lr_d", "eval_every", "save_every")
+
     size: int = 256  # generated crop side; the preprocessed crop is resized to it
     ngf: int = 16  # generator width at the first (half-resolution) level
     max_channels: int = 128
@@ -243,6 +262,10 @@ class EnhanceConfig:
     the generator's output, replacing GFPGAN (whose weights cannot be had offline and which drifts from the
     person's identity)."""
 
+    # Schedule fields: changing one resumes or extends training from the checkpoint; any other field changes what
+    # the weights are, and the model is trained again from scratch.
+    SCHEDULE: ClassVar[tuple[str, ...]] = ("steps", "lr_g", "lr_d", "eval_every", "save_every")
+
     scale: float = 2.0  # refined face crop side / its side in the generator's output
     margin: float = 0.12  # crop box around the face oval, per side, as a fraction of the face's extent
     smooth_window: int = 9  # frames the crop box centre is smoothed over (a steady box: no breathing, no shake)
@@ -266,6 +289,9 @@ class EnhanceConfig:
     seed: int = 0
 
 
+ENGINES = ("auto", "torch", "onnxruntime")
+
+
 @dataclass
 class RenderConfig:
     """Inference (amg.pipeline): how the generated frames are made and written."""
@@ -279,6 +305,12 @@ class RenderConfig:
     feather: float = 0.08  # width of the full-frame blend ramp, as a fraction of the crop side
     enhance: bool = False  # also write generated_superes.mp4 with the face refined (stage 6)
     upscale: int = 1  # generated_superes.mp4 at this multiple of the generator's size (face refined, rest resampled)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise AmgError(f"Config render.engine: use one of {', '.join(ENGINES)}, got {self.engine!r}.")
+        if self.upscale not in (1, 2, 3, 4):
+            raise AmgError(f"Config render.upscale: use 1, 2, 3 or 4, got {self.upscale!r}.")
 
 
 BLINK_MODES = ("natural", "off")
@@ -300,16 +332,20 @@ class MotionOptions:
         if self.blinks not in BLINK_MODES:
             raise AmgError(f"Unknown blink mode {self.blinks!r}: use one of {', '.join(BLINK_MODES)}.")
         if not 0 <= self.blink_rate <= MAX_BLINK_RATE:
-            raise AmgError(f"The blink rate multiplier must be between 0 and {MAX_BLINK_RATE:g}, got {self.blink_rate:g}.")
+            raise AmgError(
+                f"The blink rate multiplier must be between 0 and {MAX_BLINK_RATE:g}, got {self.blink_rate:g}."
+            )
 
 
 @dataclass
 class AvatarConfig:
-    """Everything trained for an avatar after preprocessing: the motion models and the image GAN."""
+    """What `--config` and `--set` reach after preprocessing: the trained stages (motion models, image GAN,
+    face refiner) and how videos are rendered (`render.*`, not part of any checkpoint)."""
 
     motion: MotionConfig = field(default_factory=MotionConfig)
     gan: GanConfig = field(default_factory=GanConfig)
     enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
 
 
 # Presets change only how much the avatar is trained (and how big it is), never what the stages do.
@@ -317,8 +353,16 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Tests and demos: minutes on 2 CPU cores for a 30-s clip.
     "fast": {
         "motion": {"expression.steps": 400, "pose.steps": 400},
-        "gan": {"size": 128, "ngf": 16, "n_levels": 5, "steps": 300, "batch_clips": 2, "ndf": 16,
-                "eval_every": 100, "perceptual_weight": 0.0},
+        "gan": {
+            "size": 128,
+            "ngf": 16,
+            "n_levels": 5,
+            "steps": 300,
+            "batch_clips": 2,
+            "ndf": 16,
+            "eval_every": 100,
+            "perceptual_weight": 0.0,
+        },
         "enhance": {"steps": 200, "eval_every": 100, "max_frames": 600},
     },
     # A usable avatar from a 3-minute video in under 2 hours on 2 CPU cores at 256 px.
@@ -326,11 +370,20 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # A GPU overnight: a wider generator and many more steps.
     "quality": {
         "motion": {"expression.steps": 4000, "pose.steps": 3000},
-        "gan": {"ngf": 48, "max_channels": 384, "n_candidates": 4, "steps": 100000, "batch_clips": 4, "ndf": 64,
-                "perceptual_full_weight": 1.0, "eval_every": 1000, "save_every": 1000},
+        "gan": {
+            "ngf": 48,
+            "max_channels": 384,
+            "n_candidates": 4,
+            "steps": 100000,
+            "batch_clips": 4,
+            "ndf": 64,
+            "perceptual_full_weight": 1.0,
+            "eval_every": 1000,
+            "save_every": 1000,
+        },
         "enhance": {"ngf": 48, "n_blocks": 6, "ndf": 64, "steps": 20000, "batch_size": 8, "max_frames": 20000},
     },
-}  # fmt: skip
+}
 
 
 def preset_overrides(preset: str) -> dict[str, Any]:
@@ -447,6 +500,39 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> None:
             base[key] = value
 
 
+def model_fields(config: Any) -> dict[str, Any]:
+    """`config` as a dict without its schedule fields (a class's SCHEDULE), nested configs alike: what the
+    weights trained with it depend on. Two configs with equal model fields can continue each other's training."""
+    schedule = getattr(config, "SCHEDULE", ())
+    return {
+        f.name: model_fields(value) if dataclasses.is_dataclass(value) else value
+        for f in dataclasses.fields(config)
+        if f.name not in schedule
+        for value in [getattr(config, f.name)]
+    }
+
+
+def resolve_increments(overrides: dict[str, str], saved: Callable[[str], Any | None]) -> dict[str, str]:
+    """Overrides with every `key=+N` made absolute: N more than the value the avatar was trained with, from
+    `saved(section)`, its saved config of that section (`gan.steps=+500`: train 500 steps more)."""
+    resolved = {}
+    for key, value in overrides.items():
+        if isinstance(value, str) and value.startswith("+"):
+            section, _, rest = key.partition(".")
+            current = saved(section)
+            if current is None:
+                raise AmgError(f"--set {key}={value}: the avatar has no trained {section} to add to; give a number.")
+            try:
+                for part in rest.split("."):
+                    current = getattr(current, part)
+                increment = type(current)(value[1:])
+            except (AttributeError, TypeError, ValueError):
+                raise AmgError(f"--set {key}={value}: expected a number to add to a numeric option.") from None
+            value = str(current + increment)
+        resolved[key] = value
+    return resolved
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
@@ -481,6 +567,8 @@ __all__ = [
     "PreprocessConfig",
     "config_from_dict",
     "config_to_dict",
+    "model_fields",
+    "resolve_increments",
     "load_config",
     "preset_overrides",
     "read_saved_config",

@@ -16,7 +16,6 @@ import numpy as np
 
 from amg.layout import damaged_file
 
-
 # The process umask, read once at import (reading it means setting it, which is not thread-safe later on).
 _UMASK = os.umask(0)
 os.umask(_UMASK)

@@ -42,9 +42,13 @@ def validate_name(name: str, what: str = "name") -> str:
 
 # `amg train --stage S` rebuilds each checkpoint file; `amg preprocess` rebuilds everything under processed/.
 _TRAINING_STAGE_OF = {
-    "audio2expression.pt": "motion", "audio2headpose.pt": "motion", "head2body.npz": "motion",
-    "latest_GAN_model.pt": "gan", "gan_references.npz": "gan", "face_enhancer.pt": "enhance",
-}  # fmt: skip
+    "audio2expression.pt": "motion",
+    "audio2headpose.pt": "motion",
+    "head2body.npz": "motion",
+    "latest_GAN_model.pt": "gan",
+    "gan_references.npz": "gan",
+    "face_enhancer.pt": "enhance",
+}
 
 
 def rebuild_command(path: Path) -> str:
@@ -60,7 +64,9 @@ def rebuild_command(path: Path) -> str:
 
 def damaged_file(path: Path, exc: BaseException) -> DamagedFileError:
     """The error for a file AMG made that cannot be read any more, saying how to make it again."""
-    return DamagedFileError(path, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, rebuild_command(path))
+    return DamagedFileError(
+        path, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, rebuild_command(path)
+    )
 
 
 def _find_media(folder: Path, name: str, extensions: tuple[str, ...], kind: str) -> Path:

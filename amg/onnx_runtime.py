@@ -27,10 +27,14 @@ class OnnxModel:
             n_outputs = len(out) if isinstance(out := module(example, *constants.values()), tuple) else 1
         outputs = [f"output{i}" for i in range(n_outputs)]
         torch.onnx.export(
-            module, (example, *constants.values()), buffer, dynamo=False,
-            input_names=["input", *constants], output_names=outputs,
+            module,
+            (example, *constants.values()),
+            buffer,
+            dynamo=False,
+            input_names=["input", *constants],
+            output_names=outputs,
             dynamic_axes={name: {0: "batch"} for name in ["input", *outputs]},
-        )  # fmt: skip
+        )
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         # No busy-waiting between ops: the conditioning thread and the encoder need the cores meanwhile.

@@ -9,17 +9,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from amg.common.images import feather_mask
+from amg.config import FPS
 from amg.media import VideoWriter, iter_frames
 from amg.progress import report
-
-
-def feather_mask(side: int, ramp: float) -> np.ndarray:
-    """(side, side) float32 opacity: 1 inside, rising from 0 at the edges over `ramp` pixels along a smoothstep
-    (no kink where the ramp meets the inside, so no visible line there)."""
-    edge = np.minimum(np.arange(side), np.arange(side)[::-1]) / max(ramp, 1.0)
-    fade = np.clip(edge, 0, 1)
-    fade = fade * fade * (3 - 2 * fade)
-    return np.minimum(fade[:, None], fade[None, :]).astype(np.float32)
 
 
 class FullFramePaster:
@@ -35,7 +28,10 @@ class FullFramePaster:
         height, width = backdrop.shape[:2]
         # The window may reach past the frame's edges (the crop is then padded); paste only what is inside.
         self.dst = (slice(max(y0, 0), min(y0 + side, height)), slice(max(x0, 0), min(x0 + side, width)))
-        self.src = (slice(self.dst[0].start - y0, self.dst[0].stop - y0), slice(self.dst[1].start - x0, self.dst[1].stop - x0))
+        self.src = (
+            slice(self.dst[0].start - y0, self.dst[0].stop - y0),
+            slice(self.dst[1].start - x0, self.dst[1].stop - x0),
+        )
         self.side = side
         self.alpha = feather_mask(side, feather * side)[self.src][..., None]
 
@@ -56,7 +52,7 @@ def write_generated_video(
     path: Path, frames: Iterable[np.ndarray], n_frames: int, audio: np.ndarray, crf: int, desc: str = "Rendering"
 ) -> Path:
     """Encode `frames` (streamed) with `audio` (16 kHz mono) muxed in; appears atomically at `path`."""
-    with VideoWriter(path, fps=25, audio=audio, crf=crf) as out:
+    with VideoWriter(path, fps=FPS, audio=audio, crf=crf) as out:
         for i, frame in enumerate(tqdm(frames, total=n_frames, desc=desc, unit="frame")):
             out.write(frame)
             report("render", i + 1, n_frames)

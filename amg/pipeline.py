@@ -7,6 +7,8 @@
     5. image GAN                             amg.gan                    (trained once per avatar)
     6. face refiner (--enhance)              amg.enhance                (trained once per avatar)
     7. the mp4 with the speech muxed in      amg.output
+
+`amg eval` is the same training on the first part of the video only, then amg.evaluation on the rest.
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from amg.config import AvatarConfig, MotionOptions, PreprocessConfig, RenderConfig, read_saved_config
+from amg.config import FPS, AvatarConfig, MotionOptions, PreprocessConfig, RenderConfig, read_saved_config
+from amg.errors import AmgError
 from amg.layout import Layout
 from amg.media import load_audio
+
+if TYPE_CHECKING:  # evaluation loads torch: imported where used, so `amg --help` stays instant
+    from amg.evaluation.records import EvalOptions
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +40,12 @@ def preprocess_avatar(layout: Layout, name: str) -> None:
 def train_avatar(
     layout: Layout, name: str, cfg: AvatarConfig, max_minutes: float | None = None, enhance: bool = False
 ) -> list[str]:
-    """Preprocess and train every stage of avatar `name` that has no finished checkpoint (the face refiner only
-    when `enhance`); return what was trained."""
-    from amg.enhance.train import enhance_trained, train_enhancer
-    from amg.gan.train import gan_trained, train_gan
-    from amg.motion.stage import motion_trained, train_motion
+    """Preprocess and train every stage of avatar `name` that `cfg` leaves something to train in (the face
+    refiner only when `enhance`); return the stages trained."""
+    from amg.stages import train_stages
 
     preprocess_avatar(layout, name)
-    trained = []
-    if not motion_trained(layout, name):
-        train_motion(layout, name, cfg.motion)
-        trained.append("motion")
-    if not gan_trained(layout, name):
-        train_gan(layout, name, cfg.gan, max_minutes)
-        trained.append("gan")
-    if enhance and not enhance_trained(layout, name):
-        train_enhancer(layout, name, cfg.enhance, max_minutes)
-        trained.append("enhance")
-    return trained
+    return list(train_stages(layout, name, cfg, lambda stage: stage.required or enhance, max_minutes=max_minutes))
 
 
 def render(
@@ -64,8 +59,12 @@ def render(
     from amg.media import VideoWriter
     from amg.motion.stage import predict_motion
     from amg.output import FullFramePaster, first_frame, write_generated_video
+    from amg.stages import untrained_stages
     from amg.tracking.tracks import Tracks
 
+    missing = untrained_stages(layout, video_name)
+    if missing:
+        raise AmgError(f"Avatar {video_name!r} is not trained ({', '.join(missing)} missing): run `amg train` first.")
     motion = predict_motion(layout, audio_name, video_name, options)
     enhancer = FaceEnhancer(layout, video_name, cfg.upscale, engine=cfg.engine) if cfg.enhance else None
     generator = generator or AvatarGenerator(layout, video_name, engine=cfg.engine)
@@ -79,13 +78,31 @@ def render(
     with contextlib.ExitStack() as stack:
         if enhancer is not None:
             superes = stack.enter_context(
-                VideoWriter(layout.generated_superes(audio_name, video_name), fps=25, audio=audio, crf=cfg.crf)
+                VideoWriter(layout.generated_superes(audio_name, video_name), fps=FPS, audio=audio, crf=cfg.crf)
             )
             write = superes.write if paste is None else (lambda frame: superes.write(paste(frame)))
             frames = with_refined_copy(frames, enhancer, motion.landmarks, motion.size, write)
         if paste is not None:
             frames = (paste(frame) for frame in frames)
         return write_generated_video(path, frames, motion.n_frames, audio, cfg.crf)
+
+
+def evaluate_avatar(
+    layout: Layout, name: str, cfg: AvatarConfig, options: EvalOptions, max_minutes: float | None = None
+) -> dict:
+    """`amg eval`: train what avatar `name` lacks on the first 1 - holdout of its video only, then evaluate it on
+    the held-out tail (and any other speech of `options`) and write the report."""
+    from amg.evaluation.evaluate import check_unseen, evaluate_trained_avatar, held_out_start, with_holdout
+    from amg.tracking.tracks import Tracks
+
+    for audio_name in options.audios:
+        layout.audio_source(audio_name)  # a missing speech file fails now, not after the training
+    preprocess_avatar(layout, name)
+    n_frames = Tracks.load(layout.tracks(name)).n_frames
+    # Before any training: a finished or half-trained avatar with a smaller holdout is never trained further.
+    check_unseen(layout, name, n_frames, held_out_start(n_frames, options.holdout))
+    train_avatar(layout, name, with_holdout(cfg, options.holdout), max_minutes, enhance=options.enhance)
+    return evaluate_trained_avatar(layout, name, options)
 
 
 def run(

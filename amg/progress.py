@@ -1,7 +1,8 @@
 """Progress of long stages, for whoever watches besides the terminal's bars (the HTTP service's job status).
 
-Stages call `report(stage, done, total)` where they advance their progress bar; a caller that wants to know
-installs a sink with `reporting_to(sink)` around the work. The sink is context-local, so each worker thread of
+Stages call `report(key, done, total)` where they advance their progress bar, the key being a stage's name
+(STAGE_NAMES) or `name.part` for one of several bars of a stage (`audio.embedding`), never a display label; a
+caller that wants to know installs a sink with `reporting_to(sink)` around the work. The sink is context-local, so each worker thread of
 the service sees only its own job's progress, and code run without one pays a dictionary lookup.
 """
 
@@ -10,6 +11,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from typing import Callable, Iterator
+
+# The pipeline's stages in order, as progress keys (the trained ones are amg.stages.STAGES).
+STAGE_NAMES = ("preprocess", "audio", "motion", "gan", "enhance", "render")
 
 Sink = Callable[[str, int, int], None]
 _sink: contextvars.ContextVar[Sink | None] = contextvars.ContextVar("amg_progress_sink", default=None)

@@ -21,13 +21,14 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from amg.errors import DamagedFileError
+from amg.config import config_from_dict, model_fields
+from amg.errors import AmgError, DamagedFileError
 from amg.fsutil import atomic_path
 from amg.layout import damaged_file
 from amg.progress import report
@@ -64,6 +65,12 @@ def batch_rng(seed: int, step: int) -> np.random.Generator:
     rng = np.random.default_rng([seed, step])
     torch.manual_seed(int(rng.integers(2**62)))
     return rng
+
+
+def set_cosine_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, total_steps: int) -> None:
+    """Cosine decay from `base_lr` at step 0 to 0 at `total_steps`, written into every parameter group."""
+    for group in optimizer.param_groups:
+        group["lr"] = base_lr * 0.5 * (1 + np.cos(np.pi * step / max(total_steps, 1)))
 
 
 def save_sample_grid(path: Path, grid: np.ndarray) -> None:
@@ -128,33 +135,66 @@ class OptimizerGroup:
             opt.load_state_dict(state[name])
 
 
+class Trainer(Protocol):
+    """A training loop's parts, as the image GAN's and the face refiner's trainers hold them."""
+
+    nets: torch.nn.Module
+    optim: OptimizerGroup
+
+    def step(self, step: int) -> dict[str, float]: ...
+
+    def evaluate(self) -> dict[str, float]: ...
+
+    def sample_images(self, step: int) -> dict[str, np.ndarray]: ...
+
+
+def run_trainer(
+    trainer: Trainer, path: Path, config: Any, log_dir: Path, labels: tuple[str, str], **kwargs: Any
+) -> dict:
+    """run_training over a Trainer's networks, step, evaluation and sample pictures; `labels`: the progress
+    bar's label and the progress key."""
+    return run_training(
+        path=path,
+        model=trainer.nets,
+        optimizer=trainer.optim,
+        config=config,
+        step_fn=trainer.step,
+        eval_fn=trainer.evaluate,
+        images_fn=trainer.sample_images,
+        log_dir=log_dir,
+        desc=labels[0],
+        progress=labels[1],
+        **kwargs,
+    )
+
+
 def run_training(
     *,
     path: Path,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | OptimizerGroup,
     config: Any,
-    total_steps: int,
     step_fn: Callable[[int], dict[str, float]],
     eval_fn: Callable[[], dict[str, float]] | None = None,
-    eval_every: int = 100,
-    save_every: int = 200,
     log_dir: Path | None = None,
     desc: str = "Training",
+    progress: str,
     extra: dict[str, Any] | None = None,
     max_minutes: float | None = None,
     images_fn: Callable[[int], dict[str, np.ndarray]] | None = None,
 ) -> dict[str, float]:
-    """Train `model` for `total_steps` (resuming if possible) and save it to `path`; return the last eval.
+    """Train `model` for `config.steps` (resuming if possible) and save it to `path`; return the last eval.
 
-    `config` is a dataclass saved in the checkpoint; `extra` holds what inference needs besides the weights
-    (normalisation statistics, feature layout, ...). `max_minutes` stops early, saving a resumable checkpoint.
-    `images_fn(step) -> {tag: HWC uint8}` runs with each eval; its pictures go to TensorBoard.
+    `config` is a dataclass saved in the checkpoint, whose `steps`, `eval_every` and `save_every` are the
+    schedule; `extra` holds what inference needs besides the weights (normalisation statistics, feature layout,
+    ...). `max_minutes` stops early, saving a resumable checkpoint. `images_fn(step) -> {tag: HWC uint8}` runs
+    with each eval; its pictures go to TensorBoard. `desc` labels the progress bar, `progress` is the key its
+    progress is reported under (amg.progress: a stage name).
     """
+    total_steps, eval_every, save_every = config.steps, config.eval_every, config.save_every
     config_dict = dataclasses.asdict(config)
-    start = _resume(path, model, optimizer, config_dict)
+    start, metrics = _resume(path, model, optimizer, config)
     writer = _tensorboard(log_dir)
-    metrics: dict[str, float] = {}
     deadline = time.monotonic() + max_minutes * 60 if max_minutes else None
 
     def save(step: int, finished: bool) -> None:
@@ -176,7 +216,7 @@ def run_training(
             losses = step_fn(step)
             step += 1
             bar.update(1)
-            report(desc, step, total_steps)
+            report(progress, step, total_steps)
             bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
             _log_scalars(writer, "train", losses, step)
             if eval_fn is not None and (step % eval_every == 0 or step == total_steps):
@@ -202,25 +242,54 @@ def run_training(
     return metrics
 
 
-def _resume(path: Path, model: torch.nn.Module, optimizer, config: dict) -> int:
+def _resume(path: Path, model: torch.nn.Module, optimizer, config: Any) -> tuple[int, dict[str, float]]:
+    """The step to start from and the last eval metrics: the checkpoint's when it was made with the same model
+    fields as `config` (its schedule, such as the number of steps, may differ: training continues), else 0."""
     if not path.is_file():
-        return 0
+        return 0, {}
     try:
         state = load_checkpoint(path)
     except DamagedFileError as exc:
         kept = set_aside(path)
         log.warning(
             "DAMAGED CHECKPOINT: %s cannot be read (%s). It is kept as %s (not overwritten); training from scratch.",
-            path, exc.reason, kept,
-        )  # fmt: skip
-        return 0
-    if state.get("config") != config:
-        log.warning("Checkpoint %s was made with another config: training from scratch.", path)
-        return 0
+            path,
+            exc.reason,
+            kept,
+        )
+        return 0, {}
+    if not same_model(state.get("config"), config):
+        log.warning("Checkpoint %s was made with another model config: training it again from scratch.", path)
+        return 0, {}
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if state.get("config") != dataclasses.asdict(config):
+        log.info("Checkpoint %s: only the schedule changed; continuing it with the new one.", path.name)
     log.info("Resuming %s from step %d.", path.name, state["step"])
-    return int(state["step"])
+    return int(state["step"]), dict(state.get("metrics") or {})
+
+
+def same_model(saved: dict[str, Any] | None, config: Any) -> bool:
+    """Whether a checkpoint's saved config dict has the model fields of `config` (see amg.config.model_fields)."""
+    if not isinstance(saved, dict):
+        return False
+    try:
+        return model_fields(config_from_dict(type(config), saved)) == model_fields(config)
+    except AmgError:  # a field that no longer exists, or a value the config refuses now
+        return False
+
+
+def checkpoint_done(path: Path, config: Any) -> bool:
+    """A finished checkpoint at `path` trained with `config`'s model fields for at least its steps: nothing to
+    train. (A larger `steps` extends a finished training; another model field trains it again.)"""
+    if not path.is_file():
+        return False
+    try:
+        state = load_checkpoint(path)
+    except DamagedFileError:
+        return False  # training puts it aside and starts again
+    done = bool(state.get("finished")) and int(state.get("step", 0)) >= config.steps
+    return done and same_model(state.get("config"), config)
 
 
 def _tensorboard(log_dir: Path | None):

@@ -178,8 +178,9 @@ def speaker_id(clips: dict[str, np.ndarray], cfg: AudioFeatureConfig) -> dict[st
     The halves are separate utterances (features computed on each alone), so per-utterance normalisation
     cannot leak one half's statistics into the other.
     """
-    halves = [(compute_features(x[: len(x) // 2], cfg), compute_features(x[len(x) // 2 :], cfg))
-              for x in clips.values()]
+    halves = [
+        (compute_features(x[: len(x) // 2], cfg), compute_features(x[len(x) // 2 :], cfg)) for x in clips.values()
+    ]
     result = {}
     for b in block_names(cfg):
         train = [h.block(b)[h.vad > 0.5] for h, _ in halves]
@@ -260,8 +261,7 @@ def embedding_reference_source() -> str:
     def as_tuple(values: np.ndarray) -> str:
         return "(\n" + "".join(f"    {', '.join(f'{v:.3f}' for v in row)},\n" for row in values.reshape(-1, 8)) + ")"
 
-    return (
-        f'''"""Fixed reference statistics of the speech embedding, used where an utterance has too little speech for its own.
+    return f'''"""Fixed reference statistics of the speech embedding, used where an utterance has too little speech for its own.
 
 Mean and standard deviation of the raw embedding (audio at the reference speech level) over the speech frames
 of {len(sources)} clips (about as many speakers, men and women; studio, broadcast and 8 kHz phone audio;
@@ -272,7 +272,6 @@ EMBEDDING_MEAN = {as_tuple(pooled.mean(0))}
 
 EMBEDDING_STD = {as_tuple(pooled.std(0))}
 '''
-    )
 
 
 def main() -> None:
@@ -291,8 +290,11 @@ def main() -> None:
         cfg = AudioFeatureConfig(**VARIANTS[name])
         clean = {c: compute_features(x, cfg) for c, x in clips.items()}
         table = robustness(clips, clean, cfg)
-        for metric, values in (("grid_rho", grid_content(cfg)), ("spk_id", speaker_id(clips, cfg)),
-                               ("sil_auc", silence_separability(clips, clean, cfg))):
+        for metric, values in (
+            ("grid_rho", grid_content(cfg)),
+            ("spk_id", speaker_id(clips, cfg)),
+            ("sil_auc", silence_separability(clips, clean, cfg)),
+        ):
             for b in block_names(cfg):
                 table[b][metric] = values[b]
         print(f"\nvariant {name}: {VARIANTS[name] or 'defaults'}")

@@ -28,16 +28,21 @@ from pathlib import Path
 import numpy as np
 
 from amg.audio.features import compute_features, features_for_video
+from amg.common.split import held_out_split
 from amg.config import AudioFeatureConfig, EyesConfig, MotionConfig, MotionOptions, PreprocessConfig
 from amg.layout import Layout
 from amg.media import load_audio, write_wav
 from amg.motion import headpose
 from amg.motion.data import load_motion_data
+from amg.motion.expression import (
+    Audio2ExpressionModel,
+    baseline_predictions,
+    evaluate_expressions,
+    lip_landmarks,
+    train_audio2expression,
+)
 from amg.motion.eyes import EyeModel, blink_statistics
 from amg.motion.stage import predict_motion, train_motion
-from amg.motion.expression import (
-    Audio2ExpressionModel, baseline_predictions, evaluate_expressions, lip_landmarks, train_audio2expression,
-)  # fmt: skip
 from amg.tracking import topology
 from amg.tracking.preprocess import preprocess
 from amg.tracking.tracks import Tracks
@@ -94,15 +99,17 @@ def eyes_section(layout: Layout, clips: list[str]) -> None:
     silence = speech_audio(layout, "silence30", quiet)
     cfg = EyesConfig()
     print("## Eyes, brows and gaze: 60 s of other speech (musetalk_eng_60s), 5 seeds; then 30 s of silence")
-    print("| avatar | blinks/min tracked | generated (seeds) | blink frames tracked / generated | opening q05 / q50 "
-          "tracked | generated | min tracked / generated | blinks, --blinks off | lips moved by the eyes (px) |")
+    print(
+        "| avatar | blinks/min tracked | generated (seeds) | blink frames tracked / generated | opening q05 / q50 "
+        "tracked | generated | min tracked / generated | blinks, --blinks off | lips moved by the eyes (px) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     silent_rows = []
     for clip in clips:
         train_motion(layout, clip, MotionConfig())
         model = EyeModel.load(layout.eye_model(clip))
         tracks = Tracks.load(layout.tracks(clip))
-        train = slice(0, tracks.n_frames - int(round(tracks.n_frames * 0.15)))
+        train, _ = held_out_split(tracks.n_frames, MotionConfig().expression.holdout)
         tracked = blink_statistics(topology.eye_opening(tracks.landmarks[train]), model.open_median, cfg)
         stats_of = lambda motion: blink_statistics(topology.eye_opening(motion.landmarks), model.open_median, cfg)  # noqa: E731
         runs = [predict_motion(layout, other, clip, MotionOptions(seed=seed)) for seed in range(5)]
@@ -112,20 +119,26 @@ def eyes_section(layout: Layout, clips: list[str]) -> None:
         moved = np.abs(runs[0].landmarks[:, lips] - off.landmarks[:, lips]).max() * 256 / tracks.size
         rates = [s["blinks_per_minute"] for s in stats]
         mean = lambda key: float(np.nanmean([s[key] for s in stats]))  # noqa: E731
-        print(f"| {clip} | {tracked['blinks_per_minute']:.1f} | {np.mean(rates):.1f} ({min(rates):.0f}-{max(rates):.0f}) "
-              f"| {tracked['blink_frames_median']:.0f} / {mean('blink_frames_median'):.1f} "
-              f"| {tracked['opening_q05']:.3f} / {tracked['opening_q50']:.3f} | {mean('opening_q05'):.3f} / "
-              f"{mean('opening_q50'):.3f} | {tracked['opening_min']:.3f} / {mean('opening_min'):.3f} "
-              f"| {stats_of(off)['blinks_per_minute'] * len(off.vad) / 25 / 60:.0f} | {moved:.4f} |")  # fmt: skip
+        print(
+            f"| {clip} | {tracked['blinks_per_minute']:.1f} | {np.mean(rates):.1f} ({min(rates):.0f}-{max(rates):.0f}) "
+            f"| {tracked['blink_frames_median']:.0f} / {mean('blink_frames_median'):.1f} "
+            f"| {tracked['opening_q05']:.3f} / {tracked['opening_q50']:.3f} | {mean('opening_q05'):.3f} / "
+            f"{mean('opening_q50'):.3f} | {tracked['opening_min']:.3f} / {mean('opening_min'):.3f} "
+            f"| {stats_of(off)['blinks_per_minute'] * len(off.vad) / 25 / 60:.0f} | {moved:.4f} |"
+        )
         quiet_motion = predict_motion(layout, silence, clip, MotionOptions(seed=0))
         own_silence = features_for_video(layout, clip, MotionConfig().features, tracks.n_frames).vad < 0.2
-        allowed = np.percentile(topology.mouth_opening(tracks.landmarks)[own_silence], 95) if own_silence.any() else np.nan
+        allowed = (
+            np.percentile(topology.mouth_opening(tracks.landmarks)[own_silence], 95) if own_silence.any() else np.nan
+        )
         silent_rows.append(
             f"| {clip} | {topology.mouth_opening(quiet_motion.landmarks).max():.2f} / {allowed:.2f} "
             f"| {stats_of(quiet_motion)['blinks_per_minute'] / 6:.1f} "
             f"| {head_amplitude(quiet_motion) / head_amplitude(runs[0]):.2f} |"
         )
-    print("\n| 30 s of silence | mouth opening max / own silent frames' p95 (px) | blinks per 10 s | head motion ÷ speaking |")
+    print(
+        "\n| 30 s of silence | mouth opening max / own silent frames' p95 (px) | blinks per 10 s | head motion ÷ speaking |"
+    )
     print("|---|---|---|---|")
     print("\n".join(silent_rows))
     print()
@@ -137,8 +150,9 @@ def main() -> None:
     parser.add_argument("--eyes", nargs="*", default=["obama_clip2", "andrew_ng_clip1", "kristi_noem"])
     parser.add_argument("--eyes-only", action="store_true", help="only the eyes section")
     parser.add_argument("--cross", nargs="*", default=["kristi_noem", "obama_clip1", "hdtf_katie_hill_8s"])
-    parser.add_argument("--blocks", nargs="+", default=["mel,embedding,vad,energy", "mel,vad,energy",
-                                                         "embedding,vad,energy"])  # fmt: skip
+    parser.add_argument(
+        "--blocks", nargs="+", default=["mel,embedding,vad,energy", "mel,vad,energy", "embedding,vad,energy"]
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     layout = Layout(ROOT)
@@ -167,7 +181,9 @@ def main() -> None:
     train, val = data.split(cfg.expression.holdout)
     for name, pred in baseline_predictions(data, train).items():
         m = evaluate_expressions(data, pred, val)
-        print(f"| baseline: {name} ({blocks}) | {m['lips_px']:.2f} | {m['opening_corr']:.2f} | - |{' - |' * len(args.cross)}")
+        print(
+            f"| baseline: {name} ({blocks}) | {m['lips_px']:.2f} | {m['opening_corr']:.2f} | - |{' - |' * len(args.cross)}"
+        )
 
     print(f"\n## Audio→Head motion on {args.video} (default features)")
     cfg = MotionConfig()
@@ -202,7 +218,11 @@ def main() -> None:
     a2e(long_features)
     expression_fps = len(long_features) / (time.perf_counter() - start)
     print("| step | frames/s | x real time |\n|---|---|---|")
-    for name, fps in (("audio features", feature_fps), ("audio→expression", expression_fps), ("audio→head pose", pose_fps)):
+    for name, fps in (
+        ("audio features", feature_fps),
+        ("audio→expression", expression_fps),
+        ("audio→head pose", pose_fps),
+    ):
         print(f"| {name} | {fps:.0f} | {fps / 25:.0f} |")
 
 

@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 from amg.config import PRESETS, AvatarConfig, load_config, preset_overrides
-from amg.evaluation.evaluate import EvalOptions, evaluate_avatar
+from amg.evaluation.records import EvalOptions
 from amg.evaluation.report import METRICS, fmt_number
 from amg.layout import Layout
+from amg.pipeline import evaluate_avatar
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -73,7 +74,7 @@ def main() -> None:
         reports[clip] = evaluate_avatar(layout, clip, cfg, EvalOptions(audios=tuple(audios)), args.max_minutes)
         seconds[clip] = time.perf_counter() - start
 
-    header = f"{'held-out metric':<46}" + "".join(f"{clip[:CELL - 2]:>{CELL}}" for clip in args.clips)
+    header = f"{'held-out metric':<46}" + "".join(f"{clip[: CELL - 2]:>{CELL}}" for clip in args.clips)
     print(f"\npreset {args.preset}; per clip: real | generated | copy | warp (* = generated beats both baselines)")
     print(header)
     for key, label, _ in METRICS:
@@ -81,7 +82,13 @@ def main() -> None:
         if any(rows):
             print(f"{label[:46]:<46}" + "".join(cell(row) for row in rows))
     print("the lip-sync network's own landmarks (driving both; no image):")
-    for key in ("mouth_lmd_px", "mouth_lag_to_real", "mouth_corr_to_real", "mouth_opening_mean_px", "mouth_opening_std_px"):
+    for key in (
+        "mouth_lmd_px",
+        "mouth_lag_to_real",
+        "mouth_corr_to_real",
+        "mouth_opening_mean_px",
+        "mouth_opening_std_px",
+    ):
         values = [reports[clip]["self_driven"]["sources"]["driving"][key] for clip in args.clips]
         print(f"{'  driving: ' + key:<46}" + "".join(f"{fmt_number(v):>18}{'':>{CELL - 18}}" for v in values))
     for audio in audios:

@@ -31,8 +31,14 @@ import torch
 
 from amg.audio.features import features_for_audio
 from amg.config import (
-    AvatarConfig, GanConfig, MotionConfig, MotionOptions, PreprocessConfig, load_config, preset_overrides,
-)  # fmt: skip
+    AvatarConfig,
+    GanConfig,
+    MotionConfig,
+    MotionOptions,
+    PreprocessConfig,
+    load_config,
+    preset_overrides,
+)
 from amg.layout import Layout
 from amg.media import VideoWriter, load_audio, write_wav
 from amg.pipeline import RenderConfig, render, train_avatar
@@ -81,9 +87,9 @@ def ensure_avatar(layout: Layout, clip: str, gan: dict) -> None:
 
 
 def stage_speeds(layout: Layout, audio: str, video: str) -> dict:
+    from amg.common.tensors import to_uint8
     from amg.enhance.inference import FaceEnhancer
     from amg.gan.inference import AvatarGenerator
-    from amg.gan.inputs import to_uint8
     from amg.gan.networks import count_flops
     from amg.motion.stage import predict_motion
 
@@ -140,12 +146,23 @@ def stage_speeds(layout: Layout, audio: str, video: str) -> dict:
     n["end to end render(), --enhance"] = time.perf_counter() - t0
     flops = count_flops(gen.generator, inputs[0][:1], gen.static_code, gen.inputs.background)
     crop = torch.zeros(1, 3, enhancer.crop_size, enhancer.crop_size)
-    whole_speech = ("audio features", "motion (expression, pose, body)", "end to end render()", "end to end render(), --enhance")
+    whole_speech = (
+        "audio features",
+        "motion (expression, pose, body)",
+        "end to end render()",
+        "end to end render(), --enhance",
+    )
     counts = {stage: frames if stage in whole_speech else n_image for stage in n}
     return {
-        "frames": frames, "seconds": n, "counts": counts, "n_candidates": gen.config.n_candidates, "gflop_per_frame": flops / 1e9, "size": gen.size,
-        "refiner_gflop": count_flops(enhancer.refiner, crop) / 1e9, "refiner_crop": enhancer.crop_size,
-    }  # fmt: skip
+        "frames": frames,
+        "seconds": n,
+        "counts": counts,
+        "n_candidates": gen.config.n_candidates,
+        "gflop_per_frame": flops / 1e9,
+        "size": gen.size,
+        "refiner_gflop": count_flops(enhancer.refiner, crop) / 1e9,
+        "refiner_crop": enhancer.crop_size,
+    }
 
 
 def gan_training_speed(layout: Layout, video: str, gan: dict, steps: int = 6) -> float:
@@ -202,12 +219,22 @@ def main() -> None:
     print(f"{'stage':40s} {'frames/s':>9s}")
     for stage, seconds in speeds["seconds"].items():
         print(f"{stage:40s} {speeds['counts'][stage] / seconds:9.1f}")
-    warp_ms = 1000 * speeds["seconds"]["candidate retrieval + mesh warp"] / speeds["counts"]["candidate retrieval + mesh warp"]
+    warp_ms = (
+        1000
+        * speeds["seconds"]["candidate retrieval + mesh warp"]
+        / speeds["counts"]["candidate retrieval + mesh warp"]
+    )
     print(f"mesh warp of {speeds['n_candidates']} candidates: {warp_ms:.1f} ms per frame")
-    print(f"\ngenerator: {speeds['gflop_per_frame']:.2f} GFLOP/frame; measured fp32 matmul ceiling {ceiling:.1f} GFLOP/s")
+    print(
+        f"\ngenerator: {speeds['gflop_per_frame']:.2f} GFLOP/frame; measured fp32 matmul ceiling {ceiling:.1f} GFLOP/s"
+    )
     print(f"face refiner: {speeds['refiner_gflop']:.2f} GFLOP/frame on a {speeds['refiner_crop']}² face crop")
     for engine in ("PyTorch", "ONNX Runtime"):
-        achieved = speeds["gflop_per_frame"] * speeds["counts"][f"generator ({engine})"] / speeds["seconds"][f"generator ({engine})"]
+        achieved = (
+            speeds["gflop_per_frame"]
+            * speeds["counts"][f"generator ({engine})"]
+            / speeds["seconds"][f"generator ({engine})"]
+        )
         print(f"  {engine:13s} {achieved:5.1f} GFLOP/s = {achieved / ceiling:.0%} of the ceiling")
     print(f"image-GAN training at {speeds['size']} px: {gan_training_speed(layout, AVATAR, gan):.2f} steps/s")
     print(f"\n{'speech':>8s} {'peak RSS MB':>12s} {'render s':>9s} {'frames/s':>9s}")

@@ -69,9 +69,13 @@ def main() -> None:
             final = httpx.get(status_url).json()
         ms = np.array(latencies) * 1000
         print(f"{n} status requests at {args.rate:g}/s for {args.seconds:g} s while rendering 60 s of speech:")
-        print(f"  latency ms: p50 {np.percentile(ms, 50):.1f}  p95 {np.percentile(ms, 95):.1f}  "
-              f"p99 {np.percentile(ms, 99):.1f}  max {ms.max():.1f};  errors: {len(errors)} {errors[:5]}")
-        print(f"  the job was {at_end['status']} at {at_end['progress']:.0%} when the load ended; it ended {final['status']}")
+        print(
+            f"  latency ms: p50 {np.percentile(ms, 50):.1f}  p95 {np.percentile(ms, 95):.1f}  "
+            f"p99 {np.percentile(ms, 99):.1f}  max {ms.max():.1f};  errors: {len(errors)} {errors[:5]}"
+        )
+        print(
+            f"  the job was {at_end['status']} at {at_end['progress']:.0%} when the load ended; it ended {final['status']}"
+        )
 
 
 if __name__ == "__main__":

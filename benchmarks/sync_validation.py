@@ -57,8 +57,15 @@ from amg.layout import Layout
 from amg.media.audio import load_audio
 from amg.tracking.tracks import Tracks
 
-DEFAULT_CLIPS = ["obama_clip1", "obama_clip2", "kristi_noem", "hdtf_katie_hill_8s",
-                 "andrew_ng_clip1", "andrew_ng_clip2", "feifei_li_clip1"]
+DEFAULT_CLIPS = [
+    "obama_clip1",
+    "obama_clip2",
+    "kristi_noem",
+    "hdtf_katie_hill_8s",
+    "andrew_ng_clip1",
+    "andrew_ng_clip2",
+    "feifei_li_clip1",
+]
 SPEECH_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "audio"
 SPEECH_SUFFIXES = (".wav", ".flac", ".mp3")
 MAX_SPEECH_SECONDS = 60.0
@@ -102,16 +109,19 @@ def other_voice(samples: np.ndarray, up: int, down: int, n_frames: int) -> Audio
     def retime(x: np.ndarray) -> np.ndarray:
         return np.interp(target, source, x).astype(np.float32)
 
-    return AudioFeatures(np.stack([retime(c) for c in features.values.T], axis=1), features.blocks,
-                         retime(features.vad))
+    return AudioFeatures(
+        np.stack([retime(c) for c in features.values.T], axis=1), features.blocks, retime(features.vad)
+    )
 
 
 def load_clips(root: Path, names: list[str]) -> list[Clip]:
     layout = Layout(root)
     missing = [n for n in names if not layout.tracks(n).is_file() or not layout.audio_wav(n).is_file()]
     if missing:
-        sys.exit(f"error: {root} lacks the preprocessed clip(s) {', '.join(missing)} (tracks.npz and audio.wav); "
-                 f"run `amg preprocess {root} NAME` for each, or name other clips.")
+        sys.exit(
+            f"error: {root} lacks the preprocessed clip(s) {', '.join(missing)} (tracks.npz and audio.wav); "
+            f"run `amg preprocess {root} NAME` for each, or name other clips."
+        )
     clips = []
     for name in names:
         tracks = Tracks.load(layout.tracks(name))
@@ -128,8 +138,12 @@ def load_speech(folder: Path) -> dict[str, AudioFeatures]:
         print(f"note: {folder} not found; unrelated audio comes from the other clips only")
         return {}
     files = sorted(p for p in folder.iterdir() if p.suffix in SPEECH_SUFFIXES)
-    return {p.stem: compute_features(load_audio(p, SAMPLE_RATE)[: int(MAX_SPEECH_SECONDS * SAMPLE_RATE)],
-                                     AudioFeatureConfig()) for p in files}
+    return {
+        p.stem: compute_features(
+            load_audio(p, SAMPLE_RATE)[: int(MAX_SPEECH_SECONDS * SAMPLE_RATE)], AudioFeatureConfig()
+        )
+        for p in files
+    }
 
 
 def segments(n_frames: int) -> list[np.ndarray]:
@@ -167,8 +181,9 @@ def energy_baseline(changes: bool) -> Measure:
     return measure
 
 
-def evaluate(clips: list[Clip], speech: dict[str, AudioFeatures], fit_args: dict, measures: dict[str, Measure]
-             ) -> dict[str, list[Trial]]:
+def evaluate(
+    clips: list[Clip], speech: dict[str, AudioFeatures], fit_args: dict, measures: dict[str, Measure]
+) -> dict[str, list[Trial]]:
     """Every measure's trials over every clip's test segments (see the module docstring)."""
     trials: dict[str, list[Trial]] = {name: [] for name in measures}
     rng = np.random.default_rng(0)
@@ -184,8 +199,9 @@ def evaluate(clips: list[Clip], speech: dict[str, AudioFeatures], fit_args: dict
             for k in SHIFTS:
                 index = segment + k
                 inside = (index >= 0) & (index < n_frames)
-                cases.append(("shift", k, rows(clip.features, np.clip(index, 0, n_frames - 1)),
-                              clip.valid[segment] & inside))
+                cases.append(
+                    ("shift", k, rows(clip.features, np.clip(index, 0, n_frames - 1)), clip.valid[segment] & inside)
+                )
             for other in unrelated:
                 window = speech_window(other, len(segment), rng)
                 if window is not None:
@@ -199,8 +215,9 @@ def evaluate(clips: list[Clip], speech: dict[str, AudioFeatures], fit_args: dict
 
 def auc(positive: np.ndarray, negative: np.ndarray) -> float:
     ranks = scipy.stats.rankdata(np.concatenate([positive, negative]))
-    return float((ranks[: len(positive)].sum() - len(positive) * (len(positive) + 1) / 2)
-                 / (len(positive) * len(negative)))
+    return float(
+        (ranks[: len(positive)].sum() - len(positive) * (len(positive) + 1) / 2) / (len(positive) * len(negative))
+    )
 
 
 def select(trials: list[Trial], condition: str, expected: int | None = None) -> list[Trial]:
@@ -231,23 +248,40 @@ def print_table(title: str, columns: list[tuple[str, int]], lines: dict[str, lis
 
 def offset_table(trials: dict[str, list[Trial]]) -> None:
     columns = [("own", 11), ("voice", 11)] + [(f"shift {k:+d}", 11) for k in SHIFTS]
-    lines = {name: [hits(select(t, "own")), hits(select(t, "voice"))] + [hits(select(t, "shift", k)) for k in SHIFTS]
-             for name, t in trials.items()}
+    lines = {
+        name: [hits(select(t, "own")), hits(select(t, "voice"))] + [hits(select(t, "shift", k)) for k in SHIFTS]
+        for name, t in trials.items()
+    }
     print_table("Offsets recovered (share exact / share within ±1 frame)", columns, lines)
 
 
 def confidence_table(trials: dict[str, list[Trial]]) -> None:
-    columns = [("conf own", 8), ("voice", 5), ("unrel", 5), ("AUC own", 7), ("AUC voice", 9), ("threshold", 9),
-               ("TPR own", 7)]
+    columns = [
+        ("conf own", 8),
+        ("voice", 5),
+        ("unrel", 5),
+        ("AUC own", 7),
+        ("AUC voice", 9),
+        ("threshold", 9),
+        ("TPR own", 7),
+    ]
     lines = {}
     for name, t in trials.items():
         threshold = np.quantile(confidences(select(t, "unrelated")), 1 - UNRELATED_FPR)
         own = confidences(select(t, "own"))
         lines[name] = [f"{np.mean(confidences(select(t, c))):.3f}" for c in ("own", "voice", "unrelated")]
-        lines[name] += [separation(t, "own"), separation(t, "voice"), f"{threshold:.3f}",
-                        f"{np.mean(own > threshold):.0%}"]
-    print_table(f"Confidence, in sync vs unrelated audio (threshold: {1 - UNRELATED_FPR:.0%} of unrelated windows "
-                "below it; TPR: in-sync segments above it)", columns, lines)
+        lines[name] += [
+            separation(t, "own"),
+            separation(t, "voice"),
+            f"{threshold:.3f}",
+            f"{np.mean(own > threshold):.0%}",
+        ]
+    print_table(
+        f"Confidence, in sync vs unrelated audio (threshold: {1 - UNRELATED_FPR:.0%} of unrelated windows "
+        "below it; TPR: in-sync segments above it)",
+        columns,
+        lines,
+    )
 
 
 def clip_table(trials: list[Trial], clips: list[Clip]) -> None:
@@ -256,8 +290,13 @@ def clip_table(trials: list[Trial], clips: list[Clip]) -> None:
     for clip in clips:
         mine = [t for t in trials if t.clip == clip.name]
         own, unrelated = select(mine, "own"), select(mine, "unrelated")
-        lines[clip.name] = [str(len(own)), hits(own), f"{np.mean(confidences(own)):.3f}",
-                            f"{np.mean(confidences(unrelated)):.3f}", separation(mine, "own")]
+        lines[clip.name] = [
+            str(len(own)),
+            hits(own),
+            f"{np.mean(confidences(own)):.3f}",
+            f"{np.mean(confidences(unrelated)):.3f}",
+            separation(mine, "own"),
+        ]
     print_table("Sync model per clip", columns, lines)
 
 
@@ -276,8 +315,16 @@ def ablation_table(clips: list[Clip], speech: dict[str, AudioFeatures], default:
     for name, (fit_args, measure) in variants.items():
         trials[name] = evaluate(clips, speech, fit_args, {name: measure})[name]
     columns = [("own", 11), ("voice", 11), ("shifts", 11), ("AUC own", 7), ("AUC voice", 9)]
-    lines = {name: [hits(select(t, "own")), hits(select(t, "voice")), hits(select(t, "shift")),
-                    separation(t, "own"), separation(t, "voice")] for name, t in trials.items()}
+    lines = {
+        name: [
+            hits(select(t, "own")),
+            hits(select(t, "voice")),
+            hits(select(t, "shift")),
+            separation(t, "own"),
+            separation(t, "voice"),
+        ]
+        for name, t in trials.items()
+    }
     print_table("Ablation: one setting changed from the default (offsets exact / within ±1 frame)", columns, lines)
 
 
@@ -292,15 +339,22 @@ def main() -> None:
         sys.exit("error: name at least two clips (each one's speech is unrelated audio for the others)")
     clips = load_clips(args.root, args.clips)
     speech = load_speech(args.speech_dir)
-    measures = {"sync model": sync_model, "baseline, levels": energy_baseline(False),
-                "baseline, changes": energy_baseline(True)}
+    measures = {
+        "sync model": sync_model,
+        "baseline, levels": energy_baseline(False),
+        "baseline, changes": energy_baseline(True),
+    }
     trials = evaluate(clips, speech, {}, measures)
     default = trials["sync model"]
-    print(f"{len(clips)} clips, {sum(len(c.features) for c in clips) / FPS:.0f} s, {len(select(default, 'own'))} "
-          f"test segments of ~{SEGMENT_FRAMES / FPS:.0f} s, {len(select(default, 'unrelated'))} unrelated windows "
-          f"({len(clips) - 1} other clips, {len(speech)} speech files); lags ±{MAX_LAG} frames")
-    print(f"sync model: blocks {DEFAULT_BLOCKS}, context ±{DEFAULT_CONTEXT} frames, ridge alpha {DEFAULT_ALPHA}; "
-          "baseline: mouth opening vs energy envelope")
+    print(
+        f"{len(clips)} clips, {sum(len(c.features) for c in clips) / FPS:.0f} s, {len(select(default, 'own'))} "
+        f"test segments of ~{SEGMENT_FRAMES / FPS:.0f} s, {len(select(default, 'unrelated'))} unrelated windows "
+        f"({len(clips) - 1} other clips, {len(speech)} speech files); lags ±{MAX_LAG} frames"
+    )
+    print(
+        f"sync model: blocks {DEFAULT_BLOCKS}, context ±{DEFAULT_CONTEXT} frames, ridge alpha {DEFAULT_ALPHA}; "
+        "baseline: mouth opening vs energy envelope"
+    )
     offset_table(trials)
     confidence_table(trials)
     clip_table(default, clips)

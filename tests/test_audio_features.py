@@ -7,13 +7,14 @@ import os
 
 import numpy as np
 import pytest
-from conftest import require_shared
 
 from amg.audio import FPS, SAMPLE_RATE, AudioFeatures, compute_features, features_for_audio, features_for_video
 from amg.config import AudioFeatureConfig, load_config
 from amg.errors import AmgError, MediaError
 from amg.layout import Layout
 from amg.media.audio import load_audio, write_wav
+
+from conftest import require_shared
 
 HOP = SAMPLE_RATE // FPS
 DEFAULT = AudioFeatureConfig()
@@ -247,14 +248,13 @@ def test_missing_or_corrupt_audio_raises_a_clear_error(tmp_path):
         features_for_audio(layout, "junk", CHEAP)
 
 
-
 def test_the_slow_models_report_their_progress(speech):
     from amg.progress import reporting_to
 
     reports = []
     with reporting_to(lambda stage, done, total: reports.append((stage, done, total))):
         compute_features(np.tile(speech, 8), AudioFeatureConfig())  # long enough for several batches
-    for stage in ("Speech embedding", "Voice activity"):
+    for stage in ("audio.embedding", "audio.vad"):
         done = [d for s, d, _ in reports if s == stage]
         total = next(t for s, _, t in reports if s == stage)
         assert done == list(range(1, total + 1)) and total > 1, stage

@@ -69,7 +69,9 @@ def test_paste_has_no_seam_and_cancels_a_colour_shift(upscale):
     refined = np.clip(base.astype(float) + 25 + detail, 0, 255).astype(np.uint8)  # brighter, with texture
     out = paster(frame, refined, base, box)
     assert out.shape == (128 * upscale, 128 * upscale, 3)
-    reference = frame if upscale == 1 else cv2.resize(frame, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC)
+    reference = (
+        frame if upscale == 1 else cv2.resize(frame, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC)
+    )
     diff = np.abs(out.astype(int) - reference.astype(int)).mean(axis=-1)
     cx, cy, side = box * upscale
     half = side / 2

@@ -6,15 +6,17 @@ import cv2
 import numpy as np
 import pytest
 
+from amg.common import images
 from amg.config import AvatarConfig, GanConfig, MotionConfig, save_config
 from amg.errors import AmgError
 from amg.evaluation import metrics
-from amg.gan.candidates import nearest_landmark_index
 from amg.evaluation.evaluate import check_unseen, held_out_start, measure_frames, with_holdout
 from amg.evaluation.report import better, comparison
+from amg.gan.candidates import nearest_landmark_index
 from amg.layout import Layout
 from amg.media import probe_video
 from amg.tracking import topology
+from amg.tracking.boxes import face_boxes
 from amg.tracking.topology import NUM_LANDMARKS_REFINED
 
 from conftest import require_shared
@@ -26,8 +28,8 @@ def _random_landmarks(rng, n_frames: int = 5) -> np.ndarray:
 
 def test_psnr_is_infinite_and_ssim_one_for_identical_frames():
     frame = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    assert metrics.psnr(frame, frame) == float("inf")
-    assert metrics.ssim(frame, frame) == pytest.approx(1.0)
+    assert images.psnr(frame, frame) == float("inf")
+    assert images.ssim(frame, frame) == pytest.approx(1.0)
 
 
 def test_noise_lowers_psnr_and_ssim_the_more_the_stronger():
@@ -36,7 +38,7 @@ def test_noise_lowers_psnr_and_ssim_the_more_the_stronger():
     scores = []
     for sigma in (5, 20):
         noisy = np.clip(image + rng.normal(0, sigma, image.shape), 0, 255).astype(np.uint8)
-        scores.append((metrics.psnr(noisy, image), metrics.ssim(noisy, image)))
+        scores.append((images.psnr(noisy, image), images.ssim(noisy, image)))
     assert scores[0][0] == pytest.approx(20 * np.log10(255 / 5), abs=0.5)  # PSNR of N(0, σ=5) noise
     assert scores[0][0] > scores[1][0] + 10 and scores[0][1] > scores[1][1] + 0.2
 
@@ -69,12 +71,12 @@ def test_jitter_is_zero_for_steady_motion_and_measures_shaking():
 def test_sharpness_drops_with_blur():
     image = np.random.default_rng(4).integers(0, 256, (80, 80, 3), dtype=np.uint8)
     blurred = cv2.GaussianBlur(image, (7, 7), 2)
-    assert metrics.sharpness(image, (10, 10, 70, 70)) > 10 * metrics.sharpness(blurred, (10, 10, 70, 70))
+    assert images.sharpness(image, (10, 10, 70, 70)) > 10 * images.sharpness(blurred, (10, 10, 70, 70))
 
 
 def test_face_boxes_hold_the_face_oval_at_the_target_size():
     landmarks = _random_landmarks(np.random.default_rng(5), 3)
-    boxes = metrics.face_boxes(landmarks, source_size=512, size=256)
+    boxes = face_boxes(landmarks, source_size=512, size=256)
     oval = landmarks[:, topology.FACE_OVAL, :2] / 2
     assert (boxes[:, :2] <= oval.min(axis=1)).all() and (boxes[:, 2:] >= oval.max(axis=1)).all()
     assert boxes.min() >= 0 and boxes.max() <= 256
@@ -118,9 +120,13 @@ def test_comparison_rules():
     assert better("real", 1.0, 2.0, None) is None and better("higher", float("nan"), 1.0, None) is None
     assert better("higher", float("inf"), 30.0, None)
     rows = comparison(
-        {"real": {"jitter_px": 0.5}, "generated": {"psnr": 25.0, "ssim": 0.80, "jitter_px": 0.6},
-         "copy": {"psnr": 22.0, "ssim": 0.78, "jitter_px": 1.5}, "warp": {"psnr": 24.0, "ssim": 0.85, "jitter_px": 0.7}}
-    )  # fmt: skip
+        {
+            "real": {"jitter_px": 0.5},
+            "generated": {"psnr": 25.0, "ssim": 0.80, "jitter_px": 0.6},
+            "copy": {"psnr": 22.0, "ssim": 0.78, "jitter_px": 1.5},
+            "warp": {"psnr": 24.0, "ssim": 0.85, "jitter_px": 0.7},
+        }
+    )
     # The difference is to the strongest baseline (the warp); "better" means better than every baseline.
     assert rows["psnr"]["difference"] == pytest.approx(1.0) and rows["psnr"]["generated_better"]
     assert rows["ssim"]["better_than_copy"] and not rows["ssim"]["better_than_warp"]
@@ -149,9 +155,14 @@ def test_measure_frames_scores_identical_streams_perfectly_and_writes_the_side_b
     path = tmp_path / "side.mp4"
     audio = np.zeros(n * 640, np.float32)
     measured = measure_frames(
-        {"real": iter(frames), "generated": iter(frames), "copy": iter(blurred)}, iter(conditioning),
-        mouth, face, audio, path, reference="real",
-    )  # fmt: skip
+        {"real": iter(frames), "generated": iter(frames), "copy": iter(blurred)},
+        iter(conditioning),
+        mouth,
+        face,
+        audio,
+        path,
+        reference="real",
+    )
     generated, baseline = measured["generated"], measured["copy"]
     assert np.isinf(generated["psnr"]).all() and np.allclose(generated["ssim"], 1)
     assert np.isfinite(baseline["psnr"]).all() and baseline["face_ssim"].mean() < 0.95
@@ -168,7 +179,7 @@ def test_measure_frames_scores_identical_streams_perfectly_and_writes_the_side_b
 
 
 def test_pick_frames_keeps_the_wanted_frames_and_decodes_no_further():
-    from amg.gan.data import pick_frames
+    from amg.media import pick_frames
 
     stream = iter([np.full((2, 2, 3), i, np.uint8) for i in range(10)])
     picked = pick_frames(stream, np.array([7, 2, 2]))

@@ -9,12 +9,14 @@ from amg.audio.features import AudioFeatures, features_for_video
 from amg.config import EyesConfig, MotionConfig
 from amg.evaluation.landmarks import LandmarkDetector
 from amg.gan.candidates import CandidatePicker, head_pose_features
-from amg.gan.data import pick_frames, resized_frames
 from amg.gan.references import choose_bank_frames
+from amg.media import pick_frames, resized_frames
 from amg.motion.eyes import EyeModel, blink_onsets, blink_runs, blink_statistics, upper_face_weights
 from amg.render.warp import warp_frames
 from amg.tracking import fitting, topology
 from amg.tracking.tracks import Tracks
+
+pytestmark = pytest.mark.slow  # real stages on real footage, seconds each: `pytest -m 'not slow'` skips them
 
 CFG = EyesConfig()
 
@@ -86,8 +88,9 @@ def test_sampled_blinks_match_the_tracked_rate_duration_and_opening(fitted):
     speech = fitting.decode(face_model, np.repeat(tracks.expression[train].mean(0)[None], 25 * 60, 0))
     rates = []
     for seed in range(5):
-        sampled = blink_statistics(topology.eye_opening(model.animate(speech, _features(len(speech)), seed)),
-                                   model.open_median, CFG)  # fmt: skip
+        sampled = blink_statistics(
+            topology.eye_opening(model.animate(speech, _features(len(speech)), seed)), model.open_median, CFG
+        )
         rates.append(sampled["blinks_per_minute"])
         assert sampled["blink_frames_median"] == pytest.approx(tracked["blink_frames_median"], rel=0.3)
         assert sampled["opening_q50"] == pytest.approx(tracked["opening_q50"], rel=0.05)
@@ -110,19 +113,27 @@ def test_the_eye_candidate_warped_onto_closed_eyes_shows_closed_eyes(obama_avata
     median = float(np.median(opening[train]))
     runs = blink_runs(opening[train], median, CFG.blink_ratio, 25)
     closed = np.array([start + np.argmin(opening[start:stop]) for start, stop in runs])
-    open_ = np.flatnonzero(np.abs(opening[train] - median) < 0.01)[:: 40][: len(closed)]
+    open_ = np.flatnonzero(np.abs(opening[train] - median) < 0.01)[::40][: len(closed)]
     targets = np.concatenate([closed, open_])
 
     bank = choose_bank_frames(tracks, train, 640)
     poses = head_pose_features(tracks.rotation, tracks.translation, tracks.scale)
     picker = CandidatePicker(tracks.landmarks[bank], poses[bank], bank, 3, hysteresis=0.0)
     # Frames within a second of the target are no candidates (as in training): the blink is not its own source.
-    eyes_slot = [bank[picker.pick(tracks.landmarks[[t]], poses[[t]], np.array([t]), exclusion=25)[0, 2]] for t in targets]
+    eyes_slot = [
+        bank[picker.pick(tracks.landmarks[[t]], poses[[t]], np.array([t]), exclusion=25)[0, 2]] for t in targets
+    ]
     frames = pick_frames(resized_frames(layout.frames_video(name), tracks.size), np.array(eyes_slot))
     detected = []
     for target, source in zip(targets, eyes_slot):
-        warped = warp_frames(frames[source][None], tracks.landmarks[[source]], tracks.body[[source]],
-                             tracks.landmarks[target], tracks.body[target], tracks.size)[0]  # fmt: skip
+        warped = warp_frames(
+            frames[source][None],
+            tracks.landmarks[[source]],
+            tracks.body[[source]],
+            tracks.landmarks[target],
+            tracks.body[target],
+            tracks.size,
+        )[0]
         detector = LandmarkDetector()  # one per frame: these are not a sequence
         detected.append(topology.eye_opening(detector(warped)[None])[0])
         detector.close()

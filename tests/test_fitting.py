@@ -9,8 +9,8 @@ from scipy.spatial.transform import Rotation
 
 from amg.tracking import topology
 from amg.tracking.fitting import (
-    HeadPose,
     ExpressionModel,
+    HeadPose,
     build_neutral_shape,
     decode,
     encode,
@@ -28,6 +28,7 @@ from amg.tracking.fitting import (
     rotations_from_rotvecs,
     umeyama,
 )
+
 from conftest import SHARED_DATA
 
 N_POINTS = 478
@@ -216,8 +217,9 @@ def test_head_pose_recovers_generated_angles_and_interpolates_missing_frames():
     assert np.isfinite(pose.rotations).all() and np.isfinite(pose.translations).all()
     gap = np.flatnonzero(~valid)[0]
     before, after = np.flatnonzero(valid[:gap])[-1], gap + np.flatnonzero(valid[gap:])[0]
-    lo, hi = np.minimum(pose.translations[before], pose.translations[after]), np.maximum(
-        pose.translations[before], pose.translations[after]
+    lo, hi = (
+        np.minimum(pose.translations[before], pose.translations[after]),
+        np.maximum(pose.translations[before], pose.translations[after]),
     )
     assert np.all((pose.translations[gap] >= lo - 1e-9) & (pose.translations[gap] <= hi + 1e-9))
     np.testing.assert_allclose(rotations_from_rotvecs(pose.rotvecs()), pose.rotations, atol=1e-12)

@@ -6,19 +6,19 @@ import numpy as np
 import pytest
 import torch
 
+from amg.common.images import psnr, ssim
 from amg.config import GanConfig
-from amg.evaluation.metrics import psnr, ssim
 from amg.gan import losses
-from amg.gan.networks import Generator, MultiScaleDiscriminator, TemporalDiscriminator, count_flops
 from amg.gan.candidates import CandidatePicker, head_pose_features
 from amg.gan.inputs import CANDIDATE_CHANNELS
+from amg.gan.networks import Generator, MultiScaleDiscriminator, TemporalDiscriminator, count_flops
 from amg.gan.references import choose_bank_frames
 from amg.output import FullFramePaster
 from amg.render import N_CHANNELS
 from amg.tracking import topology
+from amg.tracking.boxes import mouth_boxes
 from amg.tracking.tracks import Tracks
 from amg.training import load_checkpoint
-
 
 K = 3
 DYNAMIC = K * CANDIDATE_CHANNELS + 3 * N_CHANNELS
@@ -160,7 +160,7 @@ def test_full_frame_paste_has_no_seam():
 def test_mouth_boxes_hold_the_lips(obama_avatar):
     layout, name = obama_avatar
     tracks = Tracks.load(layout.tracks(name))
-    boxes = losses.mouth_boxes(tracks.landmarks[:50], tracks.size, 128)
+    boxes = mouth_boxes(tracks.landmarks[:50], tracks.size, 128)
     lips = tracks.landmarks[:50, topology.LIPS, :2] * 128 / tracks.size
     assert (lips[..., 0] >= boxes[:, None, 0]).all() and (lips[..., 0] <= boxes[:, None, 2]).all()
     assert (lips[..., 1] >= boxes[:, None, 1]).all() and (lips[..., 1] <= boxes[:, None, 3]).all()
@@ -211,8 +211,19 @@ def test_candidates_come_from_training_frames_and_match_mouth_and_eyes(obama_ava
     assert (np.abs(bank[trained] - index[:, None]) >= 25).all()
 
 
-TINY = GanConfig(size=64, n_levels=4, ngf=8, ndf=8, steps=6, save_every=3, eval_every=3, eval_frames=4,
-                 batch_clips=1, bank_size=80, perceptual_weight=0.0)  # fmt: skip
+TINY = GanConfig(
+    size=64,
+    n_levels=4,
+    ngf=8,
+    ndf=8,
+    steps=6,
+    save_every=3,
+    eval_every=3,
+    eval_frames=4,
+    batch_clips=1,
+    bank_size=80,
+    perceptual_weight=0.0,
+)
 
 
 def _train(layout, name, cfg, max_minutes=None):
@@ -221,6 +232,7 @@ def _train(layout, name, cfg, max_minutes=None):
     return train_gan(layout, name, cfg, max_minutes)
 
 
+@pytest.mark.slow
 def test_gan_training_is_deterministic_resumable_and_saves_everything(obama_avatar, tmp_path):
     import shutil
 

@@ -129,11 +129,13 @@ def test_a_read_only_dataroot_is_one_line_naming_the_folder(layout):
         for args in (["preprocess", str(layout.root), NAME], ["run", str(layout.root), "speech", NAME]):
             done = subprocess.run(
                 as_a_user_without_root_override([sys.executable, "-m", "amg", *args]), capture_output=True, text=True
-            )  # fmt: skip
+            )
             errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
             assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-            assert errors == [f"error: cannot write in the folder {layout.video_dir(NAME)} (Permission denied): "
-                              "make it writable, or use another DATAROOT."]  # fmt: skip
+            assert errors == [
+                f"error: cannot write in the folder {layout.video_dir(NAME)} (Permission denied): "
+                "make it writable, or use another DATAROOT."
+            ]
     finally:
         for folder in (layout.root, *layout.root.rglob("*")):
             if not folder.is_symlink():
@@ -144,7 +146,10 @@ def test_a_read_only_dataroot_is_one_line_naming_the_folder(layout):
 def test_a_missing_dataroot_says_so(tmp_path, capsys, command):
     root = tmp_path / "nonexistent"
     assert amg_main([arg.format(root=root) for arg in command]) == 2
-    assert one_error_line(capsys) == f"error: DATAROOT {root} does not exist (it holds input_data/, checkpoints/, output_data/)."
+    assert (
+        one_error_line(capsys)
+        == f"error: DATAROOT {root} does not exist (it holds input_data/, checkpoints/, output_data/)."
+    )
 
 
 def test_a_finished_write_removes_the_parts_a_killed_writer_left_and_keeps_live_ones(tmp_path):
@@ -161,6 +166,7 @@ def test_a_finished_write_removes_the_parts_a_killed_writer_left_and_keeps_live_
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "generated_video.mp4"])
 
 
+@pytest.mark.slow
 def test_mediapipe_and_tflite_log_noise_is_hidden_unless_verbose(layout):
     from conftest import link_shared
 
@@ -178,12 +184,17 @@ def test_mediapipe_and_tflite_log_noise_is_hidden_unless_verbose(layout):
     ("option", "message"),
     [
         (["--set", "gan.steps=-5"], "error: Config gan.steps: expected a finite number >= 0, got -5."),
-        (["--set", "motion.expression.lr=nan"], "error: Config motion.expression.lr: expected a finite number >= 0, got nan."),
+        (
+            ["--set", "motion.expression.lr=nan"],
+            "error: Config motion.expression.lr: expected a finite number >= 0, got nan.",
+        ),
         (["--set", "gan.eval_every=0"], "error: Config gan.eval_every: expected a finite number >= 1, got 0."),
-        (["--max-minutes", "-1"], "error: argument --max-minutes: expected a positive number of minutes, got '-1' "
-                                  "(see `amg train --help`)."),
+        (
+            ["--max-minutes", "-1"],
+            "error: argument --max-minutes: expected a positive number of minutes, got '-1' (see `amg train --help`).",
+        ),
     ],
-)  # fmt: skip
+)
 def test_nonsense_options_are_refused_in_one_line(layout, capsys, option, message):
     layout.root.mkdir(parents=True)
     with pytest.raises(SystemExit) if option[0] == "--max-minutes" else contextlib.nullcontext() as exited:
@@ -205,7 +216,9 @@ def test_range_rule_is_generic_over_every_numeric_option():
 
 @pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
 def test_openmp_threads_sleep_instead_of_spinning_unless_the_user_says_otherwise(given, expected):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": given} if given else {})
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | (
+        {"OMP_WAIT_POLICY": given} if given else {}
+    )
     code = "import amg, os; print(os.environ['OMP_WAIT_POLICY'])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.stdout.strip() == expected
@@ -218,7 +231,7 @@ def test_openmp_threads_sleep_instead_of_spinning_unless_the_user_says_otherwise
         (["--blink-rate", "nan"], "error: argument --blink-rate: expected a multiplier between 0 and 5, got 'nan'"),
         (["--blinks", "sometimes"], "error: argument --blinks: invalid choice: 'sometimes'"),
     ],
-)  # fmt: skip
+)
 def test_nonsense_blink_options_are_refused_in_one_line(layout, capsys, option, message):
     layout.root.mkdir(parents=True)
     with pytest.raises(SystemExit) as exited:

@@ -77,8 +77,9 @@ def test_pose_vectors_round_trip_through_stats(avatar: MotionData):
 def test_evaluate_motion_of_the_tracks_against_themselves():
     rng = np.random.default_rng(0)
     rotation = np.cumsum(rng.normal(0, 0.002, (200, 3)), axis=0)
-    poses = PoseSequence(rotation, np.c_[128 + np.cumsum(rng.normal(0, 0.5, (200, 2)), axis=0), np.zeros(200)],
-                         np.full(200, 50.0))  # fmt: skip
+    poses = PoseSequence(
+        rotation, np.c_[128 + np.cumsum(rng.normal(0, 0.5, (200, 2)), axis=0), np.zeros(200)], np.full(200, 50.0)
+    )
     energy = rng.normal(size=200)
     result = headpose.evaluate_motion(poses, poses, energy)
     for key in ("rotation_velocity_deg", "translation_velocity_px", "rotation_amplitude_deg"):
@@ -241,4 +242,4 @@ def test_sampling_reports_its_progress_frame_by_frame(model: Audio2PoseModel, av
     with reporting_to(lambda stage, done, total: reports.append((stage, done, total))):
         sample_poses(model, avatar.features, seed=0)
     n = len(avatar.features)
-    assert reports[-1] == ("Head motion", n, n) and [r[1] for r in reports] == list(range(1, n + 1))
+    assert reports[-1] == ("motion.head", n, n) and [r[1] for r in reports] == list(range(1, n + 1))

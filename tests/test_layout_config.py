@@ -10,7 +10,9 @@ def test_valid_names_pass(name):
     assert validate_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "..", "../etc", "a/b", "a\\b", "/abs", ".hidden", "na..me", "ｏbama", "é", "a" * 129])
+@pytest.mark.parametrize(
+    "name", ["", "..", "../etc", "a/b", "a\\b", "/abs", ".hidden", "na..me", "ｏbama", "é", "a" * 129]
+)
 def test_unsafe_names_are_rejected(name):
     with pytest.raises(AmgError):
         validate_name(name)

@@ -210,8 +210,12 @@ def test_rotation_metadata_is_applied(tmp_path, rotation_ccw, rotation, marker_c
     frame = next(iter_frames(path, FPS))
     assert frame.shape[:2] == expected_shape
     height, width = expected_shape
-    corners = {"top-left": (4, 4), "top-right": (4, width - 5), "bottom-left": (height - 5, 4),
-               "bottom-right": (height - 5, width - 5)}  # fmt: skip
+    corners = {
+        "top-left": (4, 4),
+        "top-right": (4, width - 5),
+        "bottom-left": (height - 5, 4),
+        "bottom-right": (height - 5, width - 5),
+    }
     for name, (y, x) in corners.items():
         assert (frame[y, x].mean() > 128) == (name == marker_corner), name
 

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from amg.audio.features import features_for_video
-from amg.config import Audio2ExpressionConfig, Audio2PoseConfig, EyesConfig, MotionConfig, MotionOptions
+from amg.config import (
+    Audio2ExpressionConfig,
+    Audio2PoseConfig,
+    EyesConfig,
+    MotionConfig,
+    MotionOptions,
+    resolve_increments,
+)
 from amg.media import load_audio, probe_video, write_wav
 from amg.motion.body import Head2Body
 from amg.motion.eyes import EyeModel, blink_statistics
 from amg.motion.headpose import PoseSequence
-from amg.motion.stage import MotionTracks, predict_motion, train_motion, write_motion_preview
+from amg.motion.stage import predict_motion, stale_motion_models, train_motion, write_motion_preview
+from amg.motion.tracks import MotionTracks
+from amg.stages import saved_stage_config
 from amg.tracking import topology
 from amg.tracking.tracks import Tracks
+from amg.training import load_checkpoint
 
 from conftest import link_shared
+
+pytestmark = pytest.mark.slow  # real stages on real footage, seconds each: `pytest -m 'not slow'` skips them
 
 # Small but real: enough steps to beat the baselines on the held-out tail, minutes not hours.
 FAST = MotionConfig(
@@ -42,9 +56,15 @@ def test_lip_sync_beats_the_baselines_on_the_held_out_tail(trained):
 
 def test_checkpoints_configs_plot_and_logs_are_saved(trained):
     layout, name, _ = trained
-    for path in (layout.audio2expression(name), layout.audio2headpose(name), layout.head2body(name),
-                 layout.eye_model(name), layout.head2body_plot(name), layout.motion_config(name),
-                 layout.motion_report(name)):
+    for path in (
+        layout.audio2expression(name),
+        layout.audio2headpose(name),
+        layout.head2body(name),
+        layout.eye_model(name),
+        layout.head2body_plot(name),
+        layout.motion_config(name),
+        layout.motion_report(name),
+    ):
         assert path.is_file() and path.stat().st_size > 0, path
     assert any(layout.logs_dir(name).rglob("events.out.tfevents*"))
     body = Head2Body.load(layout.head2body(name))
@@ -111,7 +131,9 @@ def _eye_stats(motion: MotionTracks, layout, name) -> dict:
 
 def _head_amplitude(motion: MotionTracks) -> float:
     """Mean standard deviation of yaw, pitch and roll (degrees)."""
-    return float(PoseSequence(motion.rotation, motion.translation, motion.scale).head_pose().euler_degrees().std(0).mean())
+    return float(
+        PoseSequence(motion.rotation, motion.translation, motion.scale).head_pose().euler_degrees().std(0).mean()
+    )
 
 
 def test_other_speech_gets_the_avatars_own_blinks_and_off_gets_none_with_the_lips_untouched(trained):
@@ -148,3 +170,40 @@ def test_silence_gives_a_living_avatar_with_the_mouth_closed(trained):
     link_shared(layout, "audio", "other60", "audio/musetalk_eng_60s.wav")
     speaking = predict_motion(layout, "other60", name, MotionOptions(seed=0))
     assert _head_amplitude(silent) >= 0.3 * _head_amplitude(speaking)  # it still sways
+
+
+def _file_bytes(layout, name) -> dict[str, bytes]:
+    files = {
+        "expression": layout.audio2expression(name),
+        "pose": layout.audio2headpose(name),
+        "body": layout.head2body(name),
+        "eyes": layout.eye_model(name),
+    }
+    return {key: path.read_bytes() for key, path in files.items()}
+
+
+def test_a_schedule_change_extends_that_network_alone_and_a_model_change_retrains_that_model_alone(trained, caplog):
+    # Runs last in this module: it trains the avatar further.
+    layout, name, _ = trained
+    before = _file_bytes(layout, name)
+    steps = resolve_increments(
+        {"motion.expression.steps": "+100"}, lambda section: saved_stage_config(layout, name, section)
+    )
+    assert steps == {"motion.expression.steps": str(FAST.expression.steps + 100)}
+    longer = replace(FAST, expression=replace(FAST.expression, steps=FAST.expression.steps + 100))
+    assert stale_motion_models(layout, name, longer) == ["expression"]
+    with caplog.at_level("INFO"):
+        train_motion(layout, name, longer)
+    assert f"Resuming audio2expression.pt from step {FAST.expression.steps}" in caplog.text
+    assert load_checkpoint(layout.audio2expression(name))["step"] == FAST.expression.steps + 100
+    after = _file_bytes(layout, name)
+    assert after["expression"] != before["expression"]
+    assert all(after[key] == before[key] for key in ("pose", "body", "eyes"))  # byte-identical
+
+    ridge = replace(longer, body=replace(longer.body, ridge=longer.body.ridge * 10))
+    assert stale_motion_models(layout, name, ridge) == ["body"]
+    train_motion(layout, name, ridge)
+    changed = _file_bytes(layout, name)
+    assert changed["body"] != after["body"]
+    assert all(changed[key] == after[key] for key in ("expression", "pose", "eyes"))
+    assert stale_motion_models(layout, name, ridge) == []

@@ -14,21 +14,32 @@ import numpy as np
 import pytest
 
 from amg.cli import main as amg_main
-from amg.config import AvatarConfig, load_config, preset_overrides
-from amg.gan.losses import mouth_boxes
+from amg.config import AvatarConfig, MotionOptions, load_config, preset_overrides
 from amg.layout import Layout
 from amg.media import iter_frames, load_audio, probe_video, write_wav
-from amg.motion.stage import MotionTracks
-from amg.config import MotionOptions
+from amg.motion.tracks import MotionTracks
 from amg.pipeline import run
+from amg.tracking.boxes import mouth_boxes
 from amg.tracking.tracks import Tracks
 
 from conftest import require_shared
 
+pytestmark = pytest.mark.slow  # real stages on real footage, seconds each: `pytest -m 'not slow'` skips them
+
 # The fast preset, shrunk further: 64 px, a few dozen steps (the test checks plumbing, not beauty).
-TINY = {"gan.size": 64, "gan.n_levels": 4, "gan.steps": 30, "gan.eval_every": 30, "gan.eval_frames": 4,
-        "gan.bank_size": 60, "motion.expression.steps": 300, "motion.pose.steps": 200,
-        "enhance.steps": 10, "enhance.eval_every": 10, "enhance.max_frames": 60}  # fmt: skip
+TINY = {
+    "gan.size": 64,
+    "gan.n_levels": 4,
+    "gan.steps": 30,
+    "gan.eval_every": 30,
+    "gan.eval_frames": 4,
+    "gan.bank_size": 60,
+    "motion.expression.steps": 300,
+    "motion.pose.steps": 200,
+    "enhance.steps": 10,
+    "enhance.eval_every": 10,
+    "enhance.max_frames": 60,
+}
 SILENCE = slice(5, 45)  # frames inside the leading 2 s of silence
 SPEECH = slice(60, 140)
 
@@ -129,7 +140,7 @@ def test_a_render_stopped_by_a_signal_says_one_line_and_leaves_no_partial_file(f
     err = seen + process.stderr.read()
     assert process.wait(60) == 130
     bars = ("%|", "INFO: ")  # progress bars and the info lines before rendering
-    lines = [l for l in err.replace("\r", "\n").splitlines() if l.strip() and not any(b in l for b in bars)]
+    lines = [text for text in err.replace("\r", "\n").splitlines() if text.strip() and not any(b in text for b in bars)]
     assert lines == ["interrupted: finished outputs are kept; run the same command again to continue."], err
     output = layout.output_dir("long_speech", name)
     assert not any(".part" in p.name for p in output.iterdir()) and not (output / "generated_video.mp4").exists()

@@ -13,7 +13,6 @@ from scipy.spatial.transform import Rotation
 from amg.render import N_CHANNELS, conditioning_to_rgb, render_conditioning, render_sequence
 from amg.render.conditioning import EYES, MESH, MESH_TRIANGLES, MOUTH, OUTLINE, _mesh_shading, _to_fixed_point
 from amg.tracking import topology
-from conftest import require_shared
 
 SOURCE = 256
 NO_BODY = np.full((4, 3), np.nan)

@@ -50,7 +50,7 @@ class LightRunner:
     def train(self, job) -> None:
         for step in range(5):
             time.sleep(self.delay)
-            report("Image GAN", step + 1, 5)
+            report("gan", step + 1, 5)
         make_trained(self.layout, job.avatar)
 
 
@@ -135,7 +135,10 @@ def test_a_render_job_keeps_its_blink_and_seed_options_for_the_runner(layout, tm
         wait_for(client, job["id"])
         plain = client.post(f"/api/jobs?avatar={AVATAR}", content=speech_bytes(tmp_path)).json()
         wait_for(client, plain["id"])
-    assert seen == [{"seed": 7, "blinks": "off", "blink_rate": 0.5}, {"seed": 0, "blinks": "natural", "blink_rate": 1.0}]
+    assert seen == [
+        {"seed": 7, "blinks": "off", "blink_rate": 0.5},
+        {"seed": 0, "blinks": "natural", "blink_rate": 1.0},
+    ]
     assert MotionOptions(**seen[0]).blinks == "off"  # what the pipeline runner makes of them
 
 
@@ -147,7 +150,9 @@ def test_a_job_database_from_before_the_options_column_is_upgraded(tmp_path):
         "NOT NULL, stage TEXT NOT NULL DEFAULT '', progress REAL NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '', "
         "created REAL NOT NULL, started REAL, finished REAL)"
     )
-    old.execute("INSERT INTO jobs (id, kind, avatar, audio, status, created) VALUES ('a' , 'render', 'x', 'y', 'queued', 1)")
+    old.execute(
+        "INSERT INTO jobs (id, kind, avatar, audio, status, created) VALUES ('a' , 'render', 'x', 'y', 'queued', 1)"
+    )
     old.commit()
     old.close()
     store = JobStore(path)
@@ -222,7 +227,7 @@ def peak_rss_growth_mb(fn) -> float:
     """How far this process's peak resident memory rises above its current one while `fn` runs."""
 
     def status_kb(field: str) -> int:
-        line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field))
+        line = next(row for row in Path("/proc/self/status").read_text().splitlines() if row.startswith(field))
         return int(line.split()[1])
 
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
@@ -345,7 +350,7 @@ def test_an_avatar_left_untrained_by_a_cancelled_training_can_be_retrained_or_de
         job = client.post("/api/avatars/bob", content=video).json()
         wait_for(client, job["id"], "running")
         layout.checkpoint_dir("bob").mkdir(parents=True)  # what a training leaves before it is cancelled
-        assert client.delete(f"/api/avatars/bob").status_code == 409  # in use by the running training
+        assert client.delete("/api/avatars/bob").status_code == 409  # in use by the running training
         assert client.delete(f"/api/jobs/{job['id']}").status_code == 204
         deadline = time.monotonic() + 10
         while "bob" in client.app.state.worker.busy_avatars() and time.monotonic() < deadline:
@@ -394,6 +399,7 @@ def test_status_stays_fast_under_load_while_a_job_renders(live_server, tmp_path)
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+@pytest.mark.slow
 def test_the_page_renders_an_uploaded_speech_and_plays_it(live_server):
     from playwright.sync_api import sync_playwright
 
@@ -464,9 +470,32 @@ def test_a_render_jobs_progress_covers_its_features_and_head_motion_before_the_f
     store.claim_next()
     sink = Worker(store, LightRunner(layout), layout)._sink(job)
     seen = []
-    for stage in ("Speech embedding", "Voice activity", "Head motion", "render"):
+    for stage in ("audio.embedding", "audio.vad", "motion.head", "render"):
         for done in (1, 2):  # the end of each stage is always written
             sink(stage, done, 2)
         seen.append((store.get(job.id).stage, round(store.get(job.id).progress, 3)))
     store.close()
-    assert seen == [("Speech embedding", 0.1), ("Voice activity", 0.15), ("Head motion", 0.25), ("render", 1.0)]
+    assert seen == [("audio.embedding", 0.1), ("audio.vad", 0.15), ("motion.head", 0.25), ("render", 1.0)]
+
+
+def test_progress_keys_are_stage_names_and_the_trained_stages_are_among_them():
+    from amg.progress import STAGE_NAMES
+    from amg.service.worker import STAGE_SHARES
+    from amg.stages import STAGES
+
+    keys = {key for shares in STAGE_SHARES.values() for key in shares}
+    assert {key.partition(".")[0] for key in keys} <= set(STAGE_NAMES)
+    assert {stage.name for stage in STAGES} <= set(STAGE_NAMES)
+
+
+def test_the_service_asks_the_pipelines_question_whether_an_avatar_renders(layout, tmp_path, monkeypatch):
+    import amg.stages
+
+    with client_for(layout) as client:
+        assert client.get("/api/avatars").json() == [{"name": AVATAR, "status": "trained"}]
+    # The answer comes from amg.stages (as `amg run`'s render asks it), not from a list of files of its own.
+    monkeypatch.setattr(amg.stages, "untrained_stages", lambda layout, avatar: ["gan"])
+    with client_for(layout) as client:
+        assert client.get("/api/avatars").json() == [{"name": AVATAR, "status": "not trained"}]
+        response = client.post(f"/api/jobs?avatar={AVATAR}", content=speech_bytes(tmp_path))
+        assert response.status_code == 409

@@ -1,21 +1,25 @@
 """The shared training loop: interrupted runs resume exactly where they stopped, finished ones are kept."""
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
 
-from amg.training import batch_rng, is_finished, load_checkpoint, run_training, seed_everything
+from amg.training import batch_rng, checkpoint_done, is_finished, load_checkpoint, run_training, seed_everything
 
 
 @dataclass
 class TinyConfig:
+    SCHEDULE: ClassVar[tuple[str, ...]] = ("steps",)
     steps: int = 12
     seed: int = 3
+    eval_every: int = 100
+    save_every: int = 5
 
 
-def _train(path, cfg, stop_at=None):
+def _train(path, cfg, stop_at=None, steps_run=None):
     seed_everything(cfg.seed)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.2), torch.nn.Linear(8, 1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -24,6 +28,8 @@ def _train(path, cfg, stop_at=None):
     def step_fn(step):
         if step == stop_at:
             raise KeyboardInterrupt
+        if steps_run is not None:
+            steps_run.append(step)
         rng = batch_rng(cfg.seed, step)
         x = torch.from_numpy(rng.standard_normal((2, 4)).astype(np.float32))
         loss = ((model(x) - target) ** 2).mean()
@@ -32,8 +38,15 @@ def _train(path, cfg, stop_at=None):
         optimizer.step()
         return {"loss": float(loss.detach())}
 
-    run_training(path=path, model=model, optimizer=optimizer, config=cfg, total_steps=cfg.steps,
-                 step_fn=step_fn, save_every=5, log_dir=path.parent / "logs")
+    run_training(
+        path=path,
+        model=model,
+        optimizer=optimizer,
+        config=cfg,
+        step_fn=step_fn,
+        log_dir=path.parent / "logs",
+        progress="test",
+    )
     return model
 
 
@@ -58,3 +71,18 @@ def test_a_checkpoint_of_another_config_is_not_resumed(tmp_path):
         _train(path, TinyConfig(), stop_at=7)
     _train(path, TinyConfig(seed=4))
     assert load_checkpoint(path)["config"]["seed"] == 4 and is_finished(path)
+
+
+def test_more_steps_extend_a_finished_training_and_a_model_change_starts_again(tmp_path):
+    path = tmp_path / "m.pt"
+    _train(path, TinyConfig(steps=12))
+    assert checkpoint_done(path, TinyConfig(steps=12)) and checkpoint_done(path, TinyConfig(steps=8))
+    assert not checkpoint_done(path, TinyConfig(steps=20))  # a schedule change: more to train
+    assert not checkpoint_done(path, TinyConfig(seed=4))  # a model change: all to train
+    steps = []
+    _train(path, TinyConfig(steps=20), steps_run=steps)
+    assert steps == list(range(12, 20))  # only the extra steps
+    assert load_checkpoint(path)["step"] == 20 and checkpoint_done(path, TinyConfig(steps=20))
+    again = []
+    _train(path, TinyConfig(steps=20, seed=4), steps_run=again)
+    assert again == list(range(20))

@@ -42,8 +42,16 @@ def test_a_known_affine_motion_of_the_face_is_recovered_within_half_a_pixel(trac
     # Expected: pixel centre i (continuous i + 0.5) reads the source at M^-1 (i + 0.5), in index units - 0.5.
     inverse = cv2.invertAffineTransform(m)
     y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64) + 0.5
-    expected = np.stack([inverse[0, 0] * x + inverse[0, 1] * y + inverse[0, 2],
-                         inverse[1, 0] * x + inverse[1, 1] * y + inverse[1, 2]], axis=-1) - 0.5  # fmt: skip
+    expected = (
+        np.stack(
+            [
+                inverse[0, 0] * x + inverse[0, 1] * y + inverse[0, 2],
+                inverse[1, 0] * x + inverse[1, 1] * y + inverse[1, 2],
+            ],
+            axis=-1,
+        )
+        - 0.5
+    )
     inside = _face_interior(target)
     assert inside.sum() > 5000  # a real face, not a few pixels
     error = np.linalg.norm(backward[inside] - expected[inside], axis=-1)
@@ -65,7 +73,9 @@ def test_landmarks_land_on_landmarks_between_two_real_frames(tracked):
     a, b = 0, 3
     backward = TargetMesh(landmarks[b], body[b], SIZE, SIZE).maps([(landmarks[a], body[a])])[0]
     at = landmarks[b, :N_FACE, :2] - 0.5  # OpenCV pixel coordinates of b's points
-    read = cv2.remap(backward, at[:, 0].astype(np.float32)[None], at[:, 1].astype(np.float32)[None], cv2.INTER_LINEAR)[0]
+    read = cv2.remap(backward, at[:, 0].astype(np.float32)[None], at[:, 1].astype(np.float32)[None], cv2.INTER_LINEAR)[
+        0
+    ]
     error = np.linalg.norm(read - (landmarks[a, :N_FACE, :2] - 0.5), axis=-1)
     assert np.median(error) < 0.1 and np.percentile(error, 95) < 0.5
 

@@ -25,13 +25,12 @@ from typing import Callable
 import numpy as np
 
 from amg.audio import models, reference, spectral
-from amg.config import AudioFeatureConfig, read_saved_config, save_config
+from amg.config import FPS, AudioFeatureConfig, read_saved_config, save_config
 from amg.errors import AmgError
 from amg.fsutil import load_npz, save_npz
 from amg.layout import Layout
 from amg.media.audio import load_audio
 
-FPS = 25
 SAMPLE_RATE = models.SAMPLE_RATE
 FRAME_HOP = SAMPLE_RATE // FPS  # 640 samples per video frame
 WINDOWS_PER_FRAME = FRAME_HOP // spectral.HOP  # 4 mel windows per video frame
@@ -74,8 +73,14 @@ class AudioFeatures:
     def save(self, path: str | Path) -> None:
         names = list(self.blocks)
         bounds = np.array([[self.blocks[n].start, self.blocks[n].stop] for n in names], np.int64).reshape(-1, 2)
-        save_npz(path, values=self.values, vad=self.vad, block_names=np.array(names, dtype=str),
-                 block_bounds=bounds, version=np.array(FEATURE_VERSION))
+        save_npz(
+            path,
+            values=self.values,
+            vad=self.vad,
+            block_names=np.array(names, dtype=str),
+            block_bounds=bounds,
+            version=np.array(FEATURE_VERSION),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> AudioFeatures:

@@ -96,13 +96,14 @@ def speech_embedding(samples: np.ndarray, n_frames: int, frame_hop: int, gain: f
     starts = np.arange(n_frames) * step
     embedding = np.empty((n_frames, EMBEDDING_DIM), np.float32)
     batches = range(0, n_frames, _EMBEDDING_BATCH)
-    for b in tqdm(batches, desc="Speech embedding", unit="batch", leave=False,
-                  disable=len(batches) < _PROGRESS_MIN_BATCHES):
+    for b in tqdm(
+        batches, desc="Speech embedding", unit="batch", leave=False, disable=len(batches) < _PROGRESS_MIN_BATCHES
+    ):
         batch_starts = starts[b : b + _EMBEDDING_BATCH]
         windows = mel[batch_starts[:, None] + np.arange(EMBEDDING_WINDOW)][..., None]
         out = _session("embedding_model.onnx").run(None, {"input_1": windows})[0]
         embedding[b : b + len(batch_starts)] = out.reshape(len(batch_starts), EMBEDDING_DIM)
-        report("Speech embedding", b // _EMBEDDING_BATCH + 1, len(batches))
+        report("audio.embedding", b // _EMBEDDING_BATCH + 1, len(batches))
     return embedding
 
 
@@ -123,7 +124,7 @@ def speech_probability(samples: np.ndarray, n_frames: int, frame_hop: int) -> np
     for k, chunk in enumerate(chunks):
         out, h, c = session.run(None, {"input": chunk, "sr": rate, "h": h, "c": c})
         prob[k] = out[0, 0]
-        report("Voice activity", k + 1, n_chunks)
+        report("audio.vad", k + 1, n_chunks)
     chunk_centres = (np.arange(n_chunks) * VAD_CHUNK + VAD_CHUNK / 2) * decimation
     frame_centres = np.arange(n_frames) * frame_hop + frame_hop / 2
     # Frames past the end of the audio are silence, not a copy of the last chunk's probability.

@@ -11,11 +11,13 @@ import cv2
 import numpy as np
 from scipy.signal import savgol_filter
 
-from amg.output import feather_mask
+from amg.common.images import feather_mask
 from amg.tracking import topology
 
 
-def face_crop_boxes(landmarks: np.ndarray, source_size: int, size: int, margin: float, smooth_window: int) -> np.ndarray:
+def face_crop_boxes(
+    landmarks: np.ndarray, source_size: int, size: int, margin: float, smooth_window: int
+) -> np.ndarray:
     """(T, N, 2|3) landmarks in a `source_size` crop → (T, 3) boxes cx, cy, side in pixels of a `size` frame."""
     points = landmarks[:, topology.FACE_OVAL, :2] * (size / source_size)
     low, high = points.min(axis=1), points.max(axis=1)

@@ -8,11 +8,11 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from amg.common.tensors import to_tensor, to_uint8
 from amg.config import EnhanceConfig, config_from_dict
 from amg.enhance.crop import FacePaster, crop_face, face_crop_boxes
 from amg.enhance.networks import Refiner
 from amg.errors import AmgError
-from amg.gan.inputs import to_tensor, to_uint8
 from amg.layout import Layout
 from amg.onnx_runtime import OnnxModel
 from amg.training import load_checkpoint, pick_device
@@ -68,9 +68,12 @@ class FaceEnhancer:
 
 
 def with_refined_copy(
-    frames: Iterable[np.ndarray], enhancer: FaceEnhancer, landmarks: np.ndarray, source_size: int,
+    frames: Iterable[np.ndarray],
+    enhancer: FaceEnhancer,
+    landmarks: np.ndarray,
+    source_size: int,
     write: Callable[[np.ndarray], None],
-) -> Iterator[np.ndarray]:  # fmt: skip
+) -> Iterator[np.ndarray]:
     """Yield `frames` unchanged while handing each one's refined version to `write`: one pass over the generator
     makes both generated_video.mp4 and generated_superes.mp4 (the refiner reads a few frames ahead)."""
     plain, to_refine = tee(frames)

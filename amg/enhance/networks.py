@@ -18,9 +18,11 @@ class _Residual(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.LeakyReLU(0.2), nn.Conv2d(channels, channels, 3, padding=1),
-            nn.LeakyReLU(0.2), nn.Conv2d(channels, channels, 3, padding=1),
-        )  # fmt: skip
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)

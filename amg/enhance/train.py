@@ -17,19 +17,29 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from amg.common.images import psnr, sharpness, ssim
+from amg.common.split import held_out_split
+from amg.common.tensors import to_tensor, to_uint8
 from amg.config import EnhanceConfig, GanConfig, read_saved_config, save_config
 from amg.enhance.crop import crop_face, face_crop_boxes, refine_size
 from amg.enhance.networks import Refiner
-from amg.evaluation.metrics import psnr, sharpness, ssim
 from amg.gan import losses
-from amg.gan.data import pick_frames
-from amg.gan.inputs import to_tensor, to_uint8
 from amg.gan.networks import MultiScaleDiscriminator
 from amg.layout import Layout
-from amg.media import iter_frames
-from amg.motion.stage import tracked_motion
+from amg.media import iter_frames, pick_frames
+from amg.motion.tracks import tracked_motion
+from amg.tracking.boxes import mouth_boxes
 from amg.tracking.tracks import Tracks
-from amg.training import OptimizerGroup, batch_rng, is_finished, pick_device, run_training, save_sample_grid, seed_everything
+from amg.training import (
+    OptimizerGroup,
+    batch_rng,
+    checkpoint_done,
+    is_finished,
+    pick_device,
+    run_trainer,
+    save_sample_grid,
+    seed_everything,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +47,13 @@ VAL_FRAMES = 24  # held-out pairs the metrics and sample grids are computed on
 
 
 def enhance_trained(layout: Layout, name: str) -> bool:
+    """The face refiner of `name` can refine: a finished checkpoint."""
     return is_finished(layout.enhance_checkpoint(name))
+
+
+def enhance_done(layout: Layout, name: str, cfg: EnhanceConfig) -> bool:
+    """Nothing of `cfg` is left to train: finished with its model fields, for at least its steps."""
+    return checkpoint_done(layout.enhance_checkpoint(name), cfg)
 
 
 @dataclass
@@ -55,7 +71,9 @@ class EnhancePairs:
 def _real_crops(layout: Layout, name: str, index: np.ndarray, boxes: np.ndarray, gan_size: int, out_size: int):
     """Face crops of the real frames `index`, taken from the preprocessed crop at its full size."""
     frames = pick_frames(iter_frames(layout.frames_video(name)), index)
-    return np.stack([crop_face(frames[i], box, out_size, frames[i].shape[0] / gan_size) for i, box in zip(index, boxes)])
+    return np.stack(
+        [crop_face(frames[i], box, out_size, frames[i].shape[0] / gan_size) for i, box in zip(index, boxes)]
+    )
 
 
 def make_pairs(layout: Layout, name: str, cfg: EnhanceConfig) -> EnhancePairs:
@@ -67,7 +85,7 @@ def make_pairs(layout: Layout, name: str, cfg: EnhanceConfig) -> EnhancePairs:
     generator = AvatarGenerator(layout, name)
     size = generator.size
     n = tracks.n_frames
-    stop = n - int(round(n * gan_cfg.holdout))  # the generator's own training frames end here
+    stop = held_out_split(n, gan_cfg.holdout)[0].stop  # the generator's own training frames end here
     boxes = face_crop_boxes(tracks.landmarks, tracks.size, size, cfg.margin, cfg.smooth_window)
     out_size = refine_size(boxes[0, 2], cfg.scale)
     train = np.arange(min(stop, cfg.max_frames))
@@ -87,7 +105,7 @@ def make_pairs(layout: Layout, name: str, cfg: EnhanceConfig) -> EnhancePairs:
 
 
 def _mouth_boxes_in_crops(tracks: Tracks, index: np.ndarray, boxes: np.ndarray, size: int, out_size: int) -> np.ndarray:
-    mouth = losses.mouth_boxes(tracks.landmarks[index], tracks.size, size).astype(np.float64)
+    mouth = mouth_boxes(tracks.landmarks[index], tracks.size, size).astype(np.float64)
     corner = boxes[:, :2] - boxes[:, 2:3] / 2
     scale = out_size / boxes[:, 2:3]
     in_crop = np.concatenate([(mouth[:, :2] - corner) * scale, (mouth[:, 2:] - corner) * scale], axis=1)
@@ -154,7 +172,9 @@ class EnhanceTrainer:
             scores[f"{label}_mouth_sharpness"] = float(
                 np.mean([sharpness(img, tuple(box)) for img, box in zip(images, p.mouth[self.val])])
             )
-        scores["real_mouth_sharpness"] = float(np.mean([sharpness(img, tuple(b)) for img, b in zip(real, p.mouth[self.val])]))
+        scores["real_mouth_sharpness"] = float(
+            np.mean([sharpness(img, tuple(b)) for img, b in zip(real, p.mouth[self.val])])
+        )
         return scores
 
     def sample_images(self, step: int) -> dict[str, np.ndarray]:
@@ -162,7 +182,9 @@ class EnhanceTrainer:
             return {}
         picks = np.linspace(0, len(self.val) - 1, min(4, len(self.val))).round().astype(int)
         rows = [
-            np.concatenate([self.pairs.inputs[self.val[i]], self.last_refined[i], self.pairs.targets[self.val[i]]], axis=1)
+            np.concatenate(
+                [self.pairs.inputs[self.val[i]], self.last_refined[i], self.pairs.targets[self.val[i]]], axis=1
+            )
             for i in picks
         ]
         grid = np.concatenate(rows)
@@ -172,16 +194,16 @@ class EnhanceTrainer:
 
 def train_enhancer(layout: Layout, name: str, cfg: EnhanceConfig, max_minutes: float | None = None) -> dict:
     """Train (or resume) the face refiner of avatar `name`, whose image GAN must be trained."""
-    if enhance_trained(layout, name):
-        log.info("The face refiner of %r is already trained (delete %s to retrain).", name, layout.enhance_checkpoint(name))
+    if enhance_done(layout, name, cfg):
+        log.info("The face refiner of %r is already trained (use --force to retrain).", name)
         return {}
     seed_everything(cfg.seed)
     pairs = make_pairs(layout, name, cfg)
     save_config(cfg, layout.enhance_config(name))
     trainer = EnhanceTrainer(cfg, pairs, layout, name)
-    return run_training(
-        path=layout.enhance_checkpoint(name), model=trainer.nets, optimizer=trainer.optim, config=cfg,
-        total_steps=cfg.steps, step_fn=trainer.step, eval_fn=trainer.evaluate, eval_every=cfg.eval_every,
-        save_every=cfg.save_every, log_dir=layout.logs_dir(name) / "enhance", desc="Face refiner",
-        extra={"crop_size": pairs.size}, max_minutes=max_minutes, images_fn=trainer.sample_images,
-    )  # fmt: skip
+    logs = layout.logs_dir(name) / "enhance"
+    extra = {"crop_size": pairs.size}
+    labels = ("Face refiner", "enhance")
+    return run_trainer(
+        trainer, layout.enhance_checkpoint(name), cfg, logs, labels, extra=extra, max_minutes=max_minutes
+    )

@@ -24,25 +24,46 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from amg.audio.features import FRAME_HOP, AudioFeatures, features_for_audio, features_for_video
-from amg.config import AvatarConfig, EyesConfig, GanConfig, MotionConfig, MotionOptions, read_saved_config
+from amg.audio.features import (
+    FRAME_HOP,
+    AudioFeatures,
+    features_for_audio,
+    features_for_video,
+)
+from amg.common import images
+from amg.common.split import held_out_split
+from amg.config import (
+    FPS,
+    AvatarConfig,
+    EyesConfig,
+    GanConfig,
+    MotionConfig,
+    MotionOptions,
+    read_saved_config,
+)
 from amg.errors import AmgError
 from amg.evaluation import metrics
-from amg.gan.candidates import nearest_landmark_index
 from amg.evaluation.landmarks import LandmarkDetector
+from amg.evaluation.records import EvalOptions, SequenceResult
 from amg.evaluation.sync import (
-    SyncModel, SyncResult, lagged_correlation, measure_sync, mouth_signals, sync_from_correlation,
-)  # fmt: skip
-from amg.gan.data import pick_frames, resized_frames
-from amg.gan.losses import mouth_boxes
+    SyncModel,
+    SyncResult,
+    lagged_correlation,
+    measure_sync,
+    mouth_signals,
+    sync_from_correlation,
+)
+from amg.gan.candidates import nearest_landmark_index
 from amg.layout import Layout
-from amg.media import VideoWriter, load_audio
+from amg.media import VideoWriter, load_audio, pick_frames, resized_frames
 from amg.motion.eyes import blink_statistics, speech_with_upper_face
 from amg.motion.headpose import Audio2PoseModel, PoseSequence, evaluate_motion
-from amg.motion.stage import MotionTracks, predict_motion, tracked_motion
+from amg.motion.stage import predict_motion
+from amg.motion.tracks import MotionTracks, tracked_motion
 from amg.render import conditioning_to_rgb, render_conditioning
 from amg.render.warp import warp_frames
 from amg.tracking import fitting, topology
+from amg.tracking.boxes import face_boxes, mouth_boxes
 from amg.tracking.tracks import Tracks
 
 log = logging.getLogger(__name__)
@@ -50,19 +71,8 @@ log = logging.getLogger(__name__)
 # Sync is searched over ±max_lag frames, so the held-out tail needs a few times that many frames to be measured.
 MIN_HELD_OUT_FRAMES = 50
 # With less training footage the sync measure's fit fails on real clips (benchmarks/sync_validation.py).
-MIN_SYNC_FIT_FRAMES = 15 * 25
+MIN_SYNC_FIT_FRAMES = 15 * FPS
 METRIC_SIZE = 256  # landmark distances are reported in pixels of a 256 crop, whatever the generator's size
-
-
-@dataclass
-class EvalOptions:
-    holdout: float = 0.15  # the video's tail the avatar never trains on
-    audios: tuple[str, ...] = ()  # other speech to drive the avatar with (no ground truth)
-    seed: int = 0  # head-motion sampling seed of the cross-driven renders and the pose statistics
-    max_lag: int = 15  # sync offsets searched, in frames either way (±0.6 s)
-    chunk: int = 16
-    engine: str = "auto"
-    enhance: bool = False  # also measure the face refiner's output (trained if missing)
 
 
 @dataclass
@@ -80,22 +90,25 @@ def held_out_start(n_frames: int, holdout: float) -> int:
     """First frame of the held-out tail (the same rounding as every training stage's split)."""
     if not 0 < holdout < 1:
         raise AmgError(f"--holdout must be a fraction between 0 and 1, got {holdout:g}.")
-    n_val = int(round(n_frames * holdout))
+    _, tail = held_out_split(n_frames, holdout)
+    n_val = tail.stop - tail.start
     if n_val < MIN_HELD_OUT_FRAMES:
         raise AmgError(
             f"A holdout of {holdout:g} leaves {n_val} frames of this {n_frames}-frame video for evaluation; "
             f"at least {MIN_HELD_OUT_FRAMES} (2 s) are needed: use a longer video or a larger --holdout."
         )
-    return n_frames - n_val
+    return tail.start
 
 
 def with_holdout(cfg: AvatarConfig, holdout: float) -> AvatarConfig:
     """`cfg` with every stage holding out the same tail."""
     m = cfg.motion
     motion = replace(
-        m, expression=replace(m.expression, holdout=holdout), pose=replace(m.pose, holdout=holdout),
+        m,
+        expression=replace(m.expression, holdout=holdout),
+        pose=replace(m.pose, holdout=holdout),
         body=replace(m.body, holdout=holdout),
-    )  # fmt: skip
+    )
     return replace(cfg, motion=motion, gan=replace(cfg.gan, holdout=holdout))
 
 
@@ -106,14 +119,15 @@ def check_unseen(layout: Layout, name: str, n_frames: int, start: int) -> None:
     motion = read_saved_config(MotionConfig, layout.motion_config(name))
     if motion is not None:
         holdouts |= {
-            "Audio→Expression": motion.expression.holdout, "Audio→Head pose": motion.pose.holdout,
+            "Audio→Expression": motion.expression.holdout,
+            "Audio→Head pose": motion.pose.holdout,
             "head→body": motion.body.holdout,
-        }  # fmt: skip
+        }
     gan = read_saved_config(GanConfig, layout.gan_config(name))
     if gan is not None:
         holdouts["image GAN"] = gan.holdout
     for model, holdout in holdouts.items():
-        stop = n_frames - int(round(n_frames * holdout))
+        stop = held_out_split(n_frames, holdout)[0].stop
         if stop > start:
             raise AmgError(
                 f"The {model} model of {name!r} was trained on frames up to {stop}, past the start of the "
@@ -170,7 +184,9 @@ class BaselineFrames:
         index = nearest_landmark_index(self.landmarks, motion.landmarks)
         chosen = pick_frames(resized_frames(self.video, self.size), index)
         warped = (
-            warp_frames(chosen[i][None], self.tracked_landmarks[[i]], self.body[[i]], landmarks, body, self.source_size)[0]
+            warp_frames(
+                chosen[i][None], self.tracked_landmarks[[i]], self.body[[i]], landmarks, body, self.source_size
+            )[0]
             for i, landmarks, body in zip(index, motion.landmarks, motion.body)
         )
         return {"copy": (chosen[i] for i in index), "warp": warped}
@@ -200,26 +216,30 @@ def measure_frames(
     video (the sources, then the conditioning) is written with `audio`. Nothing is held but the measurements."""
     names = list(sources)
     detectors = {name: LandmarkDetector() for name in names}
-    per: dict[str, dict[str, list]] = {name: {"landmarks": [], "mouth_sharpness": [], "face_flicker": []} for name in names}
+    per: dict[str, dict[str, list]] = {
+        name: {"landmarks": [], "mouth_sharpness": [], "face_flicker": []} for name in names
+    }
     previous: dict[str, np.ndarray] = {}
     comparisons = {"psnr": None, "ssim": None, "face_psnr": face, "face_ssim": face}
     try:
-        with VideoWriter(video, fps=25, audio=audio) as out:
+        with VideoWriter(video, fps=FPS, audio=audio) as out:
             streams = zip(*sources.values(), conditioning)
             for i, (*frames, cond) in enumerate(tqdm(streams, total=len(mouth), desc=desc, unit="frame")):
                 named = dict(zip(names, frames))
                 for name, frame in named.items():
                     per[name]["landmarks"].append(detectors[name](frame))
-                    per[name]["mouth_sharpness"].append(metrics.sharpness(frame, tuple(mouth[i])))
+                    per[name]["mouth_sharpness"].append(images.sharpness(frame, tuple(mouth[i])))
                     if name in previous:
                         per[name]["face_flicker"].append(metrics.texture_flicker(previous[name], frame, tuple(face[i])))
                     previous[name] = frame
                     if reference is not None and name != reference:
                         for key, boxes in comparisons.items():
-                            score = metrics.psnr if key.endswith("psnr") else metrics.ssim
+                            score = images.psnr if key.endswith("psnr") else images.ssim
                             box = None if boxes is None else tuple(boxes[i])
                             per[name].setdefault(key, []).append(score(frame, named[reference], box))
-                panels = [_labelled(f, n) for n, f in named.items()] + [_labelled(conditioning_to_rgb(cond), "conditioning")]
+                panels = [_labelled(f, n) for n, f in named.items()] + [
+                    _labelled(conditioning_to_rgb(cond), "conditioning")
+                ]
                 out.write(np.concatenate(panels, axis=1))
     finally:
         for detector in detectors.values():
@@ -248,9 +268,13 @@ def opening_px(landmarks: np.ndarray, size: int) -> np.ndarray:
 
 
 def summarise(
-    measured: dict[str, np.ndarray], size: int, sync: SyncResult | None, real_landmarks: np.ndarray | None = None,
-    max_lag: int = 15, driving_landmarks: np.ndarray | None = None,
-) -> dict[str, float]:  # fmt: skip
+    measured: dict[str, np.ndarray],
+    size: int,
+    sync: SyncResult | None,
+    real_landmarks: np.ndarray | None = None,
+    max_lag: int = 15,
+    driving_landmarks: np.ndarray | None = None,
+) -> dict[str, float]:
     """Per-sequence numbers for the report (landmark distances in pixels of a 256 crop)."""
     px = METRIC_SIZE / size
     landmarks = measured["landmarks"]
@@ -288,17 +312,6 @@ def mouth_timing(real: np.ndarray, other: np.ndarray, max_lag: int) -> SyncResul
     return sync_from_correlation(*lagged_correlation(np.diff(real, axis=0), np.diff(other, axis=0), int(max_lag)))
 
 
-@dataclass
-class SequenceResult:
-    label: str
-    # Per source: generated, copy and warp (the baselines), driving (the landmarks that drive them all), real
-    # (held-out tail only).
-    summaries: dict[str, dict[str, float]]
-    opening: dict[str, np.ndarray]  # per source: mouth opening per frame, px at 256 (for the plots)
-    eyes: dict[str, np.ndarray]  # per source: eye opening per frame (lid gap over eye width)
-    sync: dict[str, SyncResult]
-
-
 class Evaluator:
     """The trained avatar's generator, baselines and sync measure, shared by every evaluated sequence."""
 
@@ -322,7 +335,8 @@ class Evaluator:
         if start < MIN_SYNC_FIT_FRAMES:
             log.warning(
                 "Only %.1f s of training footage: the sync measure was validated with 15 s or more "
-                "(benchmarks/sync_validation.py); treat its offsets and confidences with caution.", start / 25
+                "(benchmarks/sync_validation.py); treat its offsets and confidences with caution.",
+                start / FPS,
             )
         train = slice(0, start)
         signals = mouth_signals(tracks.landmarks_raw[train])
@@ -339,15 +353,22 @@ class Evaluator:
             sources["enhanced"] = self.enhancer.frames(to_enhance, motion.landmarks, motion.size)
         sources |= self.baselines.frames(motion)
         conditioning = (
-            render_conditioning(lm, body, self.size, self.source_size) for lm, body in zip(motion.landmarks, motion.body)
+            render_conditioning(lm, body, self.size, self.source_size)
+            for lm, body in zip(motion.landmarks, motion.body)
         )
         mouth = mouth_boxes(motion.landmarks, self.source_size, self.size)
-        face = metrics.face_boxes(motion.landmarks, self.source_size, self.size)
+        face = face_boxes(motion.landmarks, self.source_size, self.size)
         path = self.layout.eval_video(self.name, sequence.label if real is not None else f"cross_{sequence.label}")
         measured = measure_frames(
-            sources, conditioning, mouth, face, sequence.audio, path,
-            reference="real" if real is not None else None, desc=f"Evaluating {sequence.label}",
-        )  # fmt: skip
+            sources,
+            conditioning,
+            mouth,
+            face,
+            sequence.audio,
+            path,
+            reference="real" if real is not None else None,
+            desc=f"Evaluating {sequence.label}",
+        )
         # The lip-sync network's own output, before any image is made: tells a motion fault from an image fault.
         measured["driving"] = {"landmarks": motion.landmarks * np.float32(self.size / self.source_size)}
         real_landmarks = measured["real"]["landmarks"] if real is not None else None
@@ -368,7 +389,9 @@ class Evaluator:
         return SequenceResult(sequence.label, summaries, openings, eyes, syncs)
 
 
-def pose_statistics(layout: Layout, name: str, tracks: Tracks, sequence: Sequence, seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
+def pose_statistics(
+    layout: Layout, name: str, tracks: Tracks, sequence: Sequence, seed: int
+) -> tuple[dict, np.ndarray, np.ndarray]:
     """Head motion sampled from the held-out speech against the real head motion of the tail: statistics and
     both yaw/pitch/roll tracks (degrees) for the plot."""
     model = Audio2PoseModel(layout.audio2headpose(name))
@@ -381,22 +404,15 @@ def pose_statistics(layout: Layout, name: str, tracks: Tracks, sequence: Sequenc
 
 
 # --- the whole evaluation --------------------------------------------------------------------------------------
-def evaluate_avatar(
-    layout: Layout, name: str, cfg: AvatarConfig, options: EvalOptions, max_minutes: float | None = None
-) -> dict:
-    """Train what avatar `name` lacks (on the first 1 - holdout of its video), evaluate, write the report."""
+def evaluate_trained_avatar(layout: Layout, name: str, options: EvalOptions) -> dict:
+    """Evaluate avatar `name`, trained on the first 1 - holdout of its video only (`amg.pipeline.evaluate_avatar`
+    trains what it lacks first), and write the report."""
     from amg.evaluation.report import write_report
-    from amg.pipeline import preprocess_avatar, train_avatar
 
-    for audio_name in options.audios:
-        layout.audio_source(audio_name)  # a missing speech file fails now, not after the training
-    preprocess_avatar(layout, name)
     tracks = Tracks.load(layout.tracks(name))
     start = held_out_start(tracks.n_frames, options.holdout)
     check_unseen(layout, name, tracks.n_frames, start)
-    cfg = with_holdout(cfg, options.holdout)
-    train_avatar(layout, name, cfg, max_minutes, enhance=options.enhance)
-    motion_cfg = read_saved_config(MotionConfig, layout.motion_config(name)) or cfg.motion
+    motion_cfg = read_saved_config(MotionConfig, layout.motion_config(name)) or MotionConfig()
     features = features_for_video(layout, name, motion_cfg.features, tracks.n_frames)
 
     evaluator = Evaluator(layout, name, tracks, start, options)

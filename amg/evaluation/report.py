@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from amg.config import FPS
 from amg.fsutil import atomic_path, write_text
 from amg.layout import Layout
 
 if TYPE_CHECKING:
-    from amg.evaluation.evaluate import EvalOptions, SequenceResult
+    from amg.evaluation.records import EvalOptions, SequenceResult
 
 # (key, label, what is better): "higher", "lower", "zero" (closer to 0) or "real" (closer to the real frames).
 METRICS = (
@@ -39,9 +40,13 @@ METRICS = (
 
 # What the real held-out frames say about this person whatever the speech: the reference for cross-driven speech.
 PERSON_KEYS = (
-    "jitter_px", "mouth_sharpness", "face_flicker", "blinks_per_minute", "mouth_opening_mean_px",
+    "jitter_px",
+    "mouth_sharpness",
+    "face_flicker",
+    "blinks_per_minute",
+    "mouth_opening_mean_px",
     "mouth_opening_std_px",
-)  # fmt: skip
+)
 
 
 def with_person_reference(cross: dict[str, dict[str, float]], held_out_real: dict[str, float]) -> dict:
@@ -121,7 +126,7 @@ def plot_report(layout: Layout, name: str, results: list[SequenceResult], pose_t
 
     folder = layout.eval_dir(name)
     held_out = results[0]
-    time = np.arange(len(held_out.opening["real"])) / 25
+    time = np.arange(len(held_out.opening["real"])) / FPS
 
     figure, axis = plt.subplots(figsize=(11, 3.2))
     for source, style in (("real", "k-"), ("driving", "C2--"), ("generated", "C0-"), ("copy", "C1:"), ("warp", "C3:")):
@@ -203,7 +208,7 @@ def _html(report: dict, results: list[SequenceResult], plots: list[str]) -> str:
     parts = [
         f"<h1>AMG evaluation of avatar <code>{name}</code></h1>",
         f"<p>Trained on frames 0–{held['held_out_start'] - 1}; evaluated on the {held['held_out']} held-out frames "
-        f"({held['held_out'] / 25:.1f} s, never seen in training), driven by their own speech with the real head "
+        f"({held['held_out'] / FPS:.1f} s, never seen in training), driven by their own speech with the real head "
         f"pose. <i>driving</i>: the landmarks the lip-sync network predicts, which the generator "
         f"and the baselines are driven by (no image: it tells a lip-sync fault from an image fault). Baselines (no "
         f"learning): <i>copy</i>, for each frame the training frame with the nearest driving landmarks; "
@@ -236,9 +241,15 @@ def _html(report: dict, results: list[SequenceResult], plots: list[str]) -> str:
 
 
 def write_report(
-    layout: Layout, name: str, options: EvalOptions, n_frames: int, start: int, size: int,
-    results: list[SequenceResult], pose: tuple[dict, np.ndarray, np.ndarray],
-) -> dict:  # fmt: skip
+    layout: Layout,
+    name: str,
+    options: EvalOptions,
+    n_frames: int,
+    start: int,
+    size: int,
+    results: list[SequenceResult],
+    pose: tuple[dict, np.ndarray, np.ndarray],
+) -> dict:
     """Write report.json, the plots and report.html into output_data/eval_NAME/; return the report."""
     pose_stats, real_euler, generated_euler = pose
     held_out = results[0]
@@ -272,7 +283,9 @@ def summary_table(report: dict) -> str:
     labels = {key: label for key, label, _ in METRICS}
     lines = [f"{'metric':<48}" + "".join(f"{c:>10}" for c in columns) + "  generated vs copy, warp"]
     for key, row in rows.items():
-        verdicts = ", ".join({True: "better", False: "worse", None: "-"}[row.get(f"better_than_{b}")] for b in BASELINES)
+        verdicts = ", ".join(
+            {True: "better", False: "worse", None: "-"}[row.get(f"better_than_{b}")] for b in BASELINES
+        )
         cells = "".join(f"{fmt_number(sources[c].get(key)):>10}" for c in columns)
         lines.append(f"{labels[key]:<48}{cells}  {verdicts}")
     return "\n".join(lines)

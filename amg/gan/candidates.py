@@ -75,9 +75,13 @@ class CandidatePicker:
     """Retrieval over a bank of frames (their landmarks, head poses and frame numbers)."""
 
     def __init__(
-        self, bank_landmarks: np.ndarray, bank_poses: np.ndarray, bank_index: np.ndarray, n_candidates: int,
+        self,
+        bank_landmarks: np.ndarray,
+        bank_poses: np.ndarray,
+        bank_index: np.ndarray,
+        n_candidates: int,
         hysteresis: float,
-    ):  # fmt: skip
+    ):
         if not 1 <= n_candidates <= len(SLOTS):
             raise ValueError(f"n_candidates must be 1..{len(SLOTS)}, got {n_candidates}")
         self.slots = SLOTS[:n_candidates]
@@ -88,7 +92,9 @@ class CandidatePicker:
         # distances in units of the avatar's own spread.
         self.pose_std = self.bank["pose"].std(axis=0) + 1e-6
         self.bank["pose"] = self.bank["pose"] / self.pose_std
-        self.spread = {k: max(float(((v - v.mean(axis=0)) ** 2).sum(axis=1).mean()), 1e-12) for k, v in self.bank.items()}
+        self.spread = {
+            k: max(float(((v - v.mean(axis=0)) ** 2).sum(axis=1).mean()), 1e-12) for k, v in self.bank.items()
+        }
 
     def costs(self, landmarks: np.ndarray, poses: np.ndarray) -> np.ndarray:
         """(n, N, 3) target landmarks, (n, 6) poses → (K, n, M) cost of each bank frame for each slot."""
@@ -96,15 +102,21 @@ class CandidatePicker:
         query["pose"] = query["pose"] / self.pose_std
         d = {k: squared_distances(query[k], self.bank[k]) / self.spread[k] for k in self.bank}
         slot_cost = {
-            "pose": d["pose"], "pose2": d["pose"],
-            "mouth": d["mouth"] + POSE_SHARE * d["pose"], "eyes": d["eyes"] + POSE_SHARE * d["pose"],
-        }  # fmt: skip
+            "pose": d["pose"],
+            "pose2": d["pose"],
+            "mouth": d["mouth"] + POSE_SHARE * d["pose"],
+            "eyes": d["eyes"] + POSE_SHARE * d["pose"],
+        }
         return np.stack([slot_cost[s] for s in self.slots])
 
     def pick(
-        self, landmarks: np.ndarray, poses: np.ndarray, frame_index: np.ndarray | None = None, exclusion: int = 0,
+        self,
+        landmarks: np.ndarray,
+        poses: np.ndarray,
+        frame_index: np.ndarray | None = None,
+        exclusion: int = 0,
         previous: np.ndarray | None = None,
-    ) -> np.ndarray:  # fmt: skip
+    ) -> np.ndarray:
         """Bank entries (n, K) for n consecutive target frames; `previous` (K,) are the picks of the frame
         before (carried across chunks, so a long render switches texture as rarely as a short one)."""
         costs = self.costs(landmarks, poses)
@@ -125,7 +137,9 @@ class CandidatePicker:
                 frame_costs = frame_costs.copy()
                 frame_costs[second] += _EXCLUDED * too_close
                 best[second] = frame_costs[second].argmin()
-                if previous is not None and frame_costs[second, previous[second]] <= frame_costs[second, best[second]] * (1 + self.hysteresis):
+                if previous is not None and frame_costs[second, previous[second]] <= frame_costs[
+                    second, best[second]
+                ] * (1 + self.hysteresis):
                     best[second] = previous[second]
             picks[t] = previous = best
         return picks

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import islice
-from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from amg.common.split import held_out_split
+from amg.common.tensors import to_tensor
 from amg.concurrency import prefetch
 from amg.errors import AmgError
-from amg.gan.inputs import GeneratorInputs, to_tensor, with_context
-from amg.gan.losses import mouth_boxes
+from amg.gan.inputs import GeneratorInputs, with_context
 from amg.gan.references import AvatarReferences, build_references
 from amg.layout import Layout
-from amg.media import iter_frames, probe_video
+from amg.media import probe_video, resized_frames
+from amg.tracking.boxes import mouth_boxes
 from amg.tracking.tracks import Tracks
 
 
@@ -46,19 +46,6 @@ class ClipBatch:
     mouth: np.ndarray  # (B*L, 4) mouth boxes
 
 
-def resized_frames(path, size: int) -> Iterator[np.ndarray]:
-    """The frames of a preprocessed (square) video at the generator's size, decoded one by one."""
-    return (cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in iter_frames(path))
-
-
-def pick_frames(frames: Iterable[np.ndarray], index: np.ndarray) -> dict[int, np.ndarray]:
-    """The frames at `index` (any order, repeats allowed) of a decoded stream, in one pass that stops at the
-    last one wanted: memory grows with the frames picked, not with the video."""
-    wanted = set(np.asarray(index).tolist())
-    last = max(wanted) + 1 if wanted else 0
-    return {i: frame for i, frame in enumerate(islice(frames, last)) if i in wanted}
-
-
 def _decode_resized(path, size: int, desc: str) -> np.ndarray:
     n = probe_video(path).n_frames()
     return np.stack(list(tqdm(prefetch(resized_frames(path, size)), total=n, desc=desc, unit="frame", leave=False)))
@@ -75,10 +62,10 @@ def load_gan_data(layout: Layout, name: str, size: int, holdout: float) -> GanDa
     frames = _decode_resized(layout.frames_video(name), size, "Loading frames")
     mattes = _decode_resized(layout.matte_video(name), size, "Loading mattes")[..., 0]
     n = min(len(frames), len(mattes), tracks.n_frames)
-    n_val = int(round(n * holdout))
-    if n - n_val < 25:
+    train, val = held_out_split(n, holdout)
+    if train.stop < 25:
         raise AmgError(f"Video {name!r} has only {n} frames: too short to train the image generator.")
-    return GanData(tracks, frames[:n], mattes[:n], slice(0, n - n_val), slice(n - n_val, n))
+    return GanData(tracks, frames[:n], mattes[:n], train, val)
 
 
 def make_references(data: GanData, layout: Layout, name: str, bank_size: int) -> AvatarReferences:
@@ -97,7 +84,9 @@ def clip_batch(
         frames = with_context(start, start + clip_frames, c, t.n_frames)
         cond = inputs.render(t.landmarks[frames], t.body[frames])
         index = np.arange(start, start + clip_frames)
-        picks = inputs.candidates(t.landmarks[index], t.rotation[index], t.translation[index], t.scale[index], index, exclusion)
+        picks = inputs.candidates(
+            t.landmarks[index], t.rotation[index], t.translation[index], t.scale[index], index, exclusion
+        )
         dynamic.append(inputs.dynamic(cond, t.landmarks[index], t.body[index], picks))
         conditioning.append(to_tensor(cond[c : c + clip_frames], dev))
     index = (starts[:, None] + np.arange(clip_frames)).reshape(-1)

@@ -9,14 +9,15 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from amg.common.tensors import to_uint8
 from amg.concurrency import prefetch
 from amg.config import GanConfig, config_from_dict
 from amg.errors import AmgError
-from amg.gan.inputs import GeneratorInputs, to_uint8, with_context
+from amg.gan.inputs import GeneratorInputs, with_context
 from amg.gan.networks import build_generator
 from amg.gan.references import AvatarReferences
 from amg.layout import Layout
-from amg.motion.stage import MotionTracks
+from amg.motion.tracks import MotionTracks
 from amg.onnx_runtime import OnnxModel
 from amg.training import load_checkpoint, pick_device
 
@@ -50,7 +51,9 @@ class AvatarGenerator:
             raise AmgError(f"Avatar {name!r} has no image generator: run `amg train ... --stage gan` first.")
         state = load_checkpoint(path)
         if not state.get("finished"):
-            log.warning("The image GAN of %r is not fully trained (step %d): rendering with it anyway.", name, state["step"])
+            log.warning(
+                "The image GAN of %r is not fully trained (step %d): rendering with it anyway.", name, state["step"]
+            )
         self.config = config_from_dict(GanConfig, state["config"])
         keep_freed_memory()
         self.device = device or pick_device()
@@ -97,9 +100,14 @@ class AvatarGenerator:
             span = slice(start, stop)
             index = None if frame_index is None else frame_index[span]
             picks = self.inputs.candidates(
-                motion.landmarks[span], motion.rotation[span], motion.translation[span], motion.scale[span],
-                index, exclusion, previous,
-            )  # fmt: skip
+                motion.landmarks[span],
+                motion.rotation[span],
+                motion.translation[span],
+                motion.scale[span],
+                index,
+                exclusion,
+                previous,
+            )
             previous = picks[-1]
             yield self.inputs.dynamic(conditioning, motion.landmarks[span], motion.body[span], picks)
 

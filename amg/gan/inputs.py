@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from amg.common.tensors import channels_first, to_tensor
 from amg.gan.candidates import CandidatePicker, head_pose_features
 from amg.gan.references import AvatarReferences
 from amg.render import N_CHANNELS, render_sequence
@@ -20,27 +21,6 @@ from amg.render.warp import TargetMesh, remap
 
 # A warped candidate: RGB, its conditioning, its matte.
 CANDIDATE_CHANNELS = 3 + N_CHANNELS + 1
-
-
-def channels_first(images: np.ndarray) -> np.ndarray:
-    """(..., H, W, C) → contiguous (..., C, H, W), still uint8 (a quarter of the bytes of float)."""
-    return np.ascontiguousarray(np.moveaxis(images, -1, -3))
-
-
-def to_tensor(images: np.ndarray, device: torch.device | str = "cpu", layout_first: bool = False) -> torch.Tensor:
-    """(..., H, W, C) uint8 (or (..., C, H, W) with `layout_first`) → (..., C, H, W) float in [-1, 1].
-
-    Building the inputs is memory-bound (36 channels per 256² frame): channels are moved while the pixels are
-    still uint8, and the float conversion runs on contiguous memory (on a strided view it is many times slower).
-    """
-    planar = images if layout_first else channels_first(images)
-    return torch.from_numpy(planar).to(device).float().mul_(1 / 127.5).sub_(1.0)
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(..., C, H, W) in [-1, 1] → (..., H, W, C) uint8."""
-    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.movedim(-3, -1).cpu().numpy()
 
 
 def with_context(start: int, stop: int, context: int, n_frames: int) -> np.ndarray:
@@ -53,9 +33,13 @@ class GeneratorInputs:
     (RGB | conditioning | matte planes, ready to warp), the retrieval, and the static tensor."""
 
     def __init__(
-        self, refs: AvatarReferences, context: int, n_candidates: int, hysteresis: float,
+        self,
+        refs: AvatarReferences,
+        context: int,
+        n_candidates: int,
+        hysteresis: float,
         device: torch.device | str = "cpu",
-    ):  # fmt: skip
+    ):
         self.refs = refs
         self.context = context
         self.n_candidates = n_candidates
@@ -80,9 +64,15 @@ class GeneratorInputs:
         return render_sequence(landmarks, body, self.size, self.refs.source_size)
 
     def candidates(
-        self, landmarks: np.ndarray, rotation: np.ndarray, translation: np.ndarray, scale: np.ndarray,
-        frame_index: np.ndarray | None = None, exclusion: int = 0, previous: np.ndarray | None = None,
-    ) -> np.ndarray:  # fmt: skip
+        self,
+        landmarks: np.ndarray,
+        rotation: np.ndarray,
+        translation: np.ndarray,
+        scale: np.ndarray,
+        frame_index: np.ndarray | None = None,
+        exclusion: int = 0,
+        previous: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Bank entries (n, K) to warp for n consecutive frames with these landmarks and head poses (see
         CandidatePicker.pick)."""
         poses = head_pose_features(rotation, translation, scale)
@@ -98,7 +88,9 @@ class GeneratorInputs:
                 out[t, k] = remap(self.bank_planes[chosen[k]], backward)
         return out
 
-    def dynamic(self, conditioning: np.ndarray, landmarks: np.ndarray, body: np.ndarray, picks: np.ndarray) -> torch.Tensor:
+    def dynamic(
+        self, conditioning: np.ndarray, landmarks: np.ndarray, body: np.ndarray, picks: np.ndarray
+    ) -> torch.Tensor:
         """conditioning (n + 2c, H, W, C) for n consecutive frames with their context; landmarks (n, N, 3),
         body (n, 4, 3) and candidate picks (n, K) of the n frames → (n, Cd, H, W)."""
         n = len(picks)

@@ -6,22 +6,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from amg.tracking import topology
-
-
-def mouth_boxes(landmarks: np.ndarray, source_size: int, size: int, margin: float = 0.8) -> np.ndarray:
-    """(T, N, 3) landmarks → (T, 4) int square boxes x0, y0, x1, y1 around the lips at the generator's size.
-
-    The side is the mouth width times (1 + 2 * margin), so the box holds the lips, teeth and the skin that
-    moves with them (chin, nasolabial folds).
-    """
-    points = landmarks[..., :2] * (size / source_size)
-    centre = points[:, topology.LIPS].mean(axis=1)
-    half = topology.mouth_width(points) * (0.5 + margin)
-    half = np.maximum(half, 4.0)[:, None]
-    boxes = np.concatenate([centre - half, centre + half], axis=1).round().astype(int)
-    return np.clip(boxes, 0, size)
-
 
 def mouth_weight_map(boxes: np.ndarray, size: int, extra: float) -> torch.Tensor:
     """(B, 1, size, size) per-pixel L1 weights: 1 everywhere, 1 + extra inside each mouth box."""
@@ -58,11 +42,11 @@ def generator_adversarial_loss(fake_outputs: list[list[torch.Tensor]]) -> torch.
     return sum(lsgan_loss(f[-1], True) for f in fake_outputs)
 
 
-def feature_matching_loss(real_outputs: list[list[torch.Tensor]], fake_outputs: list[list[torch.Tensor]]) -> torch.Tensor:
+def feature_matching_loss(
+    real_outputs: list[list[torch.Tensor]], fake_outputs: list[list[torch.Tensor]]
+) -> torch.Tensor:
     """L1 between the discriminators' intermediate features of real and generated frames (pix2pixHD)."""
     terms = [
-        F.l1_loss(f, r.detach())
-        for real, fake in zip(real_outputs, fake_outputs)
-        for r, f in zip(real[:-1], fake[:-1])
+        F.l1_loss(f, r.detach()) for real, fake in zip(real_outputs, fake_outputs) for r, f in zip(real[:-1], fake[:-1])
     ]
     return sum(terms) / len(terms)

@@ -55,9 +55,14 @@ class UpBlock(nn.Sequential):
 
 class Generator(nn.Module):
     def __init__(
-        self, n_candidates: int, dynamic_channels: int, static_channels: int, ngf: int, max_channels: int,
+        self,
+        n_candidates: int,
+        dynamic_channels: int,
+        static_channels: int,
+        ngf: int,
+        max_channels: int,
         n_levels: int,
-    ):  # fmt: skip
+    ):
         super().__init__()
         self.n_candidates = n_candidates
         ch = level_channels(ngf, max_channels, n_levels)
@@ -158,7 +163,12 @@ class TemporalDiscriminator(nn.Module):
             return nn.Sequential(spectral_norm(conv), nn.LeakyReLU(0.2))
 
         self.layers = nn.ModuleList(
-            [block(c_in, ndf), block(ndf, 2 * ndf), block(2 * ndf, 4 * ndf), spectral_norm(nn.Conv3d(4 * ndf, 1, 3, 1, 1))]
+            [
+                block(c_in, ndf),
+                block(ndf, 2 * ndf),
+                block(2 * ndf, 4 * ndf),
+                spectral_norm(nn.Conv3d(4 * ndf, 1, 3, 1, 1)),
+            ]
         )
 
     def forward(self, clip: torch.Tensor) -> list[torch.Tensor]:

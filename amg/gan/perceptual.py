@@ -75,13 +75,17 @@ def _slice(layers: dict[int, nn.Module]) -> nn.Sequential:
 
 def _trunk() -> nn.ModuleList:
     """The shift-tolerant AlexNet, cut after each of its five feature ReLUs."""
-    return nn.ModuleList([
-        _slice({0: nn.Conv2d(3, 64, 11, padding=2), 1: BlurPool(64), 2: nn.ReLU()}),
-        _slice({3: nn.MaxPool2d(3, stride=1), 4: BlurPool(64), 5: nn.Conv2d(64, 192, 5, padding=2), 6: nn.ReLU()}),
-        _slice({7: nn.MaxPool2d(3, stride=1), 8: BlurPool(192), 9: nn.Conv2d(192, 384, 3, padding=1), 10: nn.ReLU()}),
-        _slice({11: nn.Conv2d(384, 256, 3, padding=1), 12: nn.ReLU()}),
-        _slice({13: nn.Conv2d(256, 256, 3, padding=1), 14: nn.ReLU()}),
-    ])  # fmt: skip
+    return nn.ModuleList(
+        [
+            _slice({0: nn.Conv2d(3, 64, 11, padding=2), 1: BlurPool(64), 2: nn.ReLU()}),
+            _slice({3: nn.MaxPool2d(3, stride=1), 4: BlurPool(64), 5: nn.Conv2d(64, 192, 5, padding=2), 6: nn.ReLU()}),
+            _slice(
+                {7: nn.MaxPool2d(3, stride=1), 8: BlurPool(192), 9: nn.Conv2d(192, 384, 3, padding=1), 10: nn.ReLU()}
+            ),
+            _slice({11: nn.Conv2d(384, 256, 3, padding=1), 12: nn.ReLU()}),
+            _slice({13: nn.Conv2d(256, 256, 3, padding=1), 14: nn.ReLU()}),
+        ]
+    )
 
 
 def _rename(key: str) -> str:

@@ -17,24 +17,41 @@ import numpy as np
 import torch
 from torch import nn
 
+from amg.common.images import psnr, ssim
+from amg.common.tensors import to_uint8
 from amg.config import GanConfig, save_config
-from amg.evaluation.metrics import psnr, ssim
 from amg.fsutil import write_text
 from amg.gan import losses
 from amg.gan.candidates import nearest_landmark_index
 from amg.gan.data import ClipBatch, GanData, clip_batch, load_gan_data, make_references
-from amg.gan.inputs import GeneratorInputs, to_uint8, with_context
+from amg.gan.inputs import GeneratorInputs, with_context
 from amg.gan.networks import Generator, MultiScaleDiscriminator, TemporalDiscriminator, build_generator
 from amg.layout import Layout
 from amg.render import N_CHANNELS, conditioning_to_rgb
 from amg.render.warp import warp_frames
-from amg.training import OptimizerGroup, batch_rng, is_finished, pick_device, run_training, save_sample_grid, seed_everything
+from amg.tracking.boxes import mouth_boxes
+from amg.training import (
+    OptimizerGroup,
+    batch_rng,
+    checkpoint_done,
+    is_finished,
+    pick_device,
+    run_trainer,
+    save_sample_grid,
+    seed_everything,
+)
 
 log = logging.getLogger(__name__)
 
 
 def gan_trained(layout: Layout, name: str) -> bool:
+    """The image GAN of `name` can render: a finished checkpoint and its candidate bank."""
     return is_finished(layout.gan_checkpoint(name)) and layout.gan_references(name).is_file()
+
+
+def gan_done(layout: Layout, name: str, cfg: GanConfig) -> bool:
+    """Nothing of `cfg` is left to train: finished with its model fields, for at least its steps."""
+    return checkpoint_done(layout.gan_checkpoint(name), cfg) and layout.gan_references(name).is_file()
 
 
 def build_networks(cfg: GanConfig, inputs: GeneratorInputs) -> nn.ModuleDict:
@@ -84,8 +101,10 @@ def held_out_frames(data: GanData, inputs: GeneratorInputs, n: int) -> HeldOut:
     for i in index:  # each frame with its own temporal context
         frames = with_context(i, i + 1, inputs.context, t.n_frames)
         picks = inputs.candidates(t.landmarks[[i]], t.rotation[[i]], t.translation[[i]], t.scale[[i]])
-        dynamic.append(inputs.dynamic(inputs.render(t.landmarks[frames], t.body[frames]), t.landmarks[[i]], t.body[[i]], picks))
-    mouth = losses.mouth_boxes(t.landmarks[index], t.size, data.size)
+        dynamic.append(
+            inputs.dynamic(inputs.render(t.landmarks[frames], t.body[frames]), t.landmarks[[i]], t.body[[i]], picks)
+        )
+    mouth = mouth_boxes(t.landmarks[index], t.size, data.size)
     real = data.frames[index]
     baseline = baseline_frames(data, index)
     baselines = {name: frame_scores(frames, real, mouth) for name, frames in baseline.items()}
@@ -188,9 +207,12 @@ class GanTrainer:
                 "temporal": losses.generator_adversarial_loss(fake_clip),
             }
             weighted = {
-                "l1": cfg.l1_weight, "matte": cfg.alpha_weight, "adversarial": cfg.gan_weight,
-                "feature_matching": cfg.feature_matching_weight, "temporal": cfg.temporal_weight,
-            }  # fmt: skip
+                "l1": cfg.l1_weight,
+                "matte": cfg.alpha_weight,
+                "adversarial": cfg.gan_weight,
+                "feature_matching": cfg.feature_matching_weight,
+                "temporal": cfg.temporal_weight,
+            }
             if self.perceptual is not None:
                 fake_mouth = losses.crop_resized(fake, batch.mouth, cfg.mouth_crop)
                 real_mouth = losses.crop_resized(batch.real, batch.mouth, cfg.mouth_crop)
@@ -237,8 +259,8 @@ class GanTrainer:
 
 def train_gan(layout: Layout, name: str, cfg: GanConfig, max_minutes: float | None = None) -> dict:
     """Train (or resume) the image GAN of avatar `name`; returns the held-out metrics next to the baseline."""
-    if gan_trained(layout, name):
-        log.info("The image GAN of %r is already trained (delete %s to retrain).", name, layout.gan_checkpoint(name))
+    if gan_done(layout, name, cfg):
+        log.info("The image GAN of %r is already trained (use --force to retrain).", name)
         return json.loads(layout.gan_report(name).read_text()) if layout.gan_report(name).is_file() else {}
     seed_everything(cfg.seed)
     device = pick_device()
@@ -248,22 +270,9 @@ def train_gan(layout: Layout, name: str, cfg: GanConfig, max_minutes: float | No
     save_config(cfg, layout.gan_config(name))
     inputs = GeneratorInputs(references, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, device)
     trainer = GanTrainer(cfg, data, inputs, layout, name)
-    metrics = run_training(
-        path=layout.gan_checkpoint(name),
-        model=trainer.nets,
-        optimizer=trainer.optim,
-        config=cfg,
-        total_steps=cfg.steps,
-        step_fn=trainer.step,
-        eval_fn=trainer.evaluate,
-        eval_every=cfg.eval_every,
-        save_every=cfg.save_every,
-        log_dir=layout.logs_dir(name) / "gan",
-        desc="Image GAN",
-        extra={"dynamic_channels": inputs.dynamic_channels, "static_channels": inputs.static_channels},
-        max_minutes=max_minutes,
-        images_fn=trainer.sample_images,
-    )
+    extra = {"dynamic_channels": inputs.dynamic_channels, "static_channels": inputs.static_channels}
+    logs, labels = layout.logs_dir(name) / "gan", ("Image GAN", "gan")
+    metrics = run_trainer(trainer, layout.gan_checkpoint(name), cfg, logs, labels, extra=extra, max_minutes=max_minutes)
     report = {"video": name, "held_out_frames": len(trainer.held_out.index), "metrics": metrics}
     write_text(layout.gan_report(name), json.dumps(report, indent=2))
     return report

@@ -74,8 +74,10 @@ def _warn_if_truncated(path: PathLike, decoded_s: float, declared_s: float | Non
     if declared_s is not None and decoded_s < declared_s - TRUNCATION_TOLERANCE_S:
         log.warning(
             "%s declares %.1f s of audio but only %.1f s could be decoded: the file is truncated or damaged.",
-            path, declared_s, decoded_s,
-        )  # fmt: skip
+            path,
+            declared_s,
+            decoded_s,
+        )
 
 
 def write_wav(path: PathLike, samples: np.ndarray, sample_rate: int) -> None:

@@ -7,11 +7,13 @@ import math
 import os
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import islice
 from pathlib import Path
 from types import TracebackType
 from typing import Iterable, Iterator
 
 import av
+import cv2
 import numpy as np
 
 from amg.errors import MediaError
@@ -312,3 +314,16 @@ def write_video(
     with VideoWriter(path, fps=fps, audio=audio, sample_rate=sample_rate) as writer:
         for frame in frames:
             writer.write(frame)
+
+
+def resized_frames(path: PathLike, size: int) -> Iterator[np.ndarray]:
+    """The frames of a preprocessed (square) video at the generator's size, decoded one by one."""
+    return (cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in iter_frames(path))
+
+
+def pick_frames(frames: Iterable[np.ndarray], index: np.ndarray) -> dict[int, np.ndarray]:
+    """The frames at `index` (any order, repeats allowed) of a decoded stream, in one pass that stops at the
+    last one wanted: memory grows with the frames picked, not with the video."""
+    wanted = set(np.asarray(index).tolist())
+    last = max(wanted) + 1 if wanted else 0
+    return {i: frame for i, frame in enumerate(islice(frames, last)) if i in wanted}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from amg.common.split import held_out_split
 from amg.config import Head2BodyConfig
 from amg.fsutil import atomic_path, load_npz, save_npz
 from amg.layout import damaged_file
@@ -28,8 +29,16 @@ def head_features(rotation: np.ndarray, translation: np.ndarray, scale: np.ndarr
 class Head2Body:
     """Linear map from head pose to the (x, y) of shoulders and hips, in pixels of the avatar's crop."""
 
-    def __init__(self, weights: np.ndarray, x_mean: np.ndarray, x_std: np.ndarray, y_mean: np.ndarray,
-                 size: int, cfg: Head2BodyConfig, metrics: dict[str, float] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        weights: np.ndarray,
+        x_mean: np.ndarray,
+        x_std: np.ndarray,
+        y_mean: np.ndarray,
+        size: int,
+        cfg: Head2BodyConfig,
+        metrics: dict[str, float] | None = None,
+    ):
         self.weights, self.x_mean, self.x_std, self.y_mean = weights, x_mean, x_std, y_mean
         self.size, self.cfg, self.metrics = size, cfg, metrics or {}
 
@@ -52,8 +61,15 @@ class Head2Body:
         """Arrays and, as JSON text, the config and metrics: an npz loads without running any code (a pickle
         does not)."""
         meta = json.dumps({"config": asdict(self.cfg), "metrics": self.metrics})
-        save_npz(path, weights=self.weights, x_mean=self.x_mean, x_std=self.x_std, y_mean=self.y_mean,
-                 size=np.int64(self.size), meta=np.str_(meta))  # fmt: skip
+        save_npz(
+            path,
+            weights=self.weights,
+            x_mean=self.x_mean,
+            x_std=self.x_std,
+            y_mean=self.y_mean,
+            size=np.int64(self.size),
+            meta=np.str_(meta),
+        )
 
     @classmethod
     def load(cls, path: Path) -> "Head2Body":
@@ -74,8 +90,8 @@ def body_error_px(predicted: np.ndarray, tracks: Tracks, frames: slice) -> float
 
 def train_head2body(tracks: Tracks, cfg: Head2BodyConfig, path: Path, plot_path: Path) -> Head2Body:
     """Fit on the video's first part, score on its held-out tail, refit on everything, save model and plot."""
-    n_val = int(round(tracks.n_frames * cfg.holdout))
-    train, val = slice(0, tracks.n_frames - n_val), slice(tracks.n_frames - n_val, tracks.n_frames)
+    train, val = held_out_split(tracks.n_frames, cfg.holdout)
+    n_val = val.stop - val.start
     held_out = Head2Body.fit(tracks, train, cfg)
     predicted = held_out.predict(tracks.rotation, tracks.translation, tracks.scale)
     still = np.broadcast_to(tracks.body[train, :, :2].mean(0), predicted.shape)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from amg.audio.features import AudioFeatures, features_for_video
+from amg.common.split import held_out_split
 from amg.config import AudioFeatureConfig
 from amg.errors import AmgError
 from amg.layout import Layout
@@ -27,10 +28,8 @@ class MotionData:
         return self.tracks.n_frames
 
     def split(self, holdout: float) -> tuple[slice, slice]:
-        """Train on the first (1 - holdout) of the video, validate on its tail (a contiguous, unseen stretch)."""
-        n_val = int(round(self.n_frames * holdout))
-        cut = self.n_frames - n_val
-        return slice(0, cut), slice(cut, self.n_frames)
+        """Train on the first (1 - holdout) of the video, validate on its tail (see held_out_split)."""
+        return held_out_split(self.n_frames, holdout)
 
 
 def load_motion_data(layout: Layout, video_name: str, feature_cfg: AudioFeatureConfig) -> MotionData:

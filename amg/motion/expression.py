@@ -20,7 +20,15 @@ from amg.config import Audio2ExpressionConfig
 from amg.motion.data import MotionData, gather_windows, window_starts
 from amg.motion.networks import TemporalConvNet
 from amg.tracking import fitting, smoothing, topology
-from amg.training import batch_rng, load_checkpoint, pick_device, run_training, seed_everything, single_threaded
+from amg.training import (
+    batch_rng,
+    load_checkpoint,
+    pick_device,
+    run_training,
+    seed_everything,
+    set_cosine_lr,
+    single_threaded,
+)
 
 # Below this speech probability a frame counts as silence: the mouth is drawn to its rest shape.
 SILENCE_VAD = 0.2
@@ -83,7 +91,6 @@ def train_audio2expression(data: MotionData, cfg: Audio2ExpressionConfig, path: 
     targets = ExpressionTargets.from_data(data, train)
     net = build_network(cfg, features.shape[1], coeffs.shape[1]).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler_lr = lambda step: cfg.lr * 0.5 * (1 + np.cos(np.pi * step / cfg.steps))  # noqa: E731 cosine decay
     feats_t, coeffs_t = torch.tensor(features), torch.tensor(coeffs)
 
     def step_fn(step: int) -> dict[str, float]:
@@ -93,8 +100,7 @@ def train_audio2expression(data: MotionData, cfg: Audio2ExpressionConfig, path: 
         y = gather_windows(coeffs_t, torch.from_numpy(starts), cfg.window)
         # Feature noise: the driving voice will never sound exactly like the avatar's own.
         x = x + cfg.feature_noise * torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32))
-        for group in optimizer.param_groups:
-            group["lr"] = scheduler_lr(step)
+        set_cosine_lr(optimizer, cfg.lr, step, cfg.steps)
         pred = net(x.to(device)) * targets.coeff_std.to(device) + targets.coeff_mean.to(device)
         losses = expression_losses(pred, y.to(device), _on(targets, device), cfg)
         optimizer.zero_grad(set_to_none=True)
@@ -118,10 +124,17 @@ def train_audio2expression(data: MotionData, cfg: Audio2ExpressionConfig, path: 
     eval_fn_or_none = eval_fn if val.stop > val.start else None
     with single_threaded():
         return run_training(
-            path=path, model=net, optimizer=optimizer, config=cfg, total_steps=cfg.steps, step_fn=step_fn,
-            eval_fn=eval_fn_or_none, eval_every=cfg.eval_every, save_every=cfg.save_every, log_dir=log_dir,
-            desc="Audio→Expression", extra=extra,
-        )  # fmt: skip
+            path=path,
+            model=net,
+            optimizer=optimizer,
+            config=cfg,
+            step_fn=step_fn,
+            eval_fn=eval_fn_or_none,
+            log_dir=log_dir,
+            desc="Audio→Expression",
+            progress="motion.expression",
+            extra=extra,
+        )
 
 
 def _on(t: ExpressionTargets, device: torch.device) -> ExpressionTargets:
@@ -188,9 +201,11 @@ def lip_landmarks(data: MotionData, coeffs: np.ndarray, frames: slice | np.ndarr
     frame indices, one per row of `coeffs`)."""
     t = data.tracks
     pose = fitting.HeadPose(
-        fitting.rotations_from_rotvecs(t.rotation[frames]), t.translation[frames], t.scale[frames],
+        fitting.rotations_from_rotvecs(t.rotation[frames]),
+        t.translation[frames],
+        t.scale[frames],
         np.ones(len(coeffs), bool),
-    )  # fmt: skip
+    )
     landmarks = fitting.reconstruct_landmarks(data.face_model, pose, coeffs)
     return landmarks * (256 / t.size)
 

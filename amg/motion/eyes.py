@@ -26,7 +26,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from amg.audio.features import AudioFeatures
-from amg.config import EyesConfig
+from amg.config import FPS, EyesConfig
 from amg.fsutil import NpzRecord
 from amg.tracking import fitting, smoothing, topology
 from amg.tracking.tracks import Tracks
@@ -34,7 +34,6 @@ from amg.tracking.tracks import Tracks
 # Where the upper face starts and ends on the mouth-to-eyes axis (0 at the mouth, 1 at eye level): from about the
 # nose tip (its wings follow the upper lip) to just under the lower lids (the cheek there lifts in a blink).
 LOWER_EDGE, UPPER_EDGE = 0.45, 0.8
-FPS = 25
 # The speech energy is compared with the face over ±0.2 s: brows rise with a stressed phrase, not a syllable.
 ENERGY_SMOOTHING = 11
 
@@ -64,8 +63,9 @@ def speech_with_upper_face(face_model: fitting.ExpressionModel, speech: np.ndarr
     coefficients `upper` (both (T, K); say, the tracked eyes of real frames under a predicted mouth)."""
     weights = upper_face_weights(face_model.neutral)
     points = np.flatnonzero(weights > 0)
-    return with_upper_face(fitting.decode(face_model, speech), fitting.decode(face_model, upper)[:, points], points,
-                           weights[points])  # fmt: skip
+    return with_upper_face(
+        fitting.decode(face_model, speech), fitting.decode(face_model, upper)[:, points], points, weights[points]
+    )
 
 
 def blink_runs(opening: np.ndarray, median: float, ratio: float, max_frames: int) -> np.ndarray:
@@ -130,9 +130,13 @@ class EyeModel(NpzRecord):
 
     @classmethod
     def fit(
-        cls, tracks: Tracks, face_model: fitting.ExpressionModel, features: AudioFeatures, frames: slice,
+        cls,
+        tracks: Tracks,
+        face_model: fitting.ExpressionModel,
+        features: AudioFeatures,
+        frames: slice,
         cfg: EyesConfig,
-    ) -> "EyeModel":  # fmt: skip
+    ) -> "EyeModel":
         weights = upper_face_weights(face_model.neutral)
         points = np.flatnonzero(weights > 0)
         upper = fitting.decode(face_model, tracks.expression[frames])[:, points].reshape(-1, len(points) * 3)
@@ -148,13 +152,22 @@ class EyeModel(NpzRecord):
         drift = _fit_drift(upper - mean, in_blink, energy, cfg)
         minutes = len(upper) / FPS / 60
         return cls(
-            points=points, weights=weights[points], mean=mean, **drift, blink_shapes=shapes, blink_lengths=lengths,
-            blink_pad=cfg.blink_pad, blinks_per_minute=len(runs) / minutes,
-            interval_shape=_interval_shape(runs[:, 0], cfg), open_median=median,
+            points=points,
+            weights=weights[points],
+            mean=mean,
+            **drift,
+            blink_shapes=shapes,
+            blink_lengths=lengths,
+            blink_pad=cfg.blink_pad,
+            blinks_per_minute=len(runs) / minutes,
+            interval_shape=_interval_shape(runs[:, 0], cfg),
+            open_median=median,
             pause_gain=_pause_gain(runs[:, 0], pause_frames(features.vad[frames]), cfg),
-        )  # fmt: skip
+        )
 
-    def animate(self, shapes: np.ndarray, features: AudioFeatures, seed: int = 0, blink_rate: float = 1.0) -> np.ndarray:
+    def animate(
+        self, shapes: np.ndarray, features: AudioFeatures, seed: int = 0, blink_rate: float = 1.0
+    ) -> np.ndarray:
         """Head-frame shapes (T, N, 3) made from speech, with the upper face replaced by a sample of this model."""
         upper = self.sample(features, seed, blink_rate).reshape(len(shapes), -1, 3)
         return with_upper_face(shapes, upper, self.points, self.weights)
@@ -185,8 +198,9 @@ class EyeModel(NpzRecord):
         """Paste blink shapes, in place, at the onsets of a renewal process (see blink_onsets)."""
         starts = np.concatenate([[0], np.cumsum(self.blink_lengths)])
         gap = int(self.blink_lengths.max()) + 2  # blinks never overlap
-        onsets = blink_onsets(len(upper), self.blinks_per_minute * rate, self.interval_shape, self.pause_gain,
-                              pauses, gap, rng)  # fmt: skip
+        onsets = blink_onsets(
+            len(upper), self.blinks_per_minute * rate, self.interval_shape, self.pause_gain, pauses, gap, rng
+        )
         for onset, which in zip(onsets, rng.integers(self.n_blinks, size=len(onsets))):
             shape = self.blink_shapes[starts[which] : starts[which + 1]]
             first = onset - self.blink_pad
@@ -195,9 +209,14 @@ class EyeModel(NpzRecord):
 
 
 def blink_onsets(
-    n: int, per_minute: float, shape: float, pause_gain: float, pauses: np.ndarray, min_gap: int,
+    n: int,
+    per_minute: float,
+    shape: float,
+    pause_gain: float,
+    pauses: np.ndarray,
+    min_gap: int,
     rng: np.random.Generator,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Frames where blinks start in a stretch of `n` frames: intervals of `min_gap` plus a gamma variable (mean
     1/rate in all, `shape`) counted on a clock that ticks `pause_gain` times faster in pauses, normalised so the mean rate stays `per_minute`.
     The first interval starts at a random phase, so a render does not always open with a blink; a blink
@@ -235,7 +254,9 @@ def _blink_shapes(upper: np.ndarray, runs: np.ndarray, pad: int) -> tuple[list[n
     return shapes, in_blink
 
 
-def _deepened(shape: np.ndarray, mean: np.ndarray, points: np.ndarray, n_points: int, median: float, depth: float) -> np.ndarray:
+def _deepened(
+    shape: np.ndarray, mean: np.ndarray, points: np.ndarray, n_points: int, median: float, depth: float
+) -> np.ndarray:
     """`shape`, scaled so that on the mean upper face its eyes close to at most `depth` × the median opening.
 
     Blinks are found as dips under the blink ratio; a shape that only just crossed it on its own frame would,
@@ -269,8 +290,15 @@ def _fit_drift(centred: np.ndarray, in_blink: np.ndarray, energy: np.ndarray | N
         slopes = np.where(np.abs(corr) >= cfg.min_energy_corr, z.T @ e / len(e), 0.0)
         z = z - e[:, None] * slopes
     rho = np.array([np.clip(np.corrcoef(c[1:], c[:-1])[0, 1], 0, cfg.max_rho) if c.std() > 0 else 0.0 for c in z.T])
-    return {"drift_axes": axes, "drift_std": z.std(axis=0), "drift_rho": rho, "drift_energy": slopes,
-            "energy_mean": energy_mean, "energy_std": energy_std, "energy_range": energy_range}  # fmt: skip
+    return {
+        "drift_axes": axes,
+        "drift_std": z.std(axis=0),
+        "drift_rho": rho,
+        "drift_energy": slopes,
+        "energy_mean": energy_mean,
+        "energy_std": energy_std,
+        "energy_range": energy_range,
+    }
 
 
 def _interval_shape(onsets: np.ndarray, cfg: EyesConfig) -> float:

@@ -40,7 +40,14 @@ from amg.tracking.fitting import HeadPose
 from amg.tracking.smoothing import smooth_series
 from amg.tracking.tracks import Tracks
 from amg.training import (
-    batch_rng, is_finished, load_checkpoint, pick_device, run_training, save_checkpoint, seed_everything,
+    batch_rng,
+    is_finished,
+    load_checkpoint,
+    pick_device,
+    run_training,
+    save_checkpoint,
+    seed_everything,
+    set_cosine_lr,
     single_threaded,
 )
 
@@ -133,9 +140,10 @@ def static_poses(tracks: Tracks, n_frames: int) -> PoseSequence:
     """The avatar's median pose (per component: rotations stay far from 180°, so rotation vectors average
     well), held for `n_frames`."""
     median = PoseSequence(
-        np.median(tracks.rotation, axis=0)[None], np.median(tracks.translation, axis=0)[None],
+        np.median(tracks.rotation, axis=0)[None],
+        np.median(tracks.translation, axis=0)[None],
         np.median(tracks.scale)[None],
-    )  # fmt: skip
+    )
     return median.take(np.zeros(n_frames, int))
 
 
@@ -149,9 +157,16 @@ def replay_poses(tracks: Tracks, n_frames: int) -> PoseSequence:
 
 
 def make_poses(
-    mode: str, tracks: Tracks, n_frames: int, *, model: "Audio2PoseModel | None" = None,
-    features: AudioFeatures | None = None, seed: int = 0, temperature: float = 1.0, intensity: float = 1.0,
-) -> PoseSequence:  # fmt: skip
+    mode: str,
+    tracks: Tracks,
+    n_frames: int,
+    *,
+    model: "Audio2PoseModel | None" = None,
+    features: AudioFeatures | None = None,
+    seed: int = 0,
+    temperature: float = 1.0,
+    intensity: float = 1.0,
+) -> PoseSequence:
     """Head poses for `n_frames` frames by `mode` (the CLI's --pose): "generate" (sampled from `model` for
     `features`), "static" or "replay" (from the avatar's `tracks`; these ignore the other arguments)."""
     if mode == "static":
@@ -182,9 +197,15 @@ def audio_input(features: AudioFeatures, blocks: str) -> np.ndarray:
 
 
 def _sample_z(
-    net: Audio2PoseNet, stats: PoseStats, cfg: Audio2PoseConfig, audio: np.ndarray, seeds: Sequence[int],
-    noise_scale: np.ndarray, temperature: float = 1.0, start: np.ndarray | None = None,
-) -> np.ndarray:  # fmt: skip
+    net: Audio2PoseNet,
+    stats: PoseStats,
+    cfg: Audio2PoseConfig,
+    audio: np.ndarray,
+    seeds: Sequence[int],
+    noise_scale: np.ndarray,
+    temperature: float = 1.0,
+    start: np.ndarray | None = None,
+) -> np.ndarray:
     """(S, T, 6) smoothed standardised poses, one trajectory per seed, sampled frame by frame (all seeds at
     once). `noise_scale` (6,) multiplies the mixture's standard deviations (see `calibrate_noise`),
     `temperature` that and the randomness of the component choice. `start` (history, 6) is the history
@@ -207,7 +228,7 @@ def _sample_z(
             pose = soft_clamp(pose, low, high, cfg.clamp_margin)
             out[t] = pose
             history = torch.cat([history[:, 1:], pose[:, None]], dim=1)
-            report("Head motion", t + 1, n)
+            report("motion.head", t + 1, n)
     # Smoothing removes what is left of frame-to-frame sampling noise (head motion is slower than 2-3 Hz).
     return smooth_series(out.numpy(), cfg.smooth_window, 2).transpose(1, 0, 2)
 
@@ -219,9 +240,13 @@ def _start_history(start_pose: PoseSequence, stats: PoseStats, history: int) -> 
 
 
 def sample_poses(
-    model: "Audio2PoseModel", features: AudioFeatures, seed: int, temperature: float = 1.0, intensity: float = 1.0,
+    model: "Audio2PoseModel",
+    features: AudioFeatures,
+    seed: int,
+    temperature: float = 1.0,
+    intensity: float = 1.0,
     start_pose: PoseSequence | None = None,
-) -> PoseSequence:  # fmt: skip
+) -> PoseSequence:
     """Head poses for every frame of `features`, the same for the same seed.
 
     `temperature` scales the sampling noise (1: the calibrated model; 0: the most likely component's mean,
@@ -319,8 +344,7 @@ def train_audio2pose(
         code = net.encode_windows(windows + cfg.feature_noise * _normal(rng, windows.shape, device))
         history = history_windows(z, batch, cfg.history)
         history = history + cfg.history_noise * _normal(rng, history.shape, device)
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * 0.5 * (1 + np.cos(np.pi * step / cfg.steps))  # cosine decay
+        set_cosine_lr(optimizer, cfg.lr, step, cfg.steps)
         loss = mixture_nll(net(code, history), z[torch.from_numpy(batch)])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -342,19 +366,33 @@ def train_audio2pose(
     has_val = len(val_targets) > 0
     with single_threaded():
         run_training(
-            path=path, model=net, optimizer=optimizer, config=cfg, total_steps=cfg.steps, step_fn=step_fn,
-            eval_fn=eval_fn if has_val else None, eval_every=cfg.eval_every, save_every=cfg.save_every,
-            log_dir=log_dir, desc="Audio→Pose", extra=extra, max_minutes=max_minutes,
-        )  # fmt: skip
+            path=path,
+            model=net,
+            optimizer=optimizer,
+            config=cfg,
+            step_fn=step_fn,
+            eval_fn=eval_fn if has_val else None,
+            log_dir=log_dir,
+            desc="Audio→Pose",
+            progress="motion.pose",
+            extra=extra,
+            max_minutes=max_minutes,
+        )
         if not is_finished(path):
             return {}  # stopped by max_minutes: calibration waits for the finished network
         return _finish(net, stats, cfg, data, poses_z, audio_np, path, eval_fn() if has_val else {})
 
 
 def _finish(
-    net: Audio2PoseNet, stats: PoseStats, cfg: Audio2PoseConfig, data: MotionData, poses_z: np.ndarray,
-    audio: np.ndarray, path: Path, metrics: dict,
-) -> dict:  # fmt: skip
+    net: Audio2PoseNet,
+    stats: PoseStats,
+    cfg: Audio2PoseConfig,
+    data: MotionData,
+    poses_z: np.ndarray,
+    audio: np.ndarray,
+    path: Path,
+    metrics: dict,
+) -> dict:
     """Calibrate the sampling noise of the trained `net`, measure its motion on the held-out tail, and add both
     to the checkpoint at `path`; return the metrics. `poses_z`, `audio`: the network's inputs, every frame."""
     train, val = data.split(cfg.holdout)
@@ -364,9 +402,10 @@ def _finish(
     if val.stop > val.start:
         generated = _sample_z(net, stats, cfg, audio[val], VALIDATION_SEEDS, noise_scale)
         motion = evaluate_motion(
-            [stats.poses(g) for g in generated], PoseSequence.from_tracks(data.tracks, val),
+            [stats.poses(g) for g in generated],
+            PoseSequence.from_tracks(data.tracks, val),
             data.features.block("energy")[val, 0],
-        )  # fmt: skip
+        )
         metrics |= {f"val_{k}": v for k, v in motion.items()}
     save_checkpoint(path, **load_checkpoint(path) | {"noise_scale": noise_scale, "metrics": metrics})
     return metrics
@@ -392,9 +431,13 @@ class Audio2PoseModel:
         self.net.load_state_dict(state["model"])
 
     def __call__(
-        self, features: AudioFeatures, seed: int = 0, temperature: float = 1.0, intensity: float = 1.0,
+        self,
+        features: AudioFeatures,
+        seed: int = 0,
+        temperature: float = 1.0,
+        intensity: float = 1.0,
         start_pose: PoseSequence | None = None,
-    ) -> PoseSequence:  # fmt: skip
+    ) -> PoseSequence:
         return sample_poses(self, features, seed, temperature, intensity, start_pose)
 
 

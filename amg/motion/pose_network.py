@@ -69,9 +69,15 @@ class Audio2PoseNet(nn.Module):
     """
 
     def __init__(
-        self, audio_dim: int, pose_dim: int, hidden: int, history: int, audio_context: int, n_mixtures: int,
+        self,
+        audio_dim: int,
+        pose_dim: int,
+        hidden: int,
+        history: int,
+        audio_context: int,
+        n_mixtures: int,
         dropout: float,
-    ):  # fmt: skip
+    ):
         super().__init__()
         self.pose_dim, self.history, self.n_mixtures = pose_dim, history, n_mixtures
         self.audio = AudioEncoder(audio_dim, hidden, audio_context, dropout)
@@ -111,9 +117,12 @@ def mixture_nll(mixture: Mixture, target: torch.Tensor) -> torch.Tensor:
 
 
 def sample_mixture(
-    mixture: Mixture, gumbel: torch.Tensor, normal: torch.Tensor, temperature: float,
+    mixture: Mixture,
+    gumbel: torch.Tensor,
+    normal: torch.Tensor,
+    temperature: float,
     std_scale: torch.Tensor | float = 1.0,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """One pose (N, D) per mixture from given noise: gumbel (N, K), normal (N, D).
 
     The component is argmax(logits + temperature * gumbel) (the Gumbel-max trick: an exact draw from the

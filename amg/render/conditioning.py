@@ -195,9 +195,7 @@ def visible_body_points(body: np.ndarray) -> np.ndarray:
     return visible
 
 
-def _draw_outline(
-    canvas: np.ndarray, points: np.ndarray | None, body: np.ndarray, scale: float, width: int
-) -> None:
+def _draw_outline(canvas: np.ndarray, points: np.ndarray | None, body: np.ndarray, scale: float, width: int) -> None:
     """Channel 3: face oval and nose lines (when there is a face), then shoulders, neck and torso sides."""
     visible = visible_body_points(body)
     body_points = _to_fixed_point(np.where(visible[:, None], body[:, :2], 0.0), scale)

@@ -58,7 +58,9 @@ class TriangleSet:
         # triangle is the intersection of its edges' half-planes). Pixel centres sit at multiples of ONE.
         row_y = (row * ONE).astype(np.float32)
         left = (np.take(left_slope, row_triangle, axis=1) * row_y + np.take(left_offset, row_triangle, axis=1)).max(0)
-        right = (np.take(right_slope, row_triangle, axis=1) * row_y + np.take(right_offset, row_triangle, axis=1)).min(0)
+        right = (np.take(right_slope, row_triangle, axis=1) * row_y + np.take(right_offset, row_triangle, axis=1)).min(
+            0
+        )
         first_column = np.clip(np.ceil(left / ONE), 0, size).astype(np.int32)
         lengths = np.maximum(np.minimum(np.floor(right / ONE), size - 1) - first_column + 1, 0).astype(np.int32)
 

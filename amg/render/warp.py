@@ -25,9 +25,15 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from amg.render.conditioning import (
-    EYE_RINGS, FACE_OVAL_RING, LEFT_JAW_LOW, LEFT_SHOULDER, MESH_TRIANGLES, RIGHT_JAW_LOW, RIGHT_SHOULDER,
+    EYE_RINGS,
+    FACE_OVAL_RING,
+    LEFT_JAW_LOW,
+    LEFT_SHOULDER,
+    MESH_TRIANGLES,
+    RIGHT_JAW_LOW,
+    RIGHT_SHOULDER,
     visible_body_points,
-)  # fmt: skip
+)
 from amg.render.rasterize import ONE, TriangleSet
 from amg.tracking import topology
 
@@ -36,7 +42,11 @@ N_FACE = topology.NUM_LANDMARKS  # mesh vertices; the refined iris points are le
 _NECK_FRACTIONS = (1 / 3, 2 / 3)
 _BORDER_POINTS_PER_SIDE = 4
 # Inner-lip corners, and each eye's two canthi (outer, inner), where a hole's ring is split into two chains.
-_HOLE_CORNERS = {"mouth": (78, 308), "left_eye": (topology.LEFT_EYE_OUTER, 362), "right_eye": (topology.RIGHT_EYE_OUTER, 133)}
+_HOLE_CORNERS = {
+    "mouth": (78, 308),
+    "left_eye": (topology.LEFT_EYE_OUTER, 362),
+    "right_eye": (topology.RIGHT_EYE_OUTER, 133),
+}
 
 
 def _ring_chains(ring: np.ndarray, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
@@ -80,10 +90,14 @@ def border_points(size: int) -> np.ndarray:
     lo, hi = -0.5, size - 0.5
     t = np.linspace(lo, hi, _BORDER_POINTS_PER_SIDE + 1)
     inner = t[1:-1]
-    return np.concatenate([
-        np.c_[t, np.full_like(t, lo)], np.c_[t, np.full_like(t, hi)],
-        np.c_[np.full_like(inner, lo), inner], np.c_[np.full_like(inner, hi), inner],
-    ])  # fmt: skip
+    return np.concatenate(
+        [
+            np.c_[t, np.full_like(t, lo)],
+            np.c_[t, np.full_like(t, hi)],
+            np.c_[np.full_like(inner, lo), inner],
+            np.c_[np.full_like(inner, hi), inner],
+        ]
+    )
 
 
 def control_points(landmarks: np.ndarray, body: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -115,14 +129,19 @@ class TargetMesh:
         # covers a pixel and the affine that moves it agree.
         fixed = np.round(np.concatenate([moving, border]) * ONE).astype(np.int32)
         self.points = fixed / ONE
-        outer = np.concatenate([FACE_OVAL_RING, N_FACE + np.flatnonzero(self.usable[N_FACE:]),
-                                len(moving) + np.arange(len(border))])  # fmt: skip
+        outer = np.concatenate(
+            [FACE_OVAL_RING, N_FACE + np.flatnonzero(self.usable[N_FACE:]), len(moving) + np.arange(len(border))]
+        )
         outside = outer[Delaunay(self.points[outer]).simplices]
         self.triangles = np.concatenate([outside, FACE_TRIANGLES])
         triangle_set = TriangleSet(self.triangles)
         # Outside triangles below the face's; face triangles nearest (smallest depth) on top, so where a turned
         # head folds the mesh (nose over the far cheek) each pixel shows the surface that faces the camera.
-        depth = landmarks[:, 2].take(FACE_TRIANGLES).sum(axis=1) if landmarks.shape[1] > 2 else np.zeros(len(FACE_TRIANGLES))
+        depth = (
+            landmarks[:, 2].take(FACE_TRIANGLES).sum(axis=1)
+            if landmarks.shape[1] > 2
+            else np.zeros(len(FACE_TRIANGLES))
+        )
         priority = np.empty(len(self.triangles), np.int32)
         order = np.concatenate([np.arange(len(outside)), len(outside) + np.argsort(-depth, kind="stable")])
         priority[order] = np.arange(len(self.triangles), dtype=np.int32)
@@ -136,8 +155,11 @@ class TargetMesh:
         (x0, x1, x2), (y0, y1, y2) = self.points[self.triangles].transpose(2, 1, 0)  # each (F,)
         det = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
         inv_det = np.divide(1.0, det, out=np.zeros_like(det), where=np.abs(det) > 1e-9)
-        rows = [(y1 - y2, x2 - x1, x1 * y2 - x2 * y1), (y2 - y0, x0 - x2, x2 * y0 - x0 * y2),
-                (y0 - y1, x1 - x0, x0 * y1 - x1 * y0)]  # fmt: skip
+        rows = [
+            (y1 - y2, x2 - x1, x1 * y2 - x2 * y1),
+            (y2 - y0, x0 - x2, x2 * y0 - x0 * y2),
+            (y0 - y1, x1 - x0, x0 * y1 - x1 * y0),
+        ]
         return np.stack([np.stack(row, axis=-1) for row in rows], axis=1) * inv_det[:, None, None]
 
     def maps(self, sources: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -169,9 +191,13 @@ def remap(image: np.ndarray, backward_map: np.ndarray) -> np.ndarray:
 
 
 def warp_frames(
-    images: np.ndarray, landmarks: np.ndarray, body: np.ndarray, target_landmarks: np.ndarray,
-    target_body: np.ndarray, source_size: int,
-) -> np.ndarray:  # fmt: skip
+    images: np.ndarray,
+    landmarks: np.ndarray,
+    body: np.ndarray,
+    target_landmarks: np.ndarray,
+    target_body: np.ndarray,
+    source_size: int,
+) -> np.ndarray:
     """Warp K source images (K, H, W, C) with their landmarks (K, N, 3) and body (K, 4, 3) onto one target's
     landmarks (N, 3) and body (4, 3): (K, H, W, C), same dtype."""
     mesh = TargetMesh(target_landmarks, target_body, images.shape[1], source_size)

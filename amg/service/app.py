@@ -32,8 +32,8 @@ from typing import Iterator, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -121,10 +121,12 @@ def _serve_docs_offline(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url, title=f"{app.title} API",
-            swagger_js_url="/docs-assets/swagger-ui-bundle.js", swagger_css_url="/docs-assets/swagger-ui.css",
+            openapi_url=app.openapi_url,
+            title=f"{app.title} API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
             swagger_favicon_url="/docs-assets/favicon-32x32.png",
-        )  # fmt: skip
+        )
 
 
 def create_app(
@@ -148,9 +150,13 @@ def create_app(
         store.close()
 
     app = FastAPI(
-        title="AMG", version="1", description="Audio-driven talking-person avatars.", lifespan=lifespan,
-        docs_url=None, redoc_url=None,  # FastAPI's own pages load their scripts from a CDN: /docs is served below
-    )  # fmt: skip
+        title="AMG",
+        version="1",
+        description="Audio-driven talking-person avatars.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,  # FastAPI's own pages load their scripts from a CDN: /docs is served below
+    )
     _serve_docs_offline(app)
     app.state.store, app.state.worker, app.state.layout = store, worker, layout
 
@@ -193,15 +199,14 @@ def create_app(
     trained_cache: dict[str, tuple[tuple, bool]] = {}
 
     def is_trained(name: str) -> bool:
-        """Whether avatar `name` can render; checkpoints are read again only when one changed (they are large)."""
-        from amg.gan.train import gan_trained
-        from amg.motion.stage import motion_trained
+        """Whether avatar `name` can render (the CLI's answer, amg.stages.avatar_renders); checkpoints are read
+        again only when one changed (they are large)."""
+        from amg.stages import avatar_renders, render_artifacts
 
-        files = (layout.audio2expression(name), layout.audio2headpose(name), layout.eye_model(name), layout.gan_checkpoint(name))
-        stamp = tuple(f.stat().st_mtime_ns if f.is_file() else None for f in files)
+        stamp = tuple(f.stat().st_mtime_ns if f.is_file() else None for f in render_artifacts(layout, name))
         cached = trained_cache.get(name)
         if cached is None or cached[0] != stamp:
-            cached = (stamp, motion_trained(layout, name) and gan_trained(layout, name))
+            cached = (stamp, avatar_renders(layout, name))
             trained_cache[name] = cached
         return cached[1]
 
@@ -266,10 +271,12 @@ def create_app(
 
     @app.post("/api/jobs", status_code=202, summary="Upload speech (request body, any common format) for AVATAR")
     async def add_job(
-        avatar: str, request: Request, seed: int = Query(0, description="sampling seed of head motion and blinks"),
+        avatar: str,
+        request: Request,
+        seed: int = Query(0, description="sampling seed of head motion and blinks"),
         blinks: Literal["natural", "off"] = Query("natural", description="natural: as often as the person; off: never"),
         blink_rate: float = Query(1.0, ge=0, le=MAX_BLINK_RATE, description="× the avatar's own blink rate"),
-    ) -> dict:  # fmt: skip
+    ) -> dict:
         from amg.media import load_audio, write_wav
         from amg.media.audio import AudioTooLong
 
@@ -281,7 +288,9 @@ def create_app(
             # Bounded by duration while it decodes: a small compressed upload may hold hours of audio.
             samples = await run_in_threadpool(load_audio, upload, 16000, settings.max_audio_s)
         except AudioTooLong:
-            raise HTTPException(413, f"The speech lasts longer than the limit of {settings.max_audio_s:.0f} s.") from None
+            raise HTTPException(
+                413, f"The speech lasts longer than the limit of {settings.max_audio_s:.0f} s."
+            ) from None
         except AmgError as exc:
             message = without_path(str(exc), upload, "the upload")
             raise HTTPException(415, f"The upload is not audio AMG can decode: {message}") from None

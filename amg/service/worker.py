@@ -26,11 +26,22 @@ log = logging.getLogger(__name__)
 # minutes of speech, its features and head motion take about a quarter of the job; a training job's speech
 # features come before its first model, and head motion is sampled to calibrate the pose model after it.
 STAGE_SHARES = {
-    "train": {"Speech embedding": (0.0, 0.03), "Voice activity": (0.03, 0.05), "Audio→Expression": (0.05, 0.15),
-              "Audio→Pose": (0.15, 0.25), "Head motion": (0.25, 0.25), "Image GAN": (0.25, 1.0)},
-    "render": {"Speech embedding": (0.0, 0.1), "Voice activity": (0.1, 0.15), "Head motion": (0.15, 0.25),
-               "render": (0.25, 1.0)},
-}  # fmt: skip
+    "train": {
+        "preprocess": (0.0, 0.1),
+        "audio.embedding": (0.1, 0.12),
+        "audio.vad": (0.12, 0.13),
+        "motion.expression": (0.13, 0.2),
+        "motion.pose": (0.2, 0.27),
+        "motion.head": (0.27, 0.27),
+        "gan": (0.27, 1.0),
+    },
+    "render": {
+        "audio.embedding": (0.0, 0.1),
+        "audio.vad": (0.1, 0.15),
+        "motion.head": (0.15, 0.25),
+        "render": (0.25, 1.0),
+    },
+}
 PROGRESS_INTERVAL_S = 0.5  # the store is written at most this often per job
 
 
@@ -101,7 +112,9 @@ class Worker:
         self.poll_s = poll_s
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._loop, name=f"amg-worker-{i}", daemon=True) for i in range(workers)]
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"amg-worker-{i}", daemon=True) for i in range(workers)
+        ]
         # Avatars of the jobs being run, including a cancelled job until it reaches its next progress report
         # and stops (the store forgets a job as soon as it is deleted).
         self._busy: dict[str, str] = {}

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from amg.config import PreprocessConfig
 from amg.fsutil import load_npz, save_npz
 from amg.media import VideoWriter
+from amg.progress import report
 from amg.tracking.background import BackgroundSampler
 from amg.tracking.models import BodyTracker, FaceMeshTracker, PersonMatter
 from amg.tracking.scan import CropWindow
@@ -159,6 +160,7 @@ def capture(
             for i, frame in enumerate(tqdm(frames, total=n_frames, desc="Tracking", unit="frame")):
                 if i >= n_frames:
                     break
+                report("preprocess", i + 1, n_frames)
                 crop = timer.call("crop", window.crop, frame, size)
                 pending.append((i, crop, worker.submit(matte_and_body, i, crop)))
                 track_image = crop if track_res == size else timer.call("crop", window.crop, frame, track_res)

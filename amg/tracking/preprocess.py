@@ -40,15 +40,30 @@ MIN_FRAMES = 50
 
 # Options that change what the capture pass writes; the others only change the cheap steps after it.
 CAPTURE_OPTIONS = (
-    "fps", "sample_rate", "size", "track_size", "refine_landmarks", "crop_scale", "crop_face_center_y",
-    "scan_every", "min_face_fraction", "pose_every", "pose_size", "background_samples", "matte_threshold",
-)  # fmt: skip
+    "fps",
+    "sample_rate",
+    "size",
+    "track_size",
+    "refine_landmarks",
+    "crop_scale",
+    "crop_face_center_y",
+    "scan_every",
+    "min_face_fraction",
+    "pose_every",
+    "pose_size",
+    "background_samples",
+    "matte_threshold",
+)
 
 
 def preprocess(layout: Layout, name: str, cfg: PreprocessConfig, force: bool = False) -> dict:
     """Run stage 1 for video `name` (skipping cached work unless `force`); return the report."""
     report_path = layout.preprocess_report(name)
-    if not force and read_saved_config(PreprocessConfig, layout.preprocess_config(name)) == cfg and _outputs_exist(layout, name):
+    if (
+        not force
+        and read_saved_config(PreprocessConfig, layout.preprocess_config(name)) == cfg
+        and _outputs_exist(layout, name)
+    ):
         log.info("Video %r is already preprocessed with this config (use --force to redo it).", name)
         return json.loads(report_path.read_text())
 
@@ -67,9 +82,16 @@ def preprocess(layout: Layout, name: str, cfg: PreprocessConfig, force: bool = F
         window = crop_window(scan, cfg.crop_scale, cfg.crop_face_center_y)
         face_centre = _face_centre_in_crop(scan, window, cfg.size)
         raw = capture(
-            prefetch(timer.timed("decode", iter_frames(source, cfg.fps))), n_frames, window, face_centre, cfg,
-            layout.frames_video(name), layout.matte_video(name), audio, timer,
-        )  # fmt: skip
+            prefetch(timer.timed("decode", iter_frames(source, cfg.fps))),
+            n_frames,
+            window,
+            face_centre,
+            cfg,
+            layout.frames_video(name),
+            layout.matte_video(name),
+            audio,
+            timer,
+        )
         _check_tracked_fraction(raw, cfg, name)
         _save_capture(raw, cfg, layout.raw_tracks(name))
 
@@ -125,7 +147,9 @@ def fit_tracks(raw: RawTracks, cfg: PreprocessConfig) -> tuple[Tracks, fitting.E
     reconstructed = fitting.reconstruct_landmarks(model, pose, coeffs)
 
     body = smoothing.smooth_series(
-        fitting.interpolate_invalid(raw.body, raw.body_found).reshape(len(tracked), -1), cfg.smooth_window, cfg.smooth_polyorder
+        fitting.interpolate_invalid(raw.body, raw.body_found).reshape(len(tracked), -1),
+        cfg.smooth_window,
+        cfg.smooth_polyorder,
     ).reshape(raw.body.shape)
     tracks = Tracks(
         landmarks=smoothed.astype(np.float32),
@@ -197,14 +221,20 @@ def _check_length(n_frames: int, cfg: PreprocessConfig, name: str) -> None:
     if n_frames < cfg.min_duration_s * cfg.fps:
         log.warning(
             "Video %r is %.1f s long; at least %.0f s of talking is recommended for a good avatar.",
-            name, n_frames / cfg.fps, cfg.min_duration_s,
-        )  # fmt: skip
+            name,
+            n_frames / cfg.fps,
+            cfg.min_duration_s,
+        )
 
 
-def _extract_audio(source: Path, has_audio: bool, cfg: PreprocessConfig, wav_path: Path, name: str) -> np.ndarray | None:
+def _extract_audio(
+    source: Path, has_audio: bool, cfg: PreprocessConfig, wav_path: Path, name: str
+) -> np.ndarray | None:
     """The video's own speech at 16 kHz mono (saved beside the tracks); None, with a warning, if it has none."""
     if not has_audio:
-        log.warning("Video %r has no audio track: it can be tracked, but an avatar needs its speech to learn lip-sync.", name)
+        log.warning(
+            "Video %r has no audio track: it can be tracked, but an avatar needs its speech to learn lip-sync.", name
+        )
         return None
     try:
         audio = load_audio(source, cfg.sample_rate)

@@ -86,7 +86,9 @@ def scan_faces(frames: Iterable[np.ndarray], every: int) -> FaceScan:
                 main_boxes.append(boxes[main_face_index(boxes, frame_size)])
     finally:
         detector.close()
-    return FaceScan(frame_size, n_sampled, len(main_boxes), n_several, np.asarray(main_boxes, np.float32).reshape(-1, 4))
+    return FaceScan(
+        frame_size, n_sampled, len(main_boxes), n_several, np.asarray(main_boxes, np.float32).reshape(-1, 4)
+    )
 
 
 def check_faces(scan: FaceScan, min_fraction: float, video_name: str) -> None:

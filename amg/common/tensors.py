@@ -1,0 +1,28 @@
+"""uint8 images ↔ the networks' float tensors in [-1, 1] (the image GAN and the face refiner read and write the
+same way)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def channels_first(images: np.ndarray) -> np.ndarray:
+    """(..., H, W, C) → contiguous (..., C, H, W), still uint8 (a quarter of the bytes of float)."""
+    return np.ascontiguousarray(np.moveaxis(images, -1, -3))
+
+
+def to_tensor(images: np.ndarray, device: torch.device | str = "cpu", layout_first: bool = False) -> torch.Tensor:
+    """(..., H, W, C) uint8 (or (..., C, H, W) with `layout_first`) → (..., C, H, W) float in [-1, 1].
+
+    Building the inputs is memory-bound (36 channels per 256² frame): channels are moved while the pixels are
+    still uint8, and the float conversion runs on contiguous memory (on a strided view it is many times slower).
+    """
+    planar = images if layout_first else channels_first(images)
+    return torch.from_numpy(planar).to(device).float().mul_(1 / 127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(..., C, H, W) in [-1, 1] → (..., H, W, C) uint8."""
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
