@@ -9,7 +9,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, Literal, TypeVar
 
 import yaml
 
@@ -66,8 +66,8 @@ class PreprocessConfig:
 class AudioFeatureConfig:
     """Speech → per-video-frame (25 fps) lip-sync features (amg.audio), alike for any voice and channel."""
 
-    # Feature blocks, in this column order (a comma list, or a tuple/list in code): mel, embedding, vad, energy.
-    blocks: str = "mel,embedding,vad,energy"
+    # Feature blocks, in this column order (a list, or "mel, vad" from --set): mel, embedding, vad, energy.
+    blocks: tuple[str, ...] = ("mel", "embedding", "vad", "energy")
     # Log-mel block: 25 ms windows every 10 ms (4 per video frame, stacked). The band stops at 4 kHz, the band
     # 8 kHz phone audio has too, so phone and wideband speech look alike. 24 bands (about critical bands) are
     # as informative as 40 or 64 here and more robust: finer bands resolve the voice's pitch harmonics, which
@@ -85,9 +85,8 @@ class AudioFeatureConfig:
     vad_threshold: float = 0.5
 
     def __post_init__(self) -> None:
-        # One canonical spelling, so that a tuple in code and "mel, vad" from YAML compare equal.
-        parts = self.blocks.split(",") if isinstance(self.blocks, str) else self.blocks
-        self.blocks = ",".join(p.strip().lower() for p in parts if p.strip())
+        # One canonical spelling, so that ("mel", "vad") in code and "Mel, vad" from YAML compare equal.
+        self.blocks = tuple(name.lower() for name in as_items(self.blocks))
 
 
 @dataclass
@@ -99,7 +98,7 @@ class Audio2ExpressionConfig:
     SCHEDULE: ClassVar[tuple[str, ...]] = ("steps", "lr", "eval_every", "save_every")
 
     hidden: int = 64
-    dilations: str = "1,2,4,8,1"  # kernel-3 blocks: ±16 frames (±0.64 s) of audio context
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 1)  # kernel-3 blocks: ±16 frames (±0.64 s) of audio context
     dropout: float = 0.1
     steps: int = 1500
     batch_size: int = 16
@@ -131,7 +130,7 @@ class Audio2PoseConfig:
     # Feature blocks the pose sees: the prosody (energy, speech probability). The speech embedding (add
     # "embedding") and the log-mel block say what is spoken, which the head hardly follows, and let a net
     # memorise its training frames.
-    audio_blocks: str = "vad,energy"
+    audio_blocks: tuple[str, ...] = ("vad", "energy")
     n_mixtures: int = 4
     dropout: float = 0.3
     steps: int = 1500
@@ -151,8 +150,7 @@ class Audio2PoseConfig:
 
     def __post_init__(self) -> None:
         # Canonical spelling, as for AudioFeatureConfig.blocks: the checkpoint's config must compare equal.
-        parts = self.audio_blocks.split(",") if isinstance(self.audio_blocks, str) else self.audio_blocks
-        self.audio_blocks = ",".join(p.strip().lower() for p in parts if p.strip())
+        self.audio_blocks = tuple(name.lower() for name in as_items(self.audio_blocks))
 
 
 @dataclass
@@ -289,7 +287,8 @@ class EnhanceConfig:
     seed: int = 0
 
 
-ENGINES = ("auto", "torch", "onnxruntime")
+Engine = Literal["auto", "torch", "onnxruntime"]
+ENGINES: tuple[str, ...] = typing.get_args(Engine)
 
 
 @dataclass
@@ -299,7 +298,7 @@ class RenderConfig:
     # Frames generated per batch: memory stays flat however long the audio. Larger batches are no faster
     # with ONNX Runtime, and each frame's inputs take 6 MB at 256 px.
     chunk: int = 16
-    engine: str = "auto"  # generator runtime: auto (ONNX Runtime on CPU, PyTorch on GPU), torch, onnxruntime
+    engine: Engine = "auto"  # generator runtime: auto (ONNX Runtime on CPU, PyTorch on GPU), torch, onnxruntime
     crf: int = 18
     full_frame: bool = False  # paste the crop back into the original frame size
     feather: float = 0.08  # width of the full-frame blend ramp, as a fraction of the crop side
@@ -313,7 +312,8 @@ class RenderConfig:
             raise AmgError(f"Config render.upscale: use 1, 2, 3 or 4, got {self.upscale!r}.")
 
 
-BLINK_MODES = ("natural", "off")
+BlinkMode = Literal["natural", "off"]
+BLINK_MODES: tuple[str, ...] = typing.get_args(BlinkMode)
 MAX_BLINK_RATE = 5.0  # × the avatar's own rate: beyond it blinks run into each other
 
 
@@ -321,11 +321,11 @@ MAX_BLINK_RATE = 5.0  # × the avatar's own rate: beyond it blinks run into each
 class MotionOptions:
     """How motion is made for a new speech, beyond what speech decides (the CLI's and the service's options)."""
 
-    pose: str = "generate"  # generate | static | replay
+    pose: Literal["generate", "static", "replay"] = "generate"
     seed: int = 0  # of the head motion and the blinks
     temperature: float = 1.0
     intensity: float = 1.0
-    blinks: str = "natural"  # natural | off
+    blinks: BlinkMode = "natural"
     blink_rate: float = 1.0  # multiplies the avatar's own blink rate
 
     def __post_init__(self) -> None:
@@ -415,6 +415,14 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
                 return False
             raise AmgError(f"Config {name}: expected true/false, got {value!r}.")
         return bool(value)
+    if origin is tuple:  # tuple[X, ...]: a YAML list, or "a, b" from --set
+        item = typing.get_args(tp)[0]
+        return tuple(_coerce(v, item, f"{name}[{i}]") for i, v in enumerate(as_items(value)))
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise AmgError(f"Config {name}: use one of {', '.join(map(str, allowed))}, got {value!r}.")
+        return value
     if tp in (int, float, str):
         try:
             coerced = tp(value)
@@ -422,6 +430,13 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             raise AmgError(f"Config {name}: expected {tp.__name__}, got {value!r}.") from None
         return coerced if tp is str else _in_range(coerced, name)
     return value
+
+
+def as_items(value: Any) -> tuple:
+    """A list option's items: a sequence as it is, or a comma-separated string split and stripped."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return tuple(value)
 
 
 def _in_range(number: int | float, name: str) -> int | float:
@@ -540,7 +555,16 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 def save_config(config: Any, path: str | os.PathLike) -> None:
     """Save a config as YAML beside the artifact it produced."""
     header = f"# {type(config).__name__} used to produce the files in this folder\n"
-    write_text(path, header + yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    write_text(path, header + yaml.safe_dump(_plain(config_to_dict(config)), sort_keys=False))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, nested: YAML's safe dumper writes only plain types."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def read_saved_config(cls: type[C], path: str | os.PathLike) -> C | None:

@@ -93,6 +93,7 @@ def evaluate_avatar(
     """`amg eval`: train what avatar `name` lacks on the first 1 - holdout of its video only, then evaluate it on
     the held-out tail (and any other speech of `options`) and write the report."""
     from amg.evaluation.evaluate import check_unseen, evaluate_trained_avatar, held_out_start, with_holdout
+    from amg.stages import trained_holdouts
     from amg.tracking.tracks import Tracks
 
     for audio_name in options.audios:
@@ -100,7 +101,7 @@ def evaluate_avatar(
     preprocess_avatar(layout, name)
     n_frames = Tracks.load(layout.tracks(name)).n_frames
     # Before any training: a finished or half-trained avatar with a smaller holdout is never trained further.
-    check_unseen(layout, name, n_frames, held_out_start(n_frames, options.holdout))
+    check_unseen(layout, name, n_frames, held_out_start(n_frames, options.holdout), trained_holdouts(layout, name))
     train_avatar(layout, name, with_holdout(cfg, options.holdout), max_minutes, enhance=options.enhance)
     return evaluate_trained_avatar(layout, name, options)
 

@@ -35,7 +35,7 @@ class Stage(Protocol):
         self, layout: Layout, avatar: str, cfg: Any, force: bool = False, max_minutes: float | None = None
     ) -> dict: ...
 
-    def holdout(self, cfg: Any) -> float: ...
+    def holdout(self, cfg: Any) -> float | None: ...  # the tail fraction it never sees (None: another stage's)
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class MotionStage:
         return train_motion(layout, avatar, cfg, force=force)  # minutes on a CPU: no time budget needed
 
     def holdout(self, cfg: MotionConfig) -> float:
-        return cfg.expression.holdout
+        return min(cfg.expression.holdout, cfg.pose.holdout, cfg.body.holdout)  # the most frames any one saw
 
 
 @dataclass(frozen=True)
@@ -149,8 +149,8 @@ class EnhanceStage:
             layout.enhance_checkpoint(avatar).unlink(missing_ok=True)
         return train_enhancer(layout, avatar, cfg, max_minutes)
 
-    def holdout(self, cfg: EnhanceConfig) -> float:
-        return 0.0  # it refines the image GAN's training frames and is scored on the GAN's held-out tail
+    def holdout(self, cfg: EnhanceConfig) -> None:
+        return None  # it trains on the image GAN's training frames only: the GAN's split is its own
 
 
 STAGES: tuple[Stage, ...] = (MotionStage(), GanStage(), EnhanceStage())
@@ -165,6 +165,18 @@ def saved_stage_config(layout: Layout, avatar: str, section: str) -> Any | None:
     """The config `avatar`'s stage `section` was last trained with (None if never, or no such stage)."""
     stage = next((stage for stage in STAGES if stage.name == section), None)
     return None if stage is None else read_saved_config(stage.config_type, stage.config_path(layout, avatar))
+
+
+def trained_holdouts(layout: Layout, avatar: str) -> dict[str, float]:
+    """Each stage `avatar` has a saved config for (trained, or being trained): the fraction of its video's tail
+    that stage never saw."""
+    holdouts = {}
+    for stage in STAGES:
+        saved = saved_stage_config(layout, avatar, stage.name)
+        holdout = None if saved is None else stage.holdout(saved)
+        if holdout is not None:
+            holdouts[stage.name] = holdout
+    return holdouts
 
 
 def untrained_stages(layout: Layout, avatar: str) -> list[str]:

@@ -213,7 +213,7 @@ def main() -> None:
     start = time.perf_counter()
     compute_features(long_audio, cfg.features)
     feature_fps = len(long_features) / (time.perf_counter() - start)
-    a2e = Audio2ExpressionModel(ROOT / f"a2e_{cfg.features.blocks.replace(',', '+')}.pt")
+    a2e = Audio2ExpressionModel(ROOT / f"a2e_{'+'.join(cfg.features.blocks)}.pt")
     start = time.perf_counter()
     a2e(long_features)
     expression_fps = len(long_features) / (time.perf_counter() - start)

@@ -37,7 +37,7 @@ def assert_well_formed(features: AudioFeatures, n_frames: int, cfg: AudioFeature
     assert features.values.shape[0] == n_frames == len(features.vad)
     assert features.values.dtype == np.float32 and features.vad.dtype == np.float32
     assert np.isfinite(features.values).all() and np.isfinite(features.vad).all()
-    assert list(features.blocks) == cfg.blocks.split(",")
+    assert tuple(features.blocks) == cfg.blocks
     columns = np.concatenate([np.arange(features.values.shape[1])[s] for s in features.blocks.values()])
     assert np.array_equal(columns, np.arange(features.values.shape[1]))  # blocks tile the columns exactly
 
@@ -71,7 +71,7 @@ def test_blocks_parse_from_yaml(tmp_path):
     path = tmp_path / "audio.yaml"
     path.write_text("blocks: mel, embedding\nfmax: 3400\n")
     cfg = load_config(AudioFeatureConfig, path)
-    assert cfg.blocks == "mel,embedding" and cfg.fmax == 3400.0
+    assert cfg.blocks == ("mel", "embedding") and cfg.fmax == 3400.0
 
 
 def test_speech_is_detected_and_normalised_to_its_own_level(speech_features):

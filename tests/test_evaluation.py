@@ -15,6 +15,7 @@ from amg.evaluation.report import better, comparison
 from amg.gan.candidates import nearest_landmark_index
 from amg.layout import Layout
 from amg.media import probe_video
+from amg.stages import trained_holdouts
 from amg.tracking import topology
 from amg.tracking.boxes import face_boxes
 from amg.tracking.topology import NUM_LANDMARKS_REFINED
@@ -108,9 +109,11 @@ def test_check_unseen_refuses_a_tail_the_avatar_trained_on(tmp_path):
     layout.checkpoint_dir("a").mkdir(parents=True)
     save_config(MotionConfig(), layout.motion_config("a"))
     save_config(GanConfig(holdout=0.1), layout.gan_config("a"))
-    check_unseen(layout, "a", 1000, held_out_start(1000, 0.1))  # the GAN saw frames up to 900: fine
-    with pytest.raises(AmgError, match="image GAN"):
-        check_unseen(layout, "a", 1000, held_out_start(1000, 0.15))  # the tail from 850 was in its training
+    holdouts = trained_holdouts(layout, "a")
+    assert holdouts == {"motion": 0.15, "gan": 0.1}
+    check_unseen(layout, "a", 1000, held_out_start(1000, 0.1), holdouts)  # the GAN saw frames up to 900: fine
+    with pytest.raises(AmgError, match="gan model"):
+        check_unseen(layout, "a", 1000, held_out_start(1000, 0.15), holdouts)  # the tail from 850 was in its training
 
 
 def test_comparison_rules():

@@ -95,10 +95,12 @@ class AudioFeatures:
 
 
 def parse_blocks(cfg: AudioFeatureConfig) -> tuple[str, ...]:
-    names = tuple(cfg.blocks.split(",")) if cfg.blocks else ()
+    names = cfg.blocks
     unknown = [n for n in names if n not in BLOCK_NAMES]
     if not names or unknown or len(set(names)) != len(names):
-        raise AmgError(f"Audio feature blocks {cfg.blocks!r}: list each of {', '.join(BLOCK_NAMES)} at most once.")
+        raise AmgError(
+            f"Audio feature blocks {','.join(cfg.blocks)!r}: list each of {', '.join(BLOCK_NAMES)} at most once."
+        )
     return names
 
 

@@ -36,7 +36,6 @@ from amg.config import (
     FPS,
     AvatarConfig,
     EyesConfig,
-    GanConfig,
     MotionConfig,
     MotionOptions,
     read_saved_config,
@@ -112,25 +111,15 @@ def with_holdout(cfg: AvatarConfig, holdout: float) -> AvatarConfig:
     return replace(cfg, motion=motion, gan=replace(cfg.gan, holdout=holdout))
 
 
-def check_unseen(layout: Layout, name: str, n_frames: int, start: int) -> None:
-    """Refuse to evaluate on frames any of the avatar's models was (or is being) trained on: checked before
-    training, so a finished or half-trained avatar with a smaller holdout is never trained further or used."""
-    holdouts = {}
-    motion = read_saved_config(MotionConfig, layout.motion_config(name))
-    if motion is not None:
-        holdouts |= {
-            "Audio→Expression": motion.expression.holdout,
-            "Audio→Head pose": motion.pose.holdout,
-            "head→body": motion.body.holdout,
-        }
-    gan = read_saved_config(GanConfig, layout.gan_config(name))
-    if gan is not None:
-        holdouts["image GAN"] = gan.holdout
-    for model, holdout in holdouts.items():
+def check_unseen(layout: Layout, name: str, n_frames: int, start: int, holdouts: dict[str, float]) -> None:
+    """Refuse to evaluate on frames any of the avatar's models was (or is being) trained on, given each trained
+    stage's holdout (amg.stages.trained_holdouts): checked before training, so a finished or half-trained
+    avatar with a smaller holdout is never trained further or used."""
+    for stage, holdout in holdouts.items():
         stop = held_out_split(n_frames, holdout)[0].stop
         if stop > start:
             raise AmgError(
-                f"The {model} model of {name!r} was trained on frames up to {stop}, past the start of the "
+                f"The {stage} model of {name!r} was trained on frames up to {stop}, past the start of the "
                 f"held-out tail ({start}): evaluate with --holdout {holdout:g} or less, or move "
                 f"{layout.checkpoint_dir(name)} away so that `amg eval` trains the avatar on the shorter part."
             )
@@ -411,7 +400,6 @@ def evaluate_trained_avatar(layout: Layout, name: str, options: EvalOptions) -> 
 
     tracks = Tracks.load(layout.tracks(name))
     start = held_out_start(tracks.n_frames, options.holdout)
-    check_unseen(layout, name, tracks.n_frames, start)
     motion_cfg = read_saved_config(MotionConfig, layout.motion_config(name)) or MotionConfig()
     features = features_for_video(layout, name, motion_cfg.features, tracks.n_frames)
 

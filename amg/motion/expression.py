@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from amg.audio.features import AudioFeatures
-from amg.config import Audio2ExpressionConfig
+from amg.config import Audio2ExpressionConfig, config_from_dict
 from amg.motion.data import MotionData, gather_windows, window_starts
 from amg.motion.networks import TemporalConvNet
 from amg.tracking import fitting, smoothing, topology
@@ -34,12 +34,8 @@ from amg.training import (
 SILENCE_VAD = 0.2
 
 
-def _parse_dilations(text: str) -> tuple[int, ...]:
-    return tuple(int(d) for d in text.split(","))
-
-
 def build_network(cfg: Audio2ExpressionConfig, in_dim: int, n_coeffs: int) -> TemporalConvNet:
-    return TemporalConvNet(in_dim, n_coeffs, cfg.hidden, _parse_dilations(cfg.dilations), cfg.dropout)
+    return TemporalConvNet(in_dim, n_coeffs, cfg.hidden, cfg.dilations, cfg.dropout)
 
 
 @dataclass
@@ -175,7 +171,7 @@ class Audio2ExpressionModel:
 
     def __init__(self, path: Path, device: torch.device | None = None):
         state = load_checkpoint(path)
-        self.cfg = Audio2ExpressionConfig(**state["config"])
+        self.cfg = config_from_dict(Audio2ExpressionConfig, state["config"])
         self.device = device or pick_device()
         self.net = build_network(self.cfg, state["in_dim"], state["n_coeffs"]).to(self.device).eval()
         self.net.load_state_dict(state["model"])

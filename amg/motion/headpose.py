@@ -31,7 +31,7 @@ import torch
 from scipy.ndimage import uniform_filter1d
 
 from amg.audio.features import AudioFeatures
-from amg.config import Audio2PoseConfig
+from amg.config import Audio2PoseConfig, config_from_dict
 from amg.errors import AmgError
 from amg.motion.data import MotionData
 from amg.motion.pose_network import Audio2PoseNet, mixture_nll, sample_mixture
@@ -187,9 +187,9 @@ def build_network(cfg: Audio2PoseConfig, audio_dim: int) -> Audio2PoseNet:
     return Audio2PoseNet(audio_dim, POSE_DIM, cfg.hidden, cfg.history, cfg.audio_context, cfg.n_mixtures, cfg.dropout)
 
 
-def audio_input(features: AudioFeatures, blocks: str) -> np.ndarray:
-    """(T, D) the feature columns of `blocks` (comma list), in that order."""
-    names = blocks.split(",")
+def audio_input(features: AudioFeatures, blocks: tuple[str, ...]) -> np.ndarray:
+    """(T, D) the feature columns of `blocks`, in that order."""
+    names = list(blocks)
     missing = [n for n in names if n not in features.blocks]
     if missing:
         raise AmgError(f"Audio features lack the block(s) {', '.join(missing)} the pose model needs.")
@@ -421,7 +421,7 @@ class Audio2PoseModel:
 
     def __init__(self, path: Path):
         state = load_checkpoint(path)
-        self.cfg = Audio2PoseConfig(**state["config"])
+        self.cfg = config_from_dict(Audio2PoseConfig, state["config"])
         self.stats = PoseStats(**state["pose_stats"])
         if "noise_scale" not in state:
             raise AmgError(f"{path} is an unfinished pose model: run its training again to complete it.")
