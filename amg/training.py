@@ -21,7 +21,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -71,6 +71,39 @@ def set_cosine_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, t
     """Cosine decay from `base_lr` at step 0 to 0 at `total_steps`, written into every parameter group."""
     for group in optimizer.param_groups:
         group["lr"] = base_lr * 0.5 * (1 + np.cos(np.pi * step / max(total_steps, 1)))
+
+
+def image_grid(*columns: np.ndarray, rows: int = 4) -> np.ndarray:
+    """Up to `rows` evenly spaced examples, one per row, each showing the same index of every column (equal-sized
+    uint8 RGB images) side by side: the sample grids of TensorBoard and the checkpoint folder."""
+    picks = np.linspace(0, len(columns[0]) - 1, min(rows, len(columns[0]))).round().astype(int)
+    return np.concatenate([np.concatenate([column[i] for column in columns], axis=1) for i in picks])
+
+
+def adversarial_update(
+    optimizer: OptimizerGroup,
+    generator: str,
+    discriminators: Sequence[torch.nn.Module],
+    d_loss: torch.Tensor,
+    generator_loss: Callable[[], tuple[torch.Tensor, Any]],
+) -> Any:
+    """One GAN step: the "discriminator" optimizer steps on `d_loss`, then `generator_loss()` (the loss and
+    whatever the caller wants back) is computed with the discriminators frozen (its gradients flow through them,
+    not into their weights) and the `generator` optimizer steps on it. Returns the second value."""
+    optimizer["discriminator"].zero_grad(set_to_none=True)
+    d_loss.backward()
+    optimizer["discriminator"].step()
+    for net in discriminators:
+        net.requires_grad_(False)
+    try:
+        g_loss, result = generator_loss()
+        optimizer[generator].zero_grad(set_to_none=True)
+        g_loss.backward()
+        optimizer[generator].step()
+    finally:
+        for net in discriminators:
+            net.requires_grad_(True)
+    return result
 
 
 def save_sample_grid(path: Path, grid: np.ndarray) -> None:

@@ -32,8 +32,10 @@ from amg.tracking.boxes import mouth_boxes
 from amg.tracking.tracks import Tracks
 from amg.training import (
     OptimizerGroup,
+    adversarial_update,
     batch_rng,
     checkpoint_done,
+    image_grid,
     is_finished,
     pick_device,
     run_trainer,
@@ -135,24 +137,21 @@ class EnhanceTrainer:
         d = self.nets["discriminator"]
         real_out = d(torch.cat([source, real], dim=1))
         d_loss = losses.discriminator_loss(real_out, d(torch.cat([source, refined.detach()], dim=1)))
-        self.optim["discriminator"].zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.optim["discriminator"].step()
 
-        d.requires_grad_(False)
-        fake_out = d(torch.cat([source, refined], dim=1))
-        weights = losses.mouth_weight_map(p.mouth[index], p.size, cfg.mouth_weight).to(dev)
-        terms = {
-            "l1": losses.weighted_l1(refined, real, weights),
-            "adversarial": losses.generator_adversarial_loss(fake_out),
-            "feature_matching": losses.feature_matching_loss(real_out, fake_out),
-        }
-        g_loss = cfg.l1_weight * terms["l1"] + cfg.gan_weight * terms["adversarial"]
-        g_loss = g_loss + cfg.feature_matching_weight * terms["feature_matching"]
-        self.optim["refiner"].zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.optim["refiner"].step()
-        d.requires_grad_(True)
+        def refiner_loss() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            fake_out = d(torch.cat([source, refined], dim=1))
+            weights = losses.mouth_weight_map(p.mouth[index], p.size, cfg.mouth_weight).to(dev)
+            terms = {
+                "l1": losses.weighted_l1(refined, real, weights),
+                "adversarial": losses.generator_adversarial_loss(fake_out),
+                "feature_matching": losses.feature_matching_loss(real_out, fake_out),
+            }
+            g_loss = cfg.l1_weight * terms["l1"] + cfg.gan_weight * terms["adversarial"]
+            g_loss = g_loss + cfg.feature_matching_weight * terms["feature_matching"]
+            return g_loss, terms | {"g_loss": g_loss}
+
+        terms = adversarial_update(self.optim, "refiner", (d,), d_loss, refiner_loss)
+        g_loss = terms.pop("g_loss")
         return {"g_loss": g_loss.item(), "d_loss": d_loss.item()} | {k: v.item() for k, v in terms.items()}
 
     @torch.no_grad()
@@ -180,14 +179,7 @@ class EnhanceTrainer:
     def sample_images(self, step: int) -> dict[str, np.ndarray]:
         if self.last_refined is None:
             return {}
-        picks = np.linspace(0, len(self.val) - 1, min(4, len(self.val))).round().astype(int)
-        rows = [
-            np.concatenate(
-                [self.pairs.inputs[self.val[i]], self.last_refined[i], self.pairs.targets[self.val[i]]], axis=1
-            )
-            for i in picks
-        ]
-        grid = np.concatenate(rows)
+        grid = image_grid(self.pairs.inputs[self.val], self.last_refined, self.pairs.targets[self.val])
         save_sample_grid(self.layout.enhance_samples_dir(self.name) / f"step_{step:07d}.jpg", grid)
         return {"held_out/upsampled|refined|real": grid}
 

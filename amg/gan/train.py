@@ -32,8 +32,10 @@ from amg.render.warp import warp_frames
 from amg.tracking.boxes import mouth_boxes
 from amg.training import (
     OptimizerGroup,
+    adversarial_update,
     batch_rng,
     checkpoint_done,
+    image_grid,
     is_finished,
     pick_device,
     run_trainer,
@@ -135,14 +137,6 @@ def frame_scores(generated: np.ndarray, real: np.ndarray, mouth: np.ndarray) -> 
     }
 
 
-def sample_grid(conditioning: np.ndarray, *columns: np.ndarray, rows: int = 4) -> np.ndarray:
-    """Rows of conditioning | each of `columns` (uint8 RGB frames, e.g. warp baseline | generated | real)."""
-    picks = np.linspace(0, len(conditioning) - 1, min(rows, len(conditioning))).round().astype(int)
-    return np.concatenate(
-        [np.concatenate([conditioning_to_rgb(conditioning[i]), *(c[i] for c in columns)], axis=1) for i in picks]
-    )
-
-
 class GanTrainer:
     """Holds the networks, optimizers and data of one training run; `step` and `evaluate` feed run_training."""
 
@@ -189,46 +183,41 @@ class GanTrainer:
             fake_frame, fake_clip = self._discriminate(batch, fake.detach())
             d_frame = losses.discriminator_loss(real_frame, fake_frame)
             d_clip = losses.discriminator_loss(real_clip, fake_clip)
-        self.optim["discriminator"].zero_grad(set_to_none=True)
-        (d_frame + cfg.temporal_weight * d_clip).backward()
-        self.optim["discriminator"].step()
-
         discriminators = (self.nets["discriminator"], self.nets["temporal"])
-        for net in discriminators:  # the generator's step needs gradients through them, not of their weights
-            net.requires_grad_(False)
-        with self.autocast:
-            fake_frame, fake_clip = self._discriminate(batch, fake)
-            weights = losses.mouth_weight_map(batch.mouth, data.size, cfg.mouth_weight).to(self.device)
-            terms = {
-                "l1": losses.weighted_l1(fake, batch.real, weights),
-                "matte": (matte - batch.matte).abs().mean(),
-                "adversarial": losses.generator_adversarial_loss(fake_frame),
-                "feature_matching": losses.feature_matching_loss(real_frame, fake_frame),
-                "temporal": losses.generator_adversarial_loss(fake_clip),
-            }
-            weighted = {
-                "l1": cfg.l1_weight,
-                "matte": cfg.alpha_weight,
-                "adversarial": cfg.gan_weight,
-                "feature_matching": cfg.feature_matching_weight,
-                "temporal": cfg.temporal_weight,
-            }
-            if self.perceptual is not None:
-                fake_mouth = losses.crop_resized(fake, batch.mouth, cfg.mouth_crop)
-                real_mouth = losses.crop_resized(batch.real, batch.mouth, cfg.mouth_crop)
-                terms["perceptual_mouth"] = self.perceptual(fake_mouth, real_mouth).mean()
-                weighted["perceptual_mouth"] = cfg.perceptual_weight
-                if cfg.perceptual_full_weight > 0:
-                    terms["perceptual"] = self.perceptual(fake, batch.real).mean()
-                    weighted["perceptual"] = cfg.perceptual_full_weight
-            g_loss = sum(weighted[k] * v for k, v in terms.items())
-        self.optim["generator"].zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.optim["generator"].step()
-        for net in discriminators:
-            net.requires_grad_(True)
+
+        def generator_loss() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            with self.autocast:
+                fake_frame, fake_clip = self._discriminate(batch, fake)
+                weights = losses.mouth_weight_map(batch.mouth, data.size, cfg.mouth_weight).to(self.device)
+                terms = {
+                    "l1": losses.weighted_l1(fake, batch.real, weights),
+                    "matte": (matte - batch.matte).abs().mean(),
+                    "adversarial": losses.generator_adversarial_loss(fake_frame),
+                    "feature_matching": losses.feature_matching_loss(real_frame, fake_frame),
+                    "temporal": losses.generator_adversarial_loss(fake_clip),
+                }
+                weighted = {
+                    "l1": cfg.l1_weight,
+                    "matte": cfg.alpha_weight,
+                    "adversarial": cfg.gan_weight,
+                    "feature_matching": cfg.feature_matching_weight,
+                    "temporal": cfg.temporal_weight,
+                }
+                if self.perceptual is not None:
+                    fake_mouth = losses.crop_resized(fake, batch.mouth, cfg.mouth_crop)
+                    real_mouth = losses.crop_resized(batch.real, batch.mouth, cfg.mouth_crop)
+                    terms["perceptual_mouth"] = self.perceptual(fake_mouth, real_mouth).mean()
+                    weighted["perceptual_mouth"] = cfg.perceptual_weight
+                    if cfg.perceptual_full_weight > 0:
+                        terms["perceptual"] = self.perceptual(fake, batch.real).mean()
+                        weighted["perceptual"] = cfg.perceptual_full_weight
+                g_loss = sum(weighted[k] * v for k, v in terms.items())
+            return g_loss, terms | {"g_loss": g_loss}
+
+        d_loss = d_frame + cfg.temporal_weight * d_clip
+        terms = adversarial_update(self.optim, "generator", discriminators, d_loss, generator_loss)
         self._update_ema(step)
-        values = {"g_loss": g_loss, "d_frame": d_frame, "d_clip": d_clip} | terms
+        values = {"g_loss": terms.pop("g_loss"), "d_frame": d_frame, "d_clip": d_clip} | terms
         return {k: v.item() for k, v in values.items()}
 
     @torch.no_grad()
@@ -252,7 +241,8 @@ class GanTrainer:
 
     def sample_images(self, step: int) -> dict[str, np.ndarray]:
         h = self.held_out
-        grid = sample_grid(h.conditioning, h.warped, self.last_generated, h.real)
+        conditioning = np.stack([conditioning_to_rgb(c) for c in h.conditioning])
+        grid = image_grid(conditioning, h.warped, self.last_generated, h.real)
         save_sample_grid(self.layout.gan_samples_dir(self.name) / f"step_{step:07d}.jpg", grid)
         return {"held_out/conditioning|warp baseline|generated|real": grid}
 
