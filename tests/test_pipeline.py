@@ -21,6 +21,7 @@ from amg.motion.tracks import MotionTracks
 from amg.pipeline import run
 from amg.tracking.boxes import mouth_boxes
 from amg.tracking.tracks import Tracks
+from amg.training import load_checkpoint
 
 from conftest import require_shared
 
@@ -199,3 +200,24 @@ def test_eval_refuses_a_tail_the_avatar_was_trained_on(first_run, capsys):
     assert amg_main(["eval", str(layout.root), name, "--holdout", "0.3"]) == 2
     assert "trained on frames up to" in capsys.readouterr().err
     assert layout.gan_checkpoint(name).stat().st_mtime_ns == before
+
+
+def test_more_gan_steps_continue_the_finished_gan_and_touch_no_other_stage(first_run, capsys):
+    # Last in this module: it trains the image GAN further.
+    layout, name, _, _, _ = first_run
+    others = [
+        layout.audio2expression(name),
+        layout.audio2headpose(name),
+        layout.head2body(name),
+        layout.eye_model(name),
+    ]
+    before = [path.read_bytes() for path in others]
+    sets = [f"--set={k}={v}" for k, v in TINY.items()]
+    args = ["train", str(layout.root), name, "--stage", "all", "--preset", "fast", *sets, "--set=gan.steps=+6"]
+    assert amg_main(args) == 0
+    state = load_checkpoint(layout.gan_checkpoint(name))
+    assert state["step"] == TINY["gan.steps"] + 6 and state["finished"]
+    assert "Image GAN on held-out frames" in capsys.readouterr().out  # it trained (the 6 steps), the motion did not
+    assert [path.read_bytes() for path in others] == before  # byte-identical
+    assert amg_main(args[:-1] + ["--set=gan.steps=36"]) == 0  # the same schedule, given absolutely: nothing to do
+    assert "Nothing to train" in capsys.readouterr().out
