@@ -32,15 +32,15 @@ from amg.common.split import held_out_split
 from amg.config import AudioFeatureConfig, EyesConfig, MotionConfig, MotionOptions, PreprocessConfig
 from amg.layout import Layout
 from amg.media import load_audio, write_wav
-from amg.motion import headpose
+from amg.motion import headpose, pose_model
 from amg.motion.data import load_motion_data
 from amg.motion.expression import (
-    Audio2ExpressionModel,
     baseline_predictions,
     evaluate_expressions,
     lip_landmarks,
     train_audio2expression,
 )
+from amg.motion.expression_model import Audio2ExpressionModel
 from amg.motion.eyes import EyeModel, blink_statistics
 from amg.motion.stage import predict_motion, train_motion
 from amg.tracking import topology
@@ -89,7 +89,7 @@ def speech_audio(layout: Layout, name: str, samples: np.ndarray) -> str:
 
 def head_amplitude(motion) -> float:
     """Mean standard deviation of yaw, pitch and roll (degrees)."""
-    pose = headpose.PoseSequence(motion.rotation, motion.translation, motion.scale).head_pose()
+    pose = pose_model.PoseSequence(motion.rotation, motion.translation, motion.scale).head_pose()
     return float(pose.euler_degrees().std(0).mean())
 
 
@@ -193,10 +193,10 @@ def main() -> None:
     start = time.perf_counter()
     headpose.train_audio2pose(data, cfg.pose, pose_path, None)
     print(f"training: {time.perf_counter() - start:.0f} s for {cfg.pose.steps} steps")
-    model = headpose.Audio2PoseModel(pose_path)
+    model = pose_model.Audio2PoseModel(pose_path)
     _, val = data.split(cfg.pose.holdout)
     val_features = features_for_video(layout, args.video, cfg.features, data.n_frames)
-    tracked = headpose.PoseSequence.from_tracks(data.tracks, val)
+    tracked = pose_model.PoseSequence.from_tracks(data.tracks, val)
     generated = [model(val_features, seed=s).take(val) for s in range(5)]
     stats = headpose.evaluate_motion(generated, tracked, val_features.block("energy")[val, 0])
     for key in sorted(stats):

@@ -14,9 +14,9 @@ from amg.audio.features import AudioFeatures
 from amg.config import Audio2PoseConfig, MotionConfig
 from amg.errors import AmgError
 from amg.layout import Layout
-from amg.motion import headpose
+from amg.motion import headpose, pose_model
 from amg.motion.data import MotionData, load_motion_data
-from amg.motion.headpose import Audio2PoseModel, PoseSequence, make_poses, sample_poses
+from amg.motion.pose_model import Audio2PoseModel, PoseSequence, make_poses, sample_poses
 from amg.training import load_checkpoint
 
 STEPS = 300
@@ -55,17 +55,17 @@ def mean_motion(model: Audio2PoseModel, samples: list[PoseSequence]) -> float:
 def test_soft_clamp_is_identity_inside_and_bounded_outside():
     low, high = torch.tensor([-1.0]), torch.tensor([2.0])
     z = torch.linspace(-50, 50, 2001)[:, None]
-    clamped = headpose.soft_clamp(z, low, high, margin=0.25)
+    clamped = pose_model.soft_clamp(z, low, high, margin=0.25)
     inside = (z >= low) & (z <= high)
     assert torch.equal(clamped[inside], z[inside])
     assert clamped.min() >= -1.75 and clamped.max() <= 2.75  # within a quarter of the range (3) beyond
     assert (clamped.diff(dim=0) >= 0).all()  # monotonic: the order of poses is kept
-    just_above = headpose.soft_clamp(torch.tensor([[2.001]]), low, high, 0.25)
+    just_above = pose_model.soft_clamp(torch.tensor([[2.001]]), low, high, 0.25)
     assert abs(float(just_above) - 2.001) < 1e-5  # leaves the edge with slope 1: no kink
 
 
 def test_pose_vectors_round_trip_through_stats(avatar: MotionData):
-    stats = headpose.PoseStats.fit(avatar.tracks, slice(0, 300))
+    stats = pose_model.PoseStats.fit(avatar.tracks, slice(0, 300))
     tracked = PoseSequence.from_tracks(avatar.tracks)
     back = stats.poses(stats.standardise(tracked))
     np.testing.assert_allclose(back.rotation, tracked.rotation, atol=1e-5)
@@ -205,7 +205,7 @@ def test_training_reports_calibrated_held_out_statistics(trained: tuple[Path, di
     path, metrics = trained
     state = load_checkpoint(path)
     assert state["finished"] and state["step"] == STEPS
-    scales = [metrics[f"noise_scale_{name}"] for name in headpose.POSE_COMPONENTS]
+    scales = [metrics[f"noise_scale_{name}"] for name in pose_model.POSE_COMPONENTS]
     np.testing.assert_allclose(state["noise_scale"], scales)
     low, high = headpose.NOISE_SCALE_RANGE
     assert all(low <= s <= high for s in scales)

@@ -19,7 +19,7 @@ from amg.config import (
 from amg.media import load_audio, probe_video, write_wav
 from amg.motion.body import Head2Body
 from amg.motion.eyes import EyeModel, blink_statistics
-from amg.motion.headpose import PoseSequence
+from amg.motion.pose_model import PoseSequence
 from amg.motion.stage import predict_motion, stale_motion_models, train_motion, write_motion_preview
 from amg.motion.tracks import MotionTracks
 from amg.stages import saved_stage_config

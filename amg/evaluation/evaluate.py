@@ -56,7 +56,8 @@ from amg.gan.candidates import nearest_landmark_index
 from amg.layout import Layout
 from amg.media import VideoWriter, load_audio, pick_frames, resized_frames
 from amg.motion.eyes import blink_statistics, speech_with_upper_face
-from amg.motion.headpose import Audio2PoseModel, PoseSequence, evaluate_motion
+from amg.motion.headpose import evaluate_motion
+from amg.motion.pose_model import Audio2PoseModel, PoseSequence
 from amg.motion.stage import predict_motion
 from amg.motion.tracks import MotionTracks, tracked_motion
 from amg.render import conditioning_to_rgb, render_conditioning
@@ -128,7 +129,7 @@ def check_unseen(layout: Layout, name: str, n_frames: int, start: int, holdouts:
 # --- how each sequence is driven -------------------------------------------------------------------------------
 def self_driven(layout: Layout, name: str, tracks: Tracks, start: int, features: AudioFeatures) -> Sequence:
     """The held-out tail with its own speech: the predicted mouth with the tail's real eyes, pose and body."""
-    from amg.motion.expression import Audio2ExpressionModel
+    from amg.motion.expression_model import Audio2ExpressionModel
 
     tail = slice(start, tracks.n_frames)
     # The network sees the whole video's speech so that its ±0.64 s of context at the tail's first frames is the

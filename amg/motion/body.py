@@ -16,7 +16,7 @@ from amg.common.split import held_out_split
 from amg.config import Head2BodyConfig
 from amg.fsutil import atomic_path, load_npz, save_npz
 from amg.layout import damaged_file
-from amg.motion.headpose import PoseSequence, pose_vectors
+from amg.motion.pose_model import PoseSequence, pose_vectors
 from amg.tracking.smoothing import smooth_series
 from amg.tracking.tracks import Tracks
 

@@ -1,4 +1,5 @@
-"""Audio→Expression (lip-sync): a temporal conv net from audio features to the avatar's expression coefficients.
+"""Audio→Expression (lip-sync), training and evaluation: a temporal conv net from audio features to the avatar's
+expression coefficients (the model at inference: amg.motion.expression_model).
 
 Trained on the avatar's own video (its speech ↔ its tracked expressions). Losses, all in pixels at 256:
 the whole face shape (MSE, through the orthonormal PCA basis), the lip landmarks (mean distance) and the lip
@@ -16,26 +17,19 @@ import numpy as np
 import torch
 
 from amg.audio.features import AudioFeatures
-from amg.config import Audio2ExpressionConfig, config_from_dict
+from amg.config import Audio2ExpressionConfig
 from amg.motion.data import MotionData, gather_windows, window_starts
+from amg.motion.expression_model import SILENCE_VAD, build_network
 from amg.motion.networks import TemporalConvNet
-from amg.tracking import fitting, smoothing, topology
+from amg.tracking import fitting, topology
 from amg.training import (
     batch_rng,
-    load_checkpoint,
     pick_device,
     run_training,
     seed_everything,
     set_cosine_lr,
     single_threaded,
 )
-
-# Below this speech probability a frame counts as silence: the mouth is drawn to its rest shape.
-SILENCE_VAD = 0.2
-
-
-def build_network(cfg: Audio2ExpressionConfig, in_dim: int, n_coeffs: int) -> TemporalConvNet:
-    return TemporalConvNet(in_dim, n_coeffs, cfg.hidden, cfg.dilations, cfg.dropout)
 
 
 @dataclass
@@ -152,43 +146,6 @@ def rest_expression(data: MotionData, train: slice) -> np.ndarray:
     silent = data.features.vad[train] < SILENCE_VAD
     chosen = closed & silent if (closed & silent).sum() >= 5 else closed
     return data.tracks.expression[train][chosen].mean(axis=0)
-
-
-def gate_silence(coeffs: np.ndarray, vad: np.ndarray, rest: np.ndarray) -> np.ndarray:
-    """Blend towards the rest expression where there is no speech, with soft (smoothed) transitions.
-
-    The network has seen few long silences in one avatar video; without the gate, silence or music can
-    leave the mouth half open or mumbling. The VAD is smoothed over ±0.2 s so the mouth eases shut.
-    """
-    speech = smoothing.smooth_series(np.clip((vad - SILENCE_VAD) / (0.5 - SILENCE_VAD), 0, 1)[:, None], 11, 1)
-    speech = np.clip(speech, 0, 1)
-    return rest + speech * (coeffs - rest)
-
-
-# --- inference -------------------------------------------------------------------------------------------------
-class Audio2ExpressionModel:
-    """A trained lip-sync network ready for inference."""
-
-    def __init__(self, path: Path, device: torch.device | None = None):
-        state = load_checkpoint(path)
-        self.cfg = config_from_dict(Audio2ExpressionConfig, state["config"])
-        self.device = device or pick_device()
-        self.net = build_network(self.cfg, state["in_dim"], state["n_coeffs"]).to(self.device).eval()
-        self.net.load_state_dict(state["model"])
-        self.coeff_mean = torch.tensor(state["coeff_mean"])
-        self.coeff_std = torch.tensor(state["coeff_std"])
-        self.rest = np.asarray(state["rest_expression"])
-        self.feature_blocks = state["feature_blocks"]
-
-    def __call__(self, features: AudioFeatures) -> np.ndarray:
-        """(T, K) expression coefficients for the frames of `features`, mouth at rest in silence."""
-        blocks = {k: (v.start, v.stop) for k, v in features.blocks.items()}
-        if blocks != self.feature_blocks:
-            raise ValueError("Audio features were computed with another configuration than the model's.")
-        with torch.no_grad():
-            out = self.net(torch.tensor(features.values, device=self.device)[None])[0].cpu()
-        coeffs = (out * self.coeff_std + self.coeff_mean).numpy()
-        return gate_silence(coeffs, features.vad, self.rest)
 
 
 # --- evaluation ------------------------------------------------------------------------------------------------

@@ -19,12 +19,13 @@ from amg.motion import headpose
 from amg.motion.body import Head2Body, train_head2body
 from amg.motion.data import MotionData, load_motion_data
 from amg.motion.expression import (
-    Audio2ExpressionModel,
     baseline_predictions,
     evaluate_expressions,
     train_audio2expression,
 )
+from amg.motion.expression_model import Audio2ExpressionModel
 from amg.motion.eyes import EyeModel, blink_statistics
+from amg.motion.pose_model import Audio2PoseModel, make_poses
 from amg.motion.tracks import MotionTracks
 from amg.tracking import fitting, topology
 from amg.tracking.preview import draw_tracks
@@ -155,12 +156,12 @@ def predict_motion(
     speech = fitting.decode(face_model, Audio2ExpressionModel(layout.audio2expression(video_name))(features))
     eyes = EyeModel.load(layout.eye_model(video_name))
     shapes = eyes.animate(speech, features, options.seed, options.blink_rate if options.blinks == "natural" else 0.0)
-    pose_model = headpose.Audio2PoseModel(layout.audio2headpose(video_name)) if options.pose == "generate" else None
-    poses = headpose.make_poses(
+    sampler = Audio2PoseModel(layout.audio2headpose(video_name)) if options.pose == "generate" else None
+    poses = make_poses(
         options.pose,
         tracks,
         len(features),
-        model=pose_model,
+        model=sampler,
         features=features,
         seed=options.seed,
         temperature=options.temperature,

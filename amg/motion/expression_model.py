@@ -1,0 +1,58 @@
+"""Audio→Expression (lip-sync) at inference: the trained temporal conv net from audio features to the avatar's
+expression coefficients, with the mouth eased to rest in silence. Its training is amg.motion.expression."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from amg.audio.features import AudioFeatures
+from amg.config import Audio2ExpressionConfig, config_from_dict
+from amg.motion.networks import TemporalConvNet
+from amg.tracking import smoothing
+from amg.training import load_checkpoint, pick_device
+
+# Below this speech probability a frame counts as silence: the mouth is drawn to its rest shape.
+SILENCE_VAD = 0.2
+
+
+def build_network(cfg: Audio2ExpressionConfig, in_dim: int, n_coeffs: int) -> TemporalConvNet:
+    return TemporalConvNet(in_dim, n_coeffs, cfg.hidden, cfg.dilations, cfg.dropout)
+
+
+def gate_silence(coeffs: np.ndarray, vad: np.ndarray, rest: np.ndarray) -> np.ndarray:
+    """Blend towards the rest expression where there is no speech, with soft (smoothed) transitions.
+
+    The network has seen few long silences in one avatar video; without the gate, silence or music can
+    leave the mouth half open or mumbling. The VAD is smoothed over ±0.2 s so the mouth eases shut.
+    """
+    speech = smoothing.smooth_series(np.clip((vad - SILENCE_VAD) / (0.5 - SILENCE_VAD), 0, 1)[:, None], 11, 1)
+    speech = np.clip(speech, 0, 1)
+    return rest + speech * (coeffs - rest)
+
+
+class Audio2ExpressionModel:
+    """A trained lip-sync network ready for inference."""
+
+    def __init__(self, path: Path, device: torch.device | None = None):
+        state = load_checkpoint(path)
+        self.cfg = config_from_dict(Audio2ExpressionConfig, state["config"])
+        self.device = device or pick_device()
+        self.net = build_network(self.cfg, state["in_dim"], state["n_coeffs"]).to(self.device).eval()
+        self.net.load_state_dict(state["model"])
+        self.coeff_mean = torch.tensor(state["coeff_mean"])
+        self.coeff_std = torch.tensor(state["coeff_std"])
+        self.rest = np.asarray(state["rest_expression"])
+        self.feature_blocks = state["feature_blocks"]
+
+    def __call__(self, features: AudioFeatures) -> np.ndarray:
+        """(T, K) expression coefficients for the frames of `features`, mouth at rest in silence."""
+        blocks = {k: (v.start, v.stop) for k, v in features.blocks.items()}
+        if blocks != self.feature_blocks:
+            raise ValueError("Audio features were computed with another configuration than the model's.")
+        with torch.no_grad():
+            out = self.net(torch.tensor(features.values, device=self.device)[None])[0].cpu()
+        coeffs = (out * self.coeff_std + self.coeff_mean).numpy()
+        return gate_silence(coeffs, features.vad, self.rest)
