@@ -1,23 +1,10 @@
-"""Audio→Head motion, training and evaluation (the model and its sampling: amg.motion.pose_model).
+"""Audio→Head motion, training and evaluation (the model, its sampling and the pose types: amg.motion.pose_model).
 
-Head motion is not determined by the words: the same sentence can be said with many head movements. The
-model is therefore probabilistic and autoregressive: a mixture density network (amg.motion.pose_network)
-gives the distribution of the next frame's pose from the audio around it and the poses before it, and
-generation samples from it frame by frame. A pose is 6 numbers (`pose_vectors`): the rotation vector, the
-translation x, y in crop widths and the log scale, standardised with the training frames' mean and spread.
-
-Drift over long inputs is guarded twice. The network's mean for the next pose is the last pose pulled towards
-the avatar's mean pose by a learned leak, plus offsets computed without seeing the absolute pose (see
-`Audio2PoseNet`): unlike integrated velocities, whose spread grows without bound, such a process keeps a
-bounded spread. And each sampled pose is soft-clamped into the training range widened by `clamp_margin` of it
-(`soft_clamp`: the identity inside the range, a tanh saturation beyond it).
-
-A teacher-forced model run free on its own samples moves less than the tracks did; after training, a noise
-scale per pose component is fitted so that trajectories sampled for the training audio move as much as the
-tracks (`calibrate_noise`), and `temperature` multiplies them.
-
-Besides generation, `make_poses` offers two fixed alternatives for the CLI's `--pose`: "static" (the avatar's
-median pose held) and "replay" (the avatar's own tracked motion, played back and forth).
+Training is teacher-forced: each step predicts random training frames from their true pose history (plus
+noise) and the audio around them. A teacher-forced model run free on its own samples moves less than the tracks
+did; after training, a noise scale per pose component is fitted so that trajectories sampled for the training
+audio move as much as the tracks (`calibrate_noise`). Evaluation compares sampled and tracked motion statistics
+(velocity, amplitude, the link to speech energy) and checks long inputs for drift.
 """
 
 from __future__ import annotations

@@ -13,9 +13,8 @@ the avatar's mean pose by a learned leak, plus offsets computed without seeing t
 bounded spread. And each sampled pose is soft-clamped into the training range widened by `clamp_margin` of it
 (`soft_clamp`: the identity inside the range, a tanh saturation beyond it).
 
-A teacher-forced model run free on its own samples moves less than the tracks did; after training, a noise
-scale per pose component is fitted so that trajectories sampled for the training audio move as much as the
-tracks (`calibrate_noise`), and `temperature` multiplies them.
+Sampling uses the per-component noise scales fitted after training (amg.motion.headpose.calibrate_noise);
+`temperature` multiplies them.
 
 Besides generation, `make_poses` offers two fixed alternatives for the CLI's `--pose`: "static" (the avatar's
 median pose held) and "replay" (the avatar's own tracked motion, played back and forth).
