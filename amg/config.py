@@ -203,7 +203,7 @@ class GanConfig:
 
     # Schedule fields: changing one resumes or extends training from the checkpoint; any other field changes what
     # the weights are, and the model is trained again from scratch.
-    SCHEDULE: ClassVar[tuple[str, ...]] = ("steps", "lr_g", "lr_d", "eval_every", "save_every")
+    SCHEDULE: ClassVar[tuple[str, ...]] = ("steps", "lr_g", "lr_d", "eval_every", "save_every", "eval_frames")
 
     size: int = 256  # generated crop side; the preprocessed crop is resized to it
     ngf: int = 16  # generator width at the first (half-resolution) level
