@@ -159,6 +159,15 @@ class Layout:
         """Blinks, brows and gaze (amg.motion.eyes), fitted on the avatar's tracks."""
         return self.checkpoint_dir(name) / "eyes.npz"
 
+    def motion_models(self, name: str) -> dict[str, Path]:
+        """Each motion model's file, keyed by its MotionConfig section."""
+        return {
+            "expression": self.audio2expression(name),
+            "pose": self.audio2headpose(name),
+            "body": self.head2body(name),
+            "eyes": self.eye_model(name),
+        }
+
     def head2body_plot(self, name: str) -> Path:
         return self.checkpoint_dir(name) / "head2body_test.png"
 

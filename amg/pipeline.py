@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from amg.config import FPS, AvatarConfig, MotionOptions, PreprocessConfig, RenderConfig, read_saved_config
-from amg.errors import AmgError
 from amg.layout import Layout
 from amg.media import load_audio
 
@@ -59,12 +58,8 @@ def render(
     from amg.media import VideoWriter
     from amg.motion.stage import predict_motion
     from amg.output import FullFramePaster, first_frame, write_generated_video
-    from amg.stages import untrained_stages
     from amg.tracking.tracks import Tracks
 
-    missing = untrained_stages(layout, video_name)
-    if missing:
-        raise AmgError(f"Avatar {video_name!r} is not trained ({', '.join(missing)} missing): run `amg train` first.")
     motion = predict_motion(layout, audio_name, video_name, options)
     enhancer = FaceEnhancer(layout, video_name, cfg.upscale, engine=cfg.engine) if cfg.enhance else None
     generator = generator or AvatarGenerator(layout, video_name, engine=cfg.engine)

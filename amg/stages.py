@@ -50,13 +50,7 @@ class MotionStage:
         return layout.motion_config(avatar)
 
     def artifacts(self, layout: Layout, avatar: str) -> tuple[Path, ...]:
-        return (
-            layout.audio2expression(avatar),
-            layout.audio2headpose(avatar),
-            layout.head2body(avatar),
-            layout.eye_model(avatar),
-            self.config_path(layout, avatar),
-        )
+        return (*layout.motion_models(avatar).values(), self.config_path(layout, avatar))
 
     def is_trained(self, layout: Layout, avatar: str) -> bool:
         from amg.motion.stage import motion_trained
@@ -185,8 +179,8 @@ def untrained_stages(layout: Layout, avatar: str) -> list[str]:
 
 
 def avatar_renders(layout: Layout, avatar: str) -> bool:
-    """Avatar `avatar` can render: every required stage is trained. `amg run` (before rendering) and the service
-    (listing avatars, accepting jobs) both ask this."""
+    """Avatar `avatar` can render: every required stage is trained. The service asks this before listing an
+    avatar as trained and accepting its jobs; `amg run` trains what `is_done` finds missing first."""
     return not untrained_stages(layout, avatar)
 
 

@@ -173,13 +173,7 @@ def test_silence_gives_a_living_avatar_with_the_mouth_closed(trained):
 
 
 def _file_bytes(layout, name) -> dict[str, bytes]:
-    files = {
-        "expression": layout.audio2expression(name),
-        "pose": layout.audio2headpose(name),
-        "body": layout.head2body(name),
-        "eyes": layout.eye_model(name),
-    }
-    return {key: path.read_bytes() for key, path in files.items()}
+    return {key: path.read_bytes() for key, path in layout.motion_models(name).items()}
 
 
 def test_a_schedule_change_extends_that_network_alone_and_a_model_change_retrains_that_model_alone(trained, caplog):

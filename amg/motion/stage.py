@@ -35,13 +35,14 @@ from amg.training import checkpoint_done, is_finished, load_checkpoint
 log = logging.getLogger(__name__)
 
 
+# The motion models that are networks, with resumable checkpoints; the others are fitted files (npz).
+NETWORKS = ("expression", "pose")
+
+
 def motion_trained(layout: Layout, name: str) -> bool:
     """Every motion model of avatar `name` has a finished checkpoint."""
-    return (
-        is_finished(layout.audio2expression(name))
-        and is_finished(layout.audio2headpose(name))
-        and layout.head2body(name).is_file()
-        and layout.eye_model(name).is_file()
+    return all(
+        is_finished(path) if key in NETWORKS else path.is_file() for key, path in layout.motion_models(name).items()
     )
 
 
@@ -54,14 +55,9 @@ def untrained_motion_error(layout: Layout, name: str) -> AmgError:
     return AmgError(f"Avatar {name!r} has no trained motion models: run `amg train ... --stage motion` first.")
 
 
-def _motion_files(layout: Layout, name: str) -> dict[str, Path]:
-    """Each motion model's file, keyed by its MotionConfig section."""
-    return {
-        "expression": layout.audio2expression(name),
-        "pose": layout.audio2headpose(name),
-        "body": layout.head2body(name),
-        "eyes": layout.eye_model(name),
-    }
+def _new_features(saved: MotionConfig | None, cfg: MotionConfig) -> bool:
+    """Whether `cfg` reads other audio features than the saved config (or there is none): every model retrains."""
+    return saved is None or model_fields(saved.features) != model_fields(cfg.features)
 
 
 def stale_motion_models(layout: Layout, name: str, cfg: MotionConfig) -> list[str]:
@@ -69,11 +65,11 @@ def stale_motion_models(layout: Layout, name: str, cfg: MotionConfig) -> list[st
     steps than `cfg` asks (they continue), and models made with other model fields (they start again; new
     audio features change them all)."""
     saved = read_saved_config(MotionConfig, layout.motion_config(name))
-    if saved is None or model_fields(saved.features) != model_fields(cfg.features):
-        return list(_motion_files(layout, name))
+    if _new_features(saved, cfg):
+        return list(layout.motion_models(name))
     stale = []
-    for key, path in _motion_files(layout, name).items():
-        if key in ("expression", "pose"):
+    for key, path in layout.motion_models(name).items():
+        if key in NETWORKS:
             done = checkpoint_done(path, getattr(cfg, key))
         else:
             done = path.is_file() and model_fields(getattr(saved, key)) == model_fields(getattr(cfg, key))
@@ -85,16 +81,16 @@ def stale_motion_models(layout: Layout, name: str, cfg: MotionConfig) -> list[st
 def train_motion(layout: Layout, name: str, cfg: MotionConfig, force: bool = False) -> dict:
     """Train what `cfg` asks of avatar `name`'s motion models (Audio→Expression, Audio→Head pose, head→body, the
     eye model): each one alone, resuming or extending a network whose schedule changed; `force`: all again."""
-    files = _motion_files(layout, name)
+    files = layout.motion_models(name)
     saved = read_saved_config(MotionConfig, layout.motion_config(name))
     stale = list(files) if force else stale_motion_models(layout, name, cfg)
     old_report = json.loads(layout.motion_report(name).read_text()) if layout.motion_report(name).is_file() else {}
     if not stale:
         log.info("Motion models of %r are already trained (use --force to retrain).", name)
         return old_report
-    from_scratch = force or saved is None or model_fields(saved.features) != model_fields(cfg.features)
+    from_scratch = force or _new_features(saved, cfg)
     for key in stale:
-        if from_scratch or key in ("body", "eyes"):  # the networks' checkpoints decide for themselves
+        if from_scratch or key not in NETWORKS:  # the networks' checkpoints decide for themselves
             files[key].unlink(missing_ok=True)
     log.info("Training the motion model(s) %s of %r.", ", ".join(stale), name)
 
