@@ -296,7 +296,7 @@ def _resume(path: Path, model: torch.nn.Module, optimizer, config: Any) -> tuple
         return 0, {}
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    if state.get("config") != dataclasses.asdict(config):
+    if config_from_dict(type(config), state["config"]) != config:  # parsed: an old spelling is no change
         log.info("Checkpoint %s: only the schedule changed; continuing it with the new one.", path.name)
     log.info("Resuming %s from step %d.", path.name, state["step"])
     return int(state["step"]), dict(state.get("metrics") or {})
