@@ -11,6 +11,7 @@ import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 from amg import __version__
 from amg.config import (
@@ -203,6 +204,56 @@ def cmd_motion(args: argparse.Namespace) -> None:
     print(f"Preview: {preview}")
 
 
+def cmd_live(args: argparse.Namespace) -> None:
+    import contextlib
+
+    from amg.config import LiveConfig
+    from amg.live import LiveSession, chunks_in_real_time, microphone_chunks, run_live, video_recorder
+    from amg.media import load_audio
+
+    layout = _existing_layout(args.dataroot)
+    cfg = LiveConfig(lookahead=args.lookahead)
+    chunks = (
+        microphone_chunks(args.chunk_ms)
+        if args.input == "mic"
+        else chunks_in_real_time(load_audio(_input_file(args.input)), args.chunk_ms)
+    )
+    with contextlib.ExitStack() as stack:
+        if args.output == "window":
+            on_frame = _window_player(stack)
+        else:
+            writer, on_frame = video_recorder(Path(args.output))
+            stack.enter_context(writer)
+        session = LiveSession(layout, args.video_name, on_frame, _motion_options(args), cfg)
+        print(f"Live: {args.video_name} at {session.size} px, {cfg.lookahead} frames of look-ahead. Ctrl-C ends.")
+        run_live(session, chunks)
+    print(f"{session.dropped} frames dropped to keep up.")
+    if args.output != "window":
+        print(f"Recorded: {args.output}")
+
+
+def _input_file(name: str) -> Path:
+    path = Path(name)
+    if not path.is_file():
+        raise AmgError(f"No speech file {name} (use --input mic for the microphone).")
+    return path
+
+
+def _window_player(stack) -> Callable:
+    """`--output window`: each frame shown as it comes (OpenCV's window; needs a display)."""
+    import cv2
+
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and os.name != "nt":
+        raise AmgError("No display for --output window: record with --output FILE.mp4 instead.")
+    stack.callback(cv2.destroyAllWindows)
+
+    def show(frame) -> None:
+        cv2.imshow("amg live", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+        cv2.waitKey(1)
+
+    return show
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from amg.evaluation.records import EvalOptions
     from amg.evaluation.report import summary_table
@@ -325,6 +376,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_speech_and_avatar(motion)
     _add_motion_options(motion)
     motion.set_defaults(func=cmd_motion)
+
+    live = sub.add_parser("live", help="speak (or stream a file) and watch the avatar answer in real time")
+    live.add_argument("dataroot")
+    live.add_argument("video_name", help="a trained avatar")
+    live.add_argument(
+        "--input", default="mic", help="mic (the default microphone) or a speech file played in real time"
+    )
+    live.add_argument("--output", default="window", help="window, or FILE.mp4 to record the stream with its sound")
+    live.add_argument("--chunk-ms", type=float, default=80.0, help="audio chunk size (a microphone's block)")
+    live.add_argument(
+        "--lookahead", type=int, default=8, help="frames of speech seen past each frame (latency +40 ms each)"
+    )
+    _add_motion_options(live)
+    live.set_defaults(func=cmd_live)
 
     evaluate = sub.add_parser(
         "eval", help="train on the first part of a video, render its held-out tail, compare with the real one"

@@ -312,6 +312,27 @@ class RenderConfig:
             raise AmgError(f"Config render.upscale: use 1, 2, 3 or 4, got {self.upscale!r}.")
 
 
+@dataclass
+class LiveConfig:
+    """A live stream (amg.live): how far it looks ahead, and when it drops frames to keep up."""
+
+    # Frames of speech the lip sync sees past the frame it draws (its network reaches 16; 8 keeps the latency
+    # near half a second). Latency ≈ (lookahead + 1) frames + 72 ms of feature windows + the chunking + compute.
+    lookahead: int = 8
+    history: int = 48  # past frames each step recomputes the lip sync and smoothing over (its reach is 16 + 7)
+    chunk: int = 4  # frames per generator call
+    # A frame that would be shown later than this after its sound is not generated: the previous image stays
+    # (counted as dropped), so a slow machine falls back to a lower frame rate, never out of sync.
+    max_latency_s: float = 1.0
+    engine: Engine = "auto"
+
+    def __post_init__(self) -> None:
+        if self.lookahead < 0 or self.history < 24 or self.chunk < 1 or self.max_latency_s <= 0:
+            raise AmgError("Config live: lookahead >= 0, history >= 24, chunk >= 1 and max_latency_s > 0.")
+        if self.engine not in ENGINES:
+            raise AmgError(f"Config live.engine: use one of {', '.join(ENGINES)}, got {self.engine!r}.")
+
+
 BlinkMode = Literal["natural", "off"]
 BLINK_MODES: tuple[str, ...] = typing.get_args(BlinkMode)
 MAX_BLINK_RATE = 5.0  # × the avatar's own rate: beyond it blinks run into each other

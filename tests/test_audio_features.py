@@ -258,3 +258,35 @@ def test_the_slow_models_report_their_progress(speech):
         done = [d for s, d, _ in reports if s == stage]
         total = next(t for s, _, t in reports if s == stage)
         assert done == list(range(1, total + 1)) and total > 1, stage
+
+
+def test_a_live_stream_gets_the_files_features_chunk_by_chunk(speech):
+    """amg.audio.stream in chunks of any size, given the file's statistics: mel, energy and speech probability
+    equal the file's exactly; the embedding differs only where the model's 80-dB clamp sees another loudest
+    frame (a shorter call). With statistics estimated as it goes, the features stay close."""
+    from amg.audio.features import features_and_stats
+    from amg.audio.stream import FeatureStream
+
+    clip = speech[: 4 * SAMPLE_RATE + 1234]
+    offline, stats = features_and_stats(clip, DEFAULT)
+    cuts = np.cumsum(np.random.default_rng(1).integers(200, 2600, 80))
+    cuts = cuts[cuts < len(clip)]
+    for fixed in (stats, None):
+        stream, reads = FeatureStream(DEFAULT, stats=fixed), []
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(clip)]):
+            stream.push(clip[a:b])
+            if stream.available > 12:  # read as a live stream reads: its recent frames, every chunk
+                reads.append(stream.window(stream.available - 12, stream.available))
+        stream.finish()
+        assert stream.available == len(offline) and stream.oldest == 0
+        assert len(reads) > 20 and all(np.isfinite(r.values).all() for r in reads)
+        streamed = stream.window(0, stream.available)
+        for name, columns in offline.blocks.items():
+            diff = np.abs(streamed.values[:, columns] - offline.values[:, columns])
+            if fixed is None:
+                assert diff.mean() < 0.35, name  # the statistics of the speech so far, not of all of it
+            elif name == "embedding":
+                assert diff.mean() < 0.03 and np.median(diff) < 0.02  # in units of the spread over speech
+            else:
+                assert diff.max() == 0.0, name
+        np.testing.assert_array_equal(streamed.vad, offline.vad)

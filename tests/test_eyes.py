@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,7 @@ from amg.evaluation.landmarks import LandmarkDetector
 from amg.gan.candidates import CandidatePicker, head_pose_features
 from amg.gan.references import choose_bank_frames
 from amg.media import pick_frames, resized_frames
-from amg.motion.eyes import EyeModel, blink_onsets, blink_runs, blink_statistics, upper_face_weights
+from amg.motion.eyes import EyeAnimator, EyeModel, blink_runs, blink_statistics, upper_face_weights
 from amg.render.warp import warp_frames
 from amg.tracking import fitting, topology
 from amg.tracking.tracks import Tracks
@@ -70,16 +72,25 @@ def test_the_model_learns_the_avatars_blinks_from_its_own_tracks(fitted):
     assert ((0 <= model.drift_rho) & (model.drift_rho < 1)).all() and (model.drift_std > 0).all()
 
 
-def test_blink_onsets_keep_the_rate_and_the_gap_and_favour_pauses():
-    rng = np.random.default_rng(0)
+def test_blinks_keep_the_rate_and_the_gap_favour_pauses_and_do_not_depend_on_chunking(fitted):
+    model = dataclasses.replace(fitted[-1], blinks_per_minute=20.0, interval_shape=3.0, pause_gain=3.0)
     n = 25 * 600  # ten minutes
     pauses = (np.arange(n) // 50) % 4 == 0  # a 2-s pause every 8 s: a quarter of the frames
-    onsets = blink_onsets(n, 20.0, 3.0, 3.0, pauses, 12, rng)
+    energy = np.sin(np.arange(n) / 30.0)
+    animator = EyeAnimator(model, seed=3)
+    whole = animator.advance(pauses, energy)
+    onsets = np.array(animator.onsets)
     assert len(onsets) / 10 == pytest.approx(20, rel=0.1)
-    assert np.diff(onsets).min() >= 12
+    assert np.diff(onsets).min() >= animator.dead_time
     assert pauses[onsets].mean() > 0.4  # three times likelier per frame in a pause: 3/6 of the blinks
-    even = blink_onsets(n, 20.0, 3.0, 1.0, pauses, 12, np.random.default_rng(0))
-    assert pauses[even].mean() == pytest.approx(0.25, abs=0.08)
+    even = EyeAnimator(dataclasses.replace(model, pause_gain=1.0), seed=3)
+    even.advance(pauses, energy)
+    assert pauses[even.onsets].mean() == pytest.approx(0.25, abs=0.08)
+    # A live stream feeds the frames in chunks of any size: the same eyes, to the last bit of rounding.
+    chunked, cuts = EyeAnimator(model, seed=3), np.cumsum(np.random.default_rng(0).integers(1, 40, n // 10))
+    parts = [chunked.advance(pauses[a:b], energy[a:b]) for a, b in zip(np.r_[0, cuts], np.r_[cuts, n]) if b > a]
+    np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-12)
+    assert chunked.onsets == animator.onsets
 
 
 def test_sampled_blinks_match_the_tracked_rate_duration_and_opening(fitted):

@@ -109,93 +109,152 @@ def _db(power: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _Utterance:
-    """What every block shares: the band power spectrogram, the speech frames and the speech level."""
+class SpeechStats:
+    """What the blocks are normalised with: the speech level and the spread of the speech frames' mel bands and
+    embeddings. Offline they are the utterance's own (`utterance_stats`); a live stream estimates them as the
+    speech comes in (amg.audio.stream)."""
 
-    band_power: np.ndarray  # (4T, n_bins) power of the FFT bins inside fmin-fmax, per 10 ms window
-    vad: np.ndarray  # (T,)
-    speech: np.ndarray | None  # (T,) bool, or None when there is too little speech for statistics
-    speech_level_dbfs: float  # mean band power over speech frames
-    floor_dbfs: float  # cfg.floor_db below the speech level: quieter reads as this
-
-
-def _analyse(samples: np.ndarray, n_frames: int, cfg: AudioFeatureConfig) -> _Utterance:
-    power = spectral.power_spectrum(samples, n_frames * WINDOWS_PER_FRAME)
-    band_power = power[:, spectral.band_bins(SAMPLE_RATE, cfg.fmin, cfg.fmax)]
-    vad = models.speech_probability(samples, n_frames, FRAME_HOP)
-    speech = vad >= cfg.vad_threshold
-    if speech.sum() < MIN_SPEECH_FRAMES:
-        level, speech = REFERENCE_SPEECH_DBFS, None
-    else:
-        level = float(_db(max(_frame_band_power(band_power)[speech].mean(), 1e-20)))
-    return _Utterance(band_power, vad, speech, level, level - cfg.floor_db)
+    level_dbfs: float  # mean band power over speech frames; cfg.floor_db below it reads as the floor
+    mel_mean: np.ndarray  # (n_mels,) dB
+    mel_std: np.ndarray  # (n_mels,)
+    embedding_mean: np.ndarray  # (96,)
+    embedding_std: np.ndarray  # (96,)
 
 
-def _frame_band_power(band_power: np.ndarray) -> np.ndarray:
+def reference_stats(cfg: AudioFeatureConfig, level_dbfs: float = REFERENCE_SPEECH_DBFS) -> SpeechStats:
+    """The statistics assumed without enough detected speech (silence, music, the first words of a stream)."""
+    flat = flat_band_db(cfg)
+    return SpeechStats(
+        level_dbfs,
+        np.full(cfg.n_mels, level_dbfs + flat),
+        np.full(cfg.n_mels, REFERENCE_BAND_STD_DB),
+        np.array(reference.EMBEDDING_MEAN),
+        np.array(reference.EMBEDDING_STD),
+    )
+
+
+def flat_band_db(cfg: AudioFeatureConfig) -> float:
+    """Filters are normalised to mean power density, so a flat spectrum at level L reads L + this in every band."""
+    return -10.0 * math.log10(spectral.mel_filterbank(cfg.n_mels, SAMPLE_RATE, cfg.fmin, cfg.fmax).shape[1])
+
+
+def band_power(samples: np.ndarray, n_windows: int, cfg: AudioFeatureConfig, first: int = 0) -> np.ndarray:
+    """(n_windows, n_bins) power of the FFT bins inside fmin-fmax of 10 ms windows `first`, `first` + 1, ..."""
+    power = spectral.power_spectrum(samples, n_windows, first)
+    return power[:, spectral.band_bins(SAMPLE_RATE, cfg.fmin, cfg.fmax)]
+
+
+def frame_band_power(power: np.ndarray) -> np.ndarray:
     """(T,) mean square of the band-limited signal per video frame."""
-    return band_power.sum(axis=1).reshape(-1, WINDOWS_PER_FRAME).mean(axis=1)
+    return power.sum(axis=1).reshape(-1, WINDOWS_PER_FRAME).mean(axis=1)
 
 
-def _mel_block(utt: _Utterance, cfg: AudioFeatureConfig) -> np.ndarray:
+def speech_frames(vad: np.ndarray, cfg: AudioFeatureConfig) -> np.ndarray | None:
+    """(T,) bool speech frames, or None when there are too few for statistics."""
+    speech = vad >= cfg.vad_threshold
+    return speech if speech.sum() >= MIN_SPEECH_FRAMES else None
+
+
+def log_mel(power: np.ndarray, level_dbfs: float, cfg: AudioFeatureConfig) -> np.ndarray:
+    """(4T, n_mels) log-mel power in dB, with everything `cfg.floor_db` below the speech level read as the floor."""
     filters = spectral.mel_filterbank(cfg.n_mels, SAMPLE_RATE, cfg.fmin, cfg.fmax)
-    # Filters are normalised to mean power density, so a flat spectrum at level L reads L + this in every band:
-    flat_band_db = -10.0 * math.log10(filters.shape[1])
-    floor = 10.0 ** ((utt.floor_dbfs + flat_band_db) / 10.0)
-    log_mel = _db(utt.band_power @ filters.T + floor)  # (4T, n_mels)
-    if utt.speech is None:
-        mean = np.full(cfg.n_mels, utt.speech_level_dbfs + flat_band_db)
-        std = np.full(cfg.n_mels, REFERENCE_BAND_STD_DB)
-    else:
-        speech_windows = log_mel[np.repeat(utt.speech, WINDOWS_PER_FRAME)]
-        mean = speech_windows.mean(axis=0)
-        std = np.maximum(speech_windows.std(axis=0), MIN_BAND_STD_DB)
-    normalised = (log_mel - mean) / std
-    return normalised.reshape(-1, WINDOWS_PER_FRAME * cfg.n_mels)
+    floor = 10.0 ** ((level_dbfs - cfg.floor_db + flat_band_db(cfg)) / 10.0)
+    return _db(power @ filters.T + floor)
 
 
-def _energy_block(utt: _Utterance, cfg: AudioFeatureConfig) -> np.ndarray:
-    level_dbfs = _db(_frame_band_power(utt.band_power) + 10.0 ** (utt.floor_dbfs / 10.0))
-    return ((level_dbfs - utt.speech_level_dbfs) / ENERGY_SCALE_DB)[:, None]
+def embedding_gain(level_dbfs: float) -> float:
+    """The gain that brings speech at `level_dbfs` to the reference level the embedding model is fed at."""
+    return 10.0 ** ((REFERENCE_SPEECH_DBFS - level_dbfs) / 20.0)
 
 
-def _embedding_block(samples: np.ndarray, utt: _Utterance, cfg: AudioFeatureConfig) -> np.ndarray:
-    gain = 10.0 ** ((REFERENCE_SPEECH_DBFS - utt.speech_level_dbfs) / 20.0)
-    embedding = models.speech_embedding(samples, len(utt.vad), FRAME_HOP, gain)
-    if cfg.embedding_normalize and utt.speech is not None:
-        mean = embedding[utt.speech].mean(axis=0)
-        std = np.maximum(embedding[utt.speech].std(axis=0), MIN_EMBEDDING_STD)
-    else:
-        mean, std = np.array(reference.EMBEDDING_MEAN), np.array(reference.EMBEDDING_STD)
-    return (embedding - mean) / std
+def mel_spread(mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (floored) spread of the mel windows of speech frames."""
+    return mel.mean(axis=0), np.maximum(mel.std(axis=0), MIN_BAND_STD_DB)
 
 
-def _vad_block(utt: _Utterance) -> np.ndarray:
-    return utt.vad[:, None]
+def embedding_spread(embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return embedding.mean(axis=0), np.maximum(embedding.std(axis=0), MIN_EMBEDDING_STD)
 
 
-def compute_features(samples: np.ndarray, cfg: AudioFeatureConfig, n_frames: int | None = None) -> AudioFeatures:
-    """Features of 16 kHz mono `samples`: `n_frames` rows (the video's frame count), else one per started 40 ms."""
+def utterance_stats(power: np.ndarray, speech: np.ndarray | None, cfg: AudioFeatureConfig) -> SpeechStats:
+    """The level and mel statistics of a whole utterance (`speech`: its speech frames, None for too few); the
+    embedding's are the reference ones until `compute_features` has the embeddings."""
+    if speech is None:
+        return reference_stats(cfg)
+    level = float(_db(max(frame_band_power(power)[speech].mean(), 1e-20)))
+    stats = reference_stats(cfg, level)
+    stats.mel_mean, stats.mel_std = mel_spread(log_mel(power, level, cfg)[np.repeat(speech, WINDOWS_PER_FRAME)])
+    return stats
+
+
+def assemble_features(
+    cfg: AudioFeatureConfig,
+    power: np.ndarray,
+    vad: np.ndarray,
+    embedding: np.ndarray | None,
+    stats: SpeechStats,
+) -> AudioFeatures:
+    """The normalised blocks of `cfg`, side by side, from the band power (4T windows), the speech probability
+    (T,) and the raw embeddings (T, 96) of T frames."""
+    builders: dict[str, Callable[[], np.ndarray]] = {
+        "mel": lambda: ((log_mel(power, stats.level_dbfs, cfg) - stats.mel_mean) / stats.mel_std).reshape(
+            len(vad), WINDOWS_PER_FRAME * cfg.n_mels
+        ),
+        "embedding": lambda: (embedding - stats.embedding_mean) / stats.embedding_std,
+        "vad": lambda: vad[:, None],
+        "energy": lambda: _energy(power, stats.level_dbfs, cfg)[:, None],
+    }
     names = parse_blocks(cfg)
+    parts = [builders[name]().astype(np.float32) for name in names]
+    widths = np.cumsum([0] + [p.shape[1] for p in parts])
+    blocks = {name: slice(int(a), int(b)) for name, a, b in zip(names, widths[:-1], widths[1:])}
+    return AudioFeatures(values=np.concatenate(parts, axis=1), blocks=blocks, vad=vad)
+
+
+def _energy(power: np.ndarray, level_dbfs: float, cfg: AudioFeatureConfig) -> np.ndarray:
+    level = _db(frame_band_power(power) + 10.0 ** ((level_dbfs - cfg.floor_db) / 10.0))
+    return (level - level_dbfs) / ENERGY_SCALE_DB
+
+
+def clean_samples(samples: np.ndarray) -> np.ndarray:
+    """Mono float32 samples in [-1, 1]: decoders never produce NaN or values past full scale, but synthetic or
+    processed input might."""
     samples = np.asarray(samples, np.float32)
     if samples.ndim != 1:
         raise ValueError(f"expected mono samples of shape (n,), got {samples.shape}")
-    # Decoders never produce NaN or values past full scale, but synthetic or processed input might.
-    samples = np.clip(np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+    return np.clip(np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+
+
+def compute_features(
+    samples: np.ndarray, cfg: AudioFeatureConfig, n_frames: int | None = None, stats: SpeechStats | None = None
+) -> AudioFeatures:
+    """Features of 16 kHz mono `samples`: `n_frames` rows (the video's frame count), else one per started 40 ms;
+    normalised with the utterance's own statistics, or with `stats`."""
+    return features_and_stats(samples, cfg, n_frames, stats)[0]
+
+
+def features_and_stats(
+    samples: np.ndarray, cfg: AudioFeatureConfig, n_frames: int | None = None, stats: SpeechStats | None = None
+) -> tuple[AudioFeatures, SpeechStats]:
+    """`compute_features`, and the statistics it normalised with."""
+    names = parse_blocks(cfg)
+    samples = clean_samples(samples)
     if n_frames is None:
         n_frames = math.ceil(len(samples) / FRAME_HOP)
     if n_frames <= 0:
         raise AmgError("No audio to compute features from (empty input or zero frames requested).")
-    utt = _analyse(samples, n_frames, cfg)
-    builders: dict[str, Callable[[], np.ndarray]] = {
-        "mel": lambda: _mel_block(utt, cfg),
-        "embedding": lambda: _embedding_block(samples, utt, cfg),
-        "vad": lambda: _vad_block(utt),
-        "energy": lambda: _energy_block(utt, cfg),
-    }
-    parts = [builders[name]().astype(np.float32) for name in names]
-    widths = np.cumsum([0] + [p.shape[1] for p in parts])
-    blocks = {name: slice(int(a), int(b)) for name, a, b in zip(names, widths[:-1], widths[1:])}
-    return AudioFeatures(values=np.concatenate(parts, axis=1), blocks=blocks, vad=utt.vad)
+    power = band_power(samples, n_frames * WINDOWS_PER_FRAME, cfg)
+    vad = models.speech_probability(samples, n_frames, FRAME_HOP)
+    speech = speech_frames(vad, cfg)
+    own = stats is None
+    if own:  # the level first: the embedding model is fed speech brought to the reference level
+        stats = utterance_stats(power, speech, cfg)
+    embedding = None
+    if "embedding" in names:
+        embedding = models.speech_embedding(samples, n_frames, FRAME_HOP, embedding_gain(stats.level_dbfs))
+        if own and cfg.embedding_normalize and speech is not None:
+            stats.embedding_mean, stats.embedding_std = embedding_spread(embedding[speech])
+    return assemble_features(cfg, power, vad, embedding, stats), stats
 
 
 def _load_cache(

@@ -107,25 +107,46 @@ def speech_embedding(samples: np.ndarray, n_frames: int, frame_hop: int, gain: f
     return embedding
 
 
+class SpeechDetector:
+    """Silero over 32 ms chunks of 8 kHz audio, in order: the LSTM state carries context from chunk to chunk (a
+    live stream feeds chunks as they come, a file all at once; both get the same probabilities)."""
+
+    def __init__(self):
+        self.session = _session("silero_vad.onnx")
+        self.h = np.zeros((2, 1, 64), np.float32)
+        self.c = np.zeros((2, 1, 64), np.float32)
+        self.rate = np.array(VAD_RATE, np.int64)
+
+    def __call__(self, chunks: np.ndarray, progress: bool = False) -> np.ndarray:
+        """(n, VAD_CHUNK) 8 kHz chunks → (n,) speech probabilities."""
+        prob = np.empty(len(chunks), np.float32)
+        for k, chunk in enumerate(chunks):
+            out, self.h, self.c = self.session.run(
+                None, {"input": chunk[None], "sr": self.rate, "h": self.h, "c": self.c}
+            )
+            prob[k] = out[0, 0]
+            if progress:
+                report("audio.vad", k + 1, len(chunks))
+        return prob
+
+
+def narrowband(samples: np.ndarray) -> np.ndarray:
+    """16 kHz → the 8 kHz Silero reads (see VAD_RATE)."""
+    return scipy.signal.resample_poly(samples, 1, SAMPLE_RATE // VAD_RATE).astype(np.float32)
+
+
+def vad_chunk_centres(n_chunks: int, first: int = 0) -> np.ndarray:
+    """The centres of VAD chunks `first`, ... in 16 kHz samples."""
+    return (np.arange(first, first + n_chunks) * VAD_CHUNK + VAD_CHUNK / 2) * (SAMPLE_RATE // VAD_RATE)
+
+
 def speech_probability(samples: np.ndarray, n_frames: int, frame_hop: int) -> np.ndarray:
     """(n_frames,) Silero speech probability at the middle of each video frame (linear between its chunks)."""
-    decimation = SAMPLE_RATE // VAD_RATE
-    narrow = scipy.signal.resample_poly(samples[: n_frames * frame_hop], 1, decimation).astype(np.float32)
+    narrow = narrowband(samples[: n_frames * frame_hop])
     n_chunks = max(1, -(-len(narrow) // VAD_CHUNK))
     chunks = np.zeros(n_chunks * VAD_CHUNK, np.float32)
     chunks[: len(narrow)] = narrow
-    chunks = chunks.reshape(n_chunks, 1, VAD_CHUNK)
-    session = _session("silero_vad.onnx")
-    # The LSTM state carries context from chunk to chunk, so the chunks must run in order.
-    h = np.zeros((2, 1, 64), np.float32)
-    c = np.zeros((2, 1, 64), np.float32)
-    rate = np.array(VAD_RATE, np.int64)
-    prob = np.empty(n_chunks, np.float32)
-    for k, chunk in enumerate(chunks):
-        out, h, c = session.run(None, {"input": chunk, "sr": rate, "h": h, "c": c})
-        prob[k] = out[0, 0]
-        report("audio.vad", k + 1, n_chunks)
-    chunk_centres = (np.arange(n_chunks) * VAD_CHUNK + VAD_CHUNK / 2) * decimation
+    prob = SpeechDetector()(chunks.reshape(n_chunks, VAD_CHUNK), progress=True)
     frame_centres = np.arange(n_frames) * frame_hop + frame_hop / 2
     # Frames past the end of the audio are silence, not a copy of the last chunk's probability.
-    return np.interp(frame_centres, chunk_centres, prob, right=0.0).astype(np.float32)
+    return np.interp(frame_centres, vad_chunk_centres(n_chunks), prob, right=0.0).astype(np.float32)

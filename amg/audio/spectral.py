@@ -49,17 +49,19 @@ def mel_filterbank(n_mels: int, sample_rate: int, fmin: float, fmax: float) -> n
     return (weights / sums).astype(np.float32)
 
 
-def power_spectrum(samples: np.ndarray, n_windows: int) -> np.ndarray:
-    """(n_windows, N_FFT//2+1) power per FFT bin of Hann windows centred every HOP samples from HOP/2.
+def power_spectrum(samples: np.ndarray, n_windows: int, first: int = 0) -> np.ndarray:
+    """(n_windows, N_FFT//2+1) power per FFT bin of Hann windows `first`, `first` + 1, ...: window m is
+    centred on sample m*HOP + HOP/2 of `samples`, the middle of the 10 ms it stands for.
 
-    Window m is centred on sample m*HOP + HOP/2, the middle of the 10 ms it stands for; the audio is
-    zero-padded where windows reach past either end. Scaled so that a row sums to the mean square of the
-    windowed signal (Parseval), i.e. a full-scale sine gives 0.5 in its bin.
+    The audio is zero-padded where windows reach past either end (a live stream passes `first` > 0 and gets the
+    same windows as the whole recording would). Scaled so that a row sums to the mean square of the windowed
+    signal (Parseval), i.e. a full-scale sine gives 0.5 in its bin.
     """
-    left_pad = WINDOW // 2 - HOP // 2
+    begin = first * HOP - (WINDOW // 2 - HOP // 2)  # the first window's first sample
     padded = np.zeros((n_windows - 1) * HOP + WINDOW, np.float32)
-    used = samples[: len(padded) - left_pad]
-    padded[left_pad : left_pad + len(used)] = used
+    lo, hi = max(begin, 0), min(begin + len(padded), len(samples))
+    if hi > lo:
+        padded[lo - begin : hi - begin] = samples[lo:hi]
     frames = np.lib.stride_tricks.sliding_window_view(padded, WINDOW)[::HOP]
     window = np.hanning(WINDOW + 2)[1:-1].astype(np.float32)  # periodic-style Hann: no zero end points
     spectrum = scipy.fft.rfft(frames * window, n=N_FFT, axis=1)

@@ -88,29 +88,6 @@ class AvatarGenerator:
     def size(self) -> int:
         return self.inputs.size
 
-    def _chunk_inputs(
-        self, motion: MotionTracks, chunk: int, frame_index: np.ndarray | None = None, exclusion: int = 0
-    ) -> Iterator[torch.Tensor]:
-        c, n = self.inputs.context, motion.n_frames
-        previous = None  # the candidates of the frame before: retrieval stays steady across chunks
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
-            frames = with_context(start, stop, c, n)
-            conditioning = self.inputs.render(motion.landmarks[frames], motion.body[frames])
-            span = slice(start, stop)
-            index = None if frame_index is None else frame_index[span]
-            picks = self.inputs.candidates(
-                motion.landmarks[span],
-                motion.rotation[span],
-                motion.translation[span],
-                motion.scale[span],
-                index,
-                exclusion,
-                previous,
-            )
-            previous = picks[-1]
-            yield self.inputs.dynamic(conditioning, motion.landmarks[span], motion.body[span], picks)
-
     @torch.no_grad()
     def frames(
         self, motion: MotionTracks, chunk: int = 32, frame_index: np.ndarray | None = None, exclusion: int = 0
@@ -119,5 +96,71 @@ class AvatarGenerator:
         retrieval, warps) are built in a background thread while the generator runs (OpenCV and NumPy release
         the GIL). When `motion` replays the avatar's own frames `frame_index`, `exclusion` keeps each frame's
         candidates that many frames away from it, as in training (else the generator would be shown the answer)."""
-        for dynamic in prefetch(self._chunk_inputs(motion, chunk, frame_index, exclusion), depth=2):
+        stream = FrameStream(self, frame_index, exclusion)
+        stream.push(motion)
+        chunks = (
+            stream.inputs(min(start + chunk, motion.n_frames), final=True) for start in range(0, motion.n_frames, chunk)
+        )
+        for dynamic in prefetch(chunks, depth=2):
             yield from to_uint8(self.generate(dynamic))
+
+
+class FrameStream:
+    """The generator's inputs for motion that arrives over time (a file's all at once): frame t can be made once
+    the conditioning of t + context is known (its temporal context), and retrieval carries its last picks across
+    calls, so a stream and a file choose the same candidates. Only the frames still needed are kept."""
+
+    def __init__(self, generator: AvatarGenerator, frame_index: np.ndarray | None = None, exclusion: int = 0):
+        self.inputs_of = generator.inputs
+        self.frame_index, self.exclusion = frame_index, exclusion
+        self.motion: MotionTracks | None = None  # frames base, base + 1, ...
+        self.base = 0
+        self.done = 0  # frames whose inputs were made (or skipped)
+        self.previous = None  # the candidates of the frame before
+
+    @property
+    def total(self) -> int:
+        return self.base + (0 if self.motion is None else self.motion.n_frames)
+
+    def push(self, motion: MotionTracks) -> None:
+        self.motion = motion if self.motion is None else MotionTracks.concatenate([self.motion, motion])
+
+    def ready(self, final: bool = False) -> int:
+        """Frames [done, ready) can be made now (all pushed ones when `final`: the last frames' context repeats the
+        last frame, as at a file's end)."""
+        return self.total if final else max(self.total - self.inputs_of.context, self.done)
+
+    def skip(self, stop: int) -> None:
+        """Make no inputs for frames [done, stop) (a stream that fell behind drops them)."""
+        self.done = stop
+        self._forget()
+
+    def inputs(self, stop: int, final: bool = False) -> torch.Tensor:
+        """(stop - done, Cd, H, W) the dynamic inputs of frames [done, stop), stop <= ready(final)."""
+        if not self.done < stop <= self.ready(final):
+            raise ValueError(f"frames {self.done}-{stop} cannot be made yet (ready: {self.ready(final)})")
+        inputs, m, start = self.inputs_of, self.motion, self.done
+        frames = with_context(start, stop, inputs.context, self.total) - self.base
+        conditioning = inputs.render(m.landmarks[frames], m.body[frames])
+        span = slice(start - self.base, stop - self.base)
+        index = None if self.frame_index is None else self.frame_index[start:stop]
+        picks = inputs.candidates(
+            m.landmarks[span],
+            m.rotation[span],
+            m.translation[span],
+            m.scale[span],
+            index,
+            self.exclusion,
+            self.previous,
+        )
+        self.previous = picks[-1]
+        dynamic = inputs.dynamic(conditioning, m.landmarks[span], m.body[span], picks)
+        self.done = stop
+        self._forget()
+        return dynamic
+
+    def _forget(self) -> None:
+        keep_from = max(self.done - self.inputs_of.context, self.base)
+        if self.motion is not None and keep_from - self.base > 64:
+            self.motion = self.motion.take(slice(keep_from - self.base, None))
+            self.base = keep_from

@@ -213,6 +213,7 @@ class VideoWriter:
         self._shape: tuple[int, ...] | None = None
         self._n_frames = 0
         self._n_samples = 0
+        self._audio_start = 0  # sample number of self._audio[0]
         self.audio = audio
 
     @property
@@ -238,8 +239,14 @@ class VideoWriter:
     ) -> bool:
         return self._stack.__exit__(exc_type, exc, tb)
 
-    def write(self, frame: np.ndarray) -> None:
-        """Append one RGB uint8 (H, W, 3) frame; every frame must have the first frame's size."""
+    def write(self, frame: np.ndarray, sound: np.ndarray | None = None) -> None:
+        """Append one RGB uint8 (H, W, 3) frame; every frame must have the first frame's size. `sound`: samples
+        to append to the audio (a live stream's, which comes with its frames; declare the track with `audio` = an
+        empty array)."""
+        if sound is not None:
+            if self._audio is None:
+                raise RuntimeError("VideoWriter.write(sound=...) needs an audio track: construct it with audio=[]")
+            self._audio = np.concatenate([self._audio, np.asarray(sound, np.float32).reshape(-1)])
         if self._container is None:
             raise RuntimeError("VideoWriter.write() called outside its `with` block")
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
@@ -274,8 +281,10 @@ class VideoWriter:
         if end <= self._n_samples:
             return
         chunk = np.zeros(end - self._n_samples, np.float32)
-        given = self._audio[self._n_samples : end]
+        given = self._audio[self._n_samples - self._audio_start : end - self._audio_start]
         chunk[: len(given)] = given
+        # What is encoded is not needed again: memory stays flat for a long stream.
+        self._audio, self._audio_start = self._audio[end - self._audio_start :], end
         audio_frame = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
         audio_frame.sample_rate = self.sample_rate
         audio_frame.pts = self._n_samples

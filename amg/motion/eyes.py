@@ -175,67 +175,90 @@ class EyeModel(NpzRecord):
     def sample(self, features: AudioFeatures, seed: int = 0, blink_rate: float = 1.0) -> np.ndarray:
         """(T, P*3) the upper face for the frames of `features`: drift, and blinks at `blink_rate` × the avatar's
         own rate (0: none)."""
-        rng = np.random.default_rng(seed)
-        upper = self.mean + self._drift(len(features), features, rng) @ self.drift_axes
-        if self.n_blinks and self.blinks_per_minute * blink_rate > 0:
-            self._add_blinks(upper, pause_frames(features.vad), blink_rate, rng)
+        return EyeAnimator(self, seed, blink_rate).advance(pause_frames(features.vad), speech_energy(features))
+
+
+class EyeAnimator:
+    """The eye model's upper face frame by frame: causal (a frame depends on the speech up to it only) and the
+    same however the frames are cut into chunks, so a live stream and a file get the same eyes for one seed.
+
+    Blinks start at the onsets of a renewal process: intervals of a dead time (one blink, so blinks never run
+    into each other) plus a gamma variable, with the video's mean rate and regularity, counted on a clock that
+    ticks `pause_gain` times faster in pauses, normalised by its mean speed so far so that the mean rate stays
+    the video's. The first interval starts at a random phase, so a render does not always open with a blink.
+    A blink's shape starts at its onset (with the lids starting to close `blink_pad` frames later).
+    """
+
+    def __init__(self, model: EyeModel, seed: int = 0, blink_rate: float = 1.0):
+        self.model = model
+        # One generator per process, so that the drift's draws and the blinks' never interleave by chunking.
+        drift_seed, blink_seed = np.random.SeedSequence(seed).spawn(2)
+        self.drift_rng, self.blink_rng = np.random.default_rng(drift_seed), np.random.default_rng(blink_seed)
+        # Each process one frame before the first, from its stationary distribution.
+        self.drift = self.drift_rng.normal(0, 1, len(model.drift_std)) * model.drift_std
+        self.rate = model.blinks_per_minute * blink_rate if model.n_blinks else 0.0
+        self.starts = np.concatenate([[0], np.cumsum(model.blink_lengths)])
+        self.longest = int(model.blink_lengths.max()) if model.n_blinks else 0
+        self.dead_time = self.longest + 2
+        self.frame = 0
+        self.clock = 0.0
+        self.speed_sum = 0.0
+        self.last_onset = -(10**9)
+        self.onsets: list[int] = []  # every blink so far (a few a minute)
+        self.next_onset = self._interval() * self.blink_rng.uniform() if self.rate > 0 else np.inf
+        self.pending = np.zeros((self.longest, len(model.mean)))  # blink shapes reaching past the last chunk
+
+    def _interval(self) -> float:
+        mean_interval = FPS * 60 / self.rate
+        shape = self.model.interval_shape
+        return self.dead_time + self.blink_rng.gamma(shape, max(mean_interval - self.dead_time, 1.0) / shape)
+
+    def advance(self, pauses: np.ndarray, energy: np.ndarray | None) -> np.ndarray:
+        """(n, P*3) the upper face of the next n frames, given whether each is a pause and its speech energy."""
+        n = len(pauses)
+        upper = self.model.mean + self._drift(n, energy) @ self.model.drift_axes
+        if self.rate > 0:
+            upper += self._blinks(pauses)
+        self.frame += n
         return upper
 
-    def _drift(self, n: int, features: AudioFeatures, rng: np.random.Generator) -> np.ndarray:
-        """(T, C) AR(1) processes started from their stationary distribution, plus the energy-linked part."""
-        z = np.empty((n, len(self.drift_std)))
-        for k, (std, rho) in enumerate(zip(self.drift_std, self.drift_rho)):
-            start = rho * rng.normal(0, std)  # the process one frame before the first
-            z[:, k] = lfilter([std * np.sqrt(1 - rho**2)], [1, -rho], rng.standard_normal(n), zi=[start])[0]
-        energy = speech_energy(features)
-        if energy is not None and self.energy_std > 0:
+    def _drift(self, n: int, energy: np.ndarray | None) -> np.ndarray:
+        """(n, C) AR(1) processes continued from the last frame, plus the energy-linked part."""
+        m = self.model
+        noise = self.drift_rng.standard_normal((n, len(m.drift_std)))  # frame-major: chunking keeps the order
+        z = np.empty_like(noise)
+        for k, (std, rho) in enumerate(zip(m.drift_std, m.drift_rho)):
+            z[:, k] = lfilter([std * np.sqrt(1 - rho**2)], [1, -rho], noise[:, k], zi=[rho * self.drift[k]])[0]
+        if n:
+            self.drift = z[-1].copy()
+        if energy is not None and m.energy_std > 0:
             # Within the range the link was seen in: a long silence is quieter than any pause of the video.
-            e = np.clip((energy - self.energy_mean) / self.energy_std, *self.energy_range)
-            z += e[:, None] * self.drift_energy
+            e = np.clip((energy - m.energy_mean) / m.energy_std, *m.energy_range)
+            z = z + e[:, None] * m.drift_energy
         return z
 
-    def _add_blinks(self, upper: np.ndarray, pauses: np.ndarray, rate: float, rng: np.random.Generator) -> None:
-        """Paste blink shapes, in place, at the onsets of a renewal process (see blink_onsets)."""
-        starts = np.concatenate([[0], np.cumsum(self.blink_lengths)])
-        gap = int(self.blink_lengths.max()) + 2  # blinks never overlap
-        onsets = blink_onsets(
-            len(upper), self.blinks_per_minute * rate, self.interval_shape, self.pause_gain, pauses, gap, rng
-        )
-        for onset, which in zip(onsets, rng.integers(self.n_blinks, size=len(onsets))):
-            shape = self.blink_shapes[starts[which] : starts[which + 1]]
-            first = onset - self.blink_pad
-            lo, hi = max(first, 0), min(first + len(shape), len(upper))
-            upper[lo:hi] += shape[lo - first : hi - first]
-
-
-def blink_onsets(
-    n: int,
-    per_minute: float,
-    shape: float,
-    pause_gain: float,
-    pauses: np.ndarray,
-    min_gap: int,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Frames where blinks start in a stretch of `n` frames: intervals of `min_gap` plus a gamma variable (mean
-    1/rate in all, `shape`) counted on a clock that ticks `pause_gain` times faster in pauses, normalised so the mean rate stays `per_minute`.
-    The first interval starts at a random phase, so a render does not always open with a blink; a blink
-    closer than `min_gap` frames to the one before is dropped (the two would run into each other)."""
-    speed = np.where(pauses, pause_gain, 1.0)
-    clock = np.cumsum(speed / speed.mean())
-    mean_interval = FPS * 60 / per_minute
-    # Enough intervals to pass the end with near certainty; a gamma(shape) interval is rarely under a tenth.
-    count = int(n / mean_interval * 2 + 10)
-    # A dead time of `min_gap` plus a gamma interval: the mean stays 1/rate and blinks rarely need dropping.
-    intervals = min_gap + rng.gamma(shape, max(mean_interval - min_gap, 1.0) / shape, count)
-    intervals[0] *= rng.uniform()
-    times = np.cumsum(intervals)
-    onsets = np.searchsorted(clock, times[times < clock[-1]])
-    kept: list[int] = []
-    for onset in onsets[onsets < n]:  # a few per minute; in frames, since the clock's speed varies
-        if not kept or onset - kept[-1] >= min_gap:
-            kept.append(int(onset))
-    return np.asarray(kept, np.int64)
+    def _blinks(self, pauses: np.ndarray) -> np.ndarray:
+        """(n, P*3) the blink shapes over the next n frames (those started before included)."""
+        n, m = len(pauses), self.model
+        speed = np.where(pauses, m.pause_gain, 1.0)
+        mean_speed = (self.speed_sum + np.cumsum(speed)) / (self.frame + 1 + np.arange(n))
+        clock = self.clock + np.cumsum(speed / mean_speed)
+        self.speed_sum += float(speed.sum())
+        if n:
+            self.clock = float(clock[-1])
+        out = np.zeros((n + self.longest, len(m.mean)))
+        out[: self.longest] += self.pending
+        while (onset := int(np.searchsorted(clock, self.next_onset))) < n:
+            which = self.blink_rng.integers(m.n_blinks)
+            # The clock runs faster than the frames in pauses: a blink too close to the last one is dropped.
+            if self.frame + onset - self.last_onset >= self.dead_time:
+                shape = m.blink_shapes[self.starts[which] : self.starts[which + 1]]
+                out[onset : onset + len(shape)] += shape
+                self.last_onset = self.frame + onset
+                self.onsets.append(self.last_onset)
+            self.next_onset += self._interval()
+        self.pending = out[n:]
+        return out[:n]
 
 
 def _blink_shapes(upper: np.ndarray, runs: np.ndarray, pad: int) -> tuple[list[np.ndarray], np.ndarray]:

@@ -173,6 +173,55 @@ def audio_input(features: AudioFeatures, blocks: tuple[str, ...]) -> np.ndarray:
     return np.concatenate([features.block(n) for n in names], axis=1).astype(np.float32)
 
 
+class PoseSampler:
+    """Head poses sampled frame by frame from the network's mixture, for several seeds at once.
+
+    Each frame draws its own noise from each seed's generator, so a stream that steps it as audio codes arrive
+    and a file stepped in one go draw the same numbers. `noise_scale` (6,) multiplies the mixture's standard
+    deviations (see `calibrate_noise`), `temperature` that and the randomness of the component choice. `start`
+    (history, 6) is the history before the first frame, by default the mean pose held still.
+    """
+
+    def __init__(
+        self,
+        net: Audio2PoseNet,
+        stats: PoseStats,
+        cfg: Audio2PoseConfig,
+        seeds: Sequence[int],
+        noise_scale: np.ndarray,
+        temperature: float = 1.0,
+        start: np.ndarray | None = None,
+    ):
+        self.net, self.cfg, self.temperature = net, cfg, temperature
+        self.rngs = [np.random.default_rng(seed) for seed in seeds]
+        self.low = torch.tensor(stats.low, dtype=torch.float32)
+        self.high = torch.tensor(stats.high, dtype=torch.float32)
+        self.std_scale = torch.tensor(noise_scale, dtype=torch.float32)
+        start = np.zeros((cfg.history, POSE_DIM)) if start is None else start
+        self.history = torch.tensor(start, dtype=torch.float32).expand(len(seeds), -1, -1)
+
+    @torch.inference_mode()
+    def step(self, codes: torch.Tensor, progress: bool = False) -> np.ndarray:
+        """(n, H) audio codes of the next n frames → (n, S, 6) standardised poses (not yet smoothed)."""
+        k = self.cfg.n_mixtures
+        out = torch.empty(len(codes), len(self.rngs), POSE_DIM)
+        for t, code in enumerate(codes):
+            gumbel = torch.from_numpy(np.stack([r.gumbel(size=k) for r in self.rngs]).astype(np.float32))
+            normal = torch.from_numpy(np.stack([r.standard_normal(POSE_DIM) for r in self.rngs]).astype(np.float32))
+            mixture = self.net(code.expand(len(self.rngs), -1), self.history)
+            pose = sample_mixture(mixture, gumbel, normal, self.temperature, self.std_scale)
+            out[t] = pose = soft_clamp(pose, self.low, self.high, self.cfg.clamp_margin)
+            self.history = torch.cat([self.history[:, 1:], pose[:, None]], dim=1)
+            if progress:
+                report("motion.head", t + 1, len(codes))
+        return out.numpy()
+
+
+def smooth_poses(z: np.ndarray, cfg: Audio2PoseConfig) -> np.ndarray:
+    """Smoothing removes what is left of frame-to-frame sampling noise (head motion is slower than 2-3 Hz)."""
+    return smooth_series(z, cfg.smooth_window, 2)
+
+
 def sample_trajectories(
     net: Audio2PoseNet,
     stats: PoseStats,
@@ -183,31 +232,12 @@ def sample_trajectories(
     temperature: float = 1.0,
     start: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(S, T, 6) smoothed standardised poses, one trajectory per seed, sampled frame by frame (all seeds at
-    once). `noise_scale` (6,) multiplies the mixture's standard deviations (see `calibrate_noise`),
-    `temperature` that and the randomness of the component choice. `start` (history, 6) is the history
-    before frame 0, by default the mean pose held still."""
-    n, k = len(audio), cfg.n_mixtures
-    rngs = [np.random.default_rng(seed) for seed in seeds]
-    # All noise up front: one RNG call per seed, and a seed's draws do not depend on what is sampled with it.
-    gumbel = torch.from_numpy(np.stack([r.gumbel(size=(n, k)) for r in rngs], axis=1).astype(np.float32))
-    normal = torch.from_numpy(np.stack([r.standard_normal((n, POSE_DIM)) for r in rngs], axis=1).astype(np.float32))
-    low, high = torch.tensor(stats.low, dtype=torch.float32), torch.tensor(stats.high, dtype=torch.float32)
-    std_scale = torch.tensor(noise_scale, dtype=torch.float32)
-    start = np.zeros((cfg.history, POSE_DIM)) if start is None else start
-    out = torch.empty(n, len(seeds), POSE_DIM)
+    """(S, T, 6) smoothed standardised poses for the (T, D) audio features, one trajectory per seed (see
+    PoseSampler)."""
     with torch.inference_mode():
-        code = net.encode_audio(torch.from_numpy(audio)[None])[0]
-        history = torch.tensor(start, dtype=torch.float32).expand(len(seeds), -1, -1)
-        for t in range(n):
-            mixture = net(code[t].expand(len(seeds), -1), history)
-            pose = sample_mixture(mixture, gumbel[t], normal[t], temperature, std_scale)
-            pose = soft_clamp(pose, low, high, cfg.clamp_margin)
-            out[t] = pose
-            history = torch.cat([history[:, 1:], pose[:, None]], dim=1)
-            report("motion.head", t + 1, n)
-    # Smoothing removes what is left of frame-to-frame sampling noise (head motion is slower than 2-3 Hz).
-    return smooth_series(out.numpy(), cfg.smooth_window, 2).transpose(1, 0, 2)
+        codes = net.encode_audio(torch.from_numpy(audio)[None])[0]
+    sampler = PoseSampler(net, stats, cfg, seeds, noise_scale, temperature, start)
+    return smooth_poses(sampler.step(codes, progress=True), cfg).transpose(1, 0, 2)
 
 
 def _start_history(start_pose: PoseSequence, stats: PoseStats, history: int) -> np.ndarray:

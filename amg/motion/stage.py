@@ -16,20 +16,18 @@ from amg.fsutil import write_text
 from amg.layout import Layout
 from amg.media import VideoWriter, load_audio
 from amg.motion import headpose
-from amg.motion.body import Head2Body, train_head2body
+from amg.motion.body import train_head2body
 from amg.motion.data import MotionData, load_motion_data
 from amg.motion.expression import (
     baseline_predictions,
     evaluate_expressions,
     train_audio2expression,
 )
-from amg.motion.expression_model import Audio2ExpressionModel
 from amg.motion.eyes import EyeModel, blink_statistics
-from amg.motion.pose_model import Audio2PoseModel, make_poses
+from amg.motion.stream import MotionModels, MotionStream, RecordedFeatures
 from amg.motion.tracks import MotionTracks
 from amg.tracking import fitting, topology
 from amg.tracking.preview import draw_tracks
-from amg.tracking.tracks import Tracks
 from amg.training import checkpoint_done, is_finished, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -145,37 +143,9 @@ def predict_motion(
     options = options or MotionOptions()
     if not motion_trained(layout, video_name):
         raise untrained_motion_error(layout, video_name)
-    cfg = read_saved_config(MotionConfig, layout.motion_config(video_name)) or MotionConfig()
-    features = features_for_audio(layout, audio_name, cfg.features)
-    tracks = Tracks.load(layout.tracks(video_name))
-    face_model = fitting.ExpressionModel.load(layout.face_model(video_name))
-    speech = fitting.decode(face_model, Audio2ExpressionModel(layout.audio2expression(video_name))(features))
-    eyes = EyeModel.load(layout.eye_model(video_name))
-    shapes = eyes.animate(speech, features, options.seed, options.blink_rate if options.blinks == "natural" else 0.0)
-    sampler = Audio2PoseModel(layout.audio2headpose(video_name)) if options.pose == "generate" else None
-    poses = make_poses(
-        options.pose,
-        tracks,
-        len(features),
-        model=sampler,
-        features=features,
-        seed=options.seed,
-        temperature=options.temperature,
-        intensity=options.intensity,
-    )
-    body = Head2Body.load(layout.head2body(video_name)).predict(poses.rotation, poses.translation, poses.scale)
-    motion = MotionTracks(
-        # The coefficients closest to the shapes, for the record: the landmarks are the shapes themselves (the
-        # eye model's upper face need not lie in the span of the face model's components).
-        expression=fitting.encode(face_model, shapes - face_model.neutral).astype(np.float32),
-        rotation=poses.rotation.astype(np.float32),
-        translation=poses.translation.astype(np.float32),
-        scale=poses.scale.astype(np.float32),
-        body=body.astype(np.float32),
-        landmarks=poses.head_pose().to_image(shapes).astype(np.float32),
-        vad=features.vad,
-        size=tracks.size,
-    )
+    models = MotionModels.load(layout, video_name, options.pose)
+    features = features_for_audio(layout, audio_name, models.cfg.features)
+    motion = MotionStream(models, options).advance(RecordedFeatures(features), final=True)
     motion.save(layout.motion_tracks(audio_name, video_name))
     return motion
 

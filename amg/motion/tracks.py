@@ -28,6 +28,16 @@ class MotionTracks(NpzRecord):
     def n_frames(self) -> int:
         return len(self.expression)
 
+    PER_FRAME = ("expression", "rotation", "translation", "scale", "body", "landmarks", "vad")
+
+    def take(self, frames: slice | np.ndarray) -> MotionTracks:
+        return MotionTracks(**{k: getattr(self, k)[frames] for k in self.PER_FRAME}, size=self.size)
+
+    @classmethod
+    def concatenate(cls, parts: list[MotionTracks]) -> MotionTracks:
+        """The frames of `parts` one after the other (a stream's chunks)."""
+        return cls(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in cls.PER_FRAME}, size=parts[0].size)
+
 
 def tracked_motion(
     tracks: Tracks, frames: slice, landmarks: np.ndarray | None = None, expression: np.ndarray | None = None

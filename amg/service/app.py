@@ -9,6 +9,11 @@
     GET    /api/jobs/{id}               status, queue position, progress, ETA
     GET    /api/jobs/{id}/video         the result (mp4; HTTP range requests, so a browser can seek)
     DELETE /api/jobs/{id}               cancel a job and delete its files
+    WS     /api/live?avatar=NAME        live: send speech (binary PCM16 mono 16 kHz chunks, then the text "end");
+                                        get {"type": "ready"}, then per frame a binary message: a 4-byte
+                                        little-endian header length, the JSON header (index, latency_s,
+                                        dropped, jpeg: byte count), the JPEG, the frame's 40 ms as PCM16;
+                                        finally {"type": "end", "frames", "dropped"}. One stream per worker.
 
 Safe by default: loopback only unless told otherwise; names and ids validated; uploads limited in size while
 they stream in and checked by decoding them (not by their extension); speech limited in duration; with
@@ -30,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -38,7 +43,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from amg.config import MAX_BLINK_RATE
+from amg.config import MAX_BLINK_RATE, MotionOptions
 from amg.errors import AmgError
 from amg.layout import Layout, validate_name
 from amg.service.jobs import Job, JobStore, validate_job_id
@@ -54,7 +59,8 @@ CHUNK = 1 << 16
 class ServiceSettings:
     max_upload_mb: float = 50.0  # speech uploads
     max_video_mb: float = 500.0  # avatar video uploads
-    max_audio_s: float = 600.0  # longest speech a job may render
+    max_audio_s: float = 600.0  # longest speech a job may render (and a live stream may last)
+    max_live_chunk_kb: float = 64.0  # largest audio message of a live stream (2 s of PCM16)
     workers: int = 1  # jobs run at once (one render already uses every core of a small machine)
     token: str | None = field(default_factory=lambda: os.environ.get("AMG_API_TOKEN") or None)
 
@@ -326,11 +332,112 @@ def create_app(
         delete_job_files(layout, job)
         return Response(status_code=204)
 
+    live_streams = {"active": 0}
+
+    @app.websocket("/api/live")
+    async def live(
+        websocket: WebSocket,
+        avatar: str,
+        token: str = "",
+        seed: int = 0,
+        blinks: Literal["natural", "off"] = "natural",
+        blink_rate: float = Query(1.0, ge=0, le=MAX_BLINK_RATE),
+    ) -> None:
+        await websocket.accept()
+        given = token or websocket.headers.get("x-api-token", "")
+        refusal = None
+        if settings.token and not hmac.compare_digest(given.encode(), settings.token.encode()):
+            refusal = "This service needs its API token (?token=TOKEN)."
+        elif not hasattr(runner, "live"):
+            refusal = "This service does not stream live."
+        elif live_streams["active"] >= settings.workers:
+            refusal = f"All {settings.workers} live stream(s) of this service are in use: try again later."
+        else:
+            try:
+                if avatar_view(validate_name(avatar, "avatar name"))["status"] != "trained":
+                    refusal = f"Avatar {avatar!r} is not trained (yet)."
+            except HTTPException as exc:
+                refusal = exc.detail
+        if refusal:
+            await websocket.send_json({"type": "error", "error": refusal})
+            await websocket.close(code=1008)
+            return
+        live_streams["active"] += 1
+        try:
+            await _stream_live(
+                websocket, runner, avatar, MotionOptions(seed=seed, blinks=blinks, blink_rate=blink_rate), settings
+            )
+        finally:
+            live_streams["active"] -= 1
+
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     return app
+
+
+async def _stream_live(websocket: WebSocket, runner, avatar: str, options, settings: ServiceSettings) -> None:
+    """One live stream: speech messages in, frames out as the session makes them (see the module docstring)."""
+    import asyncio
+    import json
+
+    import cv2
+    import numpy as np
+
+    loop = asyncio.get_running_loop()
+    frames: asyncio.Queue = asyncio.Queue()
+
+    def on_frame(frame) -> None:  # the generator's thread: encode here, send from the event loop
+        jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])[1]
+        head = json.dumps(
+            {"index": frame.index, "latency_s": round(frame.latency_s, 3), "dropped": frame.dropped, "jpeg": len(jpeg)}
+        ).encode()
+        sound = (np.clip(frame.audio, -1, 1) * 32767).astype("<i2").tobytes()
+        loop.call_soon_threadsafe(frames.put_nowait, len(head).to_bytes(4, "little") + head + jpeg.tobytes() + sound)
+
+    async def send_frames() -> None:
+        while (message := await frames.get()) is not None:
+            await websocket.send_bytes(message)
+
+    try:
+        session = await run_in_threadpool(runner.live, avatar, on_frame, options)
+    except AmgError as exc:
+        await websocket.send_json({"type": "error", "error": str(exc)})
+        await websocket.close(code=1011)
+        return
+    await websocket.send_json({"type": "ready", "size": session.size, "fps": 25, "sample_rate": 16000})
+    sender = asyncio.create_task(send_frames())
+    received, limit = 0, settings.max_audio_s * 16000
+    error = None
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            if message.get("text") is not None:
+                if message["text"].strip() == "end":
+                    break
+                continue
+            data = message.get("bytes") or b""
+            if len(data) > settings.max_live_chunk_kb * 1024 or len(data) % 2:
+                error = f"An audio message must be PCM16 of at most {settings.max_live_chunk_kb:g} KB."
+                break
+            received += len(data) // 2
+            if received > limit:
+                error = f"The stream has passed the limit of {settings.max_audio_s:.0f} s."
+                break
+            await run_in_threadpool(session.push, np.frombuffer(data, "<i2").astype(np.float32) / 32768)
+    except WebSocketDisconnect:
+        pass
+    await run_in_threadpool(session.finish)
+    await frames.put(None)
+    with contextlib.suppress(Exception):  # the client may have gone
+        await sender
+        if error:
+            await websocket.send_json({"type": "error", "error": error})
+        await websocket.send_json({"type": "end", "frames": session.frames.done, "dropped": session.dropped})
+        await websocket.close()
 
 
 @contextlib.contextmanager

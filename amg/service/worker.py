@@ -84,6 +84,12 @@ class PipelineRunner:
         options = MotionOptions(**json.loads(job.options))
         return render(self.layout, job.audio, job.avatar, options, self.render_cfg, generator=generator)
 
+    def live(self, avatar: str, on_frame, options):
+        """A LiveSession of `avatar` (its generator shared with the render jobs)."""
+        from amg.live import LiveSession
+
+        return LiveSession(self.layout, avatar, on_frame, options, generator=self._generator(avatar))
+
     def train(self, job: Job) -> None:
         from amg.pipeline import train_avatar
 

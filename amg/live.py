@@ -1,0 +1,224 @@
+"""`amg live`: speech in, the avatar's frames out as it is spoken, on a CPU.
+
+The stages of `amg run` (amg.pipeline), fed in chunks: audio features (amg.audio.stream), motion
+(amg.motion.stream), the generator (amg.gan.inference.FrameStream), with the same code as a file. A frame is made
+once `lookahead` frames of speech past it are in; the latency from a sound to the frame showing it is
+
+    the frame itself (40 ms) + lookahead × 40 ms + 72 ms (the last 10 ms windows and the VAD chunk past the
+    frame's middle) + the wait for the next audio chunk + the motion and generator compute,
+
+about 0.5-0.6 s with the defaults on 2 cores (benchmarks/live.py). A frame that would come later than
+`max_latency_s` after its sound is dropped (the previous image is repeated and counted), so a slow machine
+shows fewer distinct frames but stays in sync with the sound.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from amg.audio.features import FRAME_HOP, SAMPLE_RATE, SpeechStats, clean_samples
+from amg.audio.stream import FeatureStream
+from amg.common.tensors import to_uint8
+from amg.config import FPS, LiveConfig, MotionOptions
+from amg.layout import Layout
+from amg.media import VideoWriter
+
+
+@dataclass
+class LiveFrame:
+    index: int  # frame number: it shows the sound of [index / 25, (index + 1) / 25) s of the stream
+    image: np.ndarray  # (H, W, 3) RGB uint8, the generator's crop
+    audio: np.ndarray  # (640,) float32: the frame's own 40 ms of the speech
+    dropped: bool  # not generated (the machine fell behind): the image of the frame before
+    latency_s: float  # from the arrival of the frame's first sound to this frame being ready
+
+
+class LiveSession:
+    """One live stream of avatar `name`: push 16 kHz mono chunks as they arrive; `on_frame` gets every frame, in
+    order, as soon as it is ready (from the generator's thread, which runs while the next inputs are built).
+
+    `stats`: fixed speech statistics to normalise the features with (else estimated as the stream goes;
+    amg.audio.stream). `generator`: the avatar's AvatarGenerator when the caller keeps it loaded.
+    """
+
+    def __init__(
+        self,
+        layout: Layout,
+        name: str,
+        on_frame: Callable[[LiveFrame], None],
+        options: MotionOptions | None = None,
+        cfg: LiveConfig | None = None,
+        generator=None,
+        stats: SpeechStats | None = None,
+    ):
+        from amg.gan.inference import AvatarGenerator, FrameStream
+        from amg.motion.stage import motion_trained, untrained_motion_error
+        from amg.motion.stream import MotionModels, MotionStream
+
+        self.cfg = cfg or LiveConfig()
+        options = options or MotionOptions()
+        if not motion_trained(layout, name):
+            raise untrained_motion_error(layout, name)
+        models = MotionModels.load(layout, name, options.pose)
+        keep = self.cfg.history + self.cfg.lookahead + 4 * self.cfg.chunk + 50
+        self.features = FeatureStream(models.cfg.features, stats, keep=keep)
+        self.motion = MotionStream(models, options, self.cfg.lookahead, self.cfg.history)
+        self.generator = generator or AvatarGenerator(layout, name, engine=self.cfg.engine)
+        self.frames = FrameStream(self.generator)
+        self.on_frame = on_frame
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="amg-live")
+        self.pending: list[Future] = []
+        self.audio = np.zeros(0, np.float32)  # samples of frames audio_start / FRAME_HOP, ...
+        self.audio_start = 0
+        self.arrivals: list[tuple[int, float]] = []  # (samples received, when spoken), recent pushes
+        self.last_image: np.ndarray | None = None
+        self.dropped = 0
+        self.seconds = dict.fromkeys(("features", "motion", "inputs", "generator"), 0.0)  # compute per stage
+
+    @property
+    def size(self) -> int:
+        return self.generator.size
+
+    def push(self, samples: np.ndarray, spoken_at: float | None = None) -> None:
+        """Add the next chunk of speech, whose last sample was spoken (captured) at `spoken_at` on
+        time.monotonic()'s clock (default: now)."""
+        samples = clean_samples(samples)
+        started = time.monotonic()
+        self.features.push(samples)
+        self.seconds["features"] += time.monotonic() - started
+        self.audio = np.concatenate([self.audio, samples])
+        self.arrivals.append((self.features.received, started if spoken_at is None else spoken_at))
+        self._check_worker()
+        # A step per `chunk` new frames: each step recomputes a window, so steps for single frames cost more.
+        if self.features.available - self.cfg.lookahead - self.motion.emitted >= self.cfg.chunk:
+            self._step(final=False)
+
+    def finish(self) -> None:
+        """The speech has ended: make the remaining frames and wait for all of them."""
+        started = time.monotonic()
+        self.features.finish()
+        self.seconds["features"] += time.monotonic() - started
+        self._step(final=True)
+        self.worker.shutdown(wait=True)
+        self._check_worker()
+
+    def _check_worker(self) -> None:
+        """Raise here what failed in the generator's thread."""
+        while self.pending and self.pending[0].done():
+            self.pending.pop(0).result()
+
+    def _arrival(self, frame: int) -> float:
+        """When the first sample of `frame` was spoken."""
+        sample = frame * FRAME_HOP
+        for received, when in self.arrivals:
+            if received > sample:
+                return when
+        return self.arrivals[-1][1]
+
+    def _step(self, final: bool) -> None:
+        started = time.monotonic()
+        motion = self.motion.advance(self.features, final)  # reads the features: their embeddings count here
+        self.seconds["motion"] += time.monotonic() - started
+        if motion is not None:
+            self.frames.push(motion)
+        stop = self.frames.ready(final)
+        while self.frames.done < stop:
+            start = self.frames.done
+            end = min(start + self.cfg.chunk, stop)
+            started = time.monotonic()
+            dynamic = self.frames.inputs(end, final)
+            self.seconds["inputs"] += time.monotonic() - started
+            sounds = [self._frame_audio(i) for i in range(start, end)]
+            arrival = self._arrival(start)
+            self.pending.append(self.worker.submit(self._generate, start, dynamic, sounds, arrival))
+        self._forget(self.frames.done)
+
+    def _generate(self, start: int, dynamic, sounds: list[np.ndarray], arrival: float) -> None:
+        """In the generator's thread: frames start, ... of `dynamic`; when even the first would be late, only the
+        last one (the others repeat the image before, counted as dropped)."""
+        started = time.monotonic()
+        late = started - arrival > self.cfg.max_latency_s and len(dynamic) > 1
+        first_made = start + len(dynamic) - 1 if late else start
+        images = list(to_uint8(self.generator.generate(dynamic[first_made - start :])))
+        now = time.monotonic()
+        self.seconds["generator"] += now - started
+        for offset, sound in enumerate(sounds):
+            index = start + offset
+            dropped = index < first_made
+            if not dropped:
+                self.last_image = images[index - first_made]
+            self.dropped += dropped
+            image = images[0] if self.last_image is None else self.last_image
+            self.on_frame(LiveFrame(index, image, sound, dropped, now - self._arrival(index)))
+
+    def _frame_audio(self, index: int) -> np.ndarray:
+        audio = np.zeros(FRAME_HOP, np.float32)
+        part = self.audio[index * FRAME_HOP - self.audio_start : (index + 1) * FRAME_HOP - self.audio_start]
+        audio[: len(part)] = part
+        return audio
+
+    def _forget(self, frame: int) -> None:
+        """Drop the audio of frames whose inputs are made, and arrival times no frame to come needs."""
+        drop = frame * FRAME_HOP - self.audio_start
+        if drop > 0:
+            self.audio, self.audio_start = self.audio[drop:], frame * FRAME_HOP
+        oldest = max(frame - 4 * self.cfg.chunk, 0) * FRAME_HOP  # frames still in the generator's queue
+        while len(self.arrivals) > 1 and self.arrivals[1][0] <= oldest:
+            self.arrivals.pop(0)
+
+
+def chunks_in_real_time(
+    samples: np.ndarray, chunk_ms: float, real_time: bool = True
+) -> Iterator[tuple[np.ndarray, float]]:
+    """`samples` in chunks of `chunk_ms` with the time each one's last sample is spoken, yielded no earlier than
+    that (as a microphone delivers them: a consumer that falls behind gets them late, but knows when they were
+    spoken); all at once when not `real_time`."""
+    step = max(1, int(SAMPLE_RATE * chunk_ms / 1000))
+    start = time.monotonic()
+    for i in range(0, len(samples), step):
+        spoken_at = start + min(i + step, len(samples)) / SAMPLE_RATE
+        if real_time:
+            time.sleep(max(0.0, spoken_at - time.monotonic()))
+        yield samples[i : i + step], spoken_at if real_time else time.monotonic()
+
+
+def microphone_chunks(chunk_ms: float) -> Iterator[tuple[np.ndarray, float]]:
+    """16 kHz mono chunks from the default microphone (PortAudio, through the optional sounddevice package)."""
+    from amg.errors import AmgError
+
+    try:
+        import sounddevice
+    except (ImportError, OSError) as exc:
+        raise AmgError(
+            f"Microphone input needs the sounddevice package and the PortAudio library ({exc}); "
+            "or stream a file with --input FILE."
+        ) from None
+    blocksize = int(SAMPLE_RATE * chunk_ms / 1000)
+    with sounddevice.InputStream(samplerate=SAMPLE_RATE, channels=1, dtype="float32", blocksize=blocksize) as mic:
+        while True:
+            block, _ = mic.read(blocksize)
+            # What was buffered while the renderer worked was spoken earlier than now: by its length.
+            yield block[:, 0], time.monotonic() - mic.read_available / SAMPLE_RATE
+
+
+def run_live(session: LiveSession, chunks: Iterator[tuple[np.ndarray, float]]) -> None:
+    """Feed `chunks` to `session` as they come (an interrupt ends the stream as its end would)."""
+    try:
+        for chunk, spoken_at in chunks:
+            session.push(chunk, spoken_at)
+    except KeyboardInterrupt:
+        pass
+    session.finish()
+
+
+def video_recorder(path: Path) -> tuple[VideoWriter, Callable[[LiveFrame], None]]:
+    """`--output FILE.mp4`: a writer (enter it around the stream; the file appears when it ends) and the
+    `on_frame` that encodes each frame with its sound."""
+    writer = VideoWriter(path, fps=FPS, audio=np.zeros(0, np.float32))
+    return writer, lambda frame: writer.write(frame.image, frame.audio)

@@ -1,0 +1,172 @@
+"""Stage 3 at inference, for a file and a live stream alike: audio features → the avatar's motion, frame by frame.
+
+A file is one step over all its frames (`predict_motion`); a live stream steps as its features arrive
+(amg.live), `lookahead` frames behind the newest. Each step recomputes the deterministic parts (lip sync, the
+silence gate, the pose smoothing and the body) over a window of the last `history` frames and the look-ahead,
+with the same functions as the file, and advances the stochastic ones (blinks, gaze, head motion) by exactly the
+new frames, so that one seed draws the same numbers either way. What differs in a stream is only what it cannot
+have yet: the lip-sync network sees `lookahead` frames of the future (a file: up to ±16), the head motion's
+audio context and the smoothing ends are cut there, and the audio features near the newest frame are
+provisional (amg.audio.stream).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from amg.audio.features import AudioFeatures
+from amg.config import MotionConfig, MotionOptions, read_saved_config
+from amg.layout import Layout
+from amg.motion.body import Head2Body
+from amg.motion.expression_model import Audio2ExpressionModel
+from amg.motion.eyes import EyeAnimator, EyeModel, pause_frames, speech_energy, with_upper_face
+from amg.motion.pose_model import (
+    Audio2PoseModel,
+    PoseSampler,
+    PoseSequence,
+    audio_input,
+    replay_poses,
+    smooth_poses,
+    static_poses,
+)
+from amg.motion.tracks import MotionTracks
+from amg.tracking import fitting
+from amg.tracking.tracks import Tracks
+from amg.training import single_threaded
+
+
+class FeatureSource(Protocol):
+    """Audio features that can be read back by frame: a whole recording, or a live stream's recent past."""
+
+    @property
+    def available(self) -> int: ...
+
+    @property
+    def oldest(self) -> int: ...
+
+    def window(self, start: int, stop: int) -> AudioFeatures: ...
+
+
+class RecordedFeatures:
+    """A whole recording's features as a FeatureSource."""
+
+    def __init__(self, features: AudioFeatures):
+        self.features = features
+        self.available = len(features)
+        self.oldest = 0
+
+    def window(self, start: int, stop: int) -> AudioFeatures:
+        return self.features.take(slice(start, stop))
+
+
+@dataclass
+class MotionModels:
+    """Everything an avatar's motion is made with, loaded once (a live stream keeps them)."""
+
+    cfg: MotionConfig
+    tracks: Tracks
+    face_model: fitting.ExpressionModel
+    expression: Audio2ExpressionModel
+    eyes: EyeModel
+    pose: Audio2PoseModel | None  # only for pose mode "generate"
+    body: Head2Body
+
+    @classmethod
+    def load(cls, layout: Layout, name: str, pose_mode: str) -> MotionModels:
+        return cls(
+            cfg=read_saved_config(MotionConfig, layout.motion_config(name)) or MotionConfig(),
+            tracks=Tracks.load(layout.tracks(name)),
+            face_model=fitting.ExpressionModel.load(layout.face_model(name)),
+            expression=Audio2ExpressionModel(layout.audio2expression(name)),
+            eyes=EyeModel.load(layout.eye_model(name)),
+            pose=Audio2PoseModel(layout.audio2headpose(name)) if pose_mode == "generate" else None,
+            body=Head2Body.load(layout.head2body(name)),
+        )
+
+
+class _PoseStream:
+    """Head poses for a stream of frames: sampled once per frame (as far as the features go), smoothed and
+    turned into poses over a window."""
+
+    def __init__(self, models: MotionModels, options: MotionOptions, history: int):
+        self.models, self.options, self.history = models, options, history
+        self.sampler = None
+        if options.pose == "generate":
+            pose = models.pose
+            self.sampler = PoseSampler(
+                pose.net, pose.stats, pose.cfg, [options.seed], pose.noise_scale, options.temperature
+            )
+        self.raw = np.zeros((0, 6), np.float32)  # standardised, unsmoothed poses of frames raw_start ...
+        self.raw_start = 0
+
+    def poses(self, window: AudioFeatures, start: int) -> PoseSequence:
+        """Poses of the frames of `window` (which starts at frame `start` and holds every frame sampled)."""
+        stop = start + len(window)
+        if self.options.pose == "static":
+            return static_poses(self.models.tracks, len(window))
+        if self.options.pose == "replay":
+            return replay_poses(self.models.tracks, stop).take(slice(start, stop))
+        pose = self.models.pose
+        sampled = self.raw_start + len(self.raw)
+        if stop > sampled:
+            with torch.inference_mode():
+                codes = pose.net.encode_audio(torch.from_numpy(audio_input(window, pose.cfg.audio_blocks))[None])[0]
+            with single_threaded():  # the frame loop is latency-bound
+                new = self.sampler.step(codes[sampled - start :])[:, 0]
+            self.raw = np.concatenate([self.raw, new])
+        z = smooth_poses(self.raw[start - self.raw_start : stop - self.raw_start], pose.cfg)
+        # Zero in standardised units is the avatar's mean pose: scaling z scales the deviations from it.
+        return pose.stats.poses(z * self.options.intensity)
+
+    def forget_before(self, frame: int) -> None:
+        """No window will start before `frame` again."""
+        if frame - self.raw_start > 2 * self.history:
+            self.raw = self.raw[frame - self.raw_start :]
+            self.raw_start = frame
+
+
+class MotionStream:
+    """The avatar's motion for audio features that arrive over time; see the module docstring."""
+
+    def __init__(self, models: MotionModels, options: MotionOptions, lookahead: int = 0, history: int = 10**9):
+        self.models, self.options = models, options
+        self.lookahead, self.history = lookahead, history
+        self.eyes = EyeAnimator(models.eyes, options.seed, options.blink_rate if options.blinks == "natural" else 0.0)
+        self.poses = _PoseStream(models, options, history)
+        self.emitted = 0  # frames made so far
+
+    def advance(self, features: FeatureSource, final: bool = False) -> MotionTracks | None:
+        """The motion of the frames that `features` now allows (all of them when `final`), or None."""
+        available = features.available
+        stop = available if final else available - self.lookahead
+        if stop <= self.emitted:
+            return None
+        start, m = self.emitted, self.models
+        first = max(features.oldest, start - self.history)
+        window = features.window(first, available)
+        rows = slice(start - first, stop - first)
+        speech = fitting.decode(m.face_model, m.expression(window)[rows])
+        energy = speech_energy(window)
+        upper = self.eyes.advance(pause_frames(window.vad)[rows], None if energy is None else energy[rows])
+        shapes = with_upper_face(speech, upper.reshape(len(speech), -1, 3), m.eyes.points, m.eyes.weights)
+        poses = self.poses.poses(window, first)
+        body = m.body.predict(poses.rotation, poses.translation, poses.scale)[rows]
+        poses = poses.take(rows)
+        self.emitted = stop
+        self.poses.forget_before(stop - self.history)
+        return MotionTracks(
+            # The coefficients closest to the shapes, for the record: the landmarks are the shapes themselves (the
+            # eye model's upper face need not lie in the span of the face model's components).
+            expression=fitting.encode(m.face_model, shapes - m.face_model.neutral).astype(np.float32),
+            rotation=poses.rotation.astype(np.float32),
+            translation=poses.translation.astype(np.float32),
+            scale=poses.scale.astype(np.float32),
+            body=body.astype(np.float32),
+            landmarks=poses.head_pose().to_image(shapes).astype(np.float32),
+            vad=window.vad[rows],
+            size=m.tracks.size,
+        )
