@@ -334,3 +334,18 @@ def test_the_pages_live_mode_streams_the_microphone_and_shows_frames_and_latency
         browser.close()
     assert size == [64, 64] and "latency" in status and "frames" in status
     assert 0 < latency < 10
+
+
+def test_a_live_stream_that_falls_behind_drops_frames_but_keeps_every_index_in_step(first_run):
+    from amg.config import LiveConfig
+    from amg.live import LiveSession, chunks_in_real_time, run_live
+
+    layout, name, _, _, duration = first_run
+    speech = load_audio(layout.audio_source("male_gap"))
+    frames = []
+    session = LiveSession(layout, name, frames.append, MotionOptions(pose="static"), LiveConfig(max_latency_s=0.005))
+    run_live(session, chunks_in_real_time(speech, 80, real_time=False))  # each chunk "spoken" as it is pushed
+    assert [f.index for f in frames] == list(range(round(duration * 25)))
+    dropped = [i for i, f in enumerate(frames) if f.dropped]
+    assert 0 < len(dropped) == session.dropped < len(frames)
+    assert all(np.array_equal(frames[i].image, frames[i - 1].image) for i in dropped if i > 0)  # the image before
