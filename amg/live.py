@@ -135,27 +135,27 @@ class LiveSession:
             dynamic = self.frames.inputs(end, final)
             self.seconds["inputs"] += time.monotonic() - started
             sounds = [self._frame_audio(i) for i in range(start, end)]
-            arrival = self._arrival(start)
-            self.pending.append(self.worker.submit(self._generate, start, dynamic, sounds, arrival))
+            arrivals = [self._arrival(i) for i in range(start, end)]  # here: the generator's thread reads no state
+            self.pending.append(self.worker.submit(self._generate, start, dynamic, sounds, arrivals))
         self._forget(self.frames.done)
 
-    def _generate(self, start: int, dynamic, sounds: list[np.ndarray], arrival: float) -> None:
+    def _generate(self, start: int, dynamic, sounds: list[np.ndarray], arrivals: list[float]) -> None:
         """In the generator's thread: frames start, ... of `dynamic`; when even the first would be late, only the
         last one (the others repeat the image before, counted as dropped)."""
         started = time.monotonic()
-        late = started - arrival > self.cfg.max_latency_s and len(dynamic) > 1
+        late = started - arrivals[0] > self.cfg.max_latency_s and len(dynamic) > 1
         first_made = start + len(dynamic) - 1 if late else start
         images = list(to_uint8(self.generator.generate(dynamic[first_made - start :])))
         now = time.monotonic()
         self.seconds["generator"] += now - started
-        for offset, sound in enumerate(sounds):
+        for offset, (sound, arrival) in enumerate(zip(sounds, arrivals)):
             index = start + offset
             dropped = index < first_made
             if not dropped:
                 self.last_image = images[index - first_made]
             self.dropped += dropped
             image = images[0] if self.last_image is None else self.last_image
-            self.on_frame(LiveFrame(index, image, sound, dropped, now - self._arrival(index)))
+            self.on_frame(LiveFrame(index, image, sound, dropped, now - arrival))
 
     def _frame_audio(self, index: int) -> np.ndarray:
         audio = np.zeros(FRAME_HOP, np.float32)
@@ -164,12 +164,11 @@ class LiveSession:
         return audio
 
     def _forget(self, frame: int) -> None:
-        """Drop the audio of frames whose inputs are made, and arrival times no frame to come needs."""
+        """Drop the audio and arrival times of frames whose inputs are made."""
         drop = frame * FRAME_HOP - self.audio_start
         if drop > 0:
             self.audio, self.audio_start = self.audio[drop:], frame * FRAME_HOP
-        oldest = max(frame - 4 * self.cfg.chunk, 0) * FRAME_HOP  # frames still in the generator's queue
-        while len(self.arrivals) > 1 and self.arrivals[1][0] <= oldest:
+        while len(self.arrivals) > 1 and self.arrivals[1][0] <= frame * FRAME_HOP:
             self.arrivals.pop(0)
 
 

@@ -167,13 +167,14 @@ def embedding_gain(level_dbfs: float) -> float:
     return 10.0 ** ((REFERENCE_SPEECH_DBFS - level_dbfs) / 20.0)
 
 
-def mel_spread(mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and (floored) spread of the mel windows of speech frames."""
-    return mel.mean(axis=0), np.maximum(mel.std(axis=0), MIN_BAND_STD_DB)
+def spread(values: np.ndarray, min_std: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread (floored at `min_std`) of the rows of speech frames."""
+    return values.mean(axis=0), np.maximum(values.std(axis=0), min_std)
 
 
-def embedding_spread(embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return embedding.mean(axis=0), np.maximum(embedding.std(axis=0), MIN_EMBEDDING_STD)
+def speech_level_dbfs(mean_power: float) -> float:
+    """The speech level of a mean band power over speech frames."""
+    return float(_db(max(mean_power, 1e-20)))
 
 
 def utterance_stats(power: np.ndarray, speech: np.ndarray | None, cfg: AudioFeatureConfig) -> SpeechStats:
@@ -181,9 +182,10 @@ def utterance_stats(power: np.ndarray, speech: np.ndarray | None, cfg: AudioFeat
     embedding's are the reference ones until `compute_features` has the embeddings."""
     if speech is None:
         return reference_stats(cfg)
-    level = float(_db(max(frame_band_power(power)[speech].mean(), 1e-20)))
+    level = speech_level_dbfs(frame_band_power(power)[speech].mean())
     stats = reference_stats(cfg, level)
-    stats.mel_mean, stats.mel_std = mel_spread(log_mel(power, level, cfg)[np.repeat(speech, WINDOWS_PER_FRAME)])
+    speech_windows = log_mel(power, level, cfg)[np.repeat(speech, WINDOWS_PER_FRAME)]
+    stats.mel_mean, stats.mel_std = spread(speech_windows, MIN_BAND_STD_DB)
     return stats
 
 
@@ -253,7 +255,7 @@ def features_and_stats(
     if "embedding" in names:
         embedding = models.speech_embedding(samples, n_frames, FRAME_HOP, embedding_gain(stats.level_dbfs))
         if own and cfg.embedding_normalize and speech is not None:
-            stats.embedding_mean, stats.embedding_std = embedding_spread(embedding[speech])
+            stats.embedding_mean, stats.embedding_std = spread(embedding[speech], MIN_EMBEDDING_STD)
     return assemble_features(cfg, power, vad, embedding, stats), stats
 
 

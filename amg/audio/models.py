@@ -73,6 +73,15 @@ def _log_mel_for_embedding(audio_int16_units: np.ndarray) -> np.ndarray:
     return spec[0, 0] / 10.0 + 2.0
 
 
+def embedding_reach(frame_hop: int) -> tuple[int, int]:
+    """Samples an embedding window reaches before its video frame starts, and after (see speech_embedding)."""
+    # Mel frame j of the padded audio is centred on padded sample j*MEL_HOP + MEL_WINDOW/2; a window of
+    # EMBEDDING_WINDOW frames starting at j0 is centred half a window further, on the middle of its video frame.
+    window_centre = MEL_WINDOW // 2 + MEL_HOP * (EMBEDDING_WINDOW - 1) // 2
+    before = window_centre - frame_hop // 2
+    return before, (EMBEDDING_WINDOW - 1) * MEL_HOP + MEL_WINDOW - before
+
+
 def speech_embedding(samples: np.ndarray, n_frames: int, frame_hop: int, gain: float = 1.0) -> np.ndarray:
     """(n_frames, 96) speech embeddings, one per video frame, each window centred on its frame.
 
@@ -83,11 +92,8 @@ def speech_embedding(samples: np.ndarray, n_frames: int, frame_hop: int, gain: f
     step = frame_hop // MEL_HOP
     if step * MEL_HOP != frame_hop:
         raise ValueError(f"frame hop {frame_hop} is not a multiple of the mel hop {MEL_HOP}")
-    # Mel frame j of the padded audio is centred on padded sample j*MEL_HOP + MEL_WINDOW/2; a window of
-    # EMBEDDING_WINDOW frames starting at j0 = i*step is centred half a window further. Pad so that this centre
-    # falls on the middle of video frame i.
-    window_centre = MEL_WINDOW // 2 + MEL_HOP * (EMBEDDING_WINDOW - 1) // 2
-    left_pad = window_centre - frame_hop // 2
+    # Padded so that the window starting at mel frame i*step is centred on the middle of video frame i.
+    left_pad = embedding_reach(frame_hop)[0]
     n_mel = (n_frames - 1) * step + EMBEDDING_WINDOW
     padded = np.zeros((n_mel - 1) * MEL_HOP + MEL_WINDOW, np.float32)
     used = samples[: len(padded) - left_pad]

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from amg.audio import models
+from amg.audio import models, spectral
 from amg.audio.features import (
     FRAME_HOP,
     MIN_BAND_STD_DB,
@@ -27,7 +27,6 @@ from amg.audio.features import (
     WINDOWS_PER_FRAME,
     AudioFeatures,
     SpeechStats,
-    _db,
     assemble_features,
     band_power,
     clean_samples,
@@ -36,6 +35,7 @@ from amg.audio.features import (
     log_mel,
     parse_blocks,
     reference_stats,
+    speech_level_dbfs,
 )
 from amg.config import AudioFeatureConfig
 
@@ -44,10 +44,9 @@ from amg.config import AudioFeatureConfig
 VAD_SPAN = models.VAD_CHUNK * (models.SAMPLE_RATE // models.VAD_RATE)
 RESAMPLE_MARGIN = 64
 # A frame's 10 ms windows end this many samples after the frame starts (the last window's centre + half a window).
-POWER_REACH = (WINDOWS_PER_FRAME - 1) * 160 + 80 + 200
-# An embedding window reaches this many samples before its frame starts and after (see models.speech_embedding).
-EMBEDDING_LEFT = 5936
-EMBEDDING_RIGHT = 6576
+POWER_REACH = (WINDOWS_PER_FRAME - 1) * spectral.HOP + spectral.HOP // 2 + spectral.WINDOW // 2
+# An embedding window reaches this many samples before its frame starts and after.
+EMBEDDING_LEFT, EMBEDDING_RIGHT = models.embedding_reach(FRAME_HOP)
 EMBEDDING_REACH_FRAMES = math.ceil(EMBEDDING_LEFT / FRAME_HOP)
 
 
@@ -102,7 +101,7 @@ class _RunningStats:
     def current(self) -> SpeechStats:
         if self.frames < MIN_SPEECH_FRAMES:
             return reference_stats(self.cfg)
-        stats = reference_stats(self.cfg, float(_db(max(self.power / self.frames, 1e-20))))
+        stats = reference_stats(self.cfg, speech_level_dbfs(self.power / self.frames))
         stats.mel_mean, stats.mel_std = _spread(self.mel, self.frames * WINDOWS_PER_FRAME, MIN_BAND_STD_DB)
         if self.cfg.embedding_normalize and self.embeddings >= MIN_SPEECH_FRAMES:
             stats.embedding_mean, stats.embedding_std = _spread(self.embedding, self.embeddings, MIN_EMBEDDING_STD)
@@ -211,7 +210,10 @@ class FeatureStream:
         if stop <= first:
             return
         power = band_power(
-            self.audio, (stop - first) * WINDOWS_PER_FRAME, self.cfg, (first * FRAME_HOP - self.audio_start) // 160
+            self.audio,
+            (stop - first) * WINDOWS_PER_FRAME,
+            self.cfg,
+            (first * FRAME_HOP - self.audio_start) // spectral.HOP,
         )
         chunks = self.vad_chunks.get(self.vad_chunks.base, self.vad_chunks.stop)
         frame_centres = np.arange(first, stop) * FRAME_HOP + FRAME_HOP / 2

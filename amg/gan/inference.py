@@ -130,11 +130,6 @@ class FrameStream:
         last frame, as at a file's end)."""
         return self.total if final else max(self.total - self.inputs_of.context, self.done)
 
-    def skip(self, stop: int) -> None:
-        """Make no inputs for frames [done, stop) (a stream that fell behind drops them)."""
-        self.done = stop
-        self._forget()
-
     def inputs(self, stop: int, final: bool = False) -> torch.Tensor:
         """(stop - done, Cd, H, W) the dynamic inputs of frames [done, stop), stop <= ready(final)."""
         if not self.done < stop <= self.ready(final):

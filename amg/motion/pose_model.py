@@ -124,12 +124,12 @@ def static_poses(tracks: Tracks, n_frames: int) -> PoseSequence:
     return median.take(np.zeros(n_frames, int))
 
 
-def replay_poses(tracks: Tracks, n_frames: int) -> PoseSequence:
-    """The avatar's own tracked motion; played backwards and forwards again when the audio is longer, so that
-    the loop has no jump."""
+def replay_poses(tracks: Tracks, n_frames: int, first: int = 0) -> PoseSequence:
+    """The avatar's own tracked motion for frames `first`, ...: played backwards and forwards again when the
+    audio is longer, so that the loop has no jump."""
     n = tracks.n_frames
     period = max(2 * n - 2, 1)
-    phase = np.arange(n_frames) % period
+    phase = np.arange(first, first + n_frames) % period
     return PoseSequence.from_tracks(tracks).take(np.where(phase < n, phase, period - phase))
 
 
@@ -143,13 +143,15 @@ def make_poses(
     seed: int = 0,
     temperature: float = 1.0,
     intensity: float = 1.0,
+    first: int = 0,
 ) -> PoseSequence:
     """Head poses for `n_frames` frames by `mode` (the CLI's --pose): "generate" (sampled from `model` for
-    `features`), "static" or "replay" (from the avatar's `tracks`; these ignore the other arguments)."""
+    `features`), "static" or "replay" (from the avatar's `tracks`, for frames `first`, ...; these ignore the
+    other arguments)."""
     if mode == "static":
         return static_poses(tracks, n_frames)
     if mode == "replay":
-        return replay_poses(tracks, n_frames)
+        return replay_poses(tracks, n_frames, first)
     if mode != "generate":
         raise AmgError(f"Unknown pose mode {mode!r}: use one of {', '.join(POSE_MODES)}.")
     if model is None or features is None:
@@ -246,6 +248,12 @@ def _start_history(start_pose: PoseSequence, stats: PoseStats, history: int) -> 
     return np.concatenate([np.repeat(z[:1], max(history - len(z), 0), axis=0), z[-history:]])
 
 
+def check_features(model: "Audio2PoseModel", features: AudioFeatures) -> None:
+    """Refuse features computed otherwise than the ones the model was trained on."""
+    if {k: (v.start, v.stop) for k, v in features.blocks.items()} != model.feature_blocks:
+        raise AmgError("Audio features were computed with another configuration than the pose model's.")
+
+
 def sample_poses(
     model: "Audio2PoseModel",
     features: AudioFeatures,
@@ -260,8 +268,7 @@ def sample_poses(
     deterministic and calmer); `intensity` scales the deviations from the avatar's mean pose; `start_pose`
     (its last frames) continues a previous sequence, else motion starts from the mean pose.
     """
-    if {k: (v.start, v.stop) for k, v in features.blocks.items()} != model.feature_blocks:
-        raise AmgError("Audio features were computed with another configuration than the pose model's.")
+    check_features(model, features)
     start = None if start_pose is None else _start_history(start_pose, model.stats, model.cfg.history)
     audio = audio_input(features, model.cfg.audio_blocks)
     with single_threaded():

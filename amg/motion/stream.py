@@ -29,9 +29,9 @@ from amg.motion.pose_model import (
     PoseSampler,
     PoseSequence,
     audio_input,
-    replay_poses,
+    check_features,
+    make_poses,
     smooth_poses,
-    static_poses,
 )
 from amg.motion.tracks import MotionTracks
 from amg.tracking import fitting
@@ -106,13 +106,12 @@ class _PoseStream:
     def poses(self, window: AudioFeatures, start: int) -> PoseSequence:
         """Poses of the frames of `window` (which starts at frame `start` and holds every frame sampled)."""
         stop = start + len(window)
-        if self.options.pose == "static":
-            return static_poses(self.models.tracks, len(window))
-        if self.options.pose == "replay":
-            return replay_poses(self.models.tracks, stop).take(slice(start, stop))
+        if self.sampler is None:  # a fixed mode
+            return make_poses(self.options.pose, self.models.tracks, len(window), first=start)
         pose = self.models.pose
         sampled = self.raw_start + len(self.raw)
         if stop > sampled:
+            check_features(pose, window)
             with torch.inference_mode():
                 codes = pose.net.encode_audio(torch.from_numpy(audio_input(window, pose.cfg.audio_blocks))[None])[0]
             with single_threaded():  # the frame loop is latency-bound

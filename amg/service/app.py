@@ -25,8 +25,10 @@ offline.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import os
 import time
@@ -379,9 +381,6 @@ def create_app(
 
 async def _stream_live(websocket: WebSocket, runner, avatar: str, options, settings: ServiceSettings) -> None:
     """One live stream: speech messages in, frames out as the session makes them (see the module docstring)."""
-    import asyncio
-    import json
-
     import cv2
     import numpy as np
 
