@@ -137,6 +137,10 @@ class LiveSession:
             sounds = [self._frame_audio(i) for i in range(start, end)]
             arrivals = [self._arrival(i) for i in range(start, end)]  # here: the generator's thread reads no state
             self.pending.append(self.worker.submit(self._generate, start, dynamic, sounds, arrivals))
+            # Speech pushed faster than it is spoken (a file, a client sending ahead) must not queue inputs
+            # without bound (6 MB a frame): wait for the generator beyond two queued chunks.
+            while len(self.pending) > 2:
+                self.pending.pop(0).result()
         self._forget(self.frames.done)
 
     def _generate(self, start: int, dynamic, sounds: list[np.ndarray], arrivals: list[float]) -> None:
