@@ -149,17 +149,38 @@ def _enhance_summary(m: dict) -> list[str]:
 # What `amg train --stage X` trains, and how each stage's report is summed up.
 TRAIN_CHOICES = {"all": ("motion", "gan"), "motion": ("motion",), "gan": ("gan",), "enhance": ("enhance",)}
 SUMMARIES = {"motion": _motion_summary, "gan": _gan_summary, "enhance": _enhance_summary}
+DATA_PARALLEL = ("gan", "enhance")  # the stages torchrun may train on several ranks
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from amg.distributed import init_distributed, shutdown_distributed
+
+    world = init_distributed()  # under torchrun (see amg.distributed); one rank otherwise
+    try:
+        _train(args, world)
+    finally:
+        shutdown_distributed()
+
+
+def _train(args: argparse.Namespace, world) -> None:
+    from amg.distributed import barrier
     from amg.pipeline import preprocess_avatar
     from amg.stages import train_stages
 
+    if world.distributed and args.stage not in DATA_PARALLEL:
+        raise AmgError(
+            f"torchrun trains --stage {' or '.join(DATA_PARALLEL)} on several ranks; the motion models are "
+            "small and train in one process: `amg train ... --stage motion` first."
+        )
     layout = _existing_layout(args.dataroot)
     cfg = _avatar_config(args, layout, args.video_name)
-    preprocess_avatar(layout, args.video_name)
+    if world.main:
+        preprocess_avatar(layout, args.video_name)
+    barrier()
     wanted = TRAIN_CHOICES[args.stage]
     reports = train_stages(layout, args.video_name, cfg, lambda s: s.name in wanted, args.force, args.max_minutes)
+    if not world.main:
+        return
     for name, report in reports.items():
         for line in SUMMARIES[name](report):
             print(line)
@@ -272,7 +293,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from amg.service.app import ServiceSettings, serve
 
     settings = ServiceSettings(max_upload_mb=args.max_upload_mb, max_audio_s=args.max_audio_s, workers=args.workers)
-    serve(args.dataroot, args.host, args.port, settings)
+    serve(args.dataroot, args.host, args.port, settings, args.ray)
+
+
+def cmd_batch(args: argparse.Namespace) -> None:
+    from amg.service.batch import batch_runner, read_manifest, render_manifest
+
+    layout = _existing_layout(args.dataroot)
+    rows = read_manifest(Path(args.manifest))
+    done, skipped = render_manifest(layout, rows, args.workers, batch_runner(layout, args.workers, args.ray))
+    print(f"Rendered {done}, already there {skipped}, of {len(rows)} in {args.manifest}.")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -416,7 +446,24 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument("--workers", type=int, default=1, help="jobs run at once")
     service.add_argument("--max-upload-mb", type=float, default=50.0, help="largest speech upload")
     service.add_argument("--max-audio-s", type=float, default=600.0, help="longest speech a job may render")
+    service.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run jobs on Ray actors (--workers of them): a local Ray, or the cluster at ADDRESS ('auto': this "
+        "machine's); DATAROOT must be at the same path on every node",
+    )
     service.set_defaults(func=cmd_serve)
+
+    batch = sub.add_parser("batch", help="render every (speech, avatar) row of a CSV manifest; resumable")
+    batch.add_argument("dataroot")
+    batch.add_argument(
+        "manifest", help="CSV with columns audio,avatar (names in DATAROOT) and optionally seed,blinks,blink_rate,pose"
+    )
+    batch.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="on Ray actors, as `amg serve --ray`")
+    batch.add_argument("--workers", type=int, default=1, help="renders at once (Ray actors with --ray)")
+    batch.set_defaults(func=cmd_batch)
 
     sample = sub.add_parser("sample", help="put the sample media shipped with the installed packages in DATAROOT")
     sample.add_argument("dataroot")

@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from amg.config import config_from_dict, model_fields
+from amg.distributed import any_rank, average_gradients, mean_over_ranks, world
 from amg.errors import AmgError, DamagedFileError
 from amg.fsutil import atomic_path
 from amg.layout import damaged_file
@@ -51,7 +52,8 @@ def single_threaded() -> Iterator[None]:
 
 
 def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The GPU when there is one (a rank's own GPU under torchrun), else the CPU."""
+    return torch.device("cuda", world().local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def seed_everything(seed: int) -> None:
@@ -92,18 +94,24 @@ def adversarial_update(
     not into their weights) and the `generator` optimizer steps on it. Returns the second value."""
     optimizer["discriminator"].zero_grad(set_to_none=True)
     d_loss.backward()
-    optimizer["discriminator"].step()
+    _step(optimizer["discriminator"])
     for net in discriminators:
         net.requires_grad_(False)
     try:
         g_loss, result = generator_loss()
         optimizer[generator].zero_grad(set_to_none=True)
         g_loss.backward()
-        optimizer[generator].step()
+        _step(optimizer[generator])
     finally:
         for net in discriminators:
             net.requires_grad_(True)
     return result
+
+
+def _step(optimizer: torch.optim.Optimizer) -> None:
+    """An optimizer step on the gradients averaged over the ranks (amg.distributed; one rank: as they are)."""
+    average_gradients(p for group in optimizer.param_groups for p in group["params"])
+    optimizer.step()
 
 
 def save_sample_grid(path: Path, grid: np.ndarray) -> None:
@@ -227,10 +235,15 @@ def run_training(
     total_steps, eval_every, save_every = config.steps, config.eval_every, config.save_every
     config_dict = dataclasses.asdict(config)
     start, metrics = _resume(path, model, optimizer, config)
-    writer = _tensorboard(log_dir)
+    # Under torchrun every rank trains; rank 0 alone evaluates and writes (amg.distributed).
+    main = world().main
+    writer = _tensorboard(log_dir) if main else None
+    eval_fn, images_fn = (eval_fn, images_fn) if main else (None, None)
     deadline = time.monotonic() + max_minutes * 60 if max_minutes else None
 
     def save(step: int, finished: bool) -> None:
+        if not main:
+            return
         save_checkpoint(
             path,
             model=model.state_dict(),
@@ -244,12 +257,13 @@ def run_training(
 
     step = start
     model.train()
-    with tqdm(total=total_steps, initial=start, desc=desc, unit="step") as bar:
+    with tqdm(total=total_steps, initial=start, desc=desc, unit="step", disable=not main) as bar:
         while step < total_steps:
-            losses = step_fn(step)
+            losses = mean_over_ranks(step_fn(step))
             step += 1
             bar.update(1)
-            report(progress, step, total_steps)
+            if main:
+                report(progress, step, total_steps)
             bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
             _log_scalars(writer, "train", losses, step)
             if eval_fn is not None and (step % eval_every == 0 or step == total_steps):
@@ -263,7 +277,7 @@ def run_training(
                         _log_images(writer, images_fn(step), step)
             if step % save_every == 0 and step < total_steps:
                 save(step, finished=False)
-            if deadline is not None and time.monotonic() > deadline and step < total_steps:
+            if deadline is not None and any_rank(time.monotonic() > deadline) and step < total_steps:
                 log.warning("%s: time budget reached at step %d of %d; run again to continue.", desc, step, total_steps)
                 save(step, finished=False)
                 break

@@ -71,3 +71,49 @@ def tracked() -> tuple[np.ndarray, np.ndarray]:
         face_tracker.close()
         body_tracker.close()
     return landmarks, body
+
+
+# The fast preset, shrunk further: 64 px, a few dozen steps (the test checks plumbing, not beauty).
+TINY = {
+    "gan.size": 64,
+    "gan.n_levels": 4,
+    "gan.steps": 30,
+    "gan.eval_every": 30,
+    "gan.eval_frames": 4,
+    "gan.bank_size": 60,
+    "motion.expression.steps": 300,
+    "motion.pose.steps": 200,
+    "enhance.steps": 10,
+    "enhance.eval_every": 10,
+    "enhance.max_frames": 60,
+}
+
+
+def speech_after_silence(layout, name: str, source) -> float:
+    """2 s of silence, then 4 s of another speaker; returns the duration in seconds."""
+    from amg.media import load_audio, write_wav
+
+    speech = load_audio(source)[: 16000 * 4]
+    samples = np.concatenate([np.zeros(32000, np.float32), speech])
+    folder = layout.audio_dir(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_wav(folder / f"{name}.wav", samples, 16000)
+    return len(samples) / 16000
+
+
+@pytest.fixture(scope="session")
+def first_run(obama_avatar, tmp_path_factory):
+    """obama_avatar trained at TINY settings by `amg run` on 2 s of silence and 4 s of another voice ("male_gap");
+    (layout, avatar name, the video, the stages trained, the speech's duration)."""
+    from amg.config import AvatarConfig, MotionOptions, load_config, preset_overrides
+    from amg.layout import Layout
+    from amg.pipeline import run
+
+    preprocessed, name = obama_avatar
+    # Its own checkpoints beside the shared preprocessing: other modules train obama_avatar's motion otherwise.
+    layout = Layout(tmp_path_factory.mktemp("first_run"))
+    (layout.root / "input_data").symlink_to(preprocessed.root / "input_data")
+    duration = speech_after_silence(layout, "male_gap", require_shared("audio/librispeech_1320_male.mp3"))
+    cfg = load_config(AvatarConfig, None, preset_overrides("fast"), **TINY)
+    path, trained = run(layout, "male_gap", name, cfg, MotionOptions(pose="static"))
+    return layout, name, path, trained, duration

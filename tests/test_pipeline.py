@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,54 +14,18 @@ import numpy as np
 import pytest
 
 from amg.cli import main as amg_main
-from amg.config import AvatarConfig, MotionOptions, load_config, preset_overrides
-from amg.layout import Layout
-from amg.media import iter_frames, load_audio, probe_video, write_wav
+from amg.media import iter_frames, probe_video
 from amg.motion.tracks import MotionTracks
-from amg.pipeline import run
 from amg.tracking.boxes import mouth_boxes
 from amg.tracking.tracks import Tracks
 from amg.training import load_checkpoint
 
-from conftest import require_shared
+from conftest import TINY, speech_after_silence
 
 pytestmark = pytest.mark.slow  # real stages on real footage, seconds each: `pytest -m 'not slow'` skips them
 
-# The fast preset, shrunk further: 64 px, a few dozen steps (the test checks plumbing, not beauty).
-TINY = {
-    "gan.size": 64,
-    "gan.n_levels": 4,
-    "gan.steps": 30,
-    "gan.eval_every": 30,
-    "gan.eval_frames": 4,
-    "gan.bank_size": 60,
-    "motion.expression.steps": 300,
-    "motion.pose.steps": 200,
-    "enhance.steps": 10,
-    "enhance.eval_every": 10,
-    "enhance.max_frames": 60,
-}
 SILENCE = slice(5, 45)  # frames inside the leading 2 s of silence
 SPEECH = slice(60, 140)
-
-
-def _speech_after_silence(layout: Layout, name: str, source) -> float:
-    """2 s of silence, then 4 s of another speaker; returns the duration in seconds."""
-    speech = load_audio(source)[: 16000 * 4]
-    samples = np.concatenate([np.zeros(32000, np.float32), speech])
-    folder = layout.audio_dir(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_wav(folder / f"{name}.wav", samples, 16000)
-    return len(samples) / 16000
-
-
-@pytest.fixture(scope="module")
-def first_run(obama_avatar):
-    layout, name = obama_avatar
-    duration = _speech_after_silence(layout, "male_gap", require_shared("audio/librispeech_1320_male.mp3"))
-    cfg = load_config(AvatarConfig, None, preset_overrides("fast"), **TINY)
-    path, trained = run(layout, "male_gap", name, cfg, MotionOptions(pose="static"))
-    return layout, name, path, trained, duration
 
 
 def test_run_trains_the_missing_image_gan_and_writes_the_video(first_run):
@@ -93,7 +56,7 @@ def test_second_run_with_another_voice_trains_nothing(first_run, shared_media, c
     layout, name, _, _, _ = first_run
     checkpoint = layout.gan_checkpoint(name)
     before = checkpoint.stat().st_mtime_ns
-    _speech_after_silence(layout, "female_gap2", shared_media("audio/librispeech_3575_female.mp3"))
+    speech_after_silence(layout, "female_gap2", shared_media("audio/librispeech_3575_female.mp3"))
     args = ["run", str(layout.root), "female_gap2", name, "--preset", "fast", "--full-frame"]
     args += [f"--set={k}={v}" for k, v in TINY.items()]
     assert amg_main(args) == 0
@@ -222,130 +185,3 @@ def test_more_gan_steps_continue_the_finished_gan_and_touch_no_other_stage(first
     assert [path.read_bytes() for path in others] == before  # byte-identical
     assert amg_main(args[:-1] + ["--set=gan.steps=36"]) == 0  # the same schedule, given absolutely: nothing to do
     assert "Nothing to train" in capsys.readouterr().out
-
-
-def test_a_live_stream_draws_the_frames_of_the_offline_render(first_run, tmp_path):
-    """amg.live: the speech fed in 80-ms chunks gives as many frames as the file, each the sound's 40 ms, close
-    to the offline frames (the same code; what differs is the look-ahead and the features near the newest
-    frame); `amg live --input FILE --output FILE.mp4` records them with the sound, as long as the speech."""
-    from amg.audio.features import features_and_stats
-    from amg.config import LiveConfig, MotionConfig, read_saved_config
-    from amg.gan.inference import AvatarGenerator
-    from amg.live import LiveSession, chunks_in_real_time, run_live
-    from amg.motion.stage import predict_motion
-
-    layout, name, _, _, duration = first_run
-    options = MotionOptions(pose="static")
-    speech = load_audio(layout.audio_source("male_gap"))
-    generator = AvatarGenerator(layout, name)
-    offline = np.stack(list(generator.frames(predict_motion(layout, "male_gap", name, options))))
-    features_cfg = read_saved_config(MotionConfig, layout.motion_config(name)).features
-    stats = features_and_stats(speech, features_cfg)[1]
-    for lookahead in (16, 8):
-        frames = []
-        session = LiveSession(layout, name, frames.append, options, LiveConfig(lookahead=lookahead), generator, stats)
-        run_live(session, chunks_in_real_time(speech, 80, real_time=False))
-        assert [f.index for f in frames] == list(range(len(offline))) and session.dropped == 0
-        np.testing.assert_array_equal(np.concatenate([f.audio for f in frames])[: len(speech)], speech)
-        mse = ((np.stack([f.image for f in frames]).astype(float) - offline) ** 2).mean(axis=(1, 2, 3))
-        psnr = 10 * np.log10(255**2 / np.maximum(mse, 1e-10))
-        assert np.median(psnr) > 40 and psnr.min() > 25, (lookahead, np.median(psnr), psnr.min())
-    out = tmp_path / "live.mp4"
-    source = layout.audio_source("male_gap")
-    assert (
-        amg_main(["live", str(layout.root), name, "--input", str(source), "--output", str(out), "--pose", "static"])
-        == 0
-    )
-    info = probe_video(out)
-    assert abs(info.duration - duration) <= 2 / 25 and info.width == offline.shape[2]
-
-
-def test_the_live_websocket_streams_frames_with_their_sound_one_stream_per_worker(first_run):
-    from fastapi.testclient import TestClient
-
-    from amg.service.app import ServiceSettings, create_app
-
-    layout, name, _, _, duration = first_run
-    speech = load_audio(layout.audio_source("male_gap"))
-    pcm = (speech * 32767).astype("<i2").tobytes()
-    app = create_app(layout.root, ServiceSettings(workers=1, token="s3cret"), start_worker=False)
-    with TestClient(app) as client:
-        with client.websocket_connect(f"/api/live?avatar={name}") as refused:
-            assert refused.receive_json() == {
-                "type": "error",
-                "error": "This service needs its API token (?token=TOKEN).",
-            }
-        with client.websocket_connect(f"/api/live?avatar={name}&token=s3cret") as ws:
-            assert ws.receive_json() == {"type": "ready", "size": 64, "fps": 25, "sample_rate": 16000}
-            with client.websocket_connect(f"/api/live?avatar={name}&token=s3cret") as second:
-                assert "in use" in second.receive_json()["error"]
-            for i in range(0, len(pcm), 2560):  # 80 ms
-                ws.send_bytes(pcm[i : i + 2560])
-            ws.send_text("end")
-            frames, sound = [], []
-            while (message := ws.receive())["type"] == "websocket.send" and message.get("bytes"):
-                data = message["bytes"]
-                size = int.from_bytes(data[:4], "little")
-                head = json.loads(data[4 : 4 + size])
-                jpeg = np.frombuffer(data[4 + size : 4 + size + head["jpeg"]], np.uint8)
-                frames.append((head, cv2.imdecode(jpeg, cv2.IMREAD_COLOR)))
-                sound.append(np.frombuffer(data[4 + size + head["jpeg"] :], "<i2"))
-            assert json.loads(message["text"]) == {"type": "end", "frames": len(frames), "dropped": 0}
-    assert [h["index"] for h, _ in frames] == list(range(round(duration * 25)))
-    assert all(image.shape == (64, 64, 3) for _, image in frames)
-    assert all(0 < h["latency_s"] < 30 for h, _ in frames)
-    np.testing.assert_allclose(np.concatenate(sound)[: len(speech)] / 32767, speech, atol=2e-4)
-
-
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
-def test_the_pages_live_mode_streams_the_microphone_and_shows_frames_and_latency(first_run, tmp_path):
-    """Chromium with a WAV as its (fake) microphone: the page's Live mode sends it, draws the frames that come
-    back and reads out the latency."""
-    from playwright.sync_api import sync_playwright
-
-    from amg.service.app import ServiceSettings, create_app, running_server
-
-    layout, name, _, _, _ = first_run
-    microphone = tmp_path / "mic.wav"
-    write_wav(microphone, load_audio(layout.audio_source("male_gap")), 16000)
-    app = create_app(layout.root, ServiceSettings(), start_worker=False)
-    with running_server(app) as url, sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=shutil.which("chromium"),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={microphone}",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
-        )
-        page = browser.new_page()
-        page.goto(url)
-        page.wait_for_function(f"[...document.querySelector('#avatar').options].some(o => o.value === '{name}')")
-        page.select_option("#avatar", name)
-        page.click("#live")
-        page.wait_for_function("Number(document.querySelector('#live-view').dataset.frames || 0) >= 50", timeout=90_000)
-        status = page.inner_text("#live-status")
-        latency = float(page.eval_on_selector("#live-view", "c => c.dataset.latency"))
-        size = page.eval_on_selector("#live-view", "c => [c.width, c.height]")
-        page.click("#live")  # stop
-        browser.close()
-    assert size == [64, 64] and "latency" in status and "frames" in status
-    assert 0 < latency < 10
-
-
-def test_a_live_stream_that_falls_behind_drops_frames_but_keeps_every_index_in_step(first_run):
-    from amg.config import LiveConfig
-    from amg.live import LiveSession, chunks_in_real_time, run_live
-
-    layout, name, _, _, duration = first_run
-    speech = load_audio(layout.audio_source("male_gap"))
-    frames = []
-    session = LiveSession(layout, name, frames.append, MotionOptions(pose="static"), LiveConfig(max_latency_s=0.005))
-    run_live(session, chunks_in_real_time(speech, 80, real_time=False))  # each chunk "spoken" as it is pushed
-    assert [f.index for f in frames] == list(range(round(duration * 25)))
-    dropped = [i for i, f in enumerate(frames) if f.dropped]
-    assert 0 < len(dropped) == session.dropped < len(frames)
-    assert all(np.array_equal(frames[i].image, frames[i - 1].image) for i in dropped if i > 0)  # the image before

@@ -21,6 +21,7 @@ from amg.common.images import psnr, sharpness, ssim
 from amg.common.split import held_out_split
 from amg.common.tensors import to_tensor, to_uint8
 from amg.config import EnhanceConfig, GanConfig, read_saved_config, save_config
+from amg.distributed import world
 from amg.enhance.crop import crop_face, face_crop_boxes, refine_size
 from amg.enhance.networks import Refiner
 from amg.gan import losses
@@ -132,6 +133,7 @@ class EnhanceTrainer:
     def step(self, step: int) -> dict[str, float]:
         cfg, p, dev = self.cfg, self.pairs, self.device
         index = batch_rng(cfg.seed, step).integers(0, p.n_train, size=cfg.batch_size)
+        index = world().share(index)  # under torchrun, this rank's part of the batch (amg.distributed)
         source, real = to_tensor(p.inputs[index], dev), to_tensor(p.targets[index], dev)
         refined = self.nets["refiner"](source)
         d = self.nets["discriminator"]
@@ -191,7 +193,8 @@ def train_enhancer(layout: Layout, name: str, cfg: EnhanceConfig, max_minutes: f
         return {}
     seed_everything(cfg.seed)
     pairs = make_pairs(layout, name, cfg)
-    save_config(cfg, layout.enhance_config(name))
+    if world().main:  # under torchrun, rank 0 alone writes
+        save_config(cfg, layout.enhance_config(name))
     trainer = EnhanceTrainer(cfg, pairs, layout, name)
     logs = layout.logs_dir(name) / "enhance"
     extra = {"crop_size": pairs.size}

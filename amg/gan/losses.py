@@ -16,7 +16,11 @@ def mouth_weight_map(boxes: np.ndarray, size: int, extra: float) -> torch.Tensor
 
 
 def weighted_l1(fake: torch.Tensor, real: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    return ((fake - real).abs() * weights).sum() / (weights.sum() * fake.shape[1])
+    """The mean over images of each image's weighted mean absolute error. Normalised per image, not by the
+    batch's total weight: a mean over images is the same whether one process has the whole batch or each rank
+    of a data-parallel run a share of it (amg.distributed)."""
+    per_image = ((fake - real).abs() * weights).sum(dim=(1, 2, 3)) / (weights.sum(dim=(1, 2, 3)) * fake.shape[1])
+    return per_image.mean()
 
 
 def crop_resized(images: torch.Tensor, boxes: np.ndarray, side: int) -> torch.Tensor:

@@ -20,6 +20,7 @@ from torch import nn
 from amg.common.images import psnr, ssim
 from amg.common.tensors import to_uint8
 from amg.config import GanConfig, save_config
+from amg.distributed import world
 from amg.fsutil import write_text
 from amg.gan import losses
 from amg.gan.candidates import nearest_landmark_index
@@ -174,6 +175,7 @@ class GanTrainer:
         cfg, data = self.cfg, self.data
         rng = batch_rng(cfg.seed, step)
         starts = rng.integers(data.train.start, data.train.stop - cfg.clip_frames + 1, size=cfg.batch_clips)
+        starts = world().share(starts)  # under torchrun, this rank's part of the batch (amg.distributed)
         batch = clip_batch(data, self.inputs, starts, cfg.clip_frames, cfg.reference_exclusion)
         with self.autocast:
             fake, matte = self._generate(self.nets["generator"], batch.dynamic)
@@ -256,13 +258,16 @@ def train_gan(layout: Layout, name: str, cfg: GanConfig, max_minutes: float | No
     device = pick_device()
     data = load_gan_data(layout, name, cfg.size, cfg.holdout)
     references = make_references(data, layout, name, cfg.bank_size)
-    references.save(layout.gan_references(name))
-    save_config(cfg, layout.gan_config(name))
+    main = world().main  # under torchrun, rank 0 alone writes
+    if main:
+        references.save(layout.gan_references(name))
+        save_config(cfg, layout.gan_config(name))
     inputs = GeneratorInputs(references, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, device)
     trainer = GanTrainer(cfg, data, inputs, layout, name)
     extra = {"dynamic_channels": inputs.dynamic_channels, "static_channels": inputs.static_channels}
     logs, labels = layout.logs_dir(name) / "gan", ("Image GAN", "gan")
     metrics = run_trainer(trainer, layout.gan_checkpoint(name), cfg, logs, labels, extra=extra, max_minutes=max_minutes)
     report = {"video": name, "held_out_frames": len(trainer.held_out.index), "metrics": metrics}
-    write_text(layout.gan_report(name), json.dumps(report, indent=2))
+    if main:
+        write_text(layout.gan_report(name), json.dumps(report, indent=2))
     return report

@@ -463,9 +463,24 @@ def running_server(app: FastAPI, host: str = "127.0.0.1", log_level: str = "warn
         thread.join(30)
 
 
-def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8000, settings: ServiceSettings | None = None) -> None:
+def serve(
+    root: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: ServiceSettings | None = None,
+    ray_address: str | None = None,
+) -> None:
+    """Serve until interrupted; with `ray_address` ("" for a local Ray), jobs run on a Ray cluster's actors
+    (amg.service.fleet), `settings.workers` of them."""
     import uvicorn
 
-    if host not in ("127.0.0.1", "localhost", "::1") and not (settings or ServiceSettings()).token:
+    settings = settings or ServiceSettings()
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
         log.warning("Serving on %s without AMG_API_TOKEN: anyone who can reach this port can use the service.", host)
-    uvicorn.run(create_app(root, settings), host=host, port=port, log_level="info")
+    runner = None
+    if ray_address is not None:
+        from amg.config import AvatarConfig, RenderConfig
+        from amg.service.fleet import RayRunner
+
+        runner = RayRunner(Layout(root), AvatarConfig(), RenderConfig(), settings.workers, ray_address or None)
+    uvicorn.run(create_app(root, settings, runner), host=host, port=port, log_level="info")

@@ -7,6 +7,7 @@ store as the stages report it, and a job cancelled meanwhile is stopped at its n
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import shutil
@@ -64,6 +65,7 @@ class PipelineRunner:
         self.layout, self.avatar_cfg, self.render_cfg = layout, avatar_cfg, render_cfg
         self._generators: dict[str, tuple[float, object]] = {}
         self._lock = threading.Lock()
+        self.loads: collections.Counter[str] = collections.Counter()  # generators loaded, per avatar
 
     def _generator(self, avatar: str):
         from amg.gan.inference import AvatarGenerator
@@ -74,6 +76,7 @@ class PipelineRunner:
             if cached is None or cached[0] != stamp:  # a retrained avatar is loaded again
                 cached = (stamp, AvatarGenerator(self.layout, avatar, engine=self.render_cfg.engine))
                 self._generators[avatar] = cached
+                self.loads[avatar] += 1
             return cached[1]
 
     def render(self, job: Job) -> Path:
