@@ -301,7 +301,11 @@ def cmd_batch(args: argparse.Namespace) -> None:
 
     layout = _existing_layout(args.dataroot)
     rows = read_manifest(Path(args.manifest))
-    done, skipped = render_manifest(layout, rows, args.workers, batch_runner(layout, args.workers, args.ray))
+    runner = batch_runner(layout, args.workers, args.ray)
+    try:
+        done, skipped = render_manifest(layout, rows, args.workers, runner)
+    finally:
+        runner.close()
     print(f"Rendered {done}, already there {skipped}, of {len(rows)} in {args.manifest}.")
 
 

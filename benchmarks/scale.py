@@ -119,8 +119,7 @@ def fleet_throughput(layout: Layout, actors: int, jobs: int, cost: float) -> flo
     with ThreadPoolExecutor(actors) as pool:
         list(pool.map(lambda _: runner.render(_with_cost(render_job(row), cost)), range(jobs)))
     elapsed = time.perf_counter() - start
-    for actor in runner.pool.actors:
-        runner.ray.kill(actor)
+    runner.close()
     return jobs / elapsed
 
 
@@ -146,8 +145,7 @@ def real_renders(layout: Layout, actors: int, renders: int) -> float:
     start = time.perf_counter()
     render_manifest(layout, rows, actors, runner)
     elapsed = time.perf_counter() - start
-    for actor in runner.pool.actors:
-        runner.ray.kill(actor)
+    runner.close()
     return renders * 20 * 25 / elapsed  # frames per second
 
 

@@ -118,11 +118,12 @@ def test_six_jobs_over_two_avatars_run_on_ray_actors_that_keep_their_generators(
     assert len(loads) == 2 and all(n == 1 for actor in loads for n in actor.values())
     assert sum(len(actor) for actor in loads) <= 4  # each actor holds one or both avatars, each loaded once
     assert render_manifest(fleet, rows, workers=2, runner=runner) == (0, 6)  # resumable: what is there is kept
+    runner.close()
     fleeted = {(r.audio, r.avatar): _frames(fleet.generated_video(r.audio, r.avatar)) for r in rows}
-    for row in rows[:2]:  # the same renders in this process
+    for row in rows:  # the same renders in this process
         fleet.generated_video(row.audio, row.avatar).unlink()
-    assert render_manifest(fleet, rows[:2]) == (2, 0)
-    for row in rows[:2]:
+    assert render_manifest(fleet, rows) == (6, 0)
+    for row in rows:
         np.testing.assert_array_equal(
             _frames(fleet.generated_video(row.audio, row.avatar)), fleeted[row.audio, row.avatar]
         )
@@ -201,3 +202,28 @@ def _children(pid: int) -> list[int]:
             found.append(int(child))
             todo.append(int(child))
     return found
+
+
+def test_a_job_cancelled_on_ray_stops_its_actor_which_takes_the_next_job(fleet):
+    from fastapi.testclient import TestClient
+
+    from amg.service.app import ServiceSettings, create_app
+    from amg.service.fleet import RayRunner
+
+    runner = RayRunner(fleet, *_configs(), actors=1)
+    app = create_app(fleet.root, ServiceSettings(workers=1), runner=runner)
+    with TestClient(app) as client:
+        long = client.post("/api/jobs?avatar=b", content=(fleet.audio_dir("long") / "long.wav").read_bytes()).json()
+        deadline = time.monotonic() + 120
+        while client.get(f"/api/jobs/{long['id']}").json()["progress"] < 0.3:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert client.delete(f"/api/jobs/{long['id']}").status_code == 204
+        short = client.post("/api/jobs?avatar=b", content=(fleet.audio_dir("s0") / "s0.wav").read_bytes()).json()
+        while (status := client.get(f"/api/jobs/{short['id']}").json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert status["status"] == "done"
+        assert client.get(f"/api/jobs/{long['id']}").status_code == 404
+    assert not fleet.output_dir(f"job-{long['id']}", "b").exists()  # the cancelled job left no files
+    assert runner.pool.free == {0} and not runner.pool.running

@@ -53,6 +53,9 @@ class LightRunner:
             report("gan", step + 1, 5)
         make_trained(self.layout, job.avatar)
 
+    def close(self) -> None:
+        pass
+
 
 def make_trained(layout: Layout, name: str) -> None:
     """The files by which an avatar counts as trained (finished checkpoints)."""

@@ -156,6 +156,7 @@ def create_app(
         yield
         worker.stop()
         store.close()
+        runner.close()
 
     app = FastAPI(
         title="AMG",

@@ -138,6 +138,11 @@ class RayRunner:
         args = (str(layout.root.resolve()), asdict(avatar_cfg), asdict(render_cfg))
         self.pool = ActorPool([remote.remote(*args) for _ in range(actors)])
 
+    def close(self) -> None:
+        """End the actors (their cluster's CPUs are free for others)."""
+        for actor in self.pool.actors:
+            self.ray.kill(actor, no_restart=True)
+
     def render(self, job: Job) -> Path:
         return Path(self._run(job))
 

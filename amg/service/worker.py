@@ -57,6 +57,9 @@ class Runner(Protocol):
 
     def train(self, job: Job) -> None: ...
 
+    def close(self) -> None:
+        """Give back what the runner holds (loaded generators, a cluster's actors)."""
+
 
 class PipelineRunner:
     """Renders and trains with AMG's pipeline; keeps each avatar's generator loaded between jobs."""
@@ -86,6 +89,10 @@ class PipelineRunner:
         generator = self._generator(job.avatar)
         options = MotionOptions(**json.loads(job.options))
         return render(self.layout, job.audio, job.avatar, options, self.render_cfg, generator=generator)
+
+    def close(self) -> None:
+        with self._lock:
+            self._generators.clear()
 
     def live(self, avatar: str, on_frame, options):
         """A LiveSession of `avatar` (its generator shared with the render jobs)."""
