@@ -48,7 +48,7 @@ def read_manifest(path: Path) -> list[BatchRow]:
         rows = []
         for line, row in enumerate(reader, start=2):
             try:
-                options = {k: cast(row[k]) for k, cast in OPTION_COLUMNS.items() if (row.get(k) or "").strip()}
+                options = {k: _cell(row, k, cast) for k, cast in OPTION_COLUMNS.items() if (row.get(k) or "").strip()}
                 rows.append(
                     BatchRow(
                         line,
@@ -60,6 +60,13 @@ def read_manifest(path: Path) -> list[BatchRow]:
             except (ValueError, TypeError, AmgError) as exc:
                 raise AmgError(f"{path}, line {line}: {exc}") from None
     return rows
+
+
+def _cell(row: dict, column: str, cast: type):
+    try:
+        return cast(row[column].strip())
+    except ValueError:
+        raise AmgError(f"column {column}: {row[column]!r} is not {'a number' if cast is not str else 'text'}") from None
 
 
 def render_job(row: BatchRow) -> Job:
