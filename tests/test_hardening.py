@@ -249,3 +249,23 @@ def test_a_truncated_eye_model_is_a_damaged_file_error(tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(DamagedFileError, match="eyes.npz"):
         EyeModel.load(path)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        (None, "No manifest at"),
+        ("audio,avatr\n", "the header lacks the column(s) avatar."),
+        ("audio,avatar,seed\nspeech,jon,x\n", "line 2: column seed: 'x' is not a number"),
+        ("audio,avatar\n../up,jon\n", "line 2:"),
+        ("audio,avatar\nnone_here,jon\n", "No audio file for 'none_here'"),
+    ],
+)
+def test_a_bad_batch_manifest_is_one_line(layout, tmp_path, capsys, manifest, message):
+    layout.root.mkdir()
+    path = tmp_path / "renders.csv"
+    if manifest is not None:
+        path.write_text(manifest)
+    assert amg_main(["batch", str(layout.root), str(path)]) != 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
