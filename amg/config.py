@@ -55,6 +55,8 @@ class PreprocessConfig:
     # Background plate: temporal median over this many evenly spaced frames.
     background_samples: int = 120
     matte_threshold: float = 0.5
+    # Body points that follow the torso's own pixels (amg.tracking.torso) instead of the pose model's alone.
+    register_torso: bool = True
     preview: bool = True
 
     def __post_init__(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -15,8 +16,11 @@ from amg.config import PreprocessConfig
 from amg.errors import AmgError, MediaError, TrackingError
 from amg.layout import Layout
 from amg.media import iter_frames, load_audio, probe_video, write_video
-from amg.tracking import topology
-from amg.tracking.preprocess import preprocess
+from amg.render.warp import shoulder_similarity
+from amg.tracking import smoothing, topology
+from amg.tracking.capture import RawTracks
+from amg.tracking.preprocess import fit_tracks, preprocess
+from amg.tracking.torso import torso_mask
 from amg.tracking.tracks import Tracks
 
 from conftest import require_shared
@@ -99,6 +103,42 @@ def test_shoulders_are_tracked_below_the_face(processed):
     assert np.isfinite(shoulders).all()
     assert (shoulders[:, :, 1].mean(axis=1) > chin_y).mean() > 0.95
     assert np.all(shoulders[:, 0, 0] > shoulders[:, 1, 0])  # left shoulder is on the image's right
+
+
+def test_the_torso_is_registered_and_the_shoulders_follow_its_pixels(obama_avatar):
+    layout, name = obama_avatar
+    report = json.loads(layout.preprocess_report(name).read_text())
+    torso = report["torso"]
+    assert torso["registered"] and torso["correlation_median"] > 0.95
+    assert torso["failed_frames"] < 0.03 * report["frames"]  # a few implausible answers, kept out
+    raw, _ = RawTracks.load(layout.raw_tracks(name))
+    pose_only, _, _ = fit_tracks(raw, PreprocessConfig(register_torso=False))
+    tracks = Tracks.load(layout.tracks(name))
+    registered, detected = tracks.body[:, :2, :2], pose_only.body[:, :2, :2]
+    # Near the pose model's shoulders (it places them on average), and steady.
+    assert np.median(np.linalg.norm(registered - detected, axis=-1)) < 6.0
+    assert smoothing.jitter(registered) < 0.5
+    # What matters: the torso of a reference frame, moved by the shoulders' motion, lands on each frame's torso
+    # far better with the registered shoulders than with the pose model's.
+    frames = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in iter_frames(layout.frames_video(name))])
+    ref = torso["reference_frame"]
+    matte = next(itertools.islice(iter_frames(layout.matte_video(name)), ref, None))[..., 0]
+    mask = torso_mask(matte, tracks.landmarks[ref], 1.0) > 0
+    errors = {"registered": [], "pose model": []}
+    for t in range(0, len(frames), 25):
+        for label, body in (("registered", registered), ("pose model", detected)):
+            # Backward map: frame t's pixel reads the reference where the similarity of the shoulders sends it.
+            m = shoulder_similarity(body[t, [1, 0]], body[ref, [1, 0]])
+            moved = cv2.warpAffine(frames[ref], m, (256, 256), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            errors[label].append(np.abs(moved.astype(float) - frames[t])[mask].mean())
+    assert np.mean(errors["registered"]) < 0.7 * np.mean(errors["pose model"])
+
+
+def test_a_face_only_crop_keeps_the_pose_models_shoulders_and_says_why(processed):
+    _, _, report, tracks = processed
+    assert report["torso"] == {"registered": False, "reason": "too little torso in the crop"}
+    raw_body = fit_tracks(RawTracks.load(processed[0].raw_tracks(processed[1]))[0], PreprocessConfig())[0].body
+    np.testing.assert_array_equal(tracks.body, raw_body)
 
 
 def test_matte_background_and_preview(processed):

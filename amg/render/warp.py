@@ -6,9 +6,13 @@ A backward, piecewise-affine map over a triangulation of control points:
               tessellation leaves at the mouth and the eyes (so lips and lids stretch over the opening instead
               of leaving it to whatever triangle lies behind);
     outside   the face oval, points on the neck (between the lower jaw and each shoulder), the visible
-              shoulders and hips, and fixed points on the crop's border, Delaunay-triangulated per target frame
-              (the outside changes shape too much for a fixed topology to stay fold-free), so the whole crop
-              deforms smoothly and its border stays put.
+              shoulders and hips, points on the chest that move with the shoulders, and points on the crop's
+              border, Delaunay-triangulated per target frame (the outside changes shape too much for a fixed
+              topology to stay fold-free), so the whole crop deforms smoothly and its border stays put.
+    torso     the chest points and the border below the shoulders read the source through the similarity that
+              takes the target's shoulders onto the source's: shirt, collar and tie move as one piece with the
+              torso instead of stretching between the jaw and a fixed border (on obama_clip2 they held most of
+              the generator's error).
 
 The target frame is rasterised once (which triangle covers each pixel centre, amg.render.rasterize, nearer face
 triangles on top); each source frame then needs only one 2x3 affine per triangle, gathered per pixel into a
@@ -41,6 +45,10 @@ N_FACE = topology.NUM_LANDMARKS  # mesh vertices; the refined iris points are le
 # Fractions along each jaw→shoulder segment where neck control points sit.
 _NECK_FRACTIONS = (1 / 3, 2 / 3)
 _BORDER_POINTS_PER_SIDE = 4
+# Chest control points as (along, down) in the shoulder frame: `along` from the right shoulder (0) to the left
+# (1), `down` below the shoulder line in shoulder widths.
+_CHEST_POINTS = np.array([(0.25, 0.0), (0.5, 0.0), (0.75, 0.0), (0.25, 0.3), (0.5, 0.3), (0.75, 0.3)])
+_N_BODY = 4
 # Inner-lip corners, and each eye's two canthi (outer, inner), where a hole's ring is split into two chains.
 _HOLE_CORNERS = {
     "mouth": (78, 308),
@@ -100,10 +108,29 @@ def border_points(size: int) -> np.ndarray:
     )
 
 
+def chest_points(body: np.ndarray) -> np.ndarray:
+    """The chest control points (len(_CHEST_POINTS), 2) of a body (4, 2|3), in its coordinates."""
+    right = body[RIGHT_SHOULDER, :2]
+    along = body[LEFT_SHOULDER, :2] - right
+    down = np.array([-along[1], along[0]])  # along turned by +90 degrees: image y grows downwards
+    if down[1] < 0:
+        down = -down
+    return right + _CHEST_POINTS[:, :1] * along + _CHEST_POINTS[:, 1:] * down
+
+
+def shoulder_similarity(target: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """The 2x3 similarity taking the target's two shoulder points (2, 2) onto the source's."""
+    t, s = target[:, 0] + 1j * target[:, 1], source[:, 0] + 1j * source[:, 1]
+    a = (s[1] - s[0]) / (t[1] - t[0]) if t[1] != t[0] else 1.0
+    b = s[0] - a * t[0]
+    return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]])
+
+
 def control_points(landmarks: np.ndarray, body: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """A frame's moving control points in OpenCV pixels of the output: the 468 mesh vertices, then per side
-    the neck points and the shoulder, then the hips; and which of the body-derived points are usable (finite,
-    visible), (P,) bool. `landmarks` (N, 2|3) and `body` (4, 2|3) are source-crop pixels."""
+    the neck points, then the 4 body points (shoulders, hips), then the chest points; and which of the
+    body-derived points are usable (finite, visible), (P,) bool. `landmarks` (N, 2|3) and `body` (4, 2|3)
+    are source-crop pixels."""
     face = landmarks[:N_FACE, :2].astype(np.float64)
     visible = visible_body_points(np.asarray(body, np.float64))
     torso = np.asarray(body, np.float64)[:, :2]
@@ -114,8 +141,17 @@ def control_points(landmarks: np.ndarray, body: np.ndarray, scale: float) -> tup
             usable.append(visible[shoulder])
     extra.extend(torso)
     usable.extend(visible)
+    shoulders = bool(visible[LEFT_SHOULDER] and visible[RIGHT_SHOULDER])
+    extra.extend(chest_points(torso) if shoulders else np.zeros((len(_CHEST_POINTS), 2)))
+    usable.extend([shoulders] * len(_CHEST_POINTS))
     points = np.concatenate([face, np.nan_to_num(np.array(extra))]) * scale - 0.5
     return points, np.concatenate([np.ones(N_FACE, bool), usable])
+
+
+def _shoulders(points: np.ndarray) -> np.ndarray:
+    """The (right, left) shoulder rows of control_points' output."""
+    first_body = N_FACE + 2 * len(_NECK_FRACTIONS)
+    return points[[first_body + RIGHT_SHOULDER, first_body + LEFT_SHOULDER]]
 
 
 class TargetMesh:
@@ -125,6 +161,15 @@ class TargetMesh:
         self.size, self.scale = size, size / source_size
         moving, self.usable = control_points(landmarks, body, self.scale)
         border = border_points(size)
+        self.torso_border = np.zeros(len(border), bool)
+        self.shoulders = _shoulders(moving)
+        chest = np.arange(len(moving) - len(_CHEST_POINTS), len(moving))
+        if self.usable[chest].all():
+            # Chest points under the face (a head bowed low) would fold the mesh: they are left out.
+            oval = moving[FACE_OVAL_RING].astype(np.float32)
+            inside = [cv2.pointPolygonTest(oval, tuple(map(float, p)), False) >= 0 for p in moving[chest]]
+            self.usable[chest] = ~np.array(inside)
+            self.torso_border = border[:, 1] > self.shoulders[:, 1].max()
         # The maps are computed from the same fixed-point corners the rasteriser sees, so the triangle that
         # covers a pixel and the affine that moves it agree.
         fixed = np.round(np.concatenate([moving, border]) * ONE).astype(np.int32)
@@ -170,8 +215,13 @@ class TargetMesh:
         affines = []
         for landmarks, body in sources:
             moving, usable = control_points(landmarks, body, self.scale)
+            source_border = border
+            if self.torso_border.any() and usable[-len(_CHEST_POINTS)]:
+                torso = shoulder_similarity(self.shoulders, _shoulders(moving))
+                moved = border @ torso[:, :2].T + torso[:, 2]
+                source_border = np.where(self.torso_border[:, None], moved, border)
             moving = np.where(usable[:, None], moving, self.points[:n_moving])
-            corners = np.concatenate([moving, border])[self.triangles]  # (F, 3, 2) source corners
+            corners = np.concatenate([moving, source_border])[self.triangles]  # (F, 3, 2) source corners
             affine = np.einsum("fci,fcj->fij", corners, self._barycentric)  # (F, 2, 3)
             # Index -1 (no triangle: only off the hull, which border points rule out) reads the pixel itself.
             affines.append(np.concatenate([affine.reshape(-1, 6), [[1, 0, 0, 0, 1, 0]]]).astype(np.float32))
@@ -184,9 +234,10 @@ class TargetMesh:
         return maps
 
 
-def remap(image: np.ndarray, backward_map: np.ndarray) -> np.ndarray:
-    """Sample `image` (H, W[, C], C <= 8 any dtype cv2 takes) at `backward_map` (H, W, 2), bilinear."""
-    out = cv2.remap(image, backward_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+def remap(image: np.ndarray, backward_map: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Sample `image` (H, W[, C], C <= 8 any dtype cv2 takes) at `backward_map` (H, W, 2), bilinear unless
+    `interpolation` says otherwise."""
+    out = cv2.remap(image, backward_map, None, interpolation, borderMode=cv2.BORDER_REPLICATE)
     return out.reshape(image.shape[:2] + image.shape[2:]) if out.ndim < image.ndim else out
 
 

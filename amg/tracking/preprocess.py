@@ -4,6 +4,7 @@
     capture  per frame: face mesh, body pose (every k-th frame), person matte; the cropped 25 fps video;
              the background plate from the pixels outside the matte on sampled frames
     fit      the avatar's neutral face, rigid head pose, PCA expression basis; gap filling and smoothing
+    torso    the torso registered to a reference frame (amg.tracking.torso): body points that follow it
     preview  tracking_preview.mp4
 
 Outputs live in `Layout.preprocess_dir(NAME)`, each written atomically. The expensive capture pass is cached
@@ -31,6 +32,7 @@ from amg.tracking import fitting, smoothing, topology
 from amg.tracking.capture import RawTracks, StageTimer, capture
 from amg.tracking.preview import draw_tracks
 from amg.tracking.scan import CropWindow, FaceScan, check_faces, crop_window, scan_faces
+from amg.tracking.torso import register_torso, torso_body
 from amg.tracking.tracks import Tracks
 
 log = logging.getLogger(__name__)
@@ -97,9 +99,10 @@ def preprocess(layout: Layout, name: str, cfg: PreprocessConfig, force: bool = F
 
     fit_start = time.perf_counter()
     tracks, model, fit_stats = fit_tracks(raw, cfg)
+    timer.seconds["fitting"] += time.perf_counter() - fit_start
+    torso = timer.call("torso", _register_body, layout, name, tracks, raw, cfg)
     tracks.save(layout.tracks(name))
     model.save(layout.face_model(name))
-    timer.seconds["fitting"] += time.perf_counter() - fit_start
 
     _write_png(layout.background(name), raw.background)
 
@@ -120,6 +123,7 @@ def preprocess(layout: Layout, name: str, cfg: PreprocessConfig, force: bool = F
         "interpolated_frames": int((~tracks.tracked).sum()),
         "background_inpainted_fraction": raw.background_holes,
         **fit_stats,
+        "torso": torso,
         "seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
         "wall_seconds": round(time.perf_counter() - started, 3),
     }
@@ -166,6 +170,22 @@ def fit_tracks(raw: RawTracks, cfg: PreprocessConfig) -> tuple[Tracks, fitting.E
         size=cfg.size,
     )
     return tracks, model, _fit_stats(tracks, raw_filled, reconstructed, pose, model, cfg)
+
+
+def _register_body(layout: Layout, name: str, tracks: Tracks, raw: RawTracks, cfg: PreprocessConfig) -> dict:
+    """Replace the tracks' body points by ones that follow the registered torso (when it can be registered)."""
+    if not cfg.register_torso:
+        return {"registered": False, "reason": "turned off (register_torso: false)"}
+    registration, stats = register_torso(
+        layout.frames_video(name),
+        layout.matte_video(name),
+        tracks.landmarks,
+        tracks.translation,
+        tracks.tracked,
+        cfg.size,
+    )
+    tracks.body, more = torso_body(tracks.body, raw.body, raw.body_found, registration, cfg.size)
+    return stats | more
 
 
 def _fit_stats(tracks, raw_filled, reconstructed, pose, model, cfg) -> dict:
@@ -286,7 +306,12 @@ def _cached_capture(layout: Layout, name: str, cfg: PreprocessConfig, force: boo
 
 def _outputs_exist(layout: Layout, name: str) -> bool:
     paths = [layout.tracks(name), layout.face_model(name), layout.background(name), layout.preprocess_report(name)]
-    return all(p.is_file() for p in paths)
+    if not all(p.is_file() for p in paths):
+        return False
+    try:  # tracks made before torso registration are fitted again (the capture pass is reused)
+        return "torso" in json.loads(layout.preprocess_report(name).read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
