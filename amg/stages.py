@@ -10,12 +10,15 @@ it holds out. Stage modules are imported when a stage is used: they load torch.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from amg.config import AvatarConfig, EnhanceConfig, GanConfig, MotionConfig, read_saved_config
 from amg.layout import Layout
+
+log = logging.getLogger(__name__)
 
 
 class Stage(Protocol):
@@ -189,6 +192,20 @@ def render_artifacts(layout: Layout, avatar: str) -> tuple[Path, ...]:
     return tuple(path for stage in STAGES if stage.required for path in stage.artifacts(layout, avatar))
 
 
+def trained_on_older_tracks(layout: Layout, avatar: str) -> list[str]:
+    """The trained stages whose files are older than the avatar's tracks."""
+    tracks = layout.tracks(avatar)
+    if not tracks.is_file():
+        return []
+    made = tracks.stat().st_mtime
+    return [
+        stage.name
+        for stage in STAGES
+        if stage.is_trained(layout, avatar)
+        and any(p.is_file() and p.stat().st_mtime < made for p in stage.artifacts(layout, avatar))
+    ]
+
+
 def train_stages(
     layout: Layout,
     avatar: str,
@@ -199,6 +216,14 @@ def train_stages(
 ) -> dict[str, dict]:
     """Train, in order, every `wanted` stage that `cfg` leaves something to train in (all of them with `force`);
     returns each trained stage's report by name."""
+    if not force and (outdated := trained_on_older_tracks(layout, avatar)):
+        log.warning(
+            "Avatar %r was preprocessed again after its %s models were trained (e.g. by a newer AMG): they keep "
+            "working, but retrain them with `amg train DATAROOT %s --force` to use the new tracks.",
+            avatar,
+            " and ".join(outdated),
+            avatar,
+        )
     reports = {}
     for stage in STAGES:
         section = stage_config(cfg, stage)

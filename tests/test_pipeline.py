@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import signal
 import subprocess
 import sys
@@ -65,6 +67,25 @@ def test_second_run_with_another_voice_trains_nothing(first_run, shared_media, c
     video = layout.generated_video("female_gap2", name)
     source = probe_video(layout.video_source(name))
     assert (probe_video(video).width, probe_video(video).height) == (source.width, source.height)
+
+
+def test_models_trained_before_the_avatar_was_preprocessed_again_are_named_in_a_warning(first_run, caplog):
+    from amg.config import AvatarConfig, load_config, preset_overrides
+    from amg.stages import train_stages, trained_on_older_tracks
+
+    layout, name, _, _, _ = first_run
+    assert trained_on_older_tracks(layout, name) == []
+    checkpoint = layout.gan_checkpoint(name)
+    saved = checkpoint.stat()
+    os.utime(checkpoint, (saved.st_atime, layout.tracks(name).stat().st_mtime - 60))
+    try:
+        assert trained_on_older_tracks(layout, name) == ["gan"]
+        cfg = load_config(AvatarConfig, None, preset_overrides("fast"), **TINY)
+        with caplog.at_level(logging.WARNING):
+            assert train_stages(layout, name, cfg, lambda stage: stage.required) == {}  # nothing to train
+        assert "preprocessed again after its gan models" in caplog.text and "--force" in caplog.text
+    finally:
+        os.utime(checkpoint, ns=(saved.st_atime_ns, saved.st_mtime_ns))
 
 
 def test_run_with_upscale_writes_the_refined_video_beside_the_plain_one(first_run):
