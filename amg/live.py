@@ -18,7 +18,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from amg.common.tensors import to_uint8
 from amg.config import FPS, LiveConfig, MotionOptions
 from amg.layout import Layout
 from amg.media import VideoWriter
+
+if TYPE_CHECKING:  # the generator loads torch: imported where used
+    from amg.gan.inference import PendingInputs
 
 
 @dataclass
@@ -79,7 +82,8 @@ class LiveSession:
         self.arrivals: list[tuple[int, float]] = []  # (samples received, when spoken), recent pushes
         self.last_image: np.ndarray | None = None
         self.dropped = 0
-        self.seconds = dict.fromkeys(("features", "motion", "inputs", "generator"), 0.0)  # compute per stage
+        # Compute per stage; "inputs" (conditioning, candidate choice) in this thread, the rest in the generator's.
+        self.seconds = dict.fromkeys(("features", "motion", "inputs", "warps", "generator"), 0.0)
 
     @property
     def size(self) -> int:
@@ -132,26 +136,33 @@ class LiveSession:
             start = self.frames.done
             end = min(start + self.cfg.chunk, stop)
             started = time.monotonic()
-            dynamic = self.frames.inputs(end, final)
+            prepared = self.frames.prepare(end, final)
             self.seconds["inputs"] += time.monotonic() - started
             sounds = [self._frame_audio(i) for i in range(start, end)]
             arrivals = [self._arrival(i) for i in range(start, end)]  # here: the generator's thread reads no state
-            self.pending.append(self.worker.submit(self._generate, start, dynamic, sounds, arrivals))
-            # Speech pushed faster than it is spoken (a file, a client sending ahead) must not queue inputs
-            # without bound (6 MB a frame): wait for the generator beyond two queued chunks.
+            self.pending.append(self.worker.submit(self._generate, prepared, sounds, arrivals))
+            # Speech pushed faster than it is spoken (a file, a client sending ahead) must not queue without
+            # bound: wait for the generator beyond two queued chunks.
             while len(self.pending) > 2:
                 self.pending.pop(0).result()
         self._forget(self.frames.done)
 
-    def _generate(self, start: int, dynamic, sounds: list[np.ndarray], arrivals: list[float]) -> None:
-        """In the generator's thread: frames start, ... of `dynamic`; when even the first would be late, only the
-        last one (the others repeat the image before, counted as dropped)."""
+    def _generate(self, prepared: PendingInputs, sounds: list[np.ndarray], arrivals: list[float]) -> None:
+        """In the generator's thread: the warps and frames of `prepared`; when even the first would be late, only
+        the last one (the others repeat the image before, counted as dropped). The candidates are resampled here
+        (the speech's thread made their maps): so the two threads share the work about evenly, and a dropped
+        frame is neither resampled nor generated."""
         started = time.monotonic()
-        late = started - arrivals[0] > self.cfg.max_latency_s and len(dynamic) > 1
-        first_made = start + len(dynamic) - 1 if late else start
-        images = list(to_uint8(self.generator.generate(dynamic[first_made - start :])))
+        start = prepared.start
+        late = started - arrivals[0] > self.cfg.max_latency_s and len(prepared) > 1
+        made = prepared.last() if late else prepared
+        first_made = made.start
+        dynamic = self.frames.build(made)
+        warped = time.monotonic()
+        self.seconds["warps"] += warped - started
+        images = list(to_uint8(self.generator.generate(dynamic)))
         now = time.monotonic()
-        self.seconds["generator"] += now - started
+        self.seconds["generator"] += now - warped
         for offset, (sound, arrival) in enumerate(zip(sounds, arrivals)):
             index = start + offset
             dropped = index < first_made

@@ -89,7 +89,7 @@ def ensure_avatar(layout: Layout, clip: str, gan: dict) -> None:
 def stage_speeds(layout: Layout, audio: str, video: str) -> dict:
     from amg.common.tensors import to_uint8
     from amg.enhance.inference import FaceEnhancer
-    from amg.gan.inference import AvatarGenerator
+    from amg.gan.inference import AvatarGenerator, FrameStream
     from amg.gan.networks import count_flops
     from amg.motion.stage import predict_motion
 
@@ -112,10 +112,14 @@ def stage_speeds(layout: Layout, audio: str, video: str) -> dict:
     picks = gen.inputs.candidates(stretch.landmarks, stretch.rotation, stretch.translation, stretch.scale)
     for start in range(0, n_image, chunk):
         span = slice(start, start + chunk)
-        gen.inputs.warped_candidates(stretch.landmarks[span], stretch.body[span], picks[span])
+        gen.inputs.warped_candidates(
+            gen.inputs.candidate_maps(stretch.landmarks[span], stretch.body[span], picks[span]), picks[span]
+        )
     n["candidate retrieval + mesh warp"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    inputs = list(gen._chunk_inputs(stretch, chunk))
+    stream = FrameStream(gen)  # the inputs exactly as a render builds them, chunk by chunk
+    stream.push(stretch)
+    inputs = [stream.inputs(min(start + chunk, n_image), final=True) for start in range(0, n_image, chunk)]
     n["conditioning + warp + generator inputs"] = time.perf_counter() - t0
     with torch.no_grad():
         t0 = time.perf_counter()

@@ -87,7 +87,7 @@ def clip_batch(
         picks = inputs.candidates(
             t.landmarks[index], t.rotation[index], t.translation[index], t.scale[index], index, exclusion
         )
-        dynamic.append(inputs.dynamic(cond, t.landmarks[index], t.body[index], picks))
+        dynamic.append(inputs.dynamic(cond, inputs.candidate_maps(t.landmarks[index], t.body[index], picks), picks))
         conditioning.append(to_tensor(cond[c : c + clip_frames], dev))
     index = (starts[:, None] + np.arange(clip_frames)).reshape(-1)
     return ClipBatch(

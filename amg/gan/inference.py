@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -105,6 +106,30 @@ class AvatarGenerator:
             yield from to_uint8(self.generate(dynamic))
 
 
+@dataclass
+class PendingInputs:
+    """Frames start, start + 1, ... whose conditioning (with its temporal context), candidates and warps' maps are
+    made: what is left is resampling the candidates (`FrameStream.build`)."""
+
+    start: int
+    conditioning: np.ndarray  # (n + 2 context, H, W, C)
+    maps: np.ndarray  # (n, K, H, W, 2) the backward maps of the candidates' warps
+    picks: np.ndarray  # (n, K) candidate bank entries
+
+    def __len__(self) -> int:
+        return len(self.picks)
+
+    def last(self) -> PendingInputs:
+        """The last frame alone (with its context)."""
+        context = len(self.conditioning) - len(self)  # 2 context
+        return PendingInputs(
+            self.start + len(self) - 1,
+            self.conditioning[-(context + 1) :],
+            self.maps[-1:],
+            self.picks[-1:],
+        )
+
+
 class FrameStream:
     """The generator's inputs for motion that arrives over time (a file's all at once): frame t can be made once
     the conditioning of t + context is known (its temporal context), and retrieval carries its last picks across
@@ -130,8 +155,10 @@ class FrameStream:
         last frame, as at a file's end)."""
         return self.total if final else max(self.total - self.inputs_of.context, self.done)
 
-    def inputs(self, stop: int, final: bool = False) -> torch.Tensor:
-        """(stop - done, Cd, H, W) the dynamic inputs of frames [done, stop), stop <= ready(final)."""
+    def prepare(self, stop: int, final: bool = False) -> PendingInputs:
+        """The first part of the inputs of frames [done, stop), stop <= ready(final): their conditioning, candidate
+        picks (each chunk's follow the last chunk's) and the warps' maps. `build` resamples the candidates and
+        makes the tensor, in any thread: the two parts cost about the same, so two threads can share them."""
         if not self.done < stop <= self.ready(final):
             raise ValueError(f"frames {self.done}-{stop} cannot be made yet (ready: {self.ready(final)})")
         inputs, m, start = self.inputs_of, self.motion, self.done
@@ -149,10 +176,19 @@ class FrameStream:
             self.previous,
         )
         self.previous = picks[-1]
-        dynamic = inputs.dynamic(conditioning, m.landmarks[span], m.body[span], picks)
         self.done = stop
+        maps = inputs.candidate_maps(m.landmarks[span], m.body[span], picks)
+        pending = PendingInputs(start, conditioning, maps, picks)
         self._forget()
-        return dynamic
+        return pending
+
+    def build(self, pending: PendingInputs) -> torch.Tensor:
+        """(n, Cd, H, W) the dynamic inputs of prepared frames."""
+        return self.inputs_of.dynamic(pending.conditioning, pending.maps, pending.picks)
+
+    def inputs(self, stop: int, final: bool = False) -> torch.Tensor:
+        """(stop - done, Cd, H, W) the dynamic inputs of frames [done, stop), stop <= ready(final)."""
+        return self.build(self.prepare(stop, final))
 
     def _forget(self) -> None:
         keep_from = max(self.done - self.inputs_of.context, self.base)

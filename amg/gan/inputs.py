@@ -52,7 +52,7 @@ class GeneratorInputs:
         self.size = refs.background.shape[0]
         self.device = torch.device(device)
         conditioning = self.render(refs.landmarks, refs.body)
-        self.bank_guides = np.concatenate([conditioning, refs.mattes[..., None]], axis=-1)
+        self.bank_conditioning = conditioning
         self.picker = CandidatePicker(refs.landmarks, refs.poses, refs.index, n_candidates, hysteresis)
         self.background = to_tensor(refs.background, device)[None]
         self.static = self.background
@@ -84,24 +84,36 @@ class GeneratorInputs:
         poses = head_pose_features(rotation, translation, scale)
         return self.picker.pick(landmarks, poses, frame_index, exclusion, previous)
 
-    def warped_candidates(self, landmarks: np.ndarray, body: np.ndarray, picks: np.ndarray) -> np.ndarray:
-        """(n, K, H, W, CANDIDATE_CHANNELS) uint8: each frame's candidates warped onto its landmarks."""
+    def candidate_maps(self, landmarks: np.ndarray, body: np.ndarray, picks: np.ndarray) -> np.ndarray:
+        """(n, K, H, W, 2) float32: the backward maps that warp each frame's candidates onto its landmarks."""
         refs = self.refs
-        out = np.empty((len(picks), picks.shape[1], self.size, self.size, CANDIDATE_CHANNELS), np.uint8)
+        maps = np.empty((len(picks), picks.shape[1], self.size, self.size, 2), np.float32)
         for t, chosen in enumerate(picks):
             mesh = TargetMesh(landmarks[t], body[t], self.size, refs.source_size)
-            for k, backward in enumerate(mesh.maps(list(zip(refs.landmarks[chosen], refs.body[chosen])))):
-                out[t, k, ..., :3] = remap(refs.frames[chosen[k]], backward, CANDIDATE_INTERPOLATION)
-                out[t, k, ..., 3:] = remap(self.bank_guides[chosen[k]], backward)
-        return out
+            maps[t] = mesh.maps(list(zip(refs.landmarks[chosen], refs.body[chosen])))
+        return maps
 
-    def dynamic(
-        self, conditioning: np.ndarray, landmarks: np.ndarray, body: np.ndarray, picks: np.ndarray
-    ) -> torch.Tensor:
-        """conditioning (n + 2c, H, W, C) for n consecutive frames with their context; landmarks (n, N, 3),
-        body (n, 4, 3) and candidate picks (n, K) of the n frames → (n, Cd, H, W)."""
+    def warped_candidates(self, maps: np.ndarray, picks: np.ndarray) -> np.ndarray:
+        """(n, K, CANDIDATE_CHANNELS, H, W) uint8, channels first: the candidates `picks` (n, K) resampled by
+        `maps`. Each plane group is resampled into a contiguous buffer (4 channels at most: OpenCV's fast path)
+        and moved channels-first once, in the one copy that joins them."""
+        size = (*picks.shape, self.size, self.size)
+        rgb, conditioning = np.empty((*size, 3), np.uint8), np.empty((*size, N_CHANNELS), np.uint8)
+        matte = np.empty(size, np.uint8)
+        refs = self.refs
+        for t, chosen in enumerate(picks):
+            for k, backward in enumerate(maps[t]):
+                remap(refs.frames[chosen[k]], backward, CANDIDATE_INTERPOLATION, out=rgb[t, k])
+                remap(self.bank_conditioning[chosen[k]], backward, out=conditioning[t, k])
+                remap(refs.mattes[chosen[k]], backward, out=matte[t, k])
+        planes = (np.moveaxis(rgb, -1, 2), np.moveaxis(conditioning, -1, 2), matte[:, :, None])
+        return np.concatenate(planes, axis=2)
+
+    def dynamic(self, conditioning: np.ndarray, maps: np.ndarray, picks: np.ndarray) -> torch.Tensor:
+        """conditioning (n + 2c, H, W, C) for n consecutive frames with their context; the candidates' maps
+        (n, K, H, W, 2) and picks (n, K) of the n frames → (n, Cd, H, W)."""
         n = len(picks)
-        warped = channels_first(self.warped_candidates(landmarks, body, picks)).reshape(n, -1, self.size, self.size)
+        warped = self.warped_candidates(maps, picks).reshape(n, -1, self.size, self.size)
         cond = channels_first(conditioning)  # each frame's conditioning moved once, used 2c + 1 times
         window = [cond[i : i + n] for i in range(2 * self.context + 1)]
         return to_tensor(np.concatenate([warped, *window], axis=1), self.device, layout_first=True)

@@ -104,9 +104,8 @@ def held_out_frames(data: GanData, inputs: GeneratorInputs, n: int) -> HeldOut:
     for i in index:  # each frame with its own temporal context
         frames = with_context(i, i + 1, inputs.context, t.n_frames)
         picks = inputs.candidates(t.landmarks[[i]], t.rotation[[i]], t.translation[[i]], t.scale[[i]])
-        dynamic.append(
-            inputs.dynamic(inputs.render(t.landmarks[frames], t.body[frames]), t.landmarks[[i]], t.body[[i]], picks)
-        )
+        maps = inputs.candidate_maps(t.landmarks[[i]], t.body[[i]], picks)
+        dynamic.append(inputs.dynamic(inputs.render(t.landmarks[frames], t.body[frames]), maps, picks))
     mouth = mouth_boxes(t.landmarks[index], t.size, data.size)
     real = data.frames[index]
     baseline = baseline_frames(data, index)
