@@ -66,9 +66,12 @@ def test_torchrun_trains_the_gan_on_two_ranks_as_one_process_does_and_resumes_on
         losses = _train_losses(roots[other].logs_dir(name) / "gan")
         for tag, values in one.items():
             steps = sorted(values)
-            np.testing.assert_allclose(
-                [losses[tag][s] for s in steps], [values[s] for s in steps], rtol=5e-4, atol=1e-6
-            )
+            # The all-reduce sums in another order, and adversarial steps amplify that rounding: the first 10 steps
+            # agree to 1e-4, the last ones to a few 1e-3 (4 bicubic candidates; 2.4e-5 with 3 bilinear ones). A
+            # wrong average (a rank's gradient counted twice, a missed bucket) is off by percents from step 2.
+            got, want = [losses[tag][s] for s in steps], [values[s] for s in steps]
+            np.testing.assert_allclose(got[:10], want[:10], rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(got, want, rtol=5e-3, atol=5e-5)
     state = load_checkpoint(roots["two"].gan_checkpoint(name))
     assert state["finished"] and state["step"] == 20
     tracks = Tracks.load(roots["two"].tracks(name))
