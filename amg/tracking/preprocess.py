@@ -100,7 +100,7 @@ def preprocess(layout: Layout, name: str, cfg: PreprocessConfig, force: bool = F
     fit_start = time.perf_counter()
     tracks, model, fit_stats = fit_tracks(raw, cfg)
     timer.seconds["fitting"] += time.perf_counter() - fit_start
-    torso = timer.call("torso", _register_body, layout, name, tracks, raw, cfg)
+    torso = timer.call("torso", register_body, layout, name, tracks, raw, cfg)
     tracks.save(layout.tracks(name))
     model.save(layout.face_model(name))
 
@@ -172,7 +172,7 @@ def fit_tracks(raw: RawTracks, cfg: PreprocessConfig) -> tuple[Tracks, fitting.E
     return tracks, model, _fit_stats(tracks, raw_filled, reconstructed, pose, model, cfg)
 
 
-def _register_body(layout: Layout, name: str, tracks: Tracks, raw: RawTracks, cfg: PreprocessConfig) -> dict:
+def register_body(layout: Layout, name: str, tracks: Tracks, raw: RawTracks, cfg: PreprocessConfig) -> dict:
     """Replace the tracks' body points by ones that follow the registered torso (when it can be registered)."""
     if not cfg.register_torso:
         return {"registered": False, "reason": "turned off (register_torso: false)"}
