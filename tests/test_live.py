@@ -141,3 +141,21 @@ def test_a_live_stream_that_falls_behind_drops_frames_but_keeps_every_index_in_s
     dropped = [i for i, f in enumerate(frames) if f.dropped]
     assert 0 < len(dropped) == session.dropped < len(frames)
     assert all(np.array_equal(frames[i].image, frames[i - 1].image) for i in dropped if i > 0)  # the image before
+
+
+def test_a_late_chunk_builds_only_its_last_frame_and_builds_it_as_the_whole_chunk_would(first_run):
+    """What a dropped chunk still makes, its last frame (PendingInputs.last), is that frame's input exactly."""
+    import torch
+
+    from amg.gan.inference import AvatarGenerator, FrameStream
+    from amg.motion.tracks import tracked_motion
+    from amg.tracking.tracks import Tracks
+
+    layout, name, _, _, _ = first_run
+    generator = AvatarGenerator(layout, name, engine="torch")
+    stream = FrameStream(generator)
+    stream.push(tracked_motion(Tracks.load(layout.tracks(name)), slice(0, 6)))
+    prepared = stream.prepare(6, final=True)
+    whole, last = stream.build(prepared), stream.build(prepared.last())
+    assert len(prepared) == 6 and prepared.last().start == 5 and last.shape[0] == 1
+    assert torch.equal(whole[-1:], last)
