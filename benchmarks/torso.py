@@ -12,30 +12,28 @@ quarter (collar, tie, shirt), with the pose model's shoulders and with the regis
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 
 from amg.common.images import psnr
 from amg.common.split import held_out_split
 from amg.config import PreprocessConfig, read_saved_config
-from amg.gan.candidates import nearest_landmark_index
+from amg.gan.data import GanData
+from amg.gan.train import baseline_frames
 from amg.layout import Layout
 from amg.media import iter_frames
-from amg.render.warp import warp_frames
 from amg.tracking.capture import RawTracks
 from amg.tracking.preprocess import fit_tracks, register_body
+from amg.tracking.tracks import Tracks
 
 
-def warp_baseline(frames: np.ndarray, landmarks: np.ndarray, body: np.ndarray, size: int, holdout: float) -> dict:
+def warp_baseline(tracks: Tracks, frames: np.ndarray, holdout: float) -> dict:
+    """The warp baseline of gan_report.json (amg.gan.train.baseline_frames) on every 2nd held-out frame."""
     train, val = held_out_split(len(frames), holdout)
+    data = GanData(tracks, frames, np.zeros(frames.shape[:3], np.uint8), train, val)  # mattes: unused
     test = np.arange(val.start, val.stop)[::2]
-    nearest = nearest_landmark_index(landmarks[train], landmarks[test]) + train.start
-    warped = np.stack(
-        [
-            warp_frames(frames[[j]], landmarks[[j]], body[[j]], landmarks[i], body[i], size)[0]
-            for i, j in zip(test, nearest)
-        ]
-    )
+    warped = baseline_frames(data, test)["warp"]
     error = ((warped.astype(float) - frames[test]) ** 2).mean(axis=-1)
     lowest = frames.shape[1] * 3 // 4
     return {"psnr": psnr(warped, frames[test]), "lowest_quarter_mse": float(error[:, lowest:].mean())}
@@ -59,8 +57,7 @@ def main() -> None:
         report = register_body(layout, clip, tracks, raw, cfg)
         frames = np.stack(list(iter_frames(layout.frames_video(clip))))[: tracks.n_frames]
         before, after = (
-            warp_baseline(frames, tracks.landmarks[: len(frames)], body[: len(frames)], tracks.size, args.holdout)
-            for body in (pose_model_body, tracks.body)
+            warp_baseline(replace(tracks, body=body), frames, args.holdout) for body in (pose_model_body, tracks.body)
         )
         print(
             f"{clip:18} {before['psnr']:16.2f} / {after['psnr']:.2f} dB"

@@ -51,8 +51,7 @@ class GeneratorInputs:
         self.n_candidates = n_candidates
         self.size = refs.background.shape[0]
         self.device = torch.device(device)
-        conditioning = self.render(refs.landmarks, refs.body)
-        self.bank_conditioning = conditioning
+        self.bank_conditioning = self.render(refs.landmarks, refs.body)
         self.picker = CandidatePicker(refs.landmarks, refs.poses, refs.index, n_candidates, hysteresis)
         self.background = to_tensor(refs.background, device)[None]
         self.static = self.background

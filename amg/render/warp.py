@@ -53,7 +53,6 @@ _CHEST_POINTS = np.array(
     [(0.25, 0.0), (0.5, 0.0), (0.75, 0.0), (0.25, 0.3), (0.5, 0.3), (0.75, 0.3)]
     + [(0.15, -0.12), (0.3, -0.12), (0.7, -0.12), (0.85, -0.12)]
 )
-_N_BODY = 4
 # Inner-lip corners, and each eye's two canthi (outer, inner), where a hole's ring is split into two chains.
 _HOLE_CORNERS = {
     "mouth": (78, 308),

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from amg.media import iter_frames, probe_video
+from amg.media import iter_frames, pick_frames, probe_video
 from amg.tracking import topology
 from amg.tracking.smoothing import smooth_series
 
@@ -173,14 +173,11 @@ def register_torso(
     side = min(crop_size, _REGISTRATION_SIDE)
     scale = side / crop_size
     ref = reference_frame(translation[:n], tracked[:n])
-    reference = matte = None
-    for i, (frame, matte_frame) in enumerate(zip(iter_frames(frames_video), iter_frames(matte_video))):
-        if i == ref:
-            reference, matte = _grey(frame, side), cv2.resize(matte_frame[..., 0], (side, side))
-            break
-    if reference is None:
+    frame, matte = (pick_frames(iter_frames(video), [ref]).get(ref) for video in (frames_video, matte_video))
+    if frame is None or matte is None:
         return None, {"registered": False, "reason": "the reference frame could not be decoded"}
-    mask = torso_mask(matte, landmarks[ref], scale)
+    reference = _grey(frame, side)
+    mask = torso_mask(cv2.resize(matte[..., 0], (side, side)), landmarks[ref], scale)
     rows = np.flatnonzero(mask.any(axis=1))
     if mask.mean() < _MIN_MASK_FRACTION or not len(rows) or rows[-1] - rows[0] < _MIN_MASK_HEIGHT * side:
         return None, {"registered": False, "reason": "too little torso in the crop"}
