@@ -18,6 +18,7 @@ from amg.config import (
 )
 from amg.media import load_audio, probe_video, write_wav
 from amg.motion.body import Head2Body
+from amg.motion.expression_model import LONG_SILENCE_FRAMES, gate_silence, silence_so_far
 from amg.motion.eyes import EyeModel, blink_statistics
 from amg.motion.pose_model import PoseSequence
 from amg.motion.stage import predict_motion, stale_motion_models, train_motion, write_motion_preview
@@ -80,6 +81,20 @@ def test_second_training_call_trains_nothing(trained, caplog):
     assert layout.audio2expression(name).stat().st_mtime_ns == before
 
 
+def test_the_silence_gate_leaves_pauses_to_the_network_and_rests_the_mouth_in_long_silences():
+    vad = np.ones(240, np.float32)
+    vad[50:70] = 0.05  # a 0.8-s pause
+    vad[100:200] = 0.05  # 4 s of silence
+    np.testing.assert_array_equal(silence_so_far(vad)[[49, 50, 69, 70, 199]], [0, 1, 20, 0, 100])
+    coeffs = np.random.default_rng(0).standard_normal((240, 5))
+    rest = np.full(5, 7.0)
+    gated = gate_silence(coeffs, vad, rest)
+    first_rest = 100 + LONG_SILENCE_FRAMES - 1  # the frame the silence has lasted LONG_SILENCE_FRAMES at
+    np.testing.assert_allclose(gated[: first_rest - 6], coeffs[: first_rest - 6], atol=1e-9)  # the pause too
+    np.testing.assert_allclose(gated[first_rest + 6 : 194], 7.0, atol=1e-9)  # rest, eased in over ±5 frames
+    np.testing.assert_allclose(gated[206:], coeffs[206:], atol=1e-9)  # speech again, eased out before it
+
+
 def _speech_with_silence(tmp_path, layout, shared_media) -> str:
     """LibriSpeech female speech, then 2 s of digital silence, then speech again."""
     speech = load_audio(shared_media("audio/librispeech_3575_female.mp3"))[: 16000 * 4]
@@ -97,10 +112,12 @@ def test_other_voice_drives_the_mouth_open_in_speech_and_closed_in_silence(train
     for array in (motion.expression, motion.rotation, motion.translation, motion.body, motion.landmarks):
         assert np.isfinite(array).all()
     opening = topology.mouth_opening(motion.landmarks)
-    speech, silence = np.r_[10:90, 160:240], np.r_[110:140]  # away from the transitions
-    assert opening[speech].std() > 3 * opening[silence].std()  # the mouth moves while she talks...
-    assert opening[silence].mean() < np.percentile(opening[speech], 40)  # ...and rests closed in the gap
-    assert np.abs(np.diff(opening[silence])).max() < 0.5  # still: no mumbling in silence
+    # Away from the transitions: speech; the gap's first second (a pause: the network's mouth); its rest.
+    speech, pause, rest = np.r_[10:90, 160:240], np.r_[108:120], np.r_[133:146]
+    assert opening[speech].std() > 3 * opening[rest].std()  # the mouth moves while she talks...
+    assert opening[rest].mean() < np.percentile(opening[speech], 40)  # ...and rests closed in a long silence
+    for still in (pause, rest):
+        assert np.abs(np.diff(opening[still])).max() < 0.5  # no mumbling in silence
     reloaded = MotionTracks.load(layout.motion_tracks(audio, name))
     np.testing.assert_array_equal(reloaded.expression, motion.expression)
 

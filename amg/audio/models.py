@@ -59,6 +59,8 @@ def _session(filename: str) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = _THREADS
     options.inter_op_num_threads = 1
+    # No busy-waiting between ops: in a live stream the generator's thread needs the other core meanwhile.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # onnxruntime warns about unused initialisers in these graphs
     return ort.InferenceSession(str(_model_path(filename)), sess_options=options, providers=["CPUExecutionProvider"])
 
