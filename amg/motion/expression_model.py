@@ -38,8 +38,8 @@ def gate_silence(coeffs: np.ndarray, vad: np.ndarray, rest: np.ndarray) -> np.nd
     """Blend towards the rest expression in long silences, with soft (smoothed) transitions.
 
     The network has seen few long silences in one avatar video; without the gate, silence or music can leave
-    the mouth half open or mumbling. A pause shorter than LONG_SILENCE_FRAMES keeps the network's mouth (the
-    gate closing every pause cost lip error and mouth-opening correlation on all four clips measured), a longer
+    the mouth half open or mumbling. A pause shorter than LONG_SILENCE_FRAMES keeps the network's mouth (closing
+    every pause cost mouth-opening correlation on all four clips measured, and lip error on three), a longer
     one eases shut over ±0.2 s from then on, and opens again as speech resumes.
     """
     resting = (silence_so_far(vad) >= LONG_SILENCE_FRAMES).astype(float)[:, None]
