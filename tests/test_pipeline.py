@@ -118,12 +118,13 @@ def test_a_render_stopped_by_a_signal_says_one_line_and_leaves_no_partial_file(f
     layout.generated_video("long_speech", name).unlink(missing_ok=True)  # the other signal's run may have made it
     args = ["run", str(layout.root), "long_speech", name, "--preset", "fast", "--pose", "static"]
     command = [sys.executable, "-m", "amg", *args, *(f"--set={k}={v}" for k, v in TINY.items())]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # A suite started in the background (`pytest &` in a script) inherits SIGINT ignored, and so would the render,
+    # which would then finish: the child gets the default disposition back, as in a terminal.
+    restore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=restore_sigint)
     seen = ""
     while "Rendering:" not in seen and process.poll() is None:
-        # Whatever the pipe holds, at once: reading a byte at a time, a busy test process lagged so far behind the
-        # progress bars (up to the pipe's 64 KiB) that the render was over when it saw it begin.
-        seen += os.read(process.stderr.fileno(), 1 << 16).decode(errors="replace")
+        seen += process.stderr.read(1)
     time.sleep(0.3)  # into the render (frames are being written), well before its 1500 frames at 64 px are done
     process.send_signal(sig)
     err = seen + process.stderr.read()
