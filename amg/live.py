@@ -82,7 +82,8 @@ class LiveSession:
         self.arrivals: list[tuple[int, float]] = []  # (samples received, when spoken), recent pushes
         self.last_image: np.ndarray | None = None
         self.dropped = 0
-        # Compute per stage; "inputs" (conditioning, candidate choice) in this thread, the rest in the generator's.
+        # Compute per stage: "inputs" (conditioning, candidate choice, the warps' maps) in this thread; "warps"
+        # (resampling the candidates by those maps) and "generator" in the generator's.
         self.seconds = dict.fromkeys(("features", "motion", "inputs", "warps", "generator"), 0.0)
 
     @property
