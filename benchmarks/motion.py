@@ -3,6 +3,7 @@
     python benchmarks/motion.py [--video obama_clip2] [--cross kristi_noem obama_clip1 hdtf_katie_hill_8s]
                                 [--blocks mel,embedding,vad,energy mel,vad,energy embedding,vad,energy]
                                 [--eyes obama_clip2 andrew_ng_clip1 kristi_noem] [--eyes-only]
+                                [--speeds-only] [--speed-videos obama_clip2 ...] [--speeds none 0.9,1.1 ...]
 
 For each audio-feature variant: trains Audio→Expression on the first 85% of the avatar video and reports,
 on the held-out tail, the lip landmark error (px at 256) and the mouth-opening correlation, next to the two
@@ -14,6 +15,8 @@ Eyes (--eyes): each avatar (motion models trained with the defaults, cached) say
 five seeds, then 30 s of silence: blink rate, blink duration and eye-opening quantiles against its own tracked
 training frames, blinks with --blinks off, how far the eye model moves the lips (it must not), and in silence
 the mouth opening, the blinks and the head motion against speech.
+Speed perturbation (--speeds-only): Audio→Expression trained on each clip with each set of training speeds
+("none": the speech as recorded), two seeds each: held-out lip error and mouth-opening correlation.
 Clips are linked, not copied, into a temporary DATAROOT under /tmp/amg-bench (kept, so re-runs skip
 preprocessing).
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -144,11 +148,38 @@ def eyes_section(layout: Layout, clips: list[str]) -> None:
     print()
 
 
+def speeds_section(layout: Layout, clips: list[str], variants: list[str], seeds: int = 2) -> None:
+    """Held-out lip error and opening correlation of Audio→Expression trained with each set of speeds."""
+    print("## Audio→Expression with speed perturbation (held-out tail = last 15%; mean of seeds 0-1)")
+    print("| clip | training speeds | lips px | opening r |\n|---|---|---|---|")
+    for clip in clips:
+        data = load_motion_data(layout, clip, MotionConfig().features)
+        for variant in variants:
+            speeds = () if variant == "none" else tuple(float(s) for s in variant.split(","))
+            runs = []
+            for seed in range(seeds):
+                path = ROOT / "a2e_speeds.pt"
+                path.unlink(missing_ok=True)
+                runs.append(
+                    train_audio2expression(
+                        data, replace(MotionConfig().expression, speeds=speeds, seed=seed), path, None
+                    )
+                )
+            lips, corr = (np.mean([r[key] for r in runs]) for key in ("lips_px", "opening_corr"))
+            print(f"| {clip} | {variant} | {lips:.3f} | {corr:.3f} |", flush=True)
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", default="obama_clip2")
     parser.add_argument("--eyes", nargs="*", default=["obama_clip2", "andrew_ng_clip1", "kristi_noem"])
     parser.add_argument("--eyes-only", action="store_true", help="only the eyes section")
+    parser.add_argument("--speeds-only", action="store_true", help="only the speed perturbation section")
+    parser.add_argument(
+        "--speed-videos", nargs="+", default=["obama_clip2", "andrew_ng_clip1", "kristi_noem", "cnn_anchor_71s"]
+    )
+    parser.add_argument("--speeds", nargs="+", default=["none", "0.9,1.1", "0.9,0.95,1.05,1.1"])
     parser.add_argument("--cross", nargs="*", default=["kristi_noem", "obama_clip1", "hdtf_katie_hill_8s"])
     parser.add_argument(
         "--blocks", nargs="+", default=["mel,embedding,vad,energy", "mel,vad,energy", "embedding,vad,energy"]
@@ -156,6 +187,11 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     layout = Layout(ROOT)
+    if args.speeds_only:
+        for clip in args.speed_videos:
+            prepare(layout, clip)
+        speeds_section(layout, args.speed_videos, args.speeds)
+        return
     for clip in [args.video, *args.cross, *args.eyes]:
         prepare(layout, clip)
     if args.eyes:

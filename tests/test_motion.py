@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from amg.audio.features import features_for_video
+from amg.audio.features import features_for_audio, features_for_video
 from amg.config import (
     Audio2ExpressionConfig,
     Audio2PoseConfig,
+    AudioFeatureConfig,
     EyesConfig,
     MotionConfig,
     MotionOptions,
@@ -18,10 +20,13 @@ from amg.config import (
 )
 from amg.media import load_audio, probe_video, write_wav
 from amg.motion.body import Head2Body
+from amg.motion.data import window_starts
+from amg.motion.expression import speed_perturbed
 from amg.motion.expression_model import LONG_SILENCE_FRAMES, gate_silence, silence_so_far
 from amg.motion.eyes import EyeModel, blink_statistics
 from amg.motion.pose_model import PoseSequence
 from amg.motion.stage import predict_motion, stale_motion_models, train_motion, write_motion_preview
+from amg.motion.stream import RECORDING_STEP, MotionModels, MotionStream, RecordedFeatures, recorded_motion
 from amg.motion.tracks import MotionTracks
 from amg.stages import saved_stage_config
 from amg.tracking import topology
@@ -93,6 +98,49 @@ def test_the_silence_gate_leaves_pauses_to_the_network_and_rests_the_mouth_in_lo
     np.testing.assert_allclose(gated[: first_rest - 6], coeffs[: first_rest - 6], atol=1e-9)  # the pause too
     np.testing.assert_allclose(gated[first_rest + 6 : 194], 7.0, atol=1e-9)  # rest, eased in over ±5 frames
     np.testing.assert_allclose(gated[206:], coeffs[206:], atol=1e-9)  # speech again, eased out before it
+
+
+def test_training_windows_lie_inside_their_spans_in_proportion_to_their_room():
+    spans = [slice(0, 100), slice(500, 800), slice(900, 960)]  # room for 37, 237 and 0 windows of 64
+    starts = window_starts(np.random.default_rng(0), 20000, 64, spans)
+    inside = [(s.start <= starts) & (starts + 64 <= s.stop) for s in spans]
+    assert np.logical_or.reduce(inside).all()
+    assert inside[2].sum() == 0
+    assert inside[0].mean() == pytest.approx(37 / 274, abs=0.01)
+    one = window_starts(np.random.default_rng(0), 50, 64, slice(10, 200))
+    np.testing.assert_array_equal(one, np.random.default_rng(0).integers(10, 137, size=50))  # as before spans
+
+
+def test_speed_perturbation_retimes_the_expressions_to_the_resampled_speech():
+    n = 100  # 4 s
+    t = np.arange(n * 640) / 16000
+    audio = (0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+    ramp = np.stack([np.arange(n, dtype=np.float32), np.full(n, 2.0, np.float32)], axis=1)
+    data = SimpleNamespace(audio=audio, tracks=SimpleNamespace(expression=ramp), feature_cfg=AudioFeatureConfig())
+    for speed in (0.9, 1.1):
+        features, coeffs = speed_perturbed(data, slice(20, 80), speed)
+        assert len(features) == len(coeffs) == int(60 / speed)  # 60 frames of speech, played at `speed`
+        np.testing.assert_allclose(coeffs[:, 0], np.minimum(20 + np.arange(len(coeffs)) * speed, 79), atol=1e-4)
+        np.testing.assert_allclose(coeffs[:, 1], 2.0)
+
+
+def test_a_recording_made_in_windows_moves_as_in_one_step(trained):
+    layout, name, _ = trained
+    link_shared(layout, "audio", "other60", "audio/musetalk_eng_60s.wav")
+    options = MotionOptions(seed=2)
+    models = MotionModels.load(layout, name, options.pose)
+    features = features_for_audio(layout, "other60", models.cfg.features)
+    assert len(features) > 2 * RECORDING_STEP
+    whole = MotionStream(models, options).advance(RecordedFeatures(features), final=True)
+    parts = list(recorded_motion(models, options, features))
+    assert [p.n_frames for p in parts[:-1]] == [RECORDING_STEP - 32] + [RECORDING_STEP] * (len(parts) - 2)
+    windowed = MotionTracks.concatenate(parts)
+    assert windowed.n_frames == whole.n_frames == len(features)
+    # Head motion, body and blinks are sampled and smoothed exactly alike; the lip-sync network's normalisation
+    # spans its input, so the face differs by a few hundredths of a pixel.
+    for field in ("rotation", "translation", "scale", "body"):
+        np.testing.assert_allclose(getattr(windowed, field), getattr(whole, field), atol=1e-3)
+    assert np.abs(windowed.landmarks - whole.landmarks).max() < 0.2
 
 
 def _speech_with_silence(tmp_path, layout, shared_media) -> str:

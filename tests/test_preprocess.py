@@ -159,6 +159,12 @@ def test_rerun_skips_cached_work_and_force_redoes_it(processed, caplog):
         preprocess(layout, name, PreprocessConfig())
     assert "already preprocessed" in caplog.text
     assert os.stat(layout.tracks(name)).st_mtime_ns == before
+    # The preview is no part of the tracks: without it nothing is redone, and asked for again it is only drawn.
+    preprocess(layout, name, PreprocessConfig(preview=False))
+    layout.tracking_preview(name).unlink()
+    preprocess(layout, name, PreprocessConfig())
+    assert os.stat(layout.tracks(name)).st_mtime_ns == before
+    assert probe_video(layout.tracking_preview(name)).n_frames() == Tracks.load(layout.tracks(name)).n_frames
     # A smoothing-only change refits from the cached capture pass instead of re-tracking.
     capture_time = os.stat(layout.raw_tracks(name)).st_mtime_ns
     preprocess(layout, name, PreprocessConfig(smooth_window=9, preview=False))

@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
-from amg.audio.features import AudioFeatures, features_for_video
+from amg.audio.features import SAMPLE_RATE, AudioFeatures, features_for_video
 from amg.common.split import held_out_split
 from amg.config import AudioFeatureConfig
 from amg.errors import AmgError
 from amg.layout import Layout
+from amg.media import load_audio
 from amg.tracking.fitting import ExpressionModel
 from amg.tracking.tracks import Tracks
 
 
 @dataclass
 class MotionData:
-    """One avatar video, every array with T rows (25 fps)."""
+    """One avatar video, every array with T rows (25 fps), and the speech they were computed from."""
 
     features: AudioFeatures
     tracks: Tracks
     face_model: ExpressionModel
+    feature_cfg: AudioFeatureConfig
+    audio: np.ndarray  # 16 kHz mono
 
     @property
     def n_frames(self) -> int:
@@ -38,15 +42,25 @@ def load_motion_data(layout: Layout, video_name: str, feature_cfg: AudioFeatureC
         raise AmgError(f"Video {video_name!r} is not preprocessed yet: run `amg preprocess` on it first.")
     tracks = Tracks.load(tracks_path)
     features = features_for_video(layout, video_name, feature_cfg, tracks.n_frames)
-    return MotionData(features, tracks, ExpressionModel.load(layout.face_model(video_name)))
+    audio = load_audio(layout.audio_wav(video_name), SAMPLE_RATE)
+    return MotionData(features, tracks, ExpressionModel.load(layout.face_model(video_name)), feature_cfg, audio)
 
 
-def window_starts(rng: np.random.Generator, n: int, length: int, span: slice) -> np.ndarray:
-    """`n` random start frames of windows of `length` frames lying inside `span`."""
-    last = span.stop - length
-    if last < span.start:
-        raise AmgError(f"Too little training video: need at least {length} frames, have {span.stop - span.start}.")
-    return rng.integers(span.start, last + 1, size=n)
+def window_starts(rng: np.random.Generator, n: int, length: int, spans: slice | Sequence[slice]) -> np.ndarray:
+    """`n` random start frames of windows of `length` frames, each lying inside one of `spans` (a window is as
+    likely to start at any frame that leaves room for it)."""
+    spans = [spans] if isinstance(spans, slice) else list(spans)
+    room = np.array([max(span.stop - length - span.start + 1, 0) for span in spans])
+    if room[0] <= 0:
+        first = spans[0]
+        raise AmgError(f"Too little training video: need at least {length} frames, have {first.stop - first.start}.")
+    if len(spans) == 1:
+        return rng.integers(spans[0].start, spans[0].start + room[0], size=n)
+    offsets = rng.integers(0, room.sum(), size=n)  # a frame of all the spans' starting room, then its span
+    which = np.searchsorted(np.cumsum(room), offsets, side="right")
+    return (
+        np.array([span.start for span in spans])[which] + offsets - np.concatenate([[0], np.cumsum(room)[:-1]])[which]
+    )
 
 
 def gather_windows(array: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Audio→Expression (lip-sync), training and evaluation: a temporal conv net from audio features to the avatar's
 expression coefficients (the model at inference: amg.motion.expression_model).
 
-Trained on the avatar's own video (its speech ↔ its tracked expressions). Losses, all in pixels at 256:
+Trained on the avatar's own video (its speech ↔ its tracked expressions), and on its training speech played
+faster and slower with the expressions re-timed to match (speed perturbation). Losses, all in pixels at 256:
 the whole face shape (MSE, through the orthonormal PCA basis), the lip landmarks (mean distance) and the lip
 landmarks' velocity (so predictions do not jitter). Validation on the video's held-out tail reports the lip
 landmark error and the correlation of the mouth opening, against two baselines.
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.signal import resample_poly
 
-from amg.audio.features import AudioFeatures
+from amg.audio.features import FRAME_HOP, AudioFeatures, compute_features
 from amg.config import Audio2ExpressionConfig
 from amg.motion.data import MotionData, gather_windows, window_starts
 from amg.motion.expression_model import SILENCE_VAD, build_network
@@ -71,21 +73,49 @@ def expression_losses(pred: torch.Tensor, target: torch.Tensor, t: ExpressionTar
     return {"loss": total, "shape_mse_px2": shape_mse, "lips_px": lips, "lip_velocity_px": velocity}
 
 
+def speed_perturbed(data: MotionData, frames: slice, speed: float) -> tuple[np.ndarray, np.ndarray]:
+    """The features and expressions of `frames` as if spoken `speed` times as fast: the speech resampled (tempo
+    and pitch change together, as in speech recognition's speed perturbation) and the expressions re-timed to
+    it by linear interpolation. Another voice saying the same words at another pace, for free."""
+    up, down = 100, round(100 * speed)
+    samples = resample_poly(data.audio[frames.start * FRAME_HOP : frames.stop * FRAME_HOP], up, down)
+    n_frames = len(samples) // FRAME_HOP
+    features = compute_features(samples.astype(np.float32), data.feature_cfg, n_frames)
+    source = np.minimum(np.arange(n_frames) * speed, frames.stop - frames.start - 1)  # in frames of `frames`
+    coeffs = data.tracks.expression[frames]
+    before = np.floor(source).astype(int)
+    after = np.minimum(before + 1, len(coeffs) - 1)
+    weight = (source - before)[:, None]
+    return features.values, ((1 - weight) * coeffs[before] + weight * coeffs[after]).astype(np.float32)
+
+
+def training_sequences(data: MotionData, train: slice, speeds: tuple[float, ...]) -> tuple[np.ndarray, ...]:
+    """Features and expressions of the whole video followed by the training part at each of `speeds`, and the
+    spans (slices of those rows) that training windows are drawn from: the training part, then each copy."""
+    features, coeffs, spans = [data.features.values], [data.tracks.expression], [train]
+    for speed in speeds:
+        f, c = speed_perturbed(data, train, speed)
+        start = sum(len(x) for x in features)
+        features.append(f)
+        coeffs.append(c)
+        spans.append(slice(start, start + len(f)))
+    return np.concatenate(features).astype(np.float32), np.concatenate(coeffs).astype(np.float32), spans
+
+
 def train_audio2expression(data: MotionData, cfg: Audio2ExpressionConfig, path: Path, log_dir: Path | None) -> dict:
     """Train (or resume) the lip-sync network on `data` and save it to `path`; return validation metrics."""
     seed_everything(cfg.seed)
     device = pick_device()
     train, val = data.split(cfg.holdout)
-    features = data.features.values
-    coeffs = data.tracks.expression
+    features, coeffs, spans = training_sequences(data, train, cfg.speeds)
     targets = ExpressionTargets.from_data(data, train)
     net = build_network(cfg, features.shape[1], coeffs.shape[1]).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    feats_t, coeffs_t = torch.tensor(features), torch.tensor(coeffs)
+    feats_t, coeffs_t = torch.from_numpy(features), torch.from_numpy(coeffs)
 
     def step_fn(step: int) -> dict[str, float]:
         rng = batch_rng(cfg.seed, step)
-        starts = window_starts(rng, cfg.batch_size, cfg.window, train)
+        starts = window_starts(rng, cfg.batch_size, cfg.window, spans)
         x = gather_windows(feats_t, torch.from_numpy(starts), cfg.window)
         y = gather_windows(coeffs_t, torch.from_numpy(starts), cfg.window)
         # Feature noise: the driving voice will never sound exactly like the avatar's own.

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from amg.audio.features import features_for_audio
 from amg.concurrency import prefetch
@@ -24,8 +25,9 @@ from amg.motion.expression import (
     train_audio2expression,
 )
 from amg.motion.eyes import EyeModel, blink_statistics
-from amg.motion.stream import MotionModels, MotionStream, RecordedFeatures
+from amg.motion.stream import MotionModels, recorded_motion
 from amg.motion.tracks import MotionTracks
+from amg.progress import report
 from amg.tracking import fitting, topology
 from amg.tracking.preview import draw_tracks
 from amg.training import checkpoint_done, is_finished, load_checkpoint
@@ -145,7 +147,13 @@ def predict_motion(
         raise untrained_motion_error(layout, video_name)
     models = MotionModels.load(layout, video_name, options.pose)
     features = features_for_audio(layout, audio_name, models.cfg.features)
-    motion = MotionStream(models, options).advance(RecordedFeatures(features), final=True)
+    parts = []
+    with tqdm(total=len(features), desc="Motion", unit="frame") as bar:
+        for part in recorded_motion(models, options, features):
+            parts.append(part)
+            bar.update(part.n_frames)
+            report("motion", bar.n, len(features))
+    motion = MotionTracks.concatenate(parts)
     motion.save(layout.motion_tracks(audio_name, video_name))
     return motion
 

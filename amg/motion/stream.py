@@ -1,19 +1,19 @@
 """Stage 3 at inference, for a file and a live stream alike: audio features → the avatar's motion, frame by frame.
 
-A file is one step over all its frames (`predict_motion`); a live stream steps as its features arrive
-(amg.live), `lookahead` frames behind the newest. Each step recomputes the deterministic parts (lip sync, the
-silence gate, the pose smoothing and the body) over a window of the last `history` frames and the look-ahead,
-with the same functions as the file, and advances the stochastic ones (blinks, gaze, head motion) by exactly the
-new frames, so that one seed draws the same numbers either way. What differs in a stream is only what it cannot
-have yet: the lip-sync network sees `lookahead` frames of the future (a file: up to ±16), the head motion's
-audio context and the smoothing ends are cut there, and the audio features near the newest frame are
-provisional (amg.audio.stream).
+A file steps through its frames in windows (`recorded_motion`, for `predict_motion`); a live stream steps as
+its features arrive (amg.live), `lookahead` frames behind the newest. Each step recomputes the deterministic
+parts (lip sync, the silence gate, the pose smoothing and the body) over a window of the last `history` frames
+and the look-ahead, with the same functions as the file, and advances the stochastic ones (blinks, gaze, head
+motion) by exactly the new frames, so that one seed draws the same numbers either way. What differs in a stream
+is only what it cannot have yet: the lip-sync network sees `lookahead` frames of the future (a file: up to ±16),
+the head motion's audio context and the smoothing ends are cut there, and the audio features near the newest
+frame are provisional (amg.audio.stream).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ class FeatureSource(Protocol):
 
 
 class RecordedFeatures:
-    """A whole recording's features as a FeatureSource."""
+    """A whole recording's features as a FeatureSource; `available` may be lowered to step through it."""
 
     def __init__(self, features: AudioFeatures):
         self.features = features
@@ -88,6 +88,16 @@ class MotionModels:
         )
 
 
+# A recording's motion is made RECORDING_STEP frames (20 s) at a time, so its memory does not grow with the
+# speech's length. Each step's window reaches RECORDING_HISTORY frames back and RECORDING_LOOKAHEAD ahead: past
+# every network's context and every smoothing (the lip sync's ±16 frames and silence gate, the head pose's audio
+# context and smoothing, the body's), so the windows move as one step over the whole recording would, but for
+# the lip-sync network's normalisation, which spans its input (the face differs by hundredths of a pixel).
+RECORDING_STEP = 500
+RECORDING_HISTORY = 48
+RECORDING_LOOKAHEAD = 32
+
+
 class _PoseStream:
     """Head poses for a stream of frames: sampled once per frame (as far as the features go), smoothed and
     turned into poses over a window."""
@@ -103,11 +113,11 @@ class _PoseStream:
         self.raw = np.zeros((0, 6), np.float32)  # standardised, unsmoothed poses of frames raw_start ...
         self.raw_start = 0
 
-    def poses(self, window: AudioFeatures, start: int) -> PoseSequence:
-        """Poses of the frames of `window` (which starts at frame `start` and holds every frame sampled)."""
-        stop = start + len(window)
+    def poses(self, window: AudioFeatures, start: int, stop: int) -> PoseSequence:
+        """Poses of frames [start, stop), sampled as far as `stop` (`window` starts at frame `start`, reaches at
+        least `stop`, and holds every frame sampled)."""
         if self.sampler is None:  # a fixed mode
-            return make_poses(self.options.pose, self.models.tracks, len(window), first=start)
+            return make_poses(self.options.pose, self.models.tracks, stop - start, first=start)
         pose = self.models.pose
         sampled = self.raw_start + len(self.raw)
         if stop > sampled:
@@ -115,7 +125,7 @@ class _PoseStream:
             with torch.inference_mode():
                 codes = pose.net.encode_audio(torch.from_numpy(audio_input(window, pose.cfg.audio_blocks))[None])[0]
             with single_threaded():  # the frame loop is latency-bound
-                new = self.sampler.step(codes[sampled - start :])[:, 0]
+                new = self.sampler.step(codes[sampled - start : stop - start])[:, 0]
             self.raw = np.concatenate([self.raw, new])
         z = smooth_poses(self.raw[start - self.raw_start : stop - self.raw_start], pose.cfg)
         # Zero in standardised units is the avatar's mean pose: scaling z scales the deviations from it.
@@ -136,7 +146,20 @@ class MotionStream:
         self.lookahead, self.history = lookahead, history
         self.eyes = EyeAnimator(models.eyes, options.seed, options.blink_rate if options.blinks == "natural" else 0.0)
         self.poses = _PoseStream(models, options, history)
+        self.pose_margin = self._pose_margin(models, lookahead)
         self.emitted = 0  # frames made so far
+
+    @staticmethod
+    def _pose_margin(models: MotionModels, lookahead: int) -> int:
+        """Frames short of the newest that head poses are sampled up to. A pose is sampled once its audio context
+        is complete when the look-ahead leaves room for that and for the smoothings after it (a recording stepped
+        in windows then moves exactly as in one step); a live stream's short look-ahead samples up to the newest
+        frame, its audio context cut there."""
+        if models.pose is None:
+            return 0
+        context = models.pose.cfg.audio_context
+        smoothing = models.pose.cfg.smooth_window // 2 + models.body.cfg.smooth_window // 2
+        return context if lookahead >= context + smoothing else 0
 
     def advance(self, features: FeatureSource, final: bool = False) -> MotionTracks | None:
         """The motion of the frames that `features` now allows (all of them when `final`), or None."""
@@ -152,7 +175,7 @@ class MotionStream:
         energy = speech_energy(window)
         upper = self.eyes.advance(pause_frames(window.vad)[rows], None if energy is None else energy[rows])
         shapes = with_upper_face(speech, upper.reshape(len(speech), -1, 3), m.eyes.points, m.eyes.weights)
-        poses = self.poses.poses(window, first)
+        poses = self.poses.poses(window, first, available if final else available - self.pose_margin)
         body = m.body.predict(poses.rotation, poses.translation, poses.scale)[rows]
         poses = poses.take(rows)
         self.emitted = stop
@@ -169,3 +192,14 @@ class MotionStream:
             vad=window.vad[rows],
             size=m.tracks.size,
         )
+
+
+def recorded_motion(models: MotionModels, options: MotionOptions, features: AudioFeatures) -> Iterator[MotionTracks]:
+    """A whole recording's motion, RECORDING_STEP frames at a time (see there)."""
+    stream = MotionStream(models, options, RECORDING_LOOKAHEAD, RECORDING_HISTORY)
+    source = RecordedFeatures(features)
+    for available in range(RECORDING_STEP, len(features) + RECORDING_STEP, RECORDING_STEP):
+        source.available = min(available, len(features))
+        motion = stream.advance(source, final=source.available == len(features))
+        if motion is not None:
+            yield motion

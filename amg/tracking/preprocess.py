@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import cv2
@@ -61,11 +61,11 @@ CAPTURE_OPTIONS = (
 def preprocess(layout: Layout, name: str, cfg: PreprocessConfig, force: bool = False) -> dict:
     """Run stage 1 for video `name` (skipping cached work unless `force`); return the report."""
     report_path = layout.preprocess_report(name)
-    if (
-        not force
-        and read_saved_config(PreprocessConfig, layout.preprocess_config(name)) == cfg
-        and _outputs_exist(layout, name)
-    ):
+    saved = read_saved_config(PreprocessConfig, layout.preprocess_config(name))
+    # The tracking preview is a picture of the tracks, not part of them: asking for it (or not) again redoes nothing.
+    if not force and saved is not None and replace(saved, preview=cfg.preview) == cfg and _outputs_exist(layout, name):
+        if cfg.preview and not layout.tracking_preview(name).is_file():
+            write_preview(layout, name, Tracks.load(layout.tracks(name)), cfg)
         log.info("Video %r is already preprocessed with this config (use --force to redo it).", name)
         return json.loads(report_path.read_text())
 
