@@ -320,10 +320,6 @@ def same_model(saved: dict[str, Any] | None, config: Any) -> bool:
     """Whether a checkpoint's saved config dict has the model fields of `config` (see amg.config.model_fields)."""
     if not isinstance(saved, dict):
         return False
-    if set(model_fields(config)) - set(saved):
-        # A field added after the checkpoint was made: its weights were not made the way the field's default
-        # makes them now (new training data, say), so they are trained again rather than described wrongly.
-        return False
     try:
         return model_fields(config_from_dict(type(config), saved)) == model_fields(config)
     except AmgError:  # a field that no longer exists, or a value the config refuses now

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from amg.audio.features import features_for_audio, features_for_video
+from amg.audio.features import compute_features, features_for_audio, features_for_video
 from amg.config import (
     Audio2ExpressionConfig,
     Audio2PoseConfig,
@@ -21,7 +21,7 @@ from amg.config import (
 from amg.media import load_audio, probe_video, write_wav
 from amg.motion.body import Head2Body
 from amg.motion.data import window_starts
-from amg.motion.expression import speed_perturbed
+from amg.motion.expression import speed_perturbed, training_sequences
 from amg.motion.expression_model import LONG_SILENCE_FRAMES, gate_silence, silence_so_far
 from amg.motion.eyes import EyeModel, blink_statistics
 from amg.motion.pose_model import PoseSequence
@@ -122,6 +122,12 @@ def test_speed_perturbation_retimes_the_expressions_to_the_resampled_speech():
         assert len(features) == len(coeffs) == int(60 / speed)  # 60 frames of speech, played at `speed`
         np.testing.assert_allclose(coeffs[:, 0], np.minimum(20 + np.arange(len(coeffs)) * speed, 79), atol=1e-4)
         np.testing.assert_allclose(coeffs[:, 1], 2.0)
+    # Training sees the whole video (validation reads its tail), then a copy of the training part per speed.
+    data.features = compute_features(audio, data.feature_cfg, n)
+    features, coeffs, spans = training_sequences(data, slice(0, 80), (0.9, 1.1))
+    assert [(s.start, s.stop) for s in spans] == [(0, 80), (100, 188), (188, 260)]
+    assert len(features) == len(coeffs) == 260
+    np.testing.assert_array_equal(features[:100], data.features.values)
 
 
 def test_a_recording_made_in_windows_moves_as_in_one_step(trained):

@@ -7,15 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from amg.training import (
-    batch_rng,
-    checkpoint_done,
-    is_finished,
-    load_checkpoint,
-    run_training,
-    save_checkpoint,
-    seed_everything,
-)
+from amg.training import batch_rng, checkpoint_done, is_finished, load_checkpoint, run_training, seed_everything
 
 
 @dataclass
@@ -94,15 +86,3 @@ def test_more_steps_extend_a_finished_training_and_a_model_change_starts_again(t
     again = []
     _train(path, TinyConfig(steps=20, seed=4), steps_run=again)
     assert again == list(range(20))
-
-
-def test_a_checkpoint_made_before_one_of_its_model_fields_existed_is_trained_again(tmp_path):
-    path = tmp_path / "m.pt"
-    _train(path, TinyConfig())
-    state = load_checkpoint(path)
-    del state["config"]["seed"]  # as an older AMG, which had no such field, saved it
-    save_checkpoint(path, **state)
-    assert not checkpoint_done(path, TinyConfig())
-    steps = []
-    _train(path, TinyConfig(), steps_run=steps)
-    assert steps == list(range(12)) and load_checkpoint(path)["config"]["seed"] == 3
