@@ -9,7 +9,7 @@ import math
 import os
 import signal
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +22,7 @@ from amg.config import (
     PreprocessConfig,
     load_config,
     preset_overrides,
+    read_saved_config,
     resolve_increments,
 )
 from amg.errors import AmgError
@@ -88,8 +89,11 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 
     overrides = _parse_overrides(args.set)
     overrides["size"] = args.size
-    cfg = load_config(PreprocessConfig, args.config, **overrides)
     layout = _existing_layout(args.dataroot)
+    # Options not given keep the values the video was preprocessed with (as `amg run` does): a re-run without
+    # --size must not redo a 512-px avatar at 256 and leave its trained models behind.
+    saved = read_saved_config(PreprocessConfig, layout.preprocess_config(args.video_name))
+    cfg = load_config(PreprocessConfig, args.config, asdict(saved) if saved else None, **overrides)
     report = preprocess(layout, args.video_name, cfg, force=args.force)
     err = report["reconstruction_px"]
     print(
@@ -369,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre = sub.add_parser("preprocess", help="track an avatar video (stage 1)")
     pre.add_argument("dataroot", help="data folder (input_data/, checkpoints/, output_data/)")
     pre.add_argument("video_name", help="name of the video in DATAROOT/input_data/video/NAME/NAME.mp4")
-    pre.add_argument("--size", type=int, help="crop resolution (default 256)")
+    pre.add_argument("--size", type=int, help="crop resolution (default: as before, else 256)")
     pre.add_argument("--force", action="store_true", help="redo cached work")
     _add_config_options(pre)
     pre.set_defaults(func=cmd_preprocess)

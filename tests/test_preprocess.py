@@ -181,6 +181,10 @@ def test_size_512_works(tmp_path):
     assert tracks.size == 512 and tracks.landmarks[..., :2].max() < 512
     assert probe_video(layout.frames_video("may")).width == 512
     assert report["reconstruction_px"]["mean_px"] < 2.0  # the 1 px bound at 256, scaled to 512
+    # `amg preprocess` again without --size keeps the avatar's 512 px: nothing is redone.
+    before = layout.tracks("may").stat().st_mtime_ns
+    assert amg_main(["preprocess", str(tmp_path), "may"]) == 0
+    assert layout.tracks("may").stat().st_mtime_ns == before and Tracks.load(layout.tracks("may")).size == 512
 
 
 def _video_from_image(path, image_rgb, seconds=3.0):
