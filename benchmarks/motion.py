@@ -16,7 +16,8 @@ five seeds, then 30 s of silence: blink rate, blink duration and eye-opening qua
 training frames, blinks with --blinks off, how far the eye model moves the lips (it must not), and in silence
 the mouth opening, the blinks and the head motion against speech.
 Speed perturbation (--speeds-only): Audio→Expression trained on each clip with each set of training speeds
-("none": the speech as recorded), two seeds each: held-out lip error and mouth-opening correlation.
+("none": the speech as recorded), two seeds each: held-out lip error, mouth-opening correlation and the
+predicted opening's spread over the real one's.
 Clips are linked, not copied, into a temporary DATAROOT under /tmp/amg-bench (kept, so re-runs skip
 preprocessing).
 """

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -25,7 +27,12 @@ class MotionData:
     tracks: Tracks
     face_model: ExpressionModel
     feature_cfg: AudioFeatureConfig
-    audio: np.ndarray  # 16 kHz mono
+    audio_path: Path
+
+    @cached_property
+    def audio(self) -> np.ndarray:
+        """The speech, 16 kHz mono: read only by the training that asks for it (speed perturbation)."""
+        return load_audio(self.audio_path, SAMPLE_RATE)
 
     @property
     def n_frames(self) -> int:
@@ -42,8 +49,8 @@ def load_motion_data(layout: Layout, video_name: str, feature_cfg: AudioFeatureC
         raise AmgError(f"Video {video_name!r} is not preprocessed yet: run `amg preprocess` on it first.")
     tracks = Tracks.load(tracks_path)
     features = features_for_video(layout, video_name, feature_cfg, tracks.n_frames)
-    audio = load_audio(layout.audio_wav(video_name), SAMPLE_RATE)
-    return MotionData(features, tracks, ExpressionModel.load(layout.face_model(video_name)), feature_cfg, audio)
+    face_model = ExpressionModel.load(layout.face_model(video_name))
+    return MotionData(features, tracks, face_model, feature_cfg, layout.audio_wav(video_name))
 
 
 def window_starts(rng: np.random.Generator, n: int, length: int, spans: slice | Sequence[slice]) -> np.ndarray:
@@ -56,11 +63,10 @@ def window_starts(rng: np.random.Generator, n: int, length: int, spans: slice | 
         raise AmgError(f"Too little training video: need at least {length} frames, have {first.stop - first.start}.")
     if len(spans) == 1:
         return rng.integers(spans[0].start, spans[0].start + room[0], size=n)
-    offsets = rng.integers(0, room.sum(), size=n)  # a frame of all the spans' starting room, then its span
-    which = np.searchsorted(np.cumsum(room), offsets, side="right")
-    return (
-        np.array([span.start for span in spans])[which] + offsets - np.concatenate([[0], np.cumsum(room)[:-1]])[which]
-    )
+    ends = np.cumsum(room)  # the spans' starting room laid end to end: draw a place in it, then find its span
+    offsets = rng.integers(0, ends[-1], size=n)
+    which = np.searchsorted(ends, offsets, side="right")
+    return np.array([span.start for span in spans])[which] + offsets - (ends - room)[which]
 
 
 def gather_windows(array: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
