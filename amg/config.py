@@ -176,6 +176,21 @@ class Head2BodyConfig:
 
 
 @dataclass
+class Pose2FaceConfig:
+    """What head pose does to the face away from the lips (amg.motion.pose2face): ridge regression, linear.
+
+    Lets the jaw line, chin and cheeks follow the head as they do in the avatar's tracks, where (as the face
+    oval is the tracker's outline of the face, and the rigid pose fit leaves some of the head's motion in the
+    expression) they move with it: a linear map of head pose explains 28-63% of their variance in the
+    training frames of six clips (18-39% on the held-out tails). Speech cannot predict that part; the head
+    pose being rendered can (`python benchmarks/motion.py --pose2face-only`).
+    """
+
+    ridge: float = 0.1  # per training frame, on standardised pose features
+    holdout: float = 0.15
+
+
+@dataclass
 class EyesConfig:
     """Eyes, brows and gaze (amg.motion.eyes): the stochastic model of what speech does not drive."""
 
@@ -203,6 +218,7 @@ class MotionConfig:
     expression: Audio2ExpressionConfig = field(default_factory=Audio2ExpressionConfig)
     pose: Audio2PoseConfig = field(default_factory=Audio2PoseConfig)
     body: Head2BodyConfig = field(default_factory=Head2BodyConfig)
+    pose2face: Pose2FaceConfig = field(default_factory=Pose2FaceConfig)
     eyes: EyesConfig = field(default_factory=EyesConfig)
 
 
@@ -621,6 +637,7 @@ __all__ = [
     "PRESETS",
     "RenderConfig",
     "Head2BodyConfig",
+    "Pose2FaceConfig",
     "MotionConfig",
     "PreprocessConfig",
     "config_from_dict",

@@ -45,6 +45,7 @@ _TRAINING_STAGE_OF = {
     "audio2expression.pt": "motion",
     "audio2headpose.pt": "motion",
     "head2body.npz": "motion",
+    "pose2face.npz": "motion",
     "latest_GAN_model.pt": "gan",
     "gan_references.npz": "gan",
     "face_enhancer.pt": "enhance",
@@ -155,6 +156,10 @@ class Layout:
         """The head→body regressor's arrays and config (npz, not the seed's pickle: loading never runs code)."""
         return self.checkpoint_dir(name) / "head2body.npz"
 
+    def pose2face(self, name: str) -> Path:
+        """What head pose does to the face away from the lips (amg.motion.pose2face)."""
+        return self.checkpoint_dir(name) / "pose2face.npz"
+
     def eye_model(self, name: str) -> Path:
         """Blinks, brows and gaze (amg.motion.eyes), fitted on the avatar's tracks."""
         return self.checkpoint_dir(name) / "eyes.npz"
@@ -165,6 +170,7 @@ class Layout:
             "expression": self.audio2expression(name),
             "pose": self.audio2headpose(name),
             "body": self.head2body(name),
+            "pose2face": self.pose2face(name),
             "eyes": self.eye_model(name),
         }
 

@@ -4,6 +4,7 @@
                                 [--blocks mel,embedding,vad,energy mel,vad,energy embedding,vad,energy]
                                 [--eyes obama_clip2 andrew_ng_clip1 kristi_noem] [--eyes-only]
                                 [--speeds-only] [--speed-videos obama_clip2 ...] [--speeds none 0.9,1.1 ...]
+                                [--pose2face-only] [--pose2face-videos obama_clip2 ...]
 
 For each audio-feature variant: trains Audio→Expression on the first 85% of the avatar video and reports,
 on the held-out tail, the lip landmark error (px at 256) and the mouth-opening correlation, next to the two
@@ -18,6 +19,8 @@ the mouth opening, the blinks and the head motion against speech.
 Speed perturbation (--speeds-only): Audio→Expression trained on each clip with each set of training speeds
 ("none": the speech as recorded), two seeds each: held-out lip error, mouth-opening correlation and the
 predicted opening's spread over the real one's.
+Head pose → face (--pose2face-only): the held-out error of the jaw line, of the lower face away from the lips
+and of the lips, the lip-sync network's alone and with the pose's offsets (amg.motion.pose2face) added.
 Clips are linked, not copied, into a temporary DATAROOT under /tmp/amg-bench (kept, so re-runs skip
 preprocessing).
 """
@@ -46,11 +49,14 @@ from amg.motion.expression import (
     train_audio2expression,
 )
 from amg.motion.expression_model import Audio2ExpressionModel
-from amg.motion.eyes import EyeModel, blink_statistics
+from amg.motion.eyes import EyeModel, blink_statistics, upper_face_weights
+from amg.motion.pose2face import Pose2Face, lip_distance_gain
+from amg.motion.pose_model import PoseSequence
 from amg.motion.stage import predict_motion, train_motion
-from amg.tracking import topology
+from amg.tracking import fitting, topology
 from amg.tracking.preprocess import preprocess
 from amg.tracking.tracks import Tracks
+from amg.training import is_finished
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROOT = Path("/tmp/amg-bench")
@@ -178,12 +184,63 @@ def speeds_section(layout: Layout, clips: list[str], variants: list[str], seeds:
     print()
 
 
+def pose2face_section(layout: Layout, clips: list[str]) -> None:
+    """Held-out error of the lip-sync network's face away from the lips (where the head pose moves it), without
+    and with amg.motion.pose2face, both fitted on the first 85% only."""
+    print("## head pose → face (held-out tail = last 15%; lip-sync network seed 0; px at 256)")
+    print("| clip | pose R² (train / tail) | jaw line: lip-sync / + pose | lower face off the lips | lips |")
+    print("|---|---|---|---|---|")
+    cfg = MotionConfig()
+    for clip in clips:
+        data = load_motion_data(layout, clip, cfg.features)
+        train, val = data.split(cfg.expression.holdout)
+        path = ROOT / f"a2e_pose2face_{clip}.pt"
+        if not is_finished(path):
+            train_audio2expression(data, cfg.expression, path, None)
+        face_model, tracks = data.face_model, data.tracks
+        model = Pose2Face.fit(tracks, face_model, train, cfg.pose2face)
+        poses = PoseSequence.from_tracks(tracks)
+        speech = fitting.decode(face_model, Audio2ExpressionModel(path)(data.features))
+        truth = fitting.decode(face_model, tracks.expression)
+        explained = [pose_r2(truth, model, poses, train, frames) for frames in (train, val)]
+        image = poses.head_pose().to_image
+        lower = upper_face_weights(face_model.neutral) < 1
+        regions = {
+            "jaw": np.intersect1d(topology.FACE_OVAL, np.flatnonzero(lower)),
+            "off": np.flatnonzero(lower & (lip_distance_gain(face_model.neutral) > 0)),
+            "lips": np.asarray(topology.LIPS),
+        }
+
+        def error(shapes: np.ndarray, points: np.ndarray) -> float:
+            gap = image(shapes)[val][:, points, :2] - image(truth)[val][:, points, :2]
+            return float(np.linalg.norm(gap, axis=-1).mean() * 256 / tracks.size)
+
+        cells = [f"{error(speech, regions[k]):.2f} / {error(speech + model(poses), regions[k]):.2f}" for k in regions]
+        print(f"| {clip} | {explained[0]:.2f} / {explained[1]:.2f} | " + " | ".join(cells) + " |", flush=True)
+    print()
+
+
+def pose_r2(truth: np.ndarray, model: Pose2Face, poses: PoseSequence, train: slice, frames: slice) -> float:
+    """Fraction of the variance (about the training mean) of the coupled points' shapes on `frames` that the
+    model's offsets explain (it reaches its full weight there only where its gain is 1)."""
+    points = model.points
+    centred = truth[frames][:, points] - truth[train][:, points].mean(axis=0)
+    residual = centred - model(poses.take(frames))[:, points]
+    return float(1 - (residual**2).sum() / (centred**2).sum())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", default="obama_clip2")
     parser.add_argument("--eyes", nargs="*", default=["obama_clip2", "andrew_ng_clip1", "kristi_noem"])
     parser.add_argument("--eyes-only", action="store_true", help="only the eyes section")
     parser.add_argument("--speeds-only", action="store_true", help="only the speed perturbation section")
+    parser.add_argument("--pose2face-only", action="store_true", help="only the head pose → face section")
+    parser.add_argument(
+        "--pose2face-videos",
+        nargs="+",
+        default=["obama_clip2", "andrew_ng_clip1", "kristi_noem", "cnn_anchor_71s", "feifei_li_clip1", "obama_clip1"],
+    )
     parser.add_argument(
         "--speed-videos", nargs="+", default=["obama_clip2", "andrew_ng_clip1", "kristi_noem", "cnn_anchor_71s"]
     )
@@ -195,6 +252,11 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     layout = Layout(ROOT)
+    if args.pose2face_only:
+        for clip in args.pose2face_videos:
+            prepare(layout, clip)
+        pose2face_section(layout, args.pose2face_videos)
+        return
     if args.speeds_only:
         for clip in args.speed_videos:
             prepare(layout, clip)

@@ -198,6 +198,7 @@ def test_more_gan_steps_continue_the_finished_gan_and_touch_no_other_stage(first
         layout.audio2expression(name),
         layout.audio2headpose(name),
         layout.head2body(name),
+        layout.pose2face(name),
         layout.eye_model(name),
     ]
     before = [path.read_bytes() for path in others]

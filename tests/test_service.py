@@ -62,6 +62,7 @@ def make_trained(layout: Layout, name: str) -> None:
     for path in (layout.audio2expression(name), layout.audio2headpose(name), layout.gan_checkpoint(name)):
         save_checkpoint(path, finished=True)
     layout.head2body(name).write_bytes(b"-")
+    layout.pose2face(name).write_bytes(b"-")
     layout.eye_model(name).write_bytes(b"-")
     layout.gan_references(name).write_bytes(b"-")
 

@@ -1,7 +1,8 @@
 """`amg eval`: how good is an avatar, measured on footage it never saw, next to two no-learning baselines.
 
 Self-driven: every model of the avatar is trained on the first (1 - holdout) of its video only, and the held-out
-tail is rendered from its own speech. The mouth, jaw and cheeks come from the lip-sync network; the eyes, brows
+tail is rendered from its own speech. The mouth, jaw and cheeks come from the lip-sync network (the jaw line and
+cheeks moved by the tail's head pose as in the training frames, amg.motion.pose2face); the eyes, brows
 and gaze, the head pose and the body are the tail's real ones, because blinks and head motion are sampled
 (stochastic) and a sampled blink or pose can never match the real frames pixel by pixel; so the generated eyes
 are scored on following the driving eye opening. The head-motion network is judged on its own, by its motion statistics on the tail's
@@ -57,6 +58,7 @@ from amg.layout import Layout
 from amg.media import VideoWriter, load_audio, pick_frames, resized_frames
 from amg.motion.eyes import blink_statistics, speech_with_upper_face
 from amg.motion.headpose import evaluate_motion
+from amg.motion.pose2face import Pose2Face
 from amg.motion.pose_model import Audio2PoseModel, PoseSequence
 from amg.motion.stage import predict_motion
 from amg.motion.tracks import MotionTracks, tracked_motion
@@ -108,6 +110,7 @@ def with_holdout(cfg: AvatarConfig, holdout: float) -> AvatarConfig:
         expression=replace(m.expression, holdout=holdout),
         pose=replace(m.pose, holdout=holdout),
         body=replace(m.body, holdout=holdout),
+        pose2face=replace(m.pose2face, holdout=holdout),
     )
     return replace(cfg, motion=motion, gan=replace(cfg.gan, holdout=holdout))
 
@@ -128,16 +131,19 @@ def check_unseen(layout: Layout, name: str, n_frames: int, start: int, holdouts:
 
 # --- how each sequence is driven -------------------------------------------------------------------------------
 def self_driven(layout: Layout, name: str, tracks: Tracks, start: int, features: AudioFeatures) -> Sequence:
-    """The held-out tail with its own speech: the predicted mouth with the tail's real eyes, pose and body."""
+    """The held-out tail with its own speech: the predicted mouth (with the jaw line and cheeks the tail's head
+    pose moves, amg.motion.pose2face) under the tail's real eyes, pose and body."""
     from amg.motion.expression_model import Audio2ExpressionModel
 
     tail = slice(start, tracks.n_frames)
     # The network sees the whole video's speech so that its ±0.64 s of context at the tail's first frames is the
     # real audio, not padding; it never saw the tail's frames in training.
     speech = Audio2ExpressionModel(layout.audio2expression(name))(features)[tail]
-    pose = PoseSequence.from_tracks(tracks, tail).head_pose()
+    poses = PoseSequence.from_tracks(tracks, tail)
+    pose = poses.head_pose()
     face_model = fitting.ExpressionModel.load(layout.face_model(name))
-    shapes = speech_with_upper_face(face_model, speech, tracks.expression[tail])
+    lower = fitting.decode(face_model, speech) + Pose2Face.load(layout.pose2face(name))(poses)
+    shapes = speech_with_upper_face(face_model, lower, tracks.expression[tail])
     expression = fitting.encode(face_model, shapes - face_model.neutral)
     motion = tracked_motion(tracks, tail, pose.to_image(shapes), expression)
     audio = load_audio(layout.audio_wav(name))[start * FRAME_HOP : tracks.n_frames * FRAME_HOP]

@@ -26,6 +26,14 @@ def head_features(rotation: np.ndarray, translation: np.ndarray, scale: np.ndarr
     return pose_vectors(PoseSequence(rotation, translation, scale), size)
 
 
+def fit_ridge(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, ...]:
+    """Ridge regression of `y` on standardised `x`: weights, x's mean and spread, y's mean."""
+    x_mean, x_std, y_mean = x.mean(0), x.std(0) + 1e-8, y.mean(0)
+    xs = (x - x_mean) / x_std
+    weights = np.linalg.solve(xs.T @ xs + ridge * np.eye(xs.shape[1]), xs.T @ (y - y_mean))
+    return weights, x_mean, x_std, y_mean
+
+
 class Head2Body:
     """Linear map from head pose to the (x, y) of shoulders and hips, in pixels of the avatar's crop."""
 
@@ -46,10 +54,7 @@ class Head2Body:
     def fit(cls, tracks: Tracks, frames: slice, cfg: Head2BodyConfig) -> "Head2Body":
         x = head_features(tracks.rotation, tracks.translation, tracks.scale, tracks.size)[frames]
         y = tracks.body[frames, :, :2].reshape(len(x), -1) / tracks.size
-        x_mean, x_std, y_mean = x.mean(0), x.std(0) + 1e-8, y.mean(0)
-        xs = (x - x_mean) / x_std
-        weights = np.linalg.solve(xs.T @ xs + cfg.ridge * np.eye(xs.shape[1]), xs.T @ (y - y_mean))
-        return cls(weights, x_mean, x_std, y_mean, tracks.size, cfg)
+        return cls(*fit_ridge(x, y, cfg.ridge), tracks.size, cfg)
 
     def predict(self, rotation: np.ndarray, translation: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """(T, 4, 2) shoulder and hip positions in crop pixels, smoothed over time."""

@@ -59,13 +59,11 @@ def with_upper_face(shapes: np.ndarray, upper: np.ndarray, points: np.ndarray, w
 
 
 def speech_with_upper_face(face_model: fitting.ExpressionModel, speech: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    """Head-frame shapes (T, N, 3): the mouth, jaw and cheeks of coefficients `speech`, the upper face of
-    coefficients `upper` (both (T, K); say, the tracked eyes of real frames under a predicted mouth)."""
+    """Head-frame shapes (T, N, 3): the mouth, jaw and cheeks of shapes `speech` (T, N, 3), the upper face of
+    coefficients `upper` (T, K) (say, the tracked eyes of real frames under a predicted mouth)."""
     weights = upper_face_weights(face_model.neutral)
     points = np.flatnonzero(weights > 0)
-    return with_upper_face(
-        fitting.decode(face_model, speech), fitting.decode(face_model, upper)[:, points], points, weights[points]
-    )
+    return with_upper_face(speech, fitting.decode(face_model, upper)[:, points], points, weights[points])
 
 
 def blink_runs(opening: np.ndarray, median: float, ratio: float, max_frames: int) -> np.ndarray:

@@ -25,6 +25,7 @@ from amg.motion.expression import (
     train_audio2expression,
 )
 from amg.motion.eyes import EyeModel, blink_statistics
+from amg.motion.pose2face import train_pose2face
 from amg.motion.stream import MotionModels, recorded_motion
 from amg.motion.tracks import MotionTracks
 from amg.progress import report
@@ -110,6 +111,8 @@ def train_motion(layout: Layout, name: str, cfg: MotionConfig, force: bool = Fal
         report["audio2headpose"] = headpose.train_audio2pose(data, cfg.pose, files["pose"], logs / "audio2headpose")
     if "body" in stale:
         report["head2body"] = train_head2body(data.tracks, cfg.body, files["body"], layout.head2body_plot(name)).metrics
+    if "pose2face" in stale:
+        report["pose2face"] = train_pose2face(data.tracks, data.face_model, cfg.pose2face, files["pose2face"]).metrics
     if "eyes" in stale:
         report["eyes"] = fit_eye_model(data, cfg, files["eyes"])
     write_text(layout.motion_report(name), json.dumps(report, indent=2))

@@ -24,6 +24,7 @@ from amg.layout import Layout
 from amg.motion.body import Head2Body
 from amg.motion.expression_model import Audio2ExpressionModel
 from amg.motion.eyes import EyeAnimator, EyeModel, pause_frames, speech_energy, with_upper_face
+from amg.motion.pose2face import Pose2Face
 from amg.motion.pose_model import (
     Audio2PoseModel,
     PoseSampler,
@@ -74,6 +75,7 @@ class MotionModels:
     eyes: EyeModel
     pose: Audio2PoseModel | None  # only for pose mode "generate"
     body: Head2Body
+    pose2face: Pose2Face
 
     @classmethod
     def load(cls, layout: Layout, name: str, pose_mode: str) -> MotionModels:
@@ -85,6 +87,7 @@ class MotionModels:
             eyes=EyeModel.load(layout.eye_model(name)),
             pose=Audio2PoseModel(layout.audio2headpose(name)) if pose_mode == "generate" else None,
             body=Head2Body.load(layout.head2body(name)),
+            pose2face=Pose2Face.load(layout.pose2face(name)),
         )
 
 
@@ -171,13 +174,13 @@ class MotionStream:
         first = max(features.oldest, start - self.history)
         window = features.window(first, available)
         rows = slice(start - first, stop - first)
-        speech = fitting.decode(m.face_model, m.expression(window)[rows])
-        energy = speech_energy(window)
-        upper = self.eyes.advance(pause_frames(window.vad)[rows], None if energy is None else energy[rows])
-        shapes = with_upper_face(speech, upper.reshape(len(speech), -1, 3), m.eyes.points, m.eyes.weights)
         poses = self.poses.poses(window, first, available if final else available - self.pose_margin)
         body = m.body.predict(poses.rotation, poses.translation, poses.scale)[rows]
         poses = poses.take(rows)
+        speech = fitting.decode(m.face_model, m.expression(window)[rows]) + m.pose2face(poses)
+        energy = speech_energy(window)
+        upper = self.eyes.advance(pause_frames(window.vad)[rows], None if energy is None else energy[rows])
+        shapes = with_upper_face(speech, upper.reshape(len(speech), -1, 3), m.eyes.points, m.eyes.weights)
         self.emitted = stop
         self.poses.forget_before(stop - self.history)
         return MotionTracks(
