@@ -73,9 +73,8 @@ class MotionStage:
         return train_motion(layout, avatar, cfg, force=force)  # minutes on a CPU: no time budget needed
 
     def holdout(self, cfg: MotionConfig) -> float:
-        return min(
-            cfg.expression.holdout, cfg.pose.holdout, cfg.body.holdout, cfg.pose2face.holdout
-        )  # the most frames any one saw
+        # The most frames any one of the motion models saw.
+        return min(cfg.expression.holdout, cfg.pose.holdout, cfg.body.holdout, cfg.pose2face.holdout)
 
 
 @dataclass(frozen=True)

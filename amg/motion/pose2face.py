@@ -6,8 +6,9 @@ of the face (it slides over the jaw as the head turns), and the rigid pose fit l
 in the expression. Speech cannot predict that part, so the lip-sync network learns its average and the jaw line
 drifts from where the rendered head puts it (on obama_clip2's held-out tail the predicted jaw line was 1.76 px
 from the tracked one, the training frames' mean jaw line 1.78 px: hardly better than none). The head pose being
-rendered (tracked, or generated from speech) predicts it (1.30 px with it). The lips keep the lip-sync network's shape: the offsets fade in from
-nothing at the lips' outer edge to the whole offset at twice its distance from the mouth's centre.
+rendered (tracked, or generated from speech) predicts it (1.30 px with it). The lips keep the lip-sync
+network's shape: the offsets fade in from nothing at the lips' outer edge to the whole offset at twice its
+distance from the mouth's centre.
 """
 
 from __future__ import annotations
@@ -106,14 +107,14 @@ class Pose2Face:
 
 
 def face_error_px(
-    model: Pose2Face, face_model: fitting.ExpressionModel, tracks: Tracks, frames: slice, offsets
+    model: Pose2Face, face_model: fitting.ExpressionModel, tracks: Tracks, frames: slice, shapes: np.ndarray
 ) -> float:
     """Mean image distance (px at 256) of the model's points from the tracked ones on `frames`, when the tracked
-    shapes' coupled points are replaced by the training mean plus `offsets`."""
+    shapes' coupled points are replaced by those of `shapes` (T, N, 3), head frame."""
     pose = PoseSequence.from_tracks(tracks, frames).head_pose()
     truth = fitting.decode(face_model, tracks.expression[frames])
     guess = truth.copy()
-    guess[:, model.points] = offsets[:, model.points]
+    guess[:, model.points] = shapes[:, model.points]
     error = pose.to_image(guess)[:, model.points, :2] - pose.to_image(truth)[:, model.points, :2]
     return float(np.linalg.norm(error, axis=-1).mean() * 256 / tracks.size)
 
