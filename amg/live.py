@@ -24,9 +24,9 @@ import numpy as np
 
 from amg.audio.features import FRAME_HOP, SAMPLE_RATE, SpeechStats, clean_samples
 from amg.audio.stream import FeatureStream
-from amg.common.tensors import to_uint8
 from amg.config import FPS, LiveConfig, MotionOptions
-from amg.layout import Layout
+from amg.core.layout import Layout
+from amg.core.tensors import to_uint8
 from amg.media import VideoWriter
 
 if TYPE_CHECKING:  # the generator loads torch: imported where used
@@ -61,7 +61,7 @@ class LiveSession:
         stats: SpeechStats | None = None,
     ):
         from amg.gan.inference import AvatarGenerator, FrameStream
-        from amg.motion.stage import motion_trained, untrained_motion_error
+        from amg.motion.inference import motion_trained, untrained_motion_error
         from amg.motion.stream import MotionModels, MotionStream
 
         self.cfg = cfg or LiveConfig()
@@ -205,7 +205,7 @@ def chunks_in_real_time(
 
 def microphone_chunks(chunk_ms: float) -> Iterator[tuple[np.ndarray, float]]:
     """16 kHz mono chunks from the default microphone (PortAudio, through the optional sounddevice package)."""
-    from amg.errors import AmgError
+    from amg.core.errors import AmgError
 
     try:
         import sounddevice

@@ -3,10 +3,10 @@
     1. preprocess the avatar video           amg.tracking.preprocess   (cached in input_data/video/NAME/processed)
     2. audio features of the driving speech  amg.audio.features        (cached beside the audio)
     3. audio → expression, head motion, body amg.motion                (trained once per avatar)
-    4. conditioning images                   amg.render
+    4. conditioning images                   amg.conditioning
     5. image GAN                             amg.gan                    (trained once per avatar)
     6. face refiner (--enhance)              amg.enhance                (trained once per avatar)
-    7. the mp4 with the speech muxed in      amg.output
+    7. the mp4 with the speech muxed in      amg.media.output
 
 `amg eval` is the same training on the first part of the video only, then amg.evaluation on the rest.
 """
@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from amg.config import FPS, AvatarConfig, MotionOptions, PreprocessConfig, RenderConfig, read_saved_config
-from amg.layout import Layout
+from amg.core.layout import Layout
 from amg.media import load_audio
 
 if TYPE_CHECKING:  # evaluation loads torch: imported where used, so `amg --help` stays instant
@@ -56,8 +57,8 @@ def render(
     from amg.enhance.inference import FaceEnhancer, with_refined_copy
     from amg.gan.inference import AvatarGenerator
     from amg.media import VideoWriter
-    from amg.motion.stage import predict_motion
-    from amg.output import FullFramePaster, first_frame, write_generated_video
+    from amg.media.output import FullFramePaster, first_frame, write_generated_video
+    from amg.motion.inference import predict_motion
     from amg.tracking.tracks import Tracks
 
     motion = predict_motion(layout, audio_name, video_name, options)
@@ -87,7 +88,7 @@ def evaluate_avatar(
 ) -> dict:
     """`amg eval`: train what avatar `name` lacks on the first 1 - holdout of its video only, then evaluate it on
     the held-out tail (and any other speech of `options`) and write the report."""
-    from amg.evaluation.evaluate import check_unseen, evaluate_trained_avatar, held_out_start, with_holdout
+    from amg.evaluation.evaluate import check_unseen, evaluate_trained_avatar, held_out_start
     from amg.stages import trained_holdouts
     from amg.tracking.tracks import Tracks
 
@@ -97,7 +98,7 @@ def evaluate_avatar(
     n_frames = Tracks.load(layout.tracks(name)).n_frames
     # Before any training: a finished or half-trained avatar with a smaller holdout is never trained further.
     check_unseen(layout, name, n_frames, held_out_start(n_frames, options.holdout), trained_holdouts(layout, name))
-    train_avatar(layout, name, with_holdout(cfg, options.holdout), max_minutes, enhance=options.enhance)
+    train_avatar(layout, name, replace(cfg, holdout=options.holdout), max_minutes, enhance=options.enhance)
     return evaluate_trained_avatar(layout, name, options)
 
 

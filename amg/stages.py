@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from amg.config import AvatarConfig, EnhanceConfig, GanConfig, MotionConfig, read_saved_config
-from amg.layout import Layout
+from amg.config import AvatarConfig, EnhanceConfig, GanConfig, MotionConfig, read_saved_config, saved_holdout
+from amg.core.layout import Layout
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ class Stage(Protocol):
     name: str  # also the AvatarConfig section it is configured by, and its progress key
     required: bool  # every render needs it (the face refiner runs only with --enhance)
     config_type: type  # its AvatarConfig section's class
+    holds_out: bool  # it holds out the video's tail itself (the face refiner trains on the GAN's frames)
 
     def config_path(self, layout: Layout, avatar: str) -> Path: ...
 
@@ -32,13 +33,17 @@ class Stage(Protocol):
 
     def is_trained(self, layout: Layout, avatar: str) -> bool: ...
 
-    def is_done(self, layout: Layout, avatar: str, cfg: Any) -> bool: ...
+    def is_done(self, layout: Layout, avatar: str, cfg: Any, holdout: float) -> bool: ...
 
     def train(
-        self, layout: Layout, avatar: str, cfg: Any, force: bool = False, max_minutes: float | None = None
+        self,
+        layout: Layout,
+        avatar: str,
+        cfg: Any,
+        holdout: float,
+        force: bool = False,
+        max_minutes: float | None = None,
     ) -> dict: ...
-
-    def holdout(self, cfg: Any) -> float | None: ...  # the tail fraction it never sees (None: another stage's)
 
 
 @dataclass(frozen=True)
@@ -55,26 +60,30 @@ class MotionStage:
     def artifacts(self, layout: Layout, avatar: str) -> tuple[Path, ...]:
         return (*layout.motion_models(avatar).values(), self.config_path(layout, avatar))
 
+    holds_out: bool = True
+
     def is_trained(self, layout: Layout, avatar: str) -> bool:
-        from amg.motion.stage import motion_trained
+        from amg.motion.inference import motion_trained
 
         return motion_trained(layout, avatar)
 
-    def is_done(self, layout: Layout, avatar: str, cfg: MotionConfig) -> bool:
-        from amg.motion.stage import stale_motion_models
+    def is_done(self, layout: Layout, avatar: str, cfg: MotionConfig, holdout: float) -> bool:
+        from amg.motion.train import stale_motion_models
 
-        return not stale_motion_models(layout, avatar, cfg)
+        return not stale_motion_models(layout, avatar, cfg, holdout)
 
     def train(
-        self, layout: Layout, avatar: str, cfg: MotionConfig, force: bool = False, max_minutes: float | None = None
+        self,
+        layout: Layout,
+        avatar: str,
+        cfg: MotionConfig,
+        holdout: float,
+        force: bool = False,
+        max_minutes: float | None = None,
     ) -> dict:
-        from amg.motion.stage import train_motion
+        from amg.motion.train import train_motion
 
-        return train_motion(layout, avatar, cfg, force=force)  # minutes on a CPU: no time budget needed
-
-    def holdout(self, cfg: MotionConfig) -> float:
-        # The most frames any one of the motion models saw.
-        return min(cfg.expression.holdout, cfg.pose.holdout, cfg.body.holdout, cfg.pose2face.holdout)
+        return train_motion(layout, avatar, cfg, holdout, force=force)  # minutes on a CPU: no time budget needed
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,7 @@ class GanStage:
     name: str = "gan"
     required: bool = True
     config_type: type = GanConfig
+    holds_out: bool = True
 
     def config_path(self, layout: Layout, avatar: str) -> Path:
         return layout.gan_config(avatar)
@@ -96,22 +106,25 @@ class GanStage:
 
         return gan_trained(layout, avatar)
 
-    def is_done(self, layout: Layout, avatar: str, cfg: GanConfig) -> bool:
+    def is_done(self, layout: Layout, avatar: str, cfg: GanConfig, holdout: float) -> bool:
         from amg.gan.train import gan_done
 
-        return gan_done(layout, avatar, cfg)
+        return gan_done(layout, avatar, cfg, holdout)
 
     def train(
-        self, layout: Layout, avatar: str, cfg: GanConfig, force: bool = False, max_minutes: float | None = None
+        self,
+        layout: Layout,
+        avatar: str,
+        cfg: GanConfig,
+        holdout: float,
+        force: bool = False,
+        max_minutes: float | None = None,
     ) -> dict:
         from amg.gan.train import train_gan
 
         if force:
             layout.gan_checkpoint(avatar).unlink(missing_ok=True)
-        return train_gan(layout, avatar, cfg, max_minutes)
-
-    def holdout(self, cfg: GanConfig) -> float:
-        return cfg.holdout
+        return train_gan(layout, avatar, cfg, holdout, max_minutes)
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,7 @@ class EnhanceStage:
     name: str = "enhance"
     required: bool = False
     config_type: type = EnhanceConfig
+    holds_out: bool = False  # it trains on the image GAN's training frames only: the GAN's split is its own
 
     def config_path(self, layout: Layout, avatar: str) -> Path:
         return layout.enhance_config(avatar)
@@ -133,22 +147,25 @@ class EnhanceStage:
 
         return enhance_trained(layout, avatar)
 
-    def is_done(self, layout: Layout, avatar: str, cfg: EnhanceConfig) -> bool:
+    def is_done(self, layout: Layout, avatar: str, cfg: EnhanceConfig, holdout: float) -> bool:
         from amg.enhance.train import enhance_done
 
         return enhance_done(layout, avatar, cfg)
 
     def train(
-        self, layout: Layout, avatar: str, cfg: EnhanceConfig, force: bool = False, max_minutes: float | None = None
+        self,
+        layout: Layout,
+        avatar: str,
+        cfg: EnhanceConfig,
+        holdout: float,
+        force: bool = False,
+        max_minutes: float | None = None,
     ) -> dict:
         from amg.enhance.train import train_enhancer
 
         if force:
             layout.enhance_checkpoint(avatar).unlink(missing_ok=True)
         return train_enhancer(layout, avatar, cfg, max_minutes)
-
-    def holdout(self, cfg: EnhanceConfig) -> None:
-        return None  # it trains on the image GAN's training frames only: the GAN's split is its own
 
 
 STAGES: tuple[Stage, ...] = (MotionStage(), GanStage(), EnhanceStage())
@@ -170,8 +187,7 @@ def trained_holdouts(layout: Layout, avatar: str) -> dict[str, float]:
     that stage never saw."""
     holdouts = {}
     for stage in STAGES:
-        saved = saved_stage_config(layout, avatar, stage.name)
-        holdout = None if saved is None else stage.holdout(saved)
+        holdout = saved_holdout(stage.config_path(layout, avatar)) if stage.holds_out else None
         if holdout is not None:
             holdouts[stage.name] = holdout
     return holdouts
@@ -228,6 +244,8 @@ def train_stages(
     reports = {}
     for stage in STAGES:
         section = stage_config(cfg, stage)
-        if wanted(stage) and (force or not stage.is_done(layout, avatar, section)):
-            reports[stage.name] = stage.train(layout, avatar, section, force=force, max_minutes=max_minutes)
+        if wanted(stage) and (force or not stage.is_done(layout, avatar, section, cfg.holdout)):
+            reports[stage.name] = stage.train(
+                layout, avatar, section, cfg.holdout, force=force, max_minutes=max_minutes
+            )
     return reports

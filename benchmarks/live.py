@@ -28,9 +28,9 @@ import yaml
 
 from amg.audio.features import FRAME_HOP, SAMPLE_RATE, compute_features
 from amg.config import FPS, LiveConfig, MotionOptions, config_from_dict
-from amg.layout import Layout
+from amg.core.layout import Layout
 from amg.live import LiveSession, chunks_in_real_time, run_live
-from amg.motion.stage import motion_trained
+from amg.motion.inference import motion_trained
 
 sys.path.insert(0, str(Path(__file__).parent))
 import render as render_bench  # noqa: E402  (the shared benchmark avatar)

@@ -36,27 +36,31 @@ from pathlib import Path
 import numpy as np
 
 from amg.audio.features import compute_features, features_for_video
-from amg.common.split import held_out_split
-from amg.config import AudioFeatureConfig, EyesConfig, MotionConfig, MotionOptions, PreprocessConfig
-from amg.layout import Layout
+from amg.config import AudioFeatureConfig, AvatarConfig, EyesConfig, MotionConfig, MotionOptions, PreprocessConfig
+from amg.core.checkpoints import is_finished
+from amg.core.layout import Layout
+from amg.core.split import held_out_split
 from amg.media import load_audio, write_wav
-from amg.motion import headpose, pose_model
 from amg.motion.data import load_motion_data
-from amg.motion.expression import (
+from amg.motion.expression.inference import Audio2ExpressionModel
+from amg.motion.expression.train import (
     baseline_predictions,
     evaluate_expressions,
     lip_landmarks,
     train_audio2expression,
 )
-from amg.motion.expression_model import Audio2ExpressionModel
 from amg.motion.eyes import EyeModel, blink_statistics, upper_face_weights
+from amg.motion.inference import predict_motion
+from amg.motion.pose import inference as pose_model
+from amg.motion.pose import train as headpose
+from amg.motion.pose.inference import PoseSequence
 from amg.motion.pose2face import Pose2Face, lip_distance_gain
-from amg.motion.pose_model import PoseSequence
-from amg.motion.stage import predict_motion, train_motion
+from amg.motion.train import train_motion
 from amg.tracking import fitting, topology
 from amg.tracking.preprocess import preprocess
 from amg.tracking.tracks import Tracks
-from amg.training import is_finished
+
+HOLDOUT = AvatarConfig().holdout  # every stage holds out the same tail
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROOT = Path("/tmp/amg-bench")
@@ -84,7 +88,7 @@ def cross_speaker_corr(layout: Layout, avatar: str, model_path: Path, other: str
     """Drive the avatar with `other`'s speech; correlate its predicted mouth opening with `other`'s tracked one."""
     other_tracks = Tracks.load(layout.tracks(other))
     features = compute_features(load_audio(layout.audio_wav(other)), cfg, other_tracks.n_frames)
-    data = load_motion_data(layout, avatar, cfg)
+    data = load_motion_data(layout, avatar, cfg, HOLDOUT)
     coeffs = Audio2ExpressionModel(model_path)(features)
     # Pose the predicted expressions with the avatar's first-frame pose: only the mouth matters here.
     landmarks = lip_landmarks(data, coeffs, np.zeros(len(coeffs), int))
@@ -117,10 +121,10 @@ def eyes_section(layout: Layout, clips: list[str]) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     silent_rows = []
     for clip in clips:
-        train_motion(layout, clip, MotionConfig())
+        train_motion(layout, clip, MotionConfig(), HOLDOUT)
         model = EyeModel.load(layout.eye_model(clip))
         tracks = Tracks.load(layout.tracks(clip))
-        train, _ = held_out_split(tracks.n_frames, MotionConfig().expression.holdout)
+        train, _ = held_out_split(tracks.n_frames, HOLDOUT)
         tracked = blink_statistics(topology.eye_opening(tracks.landmarks[train]), model.open_median, cfg)
         stats_of = lambda motion: blink_statistics(topology.eye_opening(motion.landmarks), model.open_median, cfg)  # noqa: E731
         runs = [predict_motion(layout, other, clip, MotionOptions(seed=seed)) for seed in range(5)]
@@ -168,7 +172,7 @@ def speeds_section(layout: Layout, clips: list[str], variants: list[str], seeds:
     print("## Audio→Expression with speed perturbation (held-out tail = last 15%; mean of seeds 0-1)")
     print("| clip | training speeds | lips px | opening r | opening spread / real |\n|---|---|---|---|---|")
     for clip in clips:
-        data = load_motion_data(layout, clip, MotionConfig().features)
+        data = load_motion_data(layout, clip, MotionConfig().features, HOLDOUT)
         for variant in variants:
             speeds = () if variant == "none" else tuple(float(s) for s in variant.split(","))
             runs = []
@@ -177,7 +181,7 @@ def speeds_section(layout: Layout, clips: list[str], variants: list[str], seeds:
                 path = ROOT / "a2e_speeds.pt"
                 path.unlink(missing_ok=True)
                 metrics = train_audio2expression(data, cfg, path, None)
-                spread = opening_spread_ratio(data, path, data.split(cfg.holdout)[1])
+                spread = opening_spread_ratio(data, path, data.split[1])
                 runs.append((metrics["lips_px"], metrics["opening_corr"], spread))
             lips, corr, spread = np.mean(runs, axis=0)
             print(f"| {clip} | {variant} | {lips:.3f} | {corr:.3f} | {spread:.2f} |", flush=True)
@@ -192,8 +196,8 @@ def pose2face_section(layout: Layout, clips: list[str]) -> None:
     print("|---|---|---|---|---|")
     cfg = MotionConfig()
     for clip in clips:
-        data = load_motion_data(layout, clip, cfg.features)
-        train, val = data.split(cfg.expression.holdout)
+        data = load_motion_data(layout, clip, cfg.features, HOLDOUT)
+        train, val = data.split
         path = ROOT / f"a2e_pose2face_{clip}.pt"
         if not is_finished(path):
             train_audio2expression(data, cfg.expression, path, None)
@@ -275,7 +279,7 @@ def main() -> None:
     print(f"|---|---|---|---|{'---|' * len(args.cross)}")
     for blocks in args.blocks:
         cfg = MotionConfig(features=AudioFeatureConfig(blocks=blocks))
-        data = load_motion_data(layout, args.video, cfg.features)
+        data = load_motion_data(layout, args.video, cfg.features, HOLDOUT)
         path = ROOT / f"a2e_{blocks.replace(',', '+')}.pt"
         path.unlink(missing_ok=True)
         start = time.perf_counter()
@@ -284,7 +288,7 @@ def main() -> None:
         cross = [cross_speaker_corr(layout, args.video, path, other, cfg.features) for other in args.cross]
         cells = " | ".join(f"{c:.2f}" for c in cross)
         print(f"| {blocks} | {metrics['lips_px']:.2f} | {metrics['opening_corr']:.2f} | {seconds:.0f} | {cells} |")
-    train, val = data.split(cfg.expression.holdout)
+    train, val = data.split
     for name, pred in baseline_predictions(data, train).items():
         m = evaluate_expressions(data, pred, val)
         print(
@@ -293,14 +297,14 @@ def main() -> None:
 
     print(f"\n## Audio→Head motion on {args.video} (default features)")
     cfg = MotionConfig()
-    data = load_motion_data(layout, args.video, cfg.features)
+    data = load_motion_data(layout, args.video, cfg.features, HOLDOUT)
     pose_path = ROOT / "a2p.pt"
     pose_path.unlink(missing_ok=True)
     start = time.perf_counter()
     headpose.train_audio2pose(data, cfg.pose, pose_path, None)
     print(f"training: {time.perf_counter() - start:.0f} s for {cfg.pose.steps} steps")
     model = pose_model.Audio2PoseModel(pose_path)
-    _, val = data.split(cfg.pose.holdout)
+    _, val = data.split
     val_features = features_for_video(layout, args.video, cfg.features, data.n_frames)
     tracked = pose_model.PoseSequence.from_tracks(data.tracks, val)
     generated = [model(val_features, seed=s).take(val) for s in range(5)]

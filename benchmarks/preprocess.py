@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from amg.config import PreprocessConfig
-from amg.layout import Layout
+from amg.core.layout import Layout
 from amg.tracking.preprocess import preprocess
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

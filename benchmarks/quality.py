@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from amg.config import PRESETS, AvatarConfig, load_config, preset_overrides
+from amg.core.layout import Layout
 from amg.evaluation.records import EvalOptions
 from amg.evaluation.report import METRICS, fmt_number
-from amg.layout import Layout
 from amg.pipeline import evaluate_avatar
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

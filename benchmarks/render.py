@@ -39,7 +39,7 @@ from amg.config import (
     load_config,
     preset_overrides,
 )
-from amg.layout import Layout
+from amg.core.layout import Layout
 from amg.media import VideoWriter, load_audio, write_wav
 from amg.pipeline import RenderConfig, render, train_avatar
 from amg.tracking.preprocess import preprocess
@@ -87,11 +87,11 @@ def ensure_avatar(layout: Layout, clip: str, gan: dict) -> None:
 
 
 def stage_speeds(layout: Layout, audio: str, video: str) -> dict:
-    from amg.common.tensors import to_uint8
+    from amg.core.tensors import to_uint8
     from amg.enhance.inference import FaceEnhancer
     from amg.gan.inference import AvatarGenerator, FrameStream
     from amg.gan.networks import count_flops
-    from amg.motion.stage import predict_motion
+    from amg.motion.inference import predict_motion
 
     n = {}
     t0 = time.perf_counter()
@@ -194,7 +194,7 @@ def peak_rss_mb(audio: str, video: str) -> tuple[float, float]:
     """
     code = (
         "import time, json;"
-        "from amg.layout import Layout; from amg.config import MotionOptions, RenderConfig; from amg.pipeline import render;"
+        "from amg.core.layout import Layout; from amg.config import MotionOptions, RenderConfig; from amg.pipeline import render;"
         "t=time.perf_counter();"
         f"render(Layout({str(ROOT)!r}), {audio!r}, {video!r}, MotionOptions(), RenderConfig());"
         "hwm=[int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0];"

@@ -6,7 +6,7 @@ Uses benchmarks/render.py's avatar `render_bench` in /tmp/amg-bench (default gen
 
 (a) DDP: image-GAN steps/s with 1 and 2 CPU ranks under torchrun (gloo), from TensorBoard's step times (start-up
     excluded); and the per-step cost of the gradient all-reduce alone (two processes averaging the generator's
-    and the discriminators' gradients, as amg.distributed does every step).
+    and the discriminators' gradients, as amg.core.distributed does every step).
 (b) The fleet's scheduling: RayRunner and its actor pool with a stand-in actor whose every job costs --cost
     seconds of waiting (not CPU): a SIMULATION of scheduling, since this machine has 2 cores. Per-job dispatch
     overhead (jobs of zero cost, one actor) and throughput for 1, 2, 4 and 8 actors against linear.
@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from amg.config import AvatarConfig, GanConfig, MotionOptions, RenderConfig
-from amg.layout import Layout
+from amg.core.layout import Layout
 from amg.media import load_audio, write_wav
 from amg.service.batch import BatchRow, render_job
 
@@ -56,7 +56,7 @@ def ddp_steps_per_s(layout: Layout, ranks: int, steps: int) -> float:
 def _all_reduce_worker(rank: int, sizes: list[int], repeats: int, port: int, out) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    from amg.distributed import average_gradients
+    from amg.core.distributed import average_gradients
 
     params = [torch.nn.Parameter(torch.zeros(n)) for n in sizes]
     for p in params:

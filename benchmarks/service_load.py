@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from amg.layout import Layout
+from amg.core.layout import Layout
 from amg.media import load_audio, write_wav
 from amg.service.app import ServiceSettings, create_app, running_server
 

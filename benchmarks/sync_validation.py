@@ -42,6 +42,7 @@ import scipy.stats
 
 from amg.audio import FPS, SAMPLE_RATE, AudioFeatures, compute_features, features_for_video
 from amg.config import AudioFeatureConfig
+from amg.core.layout import Layout
 from amg.evaluation.sync import (
     DEFAULT_ALPHA,
     DEFAULT_BLOCKS,
@@ -53,7 +54,6 @@ from amg.evaluation.sync import (
     mouth_signals,
     sync_from_correlation,
 )
-from amg.layout import Layout
 from amg.media.audio import load_audio
 from amg.tracking.tracks import Tracks
 

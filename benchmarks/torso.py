@@ -16,12 +16,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from amg.common.images import psnr
-from amg.common.split import held_out_split
 from amg.config import PreprocessConfig, read_saved_config
+from amg.core.images import psnr
+from amg.core.layout import Layout
+from amg.core.split import held_out_split
 from amg.gan.data import GanData
 from amg.gan.train import baseline_frames
-from amg.layout import Layout
 from amg.media import iter_frames
 from amg.tracking.capture import RawTracks
 from amg.tracking.preprocess import fit_tracks, register_body

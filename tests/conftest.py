@@ -42,7 +42,7 @@ def link_shared(layout, kind: str, name: str, relpath: str) -> Path:
 def obama_avatar(tmp_path_factory):
     """A DATAROOT with obama_clip2 (30 s, in sync) preprocessed as video 'obama2' (no preview, to save time)."""
     from amg.config import PreprocessConfig
-    from amg.layout import Layout
+    from amg.core.layout import Layout
     from amg.tracking.preprocess import preprocess
 
     layout = Layout(tmp_path_factory.mktemp("avatar"))
@@ -106,7 +106,7 @@ def first_run(obama_avatar, tmp_path_factory):
     """obama_avatar trained at TINY settings by `amg run` on 2 s of silence and 4 s of another voice ("male_gap");
     (layout, avatar name, the video, the stages trained, the speech's duration)."""
     from amg.config import AvatarConfig, MotionOptions, load_config, preset_overrides
-    from amg.layout import Layout
+    from amg.core.layout import Layout
     from amg.pipeline import run
 
     preprocessed, name = obama_avatar

@@ -10,8 +10,8 @@ import pytest
 
 from amg.audio import FPS, SAMPLE_RATE, AudioFeatures, compute_features, features_for_audio, features_for_video
 from amg.config import AudioFeatureConfig, load_config
-from amg.errors import AmgError, MediaError
-from amg.layout import Layout
+from amg.core.errors import AmgError, MediaError
+from amg.core.layout import Layout
 from amg.media.audio import load_audio, write_wav
 
 from conftest import require_shared
@@ -249,7 +249,7 @@ def test_missing_or_corrupt_audio_raises_a_clear_error(tmp_path):
 
 
 def test_the_slow_models_report_their_progress(speech):
-    from amg.progress import reporting_to
+    from amg.core.progress import reporting_to
 
     reports = []
     with reporting_to(lambda stage, done, total: reports.append((stage, done, total))):

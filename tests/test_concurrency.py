@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from amg.concurrency import prefetch
+from amg.core.concurrency import prefetch
 
 
 def test_prefetch_yields_everything_in_order():

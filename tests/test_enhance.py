@@ -95,7 +95,7 @@ def test_refiner_starts_as_the_identity_and_keeps_the_shape():
 
 
 def test_refiner_in_onnx_runtime_computes_what_pytorch_computes():
-    from amg.onnx_runtime import OnnxModel
+    from amg.core.onnx_runtime import OnnxModel
 
     torch.manual_seed(0)
     net = Refiner(ngf=8, n_blocks=1).eval()

@@ -5,15 +5,16 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import yaml
 
-from amg.common import images
-from amg.config import AvatarConfig, GanConfig, MotionConfig, save_config
-from amg.errors import AmgError
+from amg.config import GanConfig, MotionConfig, config_to_dict, read_saved_config, save_config
+from amg.core import images
+from amg.core.errors import AmgError
+from amg.core.layout import Layout
 from amg.evaluation import metrics
-from amg.evaluation.evaluate import check_unseen, held_out_start, measure_frames, with_holdout
+from amg.evaluation.evaluate import check_unseen, held_out_start, measure_frames
 from amg.evaluation.report import better, comparison
 from amg.gan.candidates import nearest_landmark_index
-from amg.layout import Layout
 from amg.media import probe_video
 from amg.stages import trained_holdouts
 from amg.tracking import topology
@@ -98,22 +99,29 @@ def test_held_out_start_uses_the_training_split_rounding_and_refuses_short_tails
         held_out_start(752, 1.5)
 
 
-def test_with_holdout_sets_every_stage():
-    cfg = with_holdout(AvatarConfig(), 0.3)
-    m = cfg.motion
-    assert (m.expression.holdout, m.pose.holdout, m.body.holdout, cfg.gan.holdout) == (0.3, 0.3, 0.3, 0.3)
-
-
 def test_check_unseen_refuses_a_tail_the_avatar_trained_on(tmp_path):
     layout = Layout(tmp_path)
     layout.checkpoint_dir("a").mkdir(parents=True)
-    save_config(MotionConfig(), layout.motion_config("a"))
-    save_config(GanConfig(holdout=0.1), layout.gan_config("a"))
+    save_config(MotionConfig(), layout.motion_config("a"), run={"holdout": 0.15})
+    save_config(GanConfig(), layout.gan_config("a"), run={"holdout": 0.1})
     holdouts = trained_holdouts(layout, "a")
     assert holdouts == {"motion": 0.15, "gan": 0.1}
     check_unseen(layout, "a", 1000, held_out_start(1000, 0.1), holdouts)  # the GAN saw frames up to 900: fine
     with pytest.raises(AmgError, match="gan model"):
         check_unseen(layout, "a", 1000, held_out_start(1000, 0.15), holdouts)  # the tail from 850 was in its training
+
+
+def test_holdouts_of_an_older_avatar_are_read_from_its_stage_sections(tmp_path):
+    """An older AMG saved one holdout per motion model and one in the GAN's config: the smallest counts."""
+    layout = Layout(tmp_path)
+    layout.checkpoint_dir("a").mkdir(parents=True)
+    motion = config_to_dict(MotionConfig())
+    for model, holdout in (("expression", 0.2), ("pose", 0.15), ("body", 0.3), ("pose2face", 0.2)):
+        motion[model]["holdout"] = holdout
+    layout.motion_config("a").write_text(yaml.safe_dump(motion))
+    layout.gan_config("a").write_text(yaml.safe_dump(config_to_dict(GanConfig()) | {"holdout": 0.25}))
+    assert trained_holdouts(layout, "a") == {"motion": 0.15, "gan": 0.25}
+    assert read_saved_config(GanConfig, layout.gan_config("a")) == GanConfig()  # the retired field is ignored
 
 
 def test_comparison_rules():

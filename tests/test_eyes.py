@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from amg.audio.features import AudioFeatures, features_for_video
+from amg.conditioning.warp import warp_frames
 from amg.config import EyesConfig, MotionConfig
 from amg.evaluation.landmarks import LandmarkDetector
 from amg.gan.candidates import CandidatePicker, head_pose_features
 from amg.gan.references import choose_bank_frames
 from amg.media import pick_frames, resized_frames
 from amg.motion.eyes import EyeAnimator, EyeModel, blink_runs, blink_statistics, upper_face_weights
-from amg.render.warp import warp_frames
 from amg.tracking import fitting, topology
 from amg.tracking.tracks import Tracks
 

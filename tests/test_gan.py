@@ -6,19 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from amg.common.images import psnr, ssim
-from amg.config import GanConfig
+from amg.conditioning import N_CHANNELS
+from amg.config import AvatarConfig, GanConfig
+from amg.core.checkpoints import load_checkpoint
+from amg.core.images import psnr, ssim
 from amg.gan import losses
 from amg.gan.candidates import CandidatePicker, head_pose_features
 from amg.gan.inputs import CANDIDATE_CHANNELS
 from amg.gan.networks import Generator, MultiScaleDiscriminator, TemporalDiscriminator, count_flops
 from amg.gan.references import choose_bank_frames
-from amg.output import FullFramePaster
-from amg.render import N_CHANNELS
+from amg.media.output import FullFramePaster
 from amg.tracking import topology
 from amg.tracking.boxes import mouth_boxes
 from amg.tracking.tracks import Tracks
-from amg.training import load_checkpoint
+
+HOLDOUT = AvatarConfig().holdout  # every stage holds out the same tail
 
 K = 3
 DYNAMIC = K * CANDIDATE_CHANNELS + 3 * N_CHANNELS
@@ -90,7 +92,7 @@ def test_generator_draws_no_grid_on_a_flat_patch():
 
 
 def test_onnx_runtime_engine_computes_what_pytorch_computes():
-    from amg.onnx_runtime import OnnxModel
+    from amg.core.onnx_runtime import OnnxModel
 
     torch.manual_seed(0)
     g = _generator(GanConfig(size=64, n_levels=4)).eval()
@@ -229,14 +231,14 @@ TINY = GanConfig(
 def _train(layout, name, cfg, max_minutes=None):
     from amg.gan.train import train_gan
 
-    return train_gan(layout, name, cfg, max_minutes)
+    return train_gan(layout, name, cfg, HOLDOUT, max_minutes)
 
 
 @pytest.mark.slow
 def test_gan_training_is_deterministic_resumable_and_saves_everything(obama_avatar, tmp_path):
     import shutil
 
-    from amg.layout import Layout
+    from amg.core.layout import Layout
 
     layout, name = obama_avatar
     copies = []

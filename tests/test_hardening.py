@@ -16,11 +16,11 @@ import torch
 
 from amg.cli import main as amg_main
 from amg.config import Head2BodyConfig
-from amg.errors import AmgError, DamagedFileError
-from amg.fsutil import NpzRecord
-from amg.layout import Layout
+from amg.core.checkpoints import is_finished, load_checkpoint, save_checkpoint
+from amg.core.errors import AmgError, DamagedFileError
+from amg.core.fsutil import NpzRecord
+from amg.core.layout import Layout
 from amg.motion.body import Head2Body
-from amg.training import is_finished, load_checkpoint, save_checkpoint
 
 from test_training import TinyConfig, _train
 
@@ -153,7 +153,7 @@ def test_a_missing_dataroot_says_so(tmp_path, capsys, command):
 
 
 def test_a_finished_write_removes_the_parts_a_killed_writer_left_and_keeps_live_ones(tmp_path):
-    from amg.fsutil import write_text
+    from amg.core.fsutil import write_text
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     abandoned = tmp_path / f".generated_video.{int(gone.stdout)}.k3j2h1.part.mp4"  # its writer was kill -9'ed

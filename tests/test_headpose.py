@@ -11,13 +11,16 @@ import pytest
 import torch
 
 from amg.audio.features import AudioFeatures
-from amg.config import Audio2PoseConfig, MotionConfig
-from amg.errors import AmgError
-from amg.layout import Layout
-from amg.motion import headpose, pose_model
+from amg.config import Audio2PoseConfig, AvatarConfig, MotionConfig
+from amg.core.checkpoints import load_checkpoint
+from amg.core.errors import AmgError
+from amg.core.layout import Layout
 from amg.motion.data import MotionData, load_motion_data
-from amg.motion.pose_model import Audio2PoseModel, PoseSequence, make_poses, sample_poses
-from amg.training import load_checkpoint
+from amg.motion.pose import inference as pose_model
+from amg.motion.pose import train as headpose
+from amg.motion.pose.inference import Audio2PoseModel, PoseSequence, make_poses, sample_poses
+
+HOLDOUT = AvatarConfig().holdout  # every stage holds out the same tail
 
 STEPS = 300
 
@@ -26,7 +29,7 @@ STEPS = 300
 def avatar(obama_avatar: tuple[Layout, str]) -> MotionData:
     """obama_clip2 (30 s), preprocessed once for the session by conftest."""
     layout, name = obama_avatar
-    return load_motion_data(layout, name, MotionConfig().features)
+    return load_motion_data(layout, name, MotionConfig().features, HOLDOUT)
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +239,7 @@ def test_interrupted_training_resumes_where_it_stopped(avatar: MotionData, tmp_p
 
 
 def test_sampling_reports_its_progress_frame_by_frame(model: Audio2PoseModel, avatar: MotionData):
-    from amg.progress import reporting_to
+    from amg.core.progress import reporting_to
 
     reports = []
     with reporting_to(lambda stage, done, total: reports.append((stage, done, total))):

@@ -1,8 +1,8 @@
 import pytest
 
 from amg.config import PreprocessConfig, load_config, read_saved_config, save_config
-from amg.errors import AmgError
-from amg.layout import Layout, validate_name
+from amg.core.errors import AmgError
+from amg.core.layout import Layout, validate_name
 
 
 @pytest.mark.parametrize("name", ["obama", "clip_2", "a.b-c", "X9"])
@@ -55,7 +55,7 @@ def test_config_layers_defaults_yaml_and_overrides(tmp_path):
 def test_atomic_writes_leave_no_temporary_and_use_normal_permissions(tmp_path):
     import os
 
-    from amg.fsutil import atomic_path, write_text
+    from amg.core.fsutil import atomic_path, write_text
 
     write_text(tmp_path / "a.txt", "hello")
     umask = os.umask(0)

@@ -24,7 +24,7 @@ def test_a_live_stream_draws_the_frames_of_the_offline_render(first_run, tmp_pat
     from amg.config import LiveConfig, MotionConfig, read_saved_config
     from amg.gan.inference import AvatarGenerator
     from amg.live import LiveSession, chunks_in_real_time, run_live
-    from amg.motion.stage import predict_motion
+    from amg.motion.inference import predict_motion
 
     layout, name, _, _, duration = first_run
     options = MotionOptions(pose="static")

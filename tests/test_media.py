@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from amg.errors import MediaError
+from amg.core.errors import MediaError
 from amg.media import VideoWriter, iter_frames, load_audio, probe_video, write_video, write_wav
 
 FPS = 25

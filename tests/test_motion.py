@@ -13,28 +13,32 @@ from amg.config import (
     Audio2ExpressionConfig,
     Audio2PoseConfig,
     AudioFeatureConfig,
+    AvatarConfig,
     EyesConfig,
     MotionConfig,
     MotionOptions,
     resolve_increments,
 )
+from amg.core.checkpoints import load_checkpoint
 from amg.media import load_audio, probe_video, write_wav
 from amg.motion.body import Head2Body
 from amg.motion.data import window_starts
-from amg.motion.expression import speed_perturbed, training_sequences
-from amg.motion.expression_model import LONG_SILENCE_FRAMES, gate_silence, silence_so_far
+from amg.motion.expression.inference import LONG_SILENCE_FRAMES, gate_silence, silence_so_far
+from amg.motion.expression.train import speed_perturbed, training_sequences
 from amg.motion.eyes import EyeModel, blink_statistics
+from amg.motion.inference import predict_motion, write_motion_preview
+from amg.motion.pose.inference import PoseSequence
 from amg.motion.pose2face import Pose2Face
-from amg.motion.pose_model import PoseSequence
-from amg.motion.stage import predict_motion, stale_motion_models, train_motion, write_motion_preview
 from amg.motion.stream import RECORDING_STEP, MotionModels, MotionStream, RecordedFeatures, recorded_motion
 from amg.motion.tracks import MotionTracks
+from amg.motion.train import stale_motion_models, train_motion
 from amg.stages import saved_stage_config
 from amg.tracking import topology
 from amg.tracking.tracks import Tracks
-from amg.training import load_checkpoint
 
 from conftest import link_shared
+
+HOLDOUT = AvatarConfig().holdout  # every stage holds out the same tail
 
 pytestmark = pytest.mark.slow  # real stages on real footage, seconds each: `pytest -m 'not slow'` skips them
 
@@ -48,7 +52,7 @@ FAST = MotionConfig(
 @pytest.fixture(scope="module")
 def trained(obama_avatar):
     layout, name = obama_avatar
-    report = train_motion(layout, name, FAST)
+    report = train_motion(layout, name, FAST, HOLDOUT)
     return layout, name, report
 
 
@@ -87,7 +91,7 @@ def test_second_training_call_trains_nothing(trained, caplog):
     layout, name, _ = trained
     before = layout.audio2expression(name).stat().st_mtime_ns
     with caplog.at_level("INFO"):
-        train_motion(layout, name, FAST)
+        train_motion(layout, name, FAST, HOLDOUT)
     assert "already trained" in caplog.text
     assert layout.audio2expression(name).stat().st_mtime_ns == before
 
@@ -262,9 +266,9 @@ def test_a_schedule_change_extends_that_network_alone_and_a_model_change_retrain
     )
     assert steps == {"motion.expression.steps": str(FAST.expression.steps + 100)}
     longer = replace(FAST, expression=replace(FAST.expression, steps=FAST.expression.steps + 100))
-    assert stale_motion_models(layout, name, longer) == ["expression"]
+    assert stale_motion_models(layout, name, longer, HOLDOUT) == ["expression"]
     with caplog.at_level("INFO"):
-        train_motion(layout, name, longer)
+        train_motion(layout, name, longer, HOLDOUT)
     assert f"Resuming audio2expression.pt from step {FAST.expression.steps}" in caplog.text
     assert load_checkpoint(layout.audio2expression(name))["step"] == FAST.expression.steps + 100
     after = _file_bytes(layout, name)
@@ -272,9 +276,9 @@ def test_a_schedule_change_extends_that_network_alone_and_a_model_change_retrain
     assert all(after[key] == before[key] for key in ("pose", "body", "pose2face", "eyes"))  # byte-identical
 
     ridge = replace(longer, body=replace(longer.body, ridge=longer.body.ridge * 10))
-    assert stale_motion_models(layout, name, ridge) == ["body"]
-    train_motion(layout, name, ridge)
+    assert stale_motion_models(layout, name, ridge, HOLDOUT) == ["body"]
+    train_motion(layout, name, ridge, HOLDOUT)
     changed = _file_bytes(layout, name)
     assert changed["body"] != after["body"]
     assert all(changed[key] == after[key] for key in ("expression", "pose", "pose2face", "eyes"))
-    assert stale_motion_models(layout, name, ridge) == []
+    assert stale_motion_models(layout, name, ridge, HOLDOUT) == []

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from amg.errors import AmgError
+from amg.core.errors import AmgError
 from amg.gan.perceptual import ShiftTolerantLPIPS, perceptual_weights_path
 from amg.media import iter_frames
 

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from amg.cli import main as amg_main
+from amg.core.checkpoints import load_checkpoint
 from amg.media import iter_frames, probe_video
 from amg.motion.tracks import MotionTracks
 from amg.tracking.boxes import mouth_boxes
 from amg.tracking.tracks import Tracks
-from amg.training import load_checkpoint
 
 from conftest import TINY, speech_after_silence
 
@@ -86,6 +86,55 @@ def test_models_trained_before_the_avatar_was_preprocessed_again_are_named_in_a_
         assert "preprocessed again after its gan models" in caplog.text and "--force" in caplog.text
     finally:
         os.utime(checkpoint, ns=(saved.st_atime_ns, saved.st_mtime_ns))
+
+
+def test_an_avatar_trained_by_the_previous_amg_loads_renders_and_trains_nothing(first_run, tmp_path):
+    """Before the avatar-level holdout, every motion model's and the GAN's config held its own `holdout`, in the
+    saved YAML files, the checkpoints' config dicts and the fitted models' meta; no run record was written."""
+    import shutil
+
+    import torch
+    import yaml
+
+    from amg.config import AvatarConfig, load_config, preset_overrides
+    from amg.core.checkpoints import save_checkpoint
+    from amg.core.errors import AmgError
+    from amg.core.layout import Layout
+    from amg.stages import avatar_renders, train_stages, trained_holdouts
+
+    layout, name, _, _, _ = first_run
+    old = Layout(tmp_path)
+    (old.root / "input_data").symlink_to(layout.root / "input_data")
+    shutil.copytree(layout.checkpoint_dir(name), old.checkpoint_dir(name))
+    for path, sections in (
+        (old.motion_config(name), ("expression", "pose", "body", "pose2face")),
+        (old.gan_config(name), ("",)),
+    ):
+        values = yaml.safe_load(path.read_text())
+        values.pop("run")
+        for section in sections:
+            (values[section] if section else values)["holdout"] = 0.15
+        path.write_text(yaml.safe_dump(values))
+    for path in (old.audio2expression(name), old.audio2headpose(name), old.gan_checkpoint(name)):
+        state = load_checkpoint(path)
+        state.pop("holdout")
+        save_checkpoint(path, **state | {"config": state["config"] | {"holdout": 0.15}})
+    for path in (old.head2body(name), old.pose2face(name)):
+        arrays = dict(np.load(path))
+        meta = json.loads(str(arrays["meta"]))
+        meta["config"]["holdout"] = 0.15
+        np.savez(path, **arrays | {"meta": np.array(json.dumps(meta))})
+
+    assert avatar_renders(old, name) and trained_holdouts(old, name) == {"motion": 0.15, "gan": 0.15}
+    cfg = load_config(AvatarConfig, None, preset_overrides("fast"), **TINY)
+    assert train_stages(old, name, cfg, lambda stage: stage.required) == {}  # nothing to train again
+    key = "generator_ema.heads.1.weight"
+    assert torch.equal(
+        load_checkpoint(old.gan_checkpoint(name))["model"][key],
+        load_checkpoint(layout.gan_checkpoint(name))["model"][key],
+    )
+    with pytest.raises(AmgError, match="one option for the whole avatar"):
+        load_config(AvatarConfig, None, {"gan.holdout": 0.2})
 
 
 def test_run_with_upscale_writes_the_refined_video_beside_the_plain_one(first_run):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from amg.config import Pose2FaceConfig
-from amg.errors import DamagedFileError
+from amg.core.errors import DamagedFileError
 from amg.motion.body import head_features
+from amg.motion.pose.inference import PoseSequence
 from amg.motion.pose2face import Pose2Face, lip_distance_gain
-from amg.motion.pose_model import PoseSequence
 from amg.tracking import fitting, topology
 
 N_POINTS, N_FRAMES, SIZE = 478, 400, 256

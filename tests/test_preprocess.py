@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from amg.cli import main as amg_main
+from amg.conditioning.warp import shoulder_similarity
 from amg.config import PreprocessConfig
-from amg.errors import AmgError, MediaError, TrackingError
-from amg.layout import Layout
+from amg.core.errors import AmgError, MediaError, TrackingError
+from amg.core.layout import Layout
 from amg.media import iter_frames, load_audio, probe_video, write_video
-from amg.render.warp import shoulder_similarity
 from amg.tracking import smoothing, topology
 from amg.tracking.capture import RawTracks
 from amg.tracking.preprocess import fit_tracks, preprocess

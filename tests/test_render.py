@@ -10,8 +10,8 @@ import pytest
 from mediapipe.python.solutions import face_mesh_connections
 from scipy.spatial.transform import Rotation
 
-from amg.render import N_CHANNELS, conditioning_to_rgb, render_conditioning, render_sequence
-from amg.render.conditioning import EYES, MESH, MESH_TRIANGLES, MOUTH, OUTLINE, _mesh_shading, _to_fixed_point
+from amg.conditioning import N_CHANNELS, conditioning_to_rgb, render_conditioning, render_sequence
+from amg.conditioning.draw import EYES, MESH, MESH_TRIANGLES, MOUTH, OUTLINE, _mesh_shading, _to_fixed_point
 from amg.tracking import topology
 
 SOURCE = 256

@@ -7,9 +7,9 @@ import importlib.util
 import pytest
 
 from amg.cli import main as amg_main
-from amg.layout import Layout
+from amg.cli.samples import SAMPLE_AUDIO, SAMPLE_VIDEO
+from amg.core.layout import Layout
 from amg.media import probe_video
-from amg.samples import SAMPLE_AUDIO, SAMPLE_VIDEO
 
 
 @pytest.mark.skipif(importlib.util.find_spec("psychopy") is None, reason="pip install --no-deps psychopy==2026.2.5")

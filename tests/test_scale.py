@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from amg.cli import main as amg_main
-from amg.layout import Layout
+from amg.core.checkpoints import load_checkpoint
+from amg.core.layout import Layout
 from amg.media import iter_frames, load_audio, write_wav
 from amg.tracking.tracks import Tracks
-from amg.training import load_checkpoint
 
 from conftest import TINY
 

@@ -18,13 +18,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from amg.config import MotionOptions
-from amg.layout import Layout
+from amg.core.checkpoints import save_checkpoint
+from amg.core.layout import Layout
+from amg.core.progress import report
 from amg.media import load_audio, probe_video, write_wav
-from amg.output import write_generated_video
-from amg.progress import report
+from amg.media.output import write_generated_video
 from amg.service.app import ServiceSettings, create_app, running_server
 from amg.service.jobs import JobStore
-from amg.training import save_checkpoint
 
 from conftest import require_shared
 
@@ -483,7 +483,7 @@ def test_a_render_jobs_progress_covers_its_features_and_head_motion_before_the_f
 
 
 def test_progress_keys_are_stage_names_and_the_trained_stages_are_among_them():
-    from amg.progress import STAGE_NAMES
+    from amg.core.progress import STAGE_NAMES
     from amg.service.worker import STAGE_SHARES
     from amg.stages import STAGES
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from amg.render.warp import TargetMesh, shoulder_similarity
+from amg.conditioning.warp import TargetMesh, shoulder_similarity
 from amg.tracking import topology
 from amg.tracking.torso import place_points, register_frames, registered_body, torso_body, torso_mask
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from amg.training import batch_rng, checkpoint_done, is_finished, load_checkpoint, run_training, seed_everything
+from amg.core.checkpoints import checkpoint_done, is_finished, load_checkpoint
+from amg.core.training import batch_rng, run_training, seed_everything
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from amg.render.warp import FACE_TRIANGLES, N_FACE, TargetMesh, hole_strip, warp_frames
+from amg.conditioning.warp import FACE_TRIANGLES, N_FACE, TargetMesh, hole_strip, warp_frames
 from amg.tracking import topology
 
 SIZE = 256

@@ -26,9 +26,9 @@ import numpy as np
 
 from amg.audio import models, reference, spectral
 from amg.config import FPS, AudioFeatureConfig, read_saved_config, save_config
-from amg.errors import AmgError
-from amg.fsutil import load_npz, save_npz
-from amg.layout import Layout
+from amg.core.errors import AmgError
+from amg.core.fsutil import load_npz, save_npz
+from amg.core.layout import Layout
 from amg.media.audio import load_audio
 
 SAMPLE_RATE = models.SAMPLE_RATE

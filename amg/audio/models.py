@@ -22,8 +22,8 @@ import onnxruntime as ort
 import scipy.signal
 from tqdm import tqdm
 
-from amg.errors import AmgError
-from amg.progress import report
+from amg.core.errors import AmgError
+from amg.core.progress import report
 
 SAMPLE_RATE = 16000
 MEL_HOP = 160

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
-from amg.errors import AmgError
+from amg.core.errors import AmgError
 
 WINDOW = 400  # 25 ms at 16 kHz
 HOP = 160  # 10 ms

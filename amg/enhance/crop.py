@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from scipy.signal import savgol_filter
 
-from amg.common.images import feather_mask
+from amg.core.images import feather_mask
 from amg.tracking import topology
 
 

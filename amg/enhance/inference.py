@@ -8,14 +8,15 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from amg.common.tensors import to_tensor, to_uint8
 from amg.config import EnhanceConfig, config_from_dict
+from amg.core.checkpoints import load_checkpoint
+from amg.core.device import pick_device
+from amg.core.errors import AmgError
+from amg.core.layout import Layout
+from amg.core.onnx_runtime import OnnxModel
+from amg.core.tensors import to_tensor, to_uint8
 from amg.enhance.crop import FacePaster, crop_face, face_crop_boxes
 from amg.enhance.networks import Refiner
-from amg.errors import AmgError
-from amg.layout import Layout
-from amg.onnx_runtime import OnnxModel
-from amg.training import load_checkpoint, pick_device
 
 
 class FaceEnhancer:
@@ -40,7 +41,7 @@ class FaceEnhancer:
         prefix = "refiner."
         self.refiner.load_state_dict({k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)})
         self.paster = FacePaster(self.crop_size, self.cfg.feather, upscale)
-        self.refine = self.refiner  # on the CPU, ONNX Runtime runs it 1.5x faster (amg.onnx_runtime)
+        self.refine = self.refiner  # on the CPU, ONNX Runtime runs it 1.5x faster (amg.core.onnx_runtime)
         if engine == "onnxruntime" or (engine == "auto" and self.device.type == "cpu"):
             self.refine = OnnxModel(self.refiner, torch.zeros(1, 3, self.crop_size, self.crop_size))
 

@@ -17,32 +17,31 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from amg.common.images import psnr, sharpness, ssim
-from amg.common.split import held_out_split
-from amg.common.tensors import to_tensor, to_uint8
-from amg.config import EnhanceConfig, GanConfig, read_saved_config, save_config
-from amg.distributed import world
-from amg.enhance.crop import crop_face, face_crop_boxes, refine_size
-from amg.enhance.networks import Refiner
-from amg.gan import losses
-from amg.gan.networks import MultiScaleDiscriminator
-from amg.layout import Layout
-from amg.media import iter_frames, pick_frames
-from amg.motion.tracks import tracked_motion
-from amg.tracking.boxes import mouth_boxes
-from amg.tracking.tracks import Tracks
-from amg.training import (
+from amg.config import AvatarConfig, EnhanceConfig, save_config, saved_holdout
+from amg.core.checkpoints import checkpoint_done, is_finished
+from amg.core.device import pick_device
+from amg.core.distributed import world
+from amg.core.images import psnr, sharpness, ssim
+from amg.core.layout import Layout
+from amg.core.split import held_out_split
+from amg.core.tensors import to_tensor, to_uint8
+from amg.core.training import (
     OptimizerGroup,
     adversarial_update,
     batch_rng,
-    checkpoint_done,
     image_grid,
-    is_finished,
-    pick_device,
     run_trainer,
     save_sample_grid,
     seed_everything,
 )
+from amg.enhance.crop import crop_face, face_crop_boxes, refine_size
+from amg.enhance.networks import Refiner
+from amg.gan import losses
+from amg.gan.networks import MultiScaleDiscriminator
+from amg.media import iter_frames, pick_frames
+from amg.motion.tracks import tracked_motion
+from amg.tracking.boxes import mouth_boxes
+from amg.tracking.tracks import Tracks
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +83,12 @@ def make_pairs(layout: Layout, name: str, cfg: EnhanceConfig) -> EnhancePairs:
     from amg.gan.inference import AvatarGenerator
 
     tracks = Tracks.load(layout.tracks(name))
-    gan_cfg = read_saved_config(GanConfig, layout.gan_config(name)) or GanConfig()
+    holdout = saved_holdout(layout.gan_config(name))
+    holdout = AvatarConfig().holdout if holdout is None else holdout
     generator = AvatarGenerator(layout, name)
     size = generator.size
     n = tracks.n_frames
-    stop = held_out_split(n, gan_cfg.holdout)[0].stop  # the generator's own training frames end here
+    stop = held_out_split(n, holdout)[0].stop  # the generator's own training frames end here
     boxes = face_crop_boxes(tracks.landmarks, tracks.size, size, cfg.margin, cfg.smooth_window)
     out_size = refine_size(boxes[0, 2], cfg.scale)
     train = np.arange(min(stop, cfg.max_frames))
@@ -133,7 +133,7 @@ class EnhanceTrainer:
     def step(self, step: int) -> dict[str, float]:
         cfg, p, dev = self.cfg, self.pairs, self.device
         index = batch_rng(cfg.seed, step).integers(0, p.n_train, size=cfg.batch_size)
-        index = world().share(index)  # under torchrun, this rank's part of the batch (amg.distributed)
+        index = world().share(index)  # under torchrun, this rank's part of the batch (amg.core.distributed)
         source, real = to_tensor(p.inputs[index], dev), to_tensor(p.targets[index], dev)
         refined = self.nets["refiner"](source)
         d = self.nets["discriminator"]

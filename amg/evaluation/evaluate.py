@@ -16,7 +16,7 @@ truth, so only lip sync and mouth-opening statistics are reported, next to the r
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import islice, tee
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -31,17 +31,19 @@ from amg.audio.features import (
     features_for_audio,
     features_for_video,
 )
-from amg.common import images
-from amg.common.split import held_out_split
+from amg.conditioning import conditioning_to_rgb, render_conditioning
+from amg.conditioning.warp import warp_frames
 from amg.config import (
     FPS,
-    AvatarConfig,
     EyesConfig,
     MotionConfig,
     MotionOptions,
     read_saved_config,
 )
-from amg.errors import AmgError
+from amg.core import images
+from amg.core.errors import AmgError
+from amg.core.layout import Layout
+from amg.core.split import held_out_split
 from amg.evaluation import metrics
 from amg.evaluation.landmarks import LandmarkDetector
 from amg.evaluation.records import EvalOptions, SequenceResult
@@ -54,16 +56,13 @@ from amg.evaluation.sync import (
     sync_from_correlation,
 )
 from amg.gan.candidates import nearest_landmark_index
-from amg.layout import Layout
 from amg.media import VideoWriter, load_audio, pick_frames, resized_frames
 from amg.motion.eyes import blink_statistics, speech_with_upper_face
-from amg.motion.headpose import evaluate_motion
+from amg.motion.inference import predict_motion
+from amg.motion.pose.inference import Audio2PoseModel, PoseSequence
+from amg.motion.pose.train import evaluate_motion
 from amg.motion.pose2face import Pose2Face
-from amg.motion.pose_model import Audio2PoseModel, PoseSequence
-from amg.motion.stage import predict_motion
 from amg.motion.tracks import MotionTracks, tracked_motion
-from amg.render import conditioning_to_rgb, render_conditioning
-from amg.render.warp import warp_frames
 from amg.tracking import fitting, topology
 from amg.tracking.boxes import face_boxes, mouth_boxes
 from amg.tracking.tracks import Tracks
@@ -102,19 +101,6 @@ def held_out_start(n_frames: int, holdout: float) -> int:
     return tail.start
 
 
-def with_holdout(cfg: AvatarConfig, holdout: float) -> AvatarConfig:
-    """`cfg` with every stage holding out the same tail."""
-    m = cfg.motion
-    motion = replace(
-        m,
-        expression=replace(m.expression, holdout=holdout),
-        pose=replace(m.pose, holdout=holdout),
-        body=replace(m.body, holdout=holdout),
-        pose2face=replace(m.pose2face, holdout=holdout),
-    )
-    return replace(cfg, motion=motion, gan=replace(cfg.gan, holdout=holdout))
-
-
 def check_unseen(layout: Layout, name: str, n_frames: int, start: int, holdouts: dict[str, float]) -> None:
     """Refuse to evaluate on frames any of the avatar's models was (or is being) trained on, given each trained
     stage's holdout (amg.stages.trained_holdouts): checked before training, so a finished or half-trained
@@ -133,7 +119,7 @@ def check_unseen(layout: Layout, name: str, n_frames: int, start: int, holdouts:
 def self_driven(layout: Layout, name: str, tracks: Tracks, start: int, features: AudioFeatures) -> Sequence:
     """The held-out tail with its own speech: the predicted mouth (with the jaw line and cheeks the tail's head
     pose moves, amg.motion.pose2face) under the tail's real eyes, pose and body."""
-    from amg.motion.expression_model import Audio2ExpressionModel
+    from amg.motion.expression.inference import Audio2ExpressionModel
 
     tail = slice(start, tracks.n_frames)
     # The network sees the whole video's speech so that its ±0.64 s of context at the tail's first frames is the

@@ -1,11 +1,11 @@
-"""Measures of generated against real frames beyond the image scores of amg.common.images: face boxes,
+"""Measures of generated against real frames beyond the image scores of amg.core.images: face boxes,
 landmark distances and jitter, texture flicker (NumPy/OpenCV, no downloaded weights)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from amg.common.images import Box, crop
+from amg.core.images import Box, crop
 from amg.tracking import topology
 
 

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from amg.config import FPS
-from amg.fsutil import atomic_path, write_text
-from amg.layout import Layout
+from amg.core.fsutil import atomic_path, write_text
+from amg.core.layout import Layout
 
 if TYPE_CHECKING:
     from amg.evaluation.records import EvalOptions, SequenceResult

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from amg.audio.features import AudioFeatures
-from amg.fsutil import NpzRecord
+from amg.core.fsutil import NpzRecord
 from amg.tracking.topology import LEFT_EYE_OUTER, LIPS_INNER, RIGHT_EYE_OUTER, mouth_opening, mouth_width
 
 # Chosen on the real clips of benchmarks/sync_validation.py (its --ablation table; AUC in sync vs unrelated,

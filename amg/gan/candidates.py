@@ -1,7 +1,7 @@
 """Which bank frames the generator warps for each generated frame: retrieval by head pose, mouth shape and
 eye state, kept steady over time.
 
-The warp (amg.render.warp) moves pixels well but cannot invent what the source frame does not show: teeth
+The warp (amg.conditioning.warp) moves pixels well but cannot invent what the source frame does not show: teeth
 behind closed lips, a lid over an open eye, the collar and shoulders as they sit for another head pose. So each
 generated frame gets one candidate per *slot*:
 

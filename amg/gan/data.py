@@ -9,13 +9,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from amg.common.split import held_out_split
-from amg.common.tensors import to_tensor
-from amg.concurrency import prefetch
-from amg.errors import AmgError
+from amg.core.concurrency import prefetch
+from amg.core.errors import AmgError
+from amg.core.layout import Layout
+from amg.core.split import held_out_split
+from amg.core.tensors import to_tensor
 from amg.gan.inputs import GeneratorInputs, with_context
 from amg.gan.references import AvatarReferences, build_references
-from amg.layout import Layout
 from amg.media import probe_video, resized_frames
 from amg.tracking.boxes import mouth_boxes
 from amg.tracking.tracks import Tracks

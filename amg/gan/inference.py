@@ -10,17 +10,18 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from amg.common.tensors import to_uint8
-from amg.concurrency import prefetch
 from amg.config import GanConfig, config_from_dict
-from amg.errors import AmgError
+from amg.core.checkpoints import load_checkpoint
+from amg.core.concurrency import prefetch
+from amg.core.device import pick_device
+from amg.core.errors import AmgError
+from amg.core.layout import Layout
+from amg.core.onnx_runtime import OnnxModel
+from amg.core.tensors import to_uint8
 from amg.gan.inputs import GeneratorInputs, with_context
 from amg.gan.networks import build_generator
 from amg.gan.references import AvatarReferences
-from amg.layout import Layout
 from amg.motion.tracks import MotionTracks
-from amg.onnx_runtime import OnnxModel
-from amg.training import load_checkpoint, pick_device
 
 log = logging.getLogger(__name__)
 

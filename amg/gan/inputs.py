@@ -4,7 +4,7 @@ motion), so the network sees identical statistics in both.
 Images enter as float in [-1, 1], channels first. Per generated frame t (see amg.gan.networks):
 
     dynamic  per candidate k (amg.gan.candidates): its RGB, conditioning and matte, warped onto frame t's
-             landmarks (amg.render.warp), CANDIDATE_CHANNELS each; then the conditioning of t-c..t+c
+             landmarks (amg.conditioning.warp), CANDIDATE_CHANNELS each; then the conditioning of t-c..t+c
     static   the background plate
 """
 
@@ -14,11 +14,11 @@ import cv2
 import numpy as np
 import torch
 
-from amg.common.tensors import channels_first, to_tensor
+from amg.conditioning import N_CHANNELS, render_sequence
+from amg.conditioning.warp import TargetMesh, remap
+from amg.core.tensors import channels_first, to_tensor
 from amg.gan.candidates import CandidatePicker, head_pose_features
 from amg.gan.references import AvatarReferences
-from amg.render import N_CHANNELS, render_sequence
-from amg.render.warp import TargetMesh, remap
 
 # A warped candidate: RGB, its conditioning, its matte.
 CANDIDATE_CHANNELS = 3 + N_CHANNELS + 1

@@ -18,7 +18,7 @@ def mouth_weight_map(boxes: np.ndarray, size: int, extra: float) -> torch.Tensor
 def weighted_l1(fake: torch.Tensor, real: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """The mean over images of each image's weighted mean absolute error. Normalised per image, not by the
     batch's total weight: a mean over images is the same whether one process has the whole batch or each rank
-    of a data-parallel run a share of it (amg.distributed)."""
+    of a data-parallel run a share of it (amg.core.distributed)."""
     per_image = ((fake - real).abs() * weights).sum(dim=(1, 2, 3)) / (weights.sum(dim=(1, 2, 3)) * fake.shape[1])
     return per_image.mean()
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amg.errors import AmgError
+from amg.core.errors import AmgError
 
 INSTALL_HINT = "pip install --no-deps stlpips-pytorch==0.0.2"
 _WEIGHTS_IN_PACKAGE = Path("weights") / "vST0.0" / "alex_shift_tolerant.pth"

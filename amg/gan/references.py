@@ -1,7 +1,7 @@
 """The avatar's own frames the generator starts from (saved with the avatar as gan_references.npz).
 
 Texture (skin, teeth, hair, clothes) cannot be inferred from landmark drawings, and learning to move pixels
-takes more steps than a CPU affords, while a landmark mesh warp (amg.render.warp) moves them exactly and for
+takes more steps than a CPU affords, while a landmark mesh warp (amg.conditioning.warp) moves them exactly and for
 free. So per generated frame a few real training frames are retrieved and warped onto the target landmarks,
 and the generator only blends and refines them (amg.gan.networks). The bank holds the candidates:
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from amg.fsutil import NpzRecord
+from amg.core.fsutil import NpzRecord
 from amg.gan.candidates import head_pose_features
 from amg.tracking import topology
 from amg.tracking.tracks import Tracks

@@ -17,32 +17,31 @@ import numpy as np
 import torch
 from torch import nn
 
-from amg.common.images import psnr, ssim
-from amg.common.tensors import to_uint8
+from amg.conditioning import N_CHANNELS, conditioning_to_rgb
+from amg.conditioning.warp import warp_frames
 from amg.config import GanConfig, save_config
-from amg.distributed import world
-from amg.fsutil import write_text
+from amg.core.checkpoints import checkpoint_done, is_finished
+from amg.core.device import pick_device
+from amg.core.distributed import world
+from amg.core.fsutil import write_text
+from amg.core.images import psnr, ssim
+from amg.core.layout import Layout
+from amg.core.tensors import to_uint8
+from amg.core.training import (
+    OptimizerGroup,
+    adversarial_update,
+    batch_rng,
+    image_grid,
+    run_trainer,
+    save_sample_grid,
+    seed_everything,
+)
 from amg.gan import losses
 from amg.gan.candidates import nearest_landmark_index
 from amg.gan.data import ClipBatch, GanData, clip_batch, load_gan_data, make_references
 from amg.gan.inputs import GeneratorInputs, with_context
 from amg.gan.networks import Generator, MultiScaleDiscriminator, TemporalDiscriminator, build_generator
-from amg.layout import Layout
-from amg.render import N_CHANNELS, conditioning_to_rgb
-from amg.render.warp import warp_frames
 from amg.tracking.boxes import mouth_boxes
-from amg.training import (
-    OptimizerGroup,
-    adversarial_update,
-    batch_rng,
-    checkpoint_done,
-    image_grid,
-    is_finished,
-    pick_device,
-    run_trainer,
-    save_sample_grid,
-    seed_everything,
-)
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +51,9 @@ def gan_trained(layout: Layout, name: str) -> bool:
     return is_finished(layout.gan_checkpoint(name)) and layout.gan_references(name).is_file()
 
 
-def gan_done(layout: Layout, name: str, cfg: GanConfig) -> bool:
-    """Nothing of `cfg` is left to train: finished with its model fields, for at least its steps."""
-    return checkpoint_done(layout.gan_checkpoint(name), cfg) and layout.gan_references(name).is_file()
+def gan_done(layout: Layout, name: str, cfg: GanConfig, holdout: float) -> bool:
+    """Nothing of `cfg` is left to train: finished with its model fields and `holdout`, for at least its steps."""
+    return checkpoint_done(layout.gan_checkpoint(name), cfg, holdout) and layout.gan_references(name).is_file()
 
 
 def build_networks(cfg: GanConfig, inputs: GeneratorInputs) -> nn.ModuleDict:
@@ -174,7 +173,7 @@ class GanTrainer:
         cfg, data = self.cfg, self.data
         rng = batch_rng(cfg.seed, step)
         starts = rng.integers(data.train.start, data.train.stop - cfg.clip_frames + 1, size=cfg.batch_clips)
-        starts = world().share(starts)  # under torchrun, this rank's part of the batch (amg.distributed)
+        starts = world().share(starts)  # under torchrun, this rank's part of the batch (amg.core.distributed)
         batch = clip_batch(data, self.inputs, starts, cfg.clip_frames, cfg.reference_exclusion)
         with self.autocast:
             fake, matte = self._generate(self.nets["generator"], batch.dynamic)
@@ -248,24 +247,26 @@ class GanTrainer:
         return {"held_out/conditioning|warp baseline|generated|real": grid}
 
 
-def train_gan(layout: Layout, name: str, cfg: GanConfig, max_minutes: float | None = None) -> dict:
-    """Train (or resume) the image GAN of avatar `name`; returns the held-out metrics next to the baseline."""
-    if gan_done(layout, name, cfg):
+def train_gan(layout: Layout, name: str, cfg: GanConfig, holdout: float, max_minutes: float | None = None) -> dict:
+    """Train (or resume) the image GAN of avatar `name` on all but the `holdout` tail of its video; returns the
+    held-out metrics next to the baselines'."""
+    if gan_done(layout, name, cfg, holdout):
         log.info("The image GAN of %r is already trained (use --force to retrain).", name)
         return json.loads(layout.gan_report(name).read_text()) if layout.gan_report(name).is_file() else {}
     seed_everything(cfg.seed)
     device = pick_device()
-    data = load_gan_data(layout, name, cfg.size, cfg.holdout)
+    data = load_gan_data(layout, name, cfg.size, holdout)
     references = make_references(data, layout, name, cfg.bank_size)
     main = world().main  # under torchrun, rank 0 alone writes
     if main:
         references.save(layout.gan_references(name))
-        save_config(cfg, layout.gan_config(name))
+        save_config(cfg, layout.gan_config(name), run={"holdout": holdout})
     inputs = GeneratorInputs(references, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, device)
     trainer = GanTrainer(cfg, data, inputs, layout, name)
     extra = {"dynamic_channels": inputs.dynamic_channels, "static_channels": inputs.static_channels}
     logs, labels = layout.logs_dir(name) / "gan", ("Image GAN", "gan")
-    metrics = run_trainer(trainer, layout.gan_checkpoint(name), cfg, logs, labels, extra=extra, max_minutes=max_minutes)
+    checkpoint = layout.gan_checkpoint(name)
+    metrics = run_trainer(trainer, checkpoint, cfg, logs, labels, extra=extra, max_minutes=max_minutes, holdout=holdout)
     report = {"video": name, "held_out_frames": len(trainer.held_out.index), "metrics": metrics}
     if main:
         write_text(layout.gan_report(name), json.dumps(report, indent=2))

@@ -9,8 +9,8 @@ import wave
 import av
 import numpy as np
 
-from amg.errors import MediaError
-from amg.fsutil import atomic_path
+from amg.core.errors import MediaError
+from amg.core.fsutil import atomic_path
 from amg.media.video import PathLike, open_input
 
 log = logging.getLogger(__name__)

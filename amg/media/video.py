@@ -16,8 +16,8 @@ import av
 import cv2
 import numpy as np
 
-from amg.errors import MediaError
-from amg.fsutil import atomic_path
+from amg.core.errors import MediaError
+from amg.core.fsutil import atomic_path
 
 PathLike = str | os.PathLike[str]
 

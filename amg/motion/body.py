@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from amg.common.split import held_out_split
 from amg.config import Head2BodyConfig
-from amg.fsutil import atomic_path, load_npz, save_npz
-from amg.layout import damaged_file
-from amg.motion.pose_model import PoseSequence, pose_vectors
+from amg.core.fsutil import atomic_path, load_npz, save_npz
+from amg.core.layout import damaged_file
+from amg.motion.pose.inference import PoseSequence, pose_vectors
 from amg.tracking.smoothing import smooth_series
 from amg.tracking.tracks import Tracks
 
@@ -93,9 +92,12 @@ def body_error_px(predicted: np.ndarray, tracks: Tracks, frames: slice) -> float
     return float(np.linalg.norm(predicted[:, :2] - truth, axis=-1).mean() * 256 / tracks.size)
 
 
-def train_head2body(tracks: Tracks, cfg: Head2BodyConfig, path: Path, plot_path: Path) -> Head2Body:
-    """Fit on the video's first part, score on its held-out tail, refit on everything, save model and plot."""
-    train, val = held_out_split(tracks.n_frames, cfg.holdout)
+def train_head2body(
+    tracks: Tracks, split: tuple[slice, slice], cfg: Head2BodyConfig, path: Path, plot_path: Path
+) -> Head2Body:
+    """Fit on the video's first part, score on its held-out tail (`split`: training and held-out frames), refit
+    on everything, save model and plot."""
+    train, val = split
     n_val = val.stop - val.start
     held_out = Head2Body.fit(tracks, train, cfg)
     predicted = held_out.predict(tracks.rotation, tracks.translation, tracks.scale)

@@ -10,10 +10,10 @@ from typing import Sequence
 import numpy as np
 
 from amg.audio.features import SAMPLE_RATE, AudioFeatures, features_for_video
-from amg.common.split import held_out_split
 from amg.config import AudioFeatureConfig
-from amg.errors import AmgError
-from amg.layout import Layout
+from amg.core.errors import AmgError
+from amg.core.layout import Layout
+from amg.core.split import held_out_split
 from amg.media import load_audio
 from amg.tracking.fitting import ExpressionModel
 from amg.tracking.tracks import Tracks
@@ -28,6 +28,7 @@ class MotionData:
     face_model: ExpressionModel
     feature_cfg: AudioFeatureConfig
     audio_path: Path
+    holdout: float  # the video's tail no motion model trains on
 
     @cached_property
     def audio(self) -> np.ndarray:
@@ -38,19 +39,20 @@ class MotionData:
     def n_frames(self) -> int:
         return self.tracks.n_frames
 
-    def split(self, holdout: float) -> tuple[slice, slice]:
+    @property
+    def split(self) -> tuple[slice, slice]:
         """Train on the first (1 - holdout) of the video, validate on its tail (see held_out_split)."""
-        return held_out_split(self.n_frames, holdout)
+        return held_out_split(self.n_frames, self.holdout)
 
 
-def load_motion_data(layout: Layout, video_name: str, feature_cfg: AudioFeatureConfig) -> MotionData:
+def load_motion_data(layout: Layout, video_name: str, feature_cfg: AudioFeatureConfig, holdout: float) -> MotionData:
     tracks_path = layout.tracks(video_name)
     if not tracks_path.is_file():
         raise AmgError(f"Video {video_name!r} is not preprocessed yet: run `amg preprocess` on it first.")
     tracks = Tracks.load(tracks_path)
     features = features_for_video(layout, video_name, feature_cfg, tracks.n_frames)
     face_model = ExpressionModel.load(layout.face_model(video_name))
-    return MotionData(features, tracks, face_model, feature_cfg, layout.audio_wav(video_name))
+    return MotionData(features, tracks, face_model, feature_cfg, layout.audio_wav(video_name), holdout)
 
 
 def window_starts(rng: np.random.Generator, n: int, length: int, spans: slice | Sequence[slice]) -> np.ndarray:

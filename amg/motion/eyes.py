@@ -27,7 +27,7 @@ from scipy.signal import lfilter
 
 from amg.audio.features import AudioFeatures
 from amg.config import FPS, EyesConfig
-from amg.fsutil import NpzRecord
+from amg.core.fsutil import NpzRecord
 from amg.tracking import fitting, smoothing, topology
 from amg.tracking.tracks import Tracks
 

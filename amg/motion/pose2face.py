@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from amg.common.split import held_out_split
 from amg.config import Pose2FaceConfig
-from amg.fsutil import load_npz, save_npz
-from amg.layout import damaged_file
+from amg.core.fsutil import load_npz, save_npz
+from amg.core.layout import damaged_file
 from amg.motion.body import fit_ridge, head_features
-from amg.motion.pose_model import PoseSequence
+from amg.motion.pose.inference import PoseSequence
 from amg.tracking import fitting, topology
 from amg.tracking.tracks import Tracks
 
@@ -119,10 +118,12 @@ def face_error_px(
     return float(np.linalg.norm(error, axis=-1).mean() * 256 / tracks.size)
 
 
-def train_pose2face(tracks: Tracks, face_model: fitting.ExpressionModel, cfg: Pose2FaceConfig, path: Path) -> Pose2Face:
-    """Fit on the video's first part only (`amg eval` renders its tail with it), score on the tail against the
-    training frames' mean face, save."""
-    train, val = held_out_split(tracks.n_frames, cfg.holdout)
+def train_pose2face(
+    tracks: Tracks, split: tuple[slice, slice], face_model: fitting.ExpressionModel, cfg: Pose2FaceConfig, path: Path
+) -> Pose2Face:
+    """Fit on the video's first part only (`split`: training and held-out frames; `amg eval` renders the tail
+    with it), score on the tail against the training frames' mean face, save."""
+    train, val = split
     model = Pose2Face.fit(tracks, face_model, train, cfg)
     if val.stop > val.start:
         mean = fitting.decode(face_model, tracks.expression[train]).mean(axis=0)

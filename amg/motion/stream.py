@@ -20,12 +20,12 @@ import torch
 
 from amg.audio.features import AudioFeatures
 from amg.config import MotionConfig, MotionOptions, read_saved_config
-from amg.layout import Layout
+from amg.core.device import single_threaded
+from amg.core.layout import Layout
 from amg.motion.body import Head2Body
-from amg.motion.expression_model import Audio2ExpressionModel
+from amg.motion.expression.inference import Audio2ExpressionModel
 from amg.motion.eyes import EyeAnimator, EyeModel, pause_frames, speech_energy, with_upper_face
-from amg.motion.pose2face import Pose2Face
-from amg.motion.pose_model import (
+from amg.motion.pose.inference import (
     Audio2PoseModel,
     PoseSampler,
     PoseSequence,
@@ -34,10 +34,10 @@ from amg.motion.pose_model import (
     make_poses,
     smooth_poses,
 )
+from amg.motion.pose2face import Pose2Face
 from amg.motion.tracks import MotionTracks
 from amg.tracking import fitting
 from amg.tracking.tracks import Tracks
-from amg.training import single_threaded
 
 
 class FeatureSource(Protocol):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from amg.fsutil import NpzRecord
+from amg.core.fsutil import NpzRecord
 from amg.tracking.tracks import Tracks
 
 

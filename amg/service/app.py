@@ -46,8 +46,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from amg.config import MAX_BLINK_RATE, MotionOptions
-from amg.errors import AmgError
-from amg.layout import Layout, validate_name
+from amg.core.errors import AmgError
+from amg.core.layout import Layout, validate_name
 from amg.service.jobs import Job, JobStore, validate_job_id
 from amg.service.redact import redact_access_log, without_path
 from amg.service.worker import PipelineRunner, Runner, Worker, delete_folders, delete_job_files

@@ -20,8 +20,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from amg.config import AvatarConfig, MotionOptions, RenderConfig
-from amg.errors import AmgError
-from amg.layout import Layout, validate_name
+from amg.core.errors import AmgError
+from amg.core.layout import Layout, validate_name
 from amg.service.jobs import Job
 from amg.service.worker import PipelineRunner
 

@@ -25,9 +25,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from amg.config import AvatarConfig, RenderConfig, config_from_dict
-from amg.errors import AmgError
-from amg.layout import Layout
-from amg.progress import report, reporting_to
+from amg.core.errors import AmgError
+from amg.core.layout import Layout
+from amg.core.progress import report, reporting_to
 from amg.service.jobs import Job
 from amg.service.worker import Cancelled, PipelineRunner
 

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from amg.errors import AmgError
+from amg.core.errors import AmgError
 
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
@@ -60,7 +60,7 @@ class Job:
     created: float
     started: float | None
     finished: float | None
-    options: str  # JSON: the render's motion options (amg.motion.stage.MotionOptions fields)
+    options: str  # JSON: the render's motion options (amg.config.MotionOptions fields)
 
     @property
     def eta_s(self) -> float | None:

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from amg.layout import Layout
-from amg.progress import reporting_to
+from amg.core.layout import Layout
+from amg.core.progress import reporting_to
 from amg.service.jobs import Job, JobStore
 from amg.service.redact import without_path
 

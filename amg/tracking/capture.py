@@ -18,9 +18,9 @@ import numpy as np
 from tqdm import tqdm
 
 from amg.config import PreprocessConfig
-from amg.fsutil import load_npz, save_npz
+from amg.core.fsutil import load_npz, save_npz
+from amg.core.progress import report
 from amg.media import VideoWriter
-from amg.progress import report
 from amg.tracking.background import BackgroundSampler
 from amg.tracking.models import BodyTracker, FaceMeshTracker, PersonMatter
 from amg.tracking.scan import CropWindow

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from amg.errors import TrackingError
-from amg.fsutil import NpzRecord
+from amg.core.errors import TrackingError
+from amg.core.fsutil import NpzRecord
 from amg.tracking import topology
 
 # Prior weights of the rigid fit. Rigid points carry it; the rest of the face helps a little (when a rigid

@@ -22,11 +22,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from amg.concurrency import prefetch
 from amg.config import PreprocessConfig, read_saved_config, save_config
-from amg.errors import DamagedFileError, MediaError, TrackingError
-from amg.fsutil import atomic_path, write_text
-from amg.layout import Layout
+from amg.core.concurrency import prefetch
+from amg.core.errors import DamagedFileError, MediaError, TrackingError
+from amg.core.fsutil import atomic_path, write_text
+from amg.core.layout import Layout
 from amg.media import VideoWriter, iter_frames, load_audio, probe_video, write_wav
 from amg.tracking import fitting, smoothing, topology
 from amg.tracking.capture import RawTracks, StageTimer, capture

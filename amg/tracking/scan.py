@@ -9,7 +9,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from amg.errors import TrackingError
+from amg.core.errors import TrackingError
 from amg.tracking.models import FaceDetector
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Torso registration: where the shirt, collar and tie are in every frame, from their own pixels.
 
 The pose model finds the shoulders only roughly (a few pixels of noise, run on every k-th frame and
-interpolated), and the image stage warps the torso by them (amg.render.warp): on obama_clip2 the collar and
+interpolated), and the image stage warps the torso by them (amg.conditioning.warp): on obama_clip2 the collar and
 tie then held most of the generator's error. The torso's texture says far more precisely how it moved, so
 every frame's torso is registered to one reference frame's with an affine ECC alignment (OpenCV's
 findTransformECC, coarse to fine, each frame starting from the previous frame's answer), over a mask of the

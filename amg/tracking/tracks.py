@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from amg.fsutil import NpzRecord
+from amg.core.fsutil import NpzRecord
 
 
 @dataclass

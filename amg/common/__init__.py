@@ -1,1 +1,0 @@
-"""What several stages share, each once: image scores and masks, the held-out split, schedules."""

@@ -1,0 +1,69 @@
+"""Stages 4-5's options: the image generator over warped candidate frames, its discriminators and schedule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass
+class GanConfig:
+    """Stage 5 (amg.gan): the avatar's own frames warped onto the target landmarks, blended and refined.
+
+    The defaults are the `realtime` generator at 256 px: about 1.2 GFLOP per frame, so rendering keeps up with
+    25 fps on 2 CPU cores. Presets (PRESETS below) change the size, width and schedule.
+    """
+
+    # Read from older saved configs and checkpoints, and ignored: the holdout is AvatarConfig.holdout now.
+    RETIRED: ClassVar[tuple[str, ...]] = ("holdout",)
+    # Schedule fields: changing one resumes or extends training from the checkpoint; any other field changes what
+    # the weights are, and the model is trained again from scratch.
+    SCHEDULE: ClassVar[tuple[str, ...]] = ("steps", "lr_g", "lr_d", "eval_every", "save_every", "eval_frames")
+
+    size: int = 256  # generated crop side; the preprocessed crop is resized to it
+    ngf: int = 16  # generator width at the first (half-resolution) level
+    max_channels: int = 128
+    n_levels: int = 6  # stride-2 levels of the U-Net: 256 → 4 px at the bottleneck
+    context: int = 1  # conditioning of frames t-context .. t+context (temporal context, smooths motion)
+    # Real training frames warped onto each generated frame's landmarks and blended (amg.gan.candidates):
+    # 1 = nearest head pose, 2 = + nearest mouth shape (teeth), 3 = + nearest eye state (blinks), 4 = + a
+    # second pose candidate from another moment (8 more input channels and one more warp per frame). Default
+    # preset on obama_clip2, 4 candidates resampled bicubically against 3 bilinearly: held-out PSNR 27.65 dB
+    # against 27.48, mouth sharpness 0.81x the real frames' against 0.70x (`amg eval`).
+    n_candidates: int = 4
+    # A candidate is kept while it costs (squared distance) at most (1 + this) times the best, so texture
+    # switches rarely. On obama_clip2's held-out tail 1 switched the pose slot 13 times in 113 frames instead
+    # of 41 (at 0) and cut its warp's face flicker from 4.77 to 4.21 (real 3.93), PSNR 26.05 dB against 25.93.
+    candidate_hysteresis: float = 1.0
+    # Training frames the candidates come from (all of them up to this many; beyond, spread + extremes).
+    bank_size: int = 640
+    # A training frame's candidates are never closer in time than this (else it copies the answer).
+    reference_exclusion: int = 25
+    ndf: int = 16  # discriminator width: at 32 the discriminators cost 3.5x the generator per step on CPU
+    n_scales: int = 2  # multi-scale PatchGAN
+    clip_frames: int = 3  # frames per clip seen by the temporal (3-D) discriminator
+    # Starting from the warp, the default generator's held-out scores are flat after a few hundred steps
+    # (obama_clip2: PSNR 26.05 dB at step 250, 26.02 at 500 and 750), so a CPU stops at 1000.
+    steps: int = 1000
+    batch_clips: int = 2  # clips per step (each clip_frames frames)
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    weight_decay: float = 1e-4
+    l1_weight: float = 10.0
+    mouth_weight: float = 4.0  # extra L1 weight inside the mouth box (from the lip landmarks)
+    alpha_weight: float = 1.0  # generated matte vs the tracked person matte
+    gan_weight: float = 1.0
+    feature_matching_weight: float = 5.0
+    temporal_weight: float = 0.5
+    # Shift-tolerant LPIPS (AlexNet, from the stlpips-pytorch wheel) on the mouth crop: what makes teeth and lip
+    # edges crisp. It costs 1.9 GFLOP per 80² pair, so it is affordable on CPU; on the whole 256² frame
+    # it costs 19.5 GFLOP per pair (13x the generator), so that term is for GPUs (the quality preset).
+    # 0 turns a term off; both are skipped, with a warning, when the wheel is not installed.
+    perceptual_weight: float = 1.0
+    perceptual_full_weight: float = 0.0
+    mouth_crop: int = 80  # side the mouth box (about 80 px at 256, 40 at 128) is resampled to for that loss
+    ema_decay: float = 0.999
+    eval_frames: int = 24
+    eval_every: int = 250  # held-out metrics and a sample grid (conditioning | generated | real)
+    save_every: int = 100
+    seed: int = 0

@@ -1,0 +1,172 @@
+"""Stages 2-3's options: the speech features and the motion models (lip sync, head motion, body, the face's
+response to head pose, eyes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from amg.core.dataclass_io import as_items
+from amg.core.errors import AmgError
+
+
+@dataclass
+class AudioFeatureConfig:
+    """Speech → per-video-frame (25 fps) lip-sync features (amg.audio), alike for any voice and channel."""
+
+    # Feature blocks, in this column order (a list, or "mel, vad" from --set): mel, embedding, vad, energy.
+    blocks: tuple[str, ...] = ("mel", "embedding", "vad", "energy")
+    # Log-mel block: 25 ms windows every 10 ms (4 per video frame, stacked). The band stops at 4 kHz, the band
+    # 8 kHz phone audio has too, so phone and wideband speech look alike. 24 bands (about critical bands) are
+    # as informative as 40 or 64 here and more robust: finer bands resolve the voice's pitch harmonics, which
+    # differ between speakers (benchmarks/audio_features.py).
+    n_mels: int = 24
+    fmin: float = 60.0
+    fmax: float = 4000.0
+    # Range kept below the utterance's speech level: anything quieter (room noise, digital silence) reads as
+    # this floor, so silence looks the same in every recording.
+    floor_db: float = 60.0
+    # Standardise each speech-embedding dimension with the utterance's own speech statistics (else, and when it
+    # has too little speech, with fixed statistics of several speakers).
+    embedding_normalize: bool = True
+    # Frames whose speech probability reaches this count as speech for the normalisation statistics.
+    vad_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        # One canonical spelling, so that ("mel", "vad") in code and "Mel, vad" from YAML compare equal.
+        self.blocks = tuple(name.lower() for name in as_items(self.blocks))
+
+
+@dataclass
+class Audio2ExpressionConfig:
+    """Lip-sync network (amg.motion.expression.train): a dilated temporal conv net, features → expression coefficients."""
+
+    # Read from older saved configs and checkpoints, and ignored: the holdout is AvatarConfig.holdout now.
+    RETIRED: ClassVar[tuple[str, ...]] = ("holdout",)
+    # Schedule fields: changing one resumes or extends training from the checkpoint; any other field changes what
+    # the weights are, and the model is trained again from scratch.
+    SCHEDULE: ClassVar[tuple[str, ...]] = ("steps", "lr", "eval_every", "save_every")
+
+    hidden: int = 64
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 1)  # kernel-3 blocks: ±16 frames (±0.64 s) of audio context
+    dropout: float = 0.1
+    steps: int = 1500
+    batch_size: int = 16
+    window: int = 64  # frames per training window
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    mouth_weight: float = 1.0
+    velocity_weight: float = 0.5
+    feature_noise: float = 0.1
+    # Speed perturbation: the training speech is also learned from played at these speeds (e.g. 0.9, 0.95, 1.05,
+    # 1.1: resampled, so tempo and pitch change together), with the tracked expressions re-timed to it. Off by
+    # default: the mouth it predicts moves less (docs/decisions.md, "Speed perturbation").
+    speeds: tuple[float, ...] = ()
+    eval_every: int = 250
+    save_every: int = 250
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.speeds = tuple(float(s) for s in as_items(self.speeds))
+        if any(not 0.5 <= s <= 2.0 for s in self.speeds):
+            raise AmgError(f"motion.expression.speeds must lie between 0.5 and 2, got {self.speeds}.")
+
+
+@dataclass
+class Audio2PoseConfig:
+    """Head-motion network (amg.motion.pose.train): autoregressive mixture density over head pose."""
+
+    # Read from older saved configs and checkpoints, and ignored: the holdout is AvatarConfig.holdout now.
+    RETIRED: ClassVar[tuple[str, ...]] = ("holdout",)
+    # Schedule fields: changing one resumes or extends training from the checkpoint; any other field changes what
+    # the weights are, and the model is trained again from scratch.
+    SCHEDULE: ClassVar[tuple[str, ...]] = ("steps", "lr", "eval_every", "save_every")
+
+    # Small on purpose: one avatar video gives a few thousand strongly correlated frames, and wider nets learn
+    # them by heart (on a 30-s video hidden 64 already fits the held-out tail worse than 32).
+    hidden: int = 32
+    history: int = 8  # past frames of pose the next one is conditioned on
+    audio_context: int = 12  # ± frames of audio features around the predicted frame (±0.5 s)
+    # Feature blocks the pose sees: the prosody (energy, speech probability). The speech embedding (add
+    # "embedding") and the log-mel block say what is spoken, which the head hardly follows, and let a net
+    # memorise its training frames.
+    audio_blocks: tuple[str, ...] = ("vad", "energy")
+    n_mixtures: int = 4
+    dropout: float = 0.3
+    steps: int = 1500
+    batch_size: int = 128  # frames per step
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    # Noise on the conditioning history (exposure bias: at inference the history is the model's own samples).
+    history_noise: float = 0.05
+    feature_noise: float = 0.5  # blurs the exact energy contour, which would identify each training frame
+    # Sampled poses are soft-clamped to the training range, widened by this fraction of it on each side.
+    clamp_margin: float = 0.25
+    smooth_window: int = 9  # Savitzky-Golay window (order 2) over the sampled trajectory: keeps motion < ~3 Hz
+    eval_every: int = 250
+    save_every: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Canonical spelling, as for AudioFeatureConfig.blocks: the checkpoint's config must compare equal.
+        self.audio_blocks = tuple(name.lower() for name in as_items(self.audio_blocks))
+
+
+@dataclass
+class Head2BodyConfig:
+    """Shoulder/hip regressor from head pose (amg.motion.body): ridge regression, smoothed."""
+
+    # Read from older saved configs and checkpoints, and ignored: the holdout is AvatarConfig.holdout now.
+    RETIRED: ClassVar[tuple[str, ...]] = ("holdout",)
+
+    ridge: float = 1.0
+    smooth_window: int = 15  # shoulders move slowly; the head's small jitter must not shake them
+
+
+@dataclass
+class Pose2FaceConfig:
+    """What head pose does to the face away from the lips (amg.motion.pose2face): ridge regression, linear.
+
+    Lets the jaw line, chin and cheeks follow the head as they do in the avatar's tracks, where (as the face
+    oval is the tracker's outline of the face, and the rigid pose fit leaves some of the head's motion in the
+    expression) they move with it: a linear map of head pose explains 28-63% of their variance in the
+    training frames of six clips (18-39% on the held-out tails). Speech cannot predict that part; the head
+    pose being rendered can (`python benchmarks/motion.py --pose2face-only`).
+    """
+
+    # Read from older saved configs and checkpoints, and ignored: the holdout is AvatarConfig.holdout now.
+    RETIRED: ClassVar[tuple[str, ...]] = ("holdout",)
+
+    ridge: float = 0.1  # per training frame, on standardised pose features
+
+
+@dataclass
+class EyesConfig:
+    """Eyes, brows and gaze (amg.motion.eyes): the stochastic model of what speech does not drive."""
+
+    # A blink: the mean eye opening (lid gap over eye width) under this fraction of the video's median, for at
+    # most max_blink_frames (longer is looking down). Each blink's shape keeps blink_pad frames either side.
+    blink_ratio: float = 0.6
+    max_blink_frames: int = 25
+    blink_pad: int = 3
+    blink_depth: float = 0.45  # every blink closes the eyes to at most this fraction of the median opening
+    # Gamma shape of the intervals between blinks is estimated from the video, within these bounds (people
+    # blink more regularly than a Poisson process, shape 1; a 20-s clip has too few intervals to say more).
+    min_interval_shape: float = 1.5
+    max_interval_shape: float = 6.0
+    max_pause_gain: float = 4.0  # at most this much likelier to blink in a pause than in speech
+    drift_components: int = 4  # principal components of the upper face that drift between blinks
+    max_rho: float = 0.995  # frame-to-frame correlation bound of the drift (keeps it stationary)
+    min_energy_corr: float = 0.2  # a drift component follows speech energy only when the video shows this link
+
+
+@dataclass
+class MotionConfig:
+    """Stage 3 as a whole: the audio features it reads, its three networks and the eye model."""
+
+    features: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
+    expression: Audio2ExpressionConfig = field(default_factory=Audio2ExpressionConfig)
+    pose: Audio2PoseConfig = field(default_factory=Audio2PoseConfig)
+    body: Head2BodyConfig = field(default_factory=Head2BodyConfig)
+    pose2face: Pose2FaceConfig = field(default_factory=Pose2FaceConfig)
+    eyes: EyesConfig = field(default_factory=EyesConfig)

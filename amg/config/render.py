@@ -1,0 +1,80 @@
+"""How videos are made from a trained avatar: files (stage 7), live streams, and the motion options of a new
+speech (head pose mode, seed, blinks)."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Literal
+
+from amg.core.errors import AmgError
+
+Engine = Literal["auto", "torch", "onnxruntime"]
+ENGINES: tuple[str, ...] = typing.get_args(Engine)
+
+
+@dataclass
+class RenderConfig:
+    """Inference (amg.pipeline): how the generated frames are made and written."""
+
+    # Frames generated per batch: memory stays flat however long the audio. Larger batches are no faster
+    # with ONNX Runtime, and each frame's inputs take 6 MB at 256 px.
+    chunk: int = 16
+    engine: Engine = "auto"  # generator runtime: auto (ONNX Runtime on CPU, PyTorch on GPU), torch, onnxruntime
+    crf: int = 18
+    full_frame: bool = False  # paste the crop back into the original frame size
+    feather: float = 0.08  # width of the full-frame blend ramp, as a fraction of the crop side
+    enhance: bool = False  # also write generated_superes.mp4 with the face refined (stage 6)
+    upscale: int = 1  # generated_superes.mp4 at this multiple of the generator's size (face refined, rest resampled)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise AmgError(f"Config render.engine: use one of {', '.join(ENGINES)}, got {self.engine!r}.")
+        if self.upscale not in (1, 2, 3, 4):
+            raise AmgError(f"Config render.upscale: use 1, 2, 3 or 4, got {self.upscale!r}.")
+
+
+@dataclass
+class LiveConfig:
+    """A live stream (amg.live): how far it looks ahead, and when it drops frames to keep up."""
+
+    # Frames of speech the lip sync sees past the frame it draws (its network reaches 16; 8 keeps the latency
+    # near half a second). Latency ≈ (lookahead + 1) frames + 72 ms of feature windows + the chunking + compute.
+    lookahead: int = 8
+    history: int = 48  # past frames each step recomputes the lip sync and smoothing over (its reach is 16 + 7)
+    chunk: int = 4  # frames per generator call
+    # A frame that would be shown later than this after its sound is not generated: the previous image stays
+    # (counted as dropped), so a slow machine falls back to a lower frame rate, never out of sync.
+    max_latency_s: float = 1.0
+    engine: Engine = "auto"
+
+    def __post_init__(self) -> None:
+        if self.lookahead < 0 or self.history < 24 or self.chunk < 1 or self.max_latency_s <= 0:
+            raise AmgError("Config live: lookahead >= 0, history >= 24, chunk >= 1 and max_latency_s > 0.")
+        if self.engine not in ENGINES:
+            raise AmgError(f"Config live.engine: use one of {', '.join(ENGINES)}, got {self.engine!r}.")
+
+
+BlinkMode = Literal["natural", "off"]
+BLINK_MODES: tuple[str, ...] = typing.get_args(BlinkMode)
+MAX_BLINK_RATE = 5.0  # × the avatar's own rate: beyond it blinks run into each other
+
+
+@dataclass
+class MotionOptions:
+    """How motion is made for a new speech, beyond what speech decides (the CLI's and the service's options)."""
+
+    pose: Literal["generate", "static", "replay"] = "generate"
+    seed: int = 0  # of the head motion and the blinks
+    temperature: float = 1.0
+    intensity: float = 1.0
+    blinks: BlinkMode = "natural"
+    blink_rate: float = 1.0  # multiplies the avatar's own blink rate
+
+    def __post_init__(self) -> None:
+        if self.blinks not in BLINK_MODES:
+            raise AmgError(f"Unknown blink mode {self.blinks!r}: use one of {', '.join(BLINK_MODES)}.")
+        if not 0 <= self.blink_rate <= MAX_BLINK_RATE:
+            raise AmgError(
+                f"The blink rate multiplier must be between 0 and {MAX_BLINK_RATE:g}, got {self.blink_rate:g}."
+            )

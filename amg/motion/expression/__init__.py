@@ -1,0 +1,1 @@
+"""Audio→Expression, the lip-sync network: its network, training and inference."""

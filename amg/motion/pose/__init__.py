@@ -1,0 +1,1 @@
+"""Audio→Head pose, the head-motion network: its network, training and inference."""
