@@ -12,9 +12,11 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from fastapi import WebSocketDisconnect
 from fastapi.testclient import TestClient
 
 from amg.config import MotionOptions
@@ -54,6 +56,34 @@ class LightRunner:
         make_trained(self.layout, job.avatar)
 
     def close(self) -> None:
+        pass
+
+
+class LiveLightRunner(LightRunner):
+    """Also streams live: a grey frame, at once, for each 40 ms of speech pushed."""
+
+    def live(self, avatar: str, on_frame, options) -> LightLiveSession:
+        return LightLiveSession(on_frame)
+
+
+class LightLiveSession:
+    """What the service uses of amg.live.LiveSession, without a model."""
+
+    size, dropped = 64, 0
+
+    def __init__(self, on_frame):
+        self.on_frame, self.frames = on_frame, SimpleNamespace(done=0)
+
+    def push(self, samples: np.ndarray) -> None:
+        for start in range(0, len(samples) - 639, 640):
+            image = np.full((64, 64, 3), 128, np.uint8)
+            audio = samples[start : start + 640]
+            self.on_frame(
+                SimpleNamespace(index=self.frames.done, image=image, latency_s=0.0, dropped=False, audio=audio)
+            )
+            self.frames.done += 1
+
+    def finish(self) -> None:
         pass
 
 
@@ -279,6 +309,42 @@ def test_the_api_token_is_required_on_every_endpoint_when_set(layout):
         assert client.get("/api/avatars", headers={"X-API-Token": "s3cret"}).status_code == 200
         assert client.get("/api/avatars?token=s3cret").status_code == 200
         assert client.get("/api/avatars", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_the_live_websocket_takes_the_token_as_every_http_request_does(layout):
+    with client_for(layout, runner=LiveLightRunner(layout), token="s3cret") as client:
+        for headers, query in [
+            ({"Authorization": "Bearer s3cret"}, ""),
+            ({"X-API-Token": "s3cret"}, ""),
+            ({}, "&token=s3cret"),  # a browser's WebSocket cannot set headers
+        ]:
+            with client.websocket_connect(f"/api/live?avatar={AVATAR}{query}", headers=headers) as ws:
+                assert ws.receive_json() == {"type": "ready", "size": 64, "fps": 25, "sample_rate": 16000}
+                ws.send_bytes(bytes(2560))  # 80 ms of silence: two frames
+                ws.send_text("end")
+                frames = [ws.receive_bytes() for _ in range(2)]
+                assert all(frame.endswith(bytes(1280)) for frame in frames)  # each with its 40 ms of sound
+                assert ws.receive_json() == {"type": "end", "frames": 2, "dropped": 0}
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            with client.websocket_connect(f"/api/live?avatar={AVATAR}", headers=headers) as ws:
+                assert ws.receive_json() == {
+                    "type": "error",
+                    "error": "This service needs its API token (?token=TOKEN).",
+                }
+                with pytest.raises(WebSocketDisconnect) as closed:
+                    ws.receive_json()
+                assert closed.value.code == 1008
+
+
+@pytest.mark.parametrize(("avatar", "error"), [("..", "Invalid avatar name"), ("nobody", "not trained")])
+def test_a_live_stream_of_an_invalid_or_untrained_avatar_is_refused_with_the_reason(layout, avatar, error):
+    with client_for(layout, runner=LiveLightRunner(layout)) as client:
+        with client.websocket_connect(f"/api/live?avatar={avatar}") as ws:
+            refusal = ws.receive_json()
+            assert refusal["type"] == "error" and error in refusal["error"]
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 1008
 
 
 def test_page_and_docs_are_served(layout):

@@ -5,6 +5,7 @@
     DATAROOT/checkpoints/NAME/                  everything a trained avatar needs
     DATAROOT/output_data/AUDIO_to_VIDEO/        rendered results
     DATAROOT/output_data/eval_VIDEO/            `amg eval`'s report on avatar VIDEO
+    DATAROOT/service/                           `amg serve`'s job queue and the uploads in flight
 
 Inputs in other common formats (NAME.mov, NAME.mp3, ...) are accepted; stages normalise them on the way in.
 """
@@ -91,8 +92,12 @@ class Layout:
         object.__setattr__(self, "root", Path(root).expanduser().resolve())
 
     # --- inputs -------------------------------------------------------------------------------------
+    def videos_dir(self) -> Path:
+        """The folder of every avatar video's own folder (one subfolder per video name)."""
+        return self.root / "input_data" / "video"
+
     def video_dir(self, name: str) -> Path:
-        return self.root / "input_data" / "video" / validate_name(name, "video name")
+        return self.videos_dir() / validate_name(name, "video name")
 
     def audio_dir(self, name: str) -> Path:
         return self.root / "input_data" / "audio" / validate_name(name, "audio name")
@@ -143,8 +148,12 @@ class Layout:
         return self.preprocess_dir(name) / "preprocess_config.yaml"
 
     # --- trained avatars and results ----------------------------------------------------------------
+    def checkpoints_dir(self) -> Path:
+        """The folder of every avatar's checkpoint folder (one subfolder per avatar name)."""
+        return self.root / "checkpoints"
+
     def checkpoint_dir(self, name: str) -> Path:
-        return self.root / "checkpoints" / validate_name(name, "avatar name")
+        return self.checkpoints_dir() / validate_name(name, "avatar name")
 
     def audio2expression(self, name: str) -> Path:
         return self.checkpoint_dir(name) / "audio2expression.pt"
@@ -249,3 +258,17 @@ class Layout:
         """Side by side with the speech: `held_out` (real | generated | baseline | conditioning) or a
         cross-driving audio's name (generated | baseline | conditioning)."""
         return self.eval_dir(video_name) / f"{validate_name(label, 'audio name')}.mp4"
+
+    # --- the service (`amg serve`) ------------------------------------------------------------------
+    def service_dir(self) -> Path:
+        """What `amg serve` keeps beside the data it shares with the command line."""
+        return self.root / "service"
+
+    def job_database(self) -> Path:
+        """`amg serve`'s job queue (SQLite): it survives a restart."""
+        return self.service_dir() / "jobs.sqlite3"
+
+    def upload(self, upload_id: str) -> Path:
+        """An upload to `amg serve` while it streams in and is checked, before it is moved into place or
+        refused (then deleted)."""
+        return self.service_dir() / "uploads" / validate_name(upload_id, "upload id")

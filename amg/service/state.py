@@ -1,0 +1,82 @@
+"""What every route of `amg serve` shares: its settings, data layout, job queue, runner and worker (one `Service`
+per app, on `app.state.service`; routes get it with the `ServiceDep` dependency), and the views of jobs and
+avatars the routes answer with."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends
+from starlette.requests import HTTPConnection
+
+from amg.core.layout import Layout
+from amg.service.jobs import Job, JobStore
+from amg.service.worker import Runner, Worker
+
+
+@dataclass
+class ServiceSettings:
+    max_upload_mb: float = 50.0  # speech uploads
+    max_video_mb: float = 500.0  # avatar video uploads
+    max_audio_s: float = 600.0  # longest speech a job may render (and a live stream may last)
+    max_live_chunk_kb: float = 64.0  # largest audio message of a live stream (2 s of PCM16)
+    workers: int = 1  # jobs run at once (one render already uses every core of a small machine)
+    token: str | None = field(default_factory=lambda: os.environ.get("AMG_API_TOKEN") or None)
+
+
+@dataclass
+class Service:
+    layout: Layout
+    settings: ServiceSettings
+    store: JobStore
+    runner: Runner
+    worker: Worker
+    live_streams: int = 0  # open now; at most settings.workers (only the event loop's thread counts them)
+    # Avatar name → (its render artifacts' modification times, whether it renders): see is_trained.
+    _trained: dict[str, tuple[tuple, bool]] = field(default_factory=dict, repr=False)
+
+    def close(self) -> None:
+        self.worker.stop()
+        self.store.close()
+        self.runner.close()
+
+    def job_view(self, job: Job) -> dict:
+        view = job.as_dict() | {"queue_position": self.store.queue_position(job)}
+        if job.status == "done" and job.kind == "render":
+            view["video_url"] = f"/api/jobs/{job.id}/video"
+        return view
+
+    def is_trained(self, name: str) -> bool:
+        """Whether avatar `name` can render (the CLI's answer, amg.stages.avatar_renders); checkpoints are read
+        again only when one changed (they are large)."""
+        from amg.stages import avatar_renders, render_artifacts
+
+        stamp = tuple(f.stat().st_mtime_ns if f.is_file() else None for f in render_artifacts(self.layout, name))
+        cached = self._trained.get(name)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, avatar_renders(self.layout, name))
+            self._trained[name] = cached
+        return cached[1]
+
+    def forget_avatar(self, name: str) -> None:
+        """Avatar `name` was deleted: drop what is_trained remembers of it."""
+        self._trained.pop(name, None)
+
+    def avatar_view(self, name: str) -> dict:
+        trainings = [j for j in self.store.list(name) if j.kind == "train" and j.status in ("queued", "running")]
+        if self.is_trained(name):
+            return {"name": name, "status": "trained"}
+        if trainings:
+            job = trainings[0]
+            return {"name": name, "status": "training", "progress": job.progress, "job": job.id}
+        return {"name": name, "status": "not trained"}
+
+
+def service_of(connection: HTTPConnection) -> Service:
+    """The app's Service, for an HTTP request or a WebSocket alike."""
+    return connection.app.state.service
+
+
+ServiceDep = Annotated[Service, Depends(service_of)]
