@@ -20,8 +20,7 @@ from amg.config import PreprocessConfig, read_saved_config
 from amg.core.images import psnr
 from amg.core.layout import Layout
 from amg.core.split import held_out_split
-from amg.gan.data import GanData
-from amg.gan.train import baseline_frames
+from amg.gan.baselines import Baselines
 from amg.media import iter_frames
 from amg.tracking.capture import RawTracks
 from amg.tracking.preprocess import fit_tracks, register_body
@@ -29,11 +28,11 @@ from amg.tracking.tracks import Tracks
 
 
 def warp_baseline(tracks: Tracks, frames: np.ndarray, holdout: float) -> dict:
-    """The warp baseline of gan_report.json (amg.gan.train.baseline_frames) on every 2nd held-out frame."""
+    """The warp baseline of gan_report.json (amg.gan.baselines) on every 2nd held-out frame."""
     train, val = held_out_split(len(frames), holdout)
-    data = GanData(tracks, frames, np.zeros(frames.shape[:3], np.uint8), train, val)  # mattes: unused
     test = np.arange(val.start, val.stop)[::2]
-    warped = baseline_frames(data, test)["warp"]
+    baselines = Baselines(tracks.landmarks, tracks.landmarks, tracks.body, tracks.size, train)
+    warped = np.stack(list(baselines.render(lambda _index: frames, tracks.landmarks[test], tracks.body[test])["warp"]))
     error = ((warped.astype(float) - frames[test]) ** 2).mean(axis=-1)
     lowest = frames.shape[1] * 3 // 4
     return {"psnr": psnr(warped, frames[test]), "lowest_quarter_mse": float(error[:, lowest:].mean())}

@@ -14,7 +14,7 @@ from amg.core.layout import Layout
 from amg.evaluation import metrics
 from amg.evaluation.evaluate import check_unseen, held_out_start, measure_frames
 from amg.evaluation.report import better, comparison
-from amg.gan.candidates import nearest_landmark_index
+from amg.gan.baselines import nearest_landmark_index
 from amg.media import probe_video
 from amg.stages import trained_holdouts
 from amg.tracking import topology
@@ -82,6 +82,20 @@ def test_face_boxes_hold_the_face_oval_at_the_target_size():
     oval = landmarks[:, topology.FACE_OVAL, :2] / 2
     assert (boxes[:, :2] <= oval.min(axis=1)).all() and (boxes[:, 2:] >= oval.max(axis=1)).all()
     assert boxes.min() >= 0 and boxes.max() <= 256
+
+
+def test_one_frame_scorer_scores_the_whole_frame_and_each_box_and_averages_per_frame():
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    frames = real.copy()
+    frames[1, 16:, 16:] = 255 - frames[1, 16:, 16:]  # the second frame is wrong in one corner only
+    boxes = {"corner": np.array([[16, 16, 32, 32]] * 2), "clean": np.array([[0, 0, 16, 16]] * 2)}
+    one = images.frame_scores(frames[1], real[1], {name: tuple(b[1]) for name, b in boxes.items()})
+    assert set(one) == {"psnr", "ssim", "corner_psnr", "corner_ssim", "clean_psnr", "clean_ssim"}
+    assert one["clean_psnr"] == float("inf") and one["corner_psnr"] < one["psnr"] < 20
+    both = images.mean_frame_scores(frames, real, boxes)
+    assert both["ssim"] == pytest.approx((1 + one["ssim"]) / 2)  # a frame's score, then the mean over frames
+    assert both["clean_ssim"] == pytest.approx(1.0) and both["corner_ssim"] < 0.5
 
 
 def test_nearest_landmark_index_finds_the_exact_training_frame():

@@ -3,6 +3,8 @@ no downloaded weights)."""
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import cv2
 import numpy as np
 
@@ -41,11 +43,38 @@ def ssim(a: np.ndarray, b: np.ndarray, box: Box | None = None) -> float:
     return float(index.mean())
 
 
+def frame_scores(frame: np.ndarray, real: np.ndarray, boxes: Mapping[str, Box] | None = None) -> dict[str, float]:
+    """How close a uint8 frame is to the real one: PSNR and SSIM of the whole frame and inside each named box
+    (`{"mouth": box}` → `mouth_psnr`, `mouth_ssim`). The one scorer of every report: training, refiner, eval."""
+    scores = {"psnr": psnr(frame, real), "ssim": ssim(frame, real)}
+    for name, box in (boxes or {}).items():
+        scores[f"{name}_psnr"] = psnr(frame, real, box)
+        scores[f"{name}_ssim"] = ssim(frame, real, box)
+    return scores
+
+
+def mean_frame_scores(
+    frames: np.ndarray, reals: np.ndarray, boxes: Mapping[str, np.ndarray] | None = None
+) -> dict[str, float]:
+    """frame_scores of (T, H, W, 3) frames against the real ones, with (T, 4) boxes per name, averaged over the
+    frames (a frame's PSNR, then the mean: as `amg eval` reports it)."""
+    per_frame = [
+        frame_scores(frame, real, {name: tuple(b[i]) for name, b in (boxes or {}).items()})
+        for i, (frame, real) in enumerate(zip(frames, reals))
+    ]
+    return {key: float(np.mean([scores[key] for scores in per_frame])) for key in per_frame[0]}
+
+
 def sharpness(image: np.ndarray, box: Box | None = None) -> float:
     """Variance of the Laplacian of the grey image inside `box`: high for crisp edges (teeth, lip borders),
     low for blur. Comparable only between images of the same content and size."""
     grey = cv2.cvtColor(np.ascontiguousarray(crop(image, box)), cv2.COLOR_RGB2GRAY)
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def mean_sharpness(images: np.ndarray, boxes: np.ndarray) -> float:
+    """sharpness of (T, H, W, 3) images inside their (T, 4) boxes, averaged over the images."""
+    return float(np.mean([sharpness(image, tuple(box)) for image, box in zip(images, boxes)]))
 
 
 def feather_mask(side: int, ramp: float) -> np.ndarray:

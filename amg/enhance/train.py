@@ -21,7 +21,7 @@ from amg.config import AvatarConfig, EnhanceConfig, save_config, saved_holdout
 from amg.core.checkpoints import checkpoint_done, is_finished
 from amg.core.device import pick_device
 from amg.core.distributed import world
-from amg.core.images import psnr, sharpness, ssim
+from amg.core.images import mean_frame_scores, mean_sharpness
 from amg.core.layout import Layout
 from amg.core.split import held_out_split
 from amg.core.tensors import to_tensor, to_uint8
@@ -165,17 +165,11 @@ class EnhanceTrainer:
         if not len(self.val):
             return {}
         self.last_refined = self.refine(p.inputs[self.val])
-        real = p.targets[self.val]
-        scores = {}
+        real, mouth = p.targets[self.val], p.mouth[self.val]
+        scores = {"real_mouth_sharpness": mean_sharpness(real, mouth)}
         for label, images in (("refined", self.last_refined), ("upsampled", p.inputs[self.val])):
-            scores[f"{label}_psnr"] = psnr(images, real)
-            scores[f"{label}_ssim"] = ssim(images, real)
-            scores[f"{label}_mouth_sharpness"] = float(
-                np.mean([sharpness(img, tuple(box)) for img, box in zip(images, p.mouth[self.val])])
-            )
-        scores["real_mouth_sharpness"] = float(
-            np.mean([sharpness(img, tuple(b)) for img, b in zip(real, p.mouth[self.val])])
-        )
+            scores |= {f"{label}_{key}": value for key, value in mean_frame_scores(images, real).items()}
+            scores[f"{label}_mouth_sharpness"] = mean_sharpness(images, mouth)
         return scores
 
     def sample_images(self, step: int) -> dict[str, np.ndarray]:

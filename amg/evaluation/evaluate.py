@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass
 from itertools import islice, tee
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -32,7 +32,6 @@ from amg.audio.features import (
     features_for_video,
 )
 from amg.conditioning import conditioning_to_rgb, render_conditioning
-from amg.conditioning.warp import warp_frames
 from amg.config import (
     FPS,
     EyesConfig,
@@ -55,7 +54,7 @@ from amg.evaluation.sync import (
     mouth_signals,
     sync_from_correlation,
 )
-from amg.gan.candidates import nearest_landmark_index
+from amg.gan.baselines import Baselines
 from amg.media import VideoWriter, load_audio, pick_frames, resized_frames
 from amg.motion.eyes import blink_statistics, speech_with_upper_face
 from amg.motion.inference import predict_motion
@@ -144,34 +143,14 @@ def cross_driven(layout: Layout, name: str, audio_name: str, motion_cfg: MotionC
     return Sequence(audio_name, motion, features, audio)
 
 
-class BaselineFrames:
-    """The baselines' frames (no learning): for each wanted frame, the training frame with the nearest
-    landmarks, copied as it is ("copy") and mesh-warped onto the wanted landmarks ("warp").
-
-    Training frames are searched by their landmarks reconstructed from tracked pose and expression, the same
-    face model the driving landmarks come from, so the search compares like with like; the warp moves the
-    chosen frame by its tracked landmarks, the ones that match its pixels.
-    """
-
-    def __init__(self, layout: Layout, name: str, tracks: Tracks, stop: int, size: int):
-        train = slice(0, stop)
-        face_model = fitting.ExpressionModel.load(layout.face_model(name))
-        pose = PoseSequence.from_tracks(tracks, train).head_pose()
-        self.landmarks = fitting.reconstruct_landmarks(face_model, pose, tracks.expression[train])
-        self.tracked_landmarks, self.body = tracks.landmarks[train], tracks.body[train]
-        self.source_size = tracks.size
-        self.video, self.size = layout.frames_video(name), size
-
-    def frames(self, motion: MotionTracks) -> dict[str, Iterator[np.ndarray]]:
-        index = nearest_landmark_index(self.landmarks, motion.landmarks)
-        chosen = pick_frames(resized_frames(self.video, self.size), index)
-        warped = (
-            warp_frames(
-                chosen[i][None], self.tracked_landmarks[[i]], self.body[[i]], landmarks, body, self.source_size
-            )[0]
-            for i, landmarks, body in zip(index, motion.landmarks, motion.body)
-        )
-        return {"copy": (chosen[i] for i in index), "warp": warped}
+def eval_baselines(layout: Layout, name: str, tracks: Tracks, stop: int) -> Baselines:
+    """The copy and warp baselines over the training frames (before `stop`), searched by landmarks reconstructed
+    from tracked pose and expression: the face model the driving landmarks come from, so like meets like."""
+    train = slice(0, stop)
+    face_model = fitting.ExpressionModel.load(layout.face_model(name))
+    pose = PoseSequence.from_tracks(tracks, train).head_pose()
+    search = fitting.reconstruct_landmarks(face_model, pose, tracks.expression[train])
+    return Baselines(search, tracks.landmarks, tracks.body, tracks.size, train)
 
 
 # --- measuring -------------------------------------------------------------------------------------------------
@@ -202,7 +181,6 @@ def measure_frames(
         name: {"landmarks": [], "mouth_sharpness": [], "face_flicker": []} for name in names
     }
     previous: dict[str, np.ndarray] = {}
-    comparisons = {"psnr": None, "ssim": None, "face_psnr": face, "face_ssim": face}
     try:
         with VideoWriter(video, fps=FPS, audio=audio) as out:
             streams = zip(*sources.values(), conditioning)
@@ -215,10 +193,9 @@ def measure_frames(
                         per[name]["face_flicker"].append(metrics.texture_flicker(previous[name], frame, tuple(face[i])))
                     previous[name] = frame
                     if reference is not None and name != reference:
-                        for key, boxes in comparisons.items():
-                            score = images.psnr if key.endswith("psnr") else images.ssim
-                            box = None if boxes is None else tuple(boxes[i])
-                            per[name].setdefault(key, []).append(score(frame, named[reference], box))
+                        scores = images.frame_scores(frame, named[reference], {"face": tuple(face[i])})
+                        for key, value in scores.items():
+                            per[name].setdefault(key, []).append(value)
                 panels = [_labelled(f, n) for n, f in named.items()] + [
                     _labelled(conditioning_to_rgb(cond), "conditioning")
                 ]
@@ -304,7 +281,8 @@ class Evaluator:
         self.generator = AvatarGenerator(layout, name, engine=options.engine)
         self.size = self.generator.size
         self.source_size = tracks.size
-        self.baselines = BaselineFrames(layout, name, tracks, start, self.size)
+        self.baselines = eval_baselines(layout, name, tracks, start)
+        self.video = layout.frames_video(name)
         self.enhancer = None
         if options.enhance:
             from amg.enhance.inference import FaceEnhancer
@@ -324,6 +302,10 @@ class Evaluator:
         signals = mouth_signals(tracks.landmarks_raw[train])
         self.sync_model = SyncModel.fit(features.take(train), signals, tracks.tracked[train])
 
+    def _pick(self, index: np.ndarray) -> dict[int, np.ndarray]:
+        """The avatar's frames at `index`, at the generator's size, in one pass over the video."""
+        return pick_frames(resized_frames(self.video, self.size), index)
+
     def evaluate(self, sequence: Sequence, real: Iterable[np.ndarray] | None = None) -> SequenceResult:
         motion = sequence.motion
         sources: dict[str, Iterable[np.ndarray]] = {} if real is None else {"real": real}
@@ -333,7 +315,7 @@ class Evaluator:
         else:
             sources["generated"], to_enhance = tee(generated)
             sources["enhanced"] = self.enhancer.frames(to_enhance, motion.landmarks, motion.size)
-        sources |= self.baselines.frames(motion)
+        sources |= self.baselines.render(self._pick, motion.landmarks, motion.body)
         conditioning = (
             render_conditioning(lm, body, self.size, self.source_size)
             for lm, body in zip(motion.landmarks, motion.body)

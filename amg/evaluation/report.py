@@ -69,7 +69,7 @@ def better(key_rule: str, ours: float, theirs: float, real: float | None) -> boo
     return abs(ours - real) < abs(theirs - real)
 
 
-# The no-learning baselines (amg.evaluation.evaluate.BaselineFrames), weakest first.
+# The no-learning baselines (amg.gan.baselines), weakest first.
 BASELINES = ("copy", "warp")
 
 

@@ -45,18 +45,6 @@ def squared_distances(query: np.ndarray, bank: np.ndarray) -> np.ndarray:
     return np.maximum(distances, 0.0)
 
 
-def nearest_landmark_index(train: np.ndarray, query: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """(T, N, 2|3) training landmarks, (Q, N, 2|3) query landmarks → (Q,) index of the nearest training frame
-    by the summed squared (x, y) distance over all points: the baselines' retrieval. Queried in chunks so
-    memory stays O(chunk x T)."""
-    bank = train[:, :, :2].reshape(len(train), -1)
-    best = [
-        squared_distances(query[start : start + chunk, :, :2].reshape(-1, bank.shape[1]), bank).argmin(axis=1)
-        for start in range(0, len(query), chunk)
-    ]
-    return np.concatenate(best) if best else np.zeros(0, int)
-
-
 def head_pose_features(rotation: np.ndarray, translation: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """(T, 6): rotation vector, image-plane translation and log scale: what places the head in the crop."""
     return np.concatenate([rotation, translation[:, :2], np.log(scale)[:, None]], axis=1).astype(np.float64)

@@ -18,13 +18,12 @@ import torch
 from torch import nn
 
 from amg.conditioning import N_CHANNELS, conditioning_to_rgb
-from amg.conditioning.warp import warp_frames
 from amg.config import GanConfig, save_config
 from amg.core.checkpoints import checkpoint_done, is_finished
 from amg.core.device import pick_device
 from amg.core.distributed import world
 from amg.core.fsutil import write_text
-from amg.core.images import psnr, ssim
+from amg.core.images import mean_frame_scores
 from amg.core.layout import Layout
 from amg.core.tensors import to_uint8
 from amg.core.training import (
@@ -37,7 +36,7 @@ from amg.core.training import (
     seed_everything,
 )
 from amg.gan import losses
-from amg.gan.candidates import nearest_landmark_index
+from amg.gan.baselines import Baselines
 from amg.gan.data import ClipBatch, GanData, clip_batch, load_gan_data, make_references
 from amg.gan.inputs import GeneratorInputs, with_context
 from amg.gan.networks import Generator, MultiScaleDiscriminator, TemporalDiscriminator, build_generator
@@ -107,33 +106,12 @@ def held_out_frames(data: GanData, inputs: GeneratorInputs, n: int) -> HeldOut:
         dynamic.append(inputs.dynamic(inputs.render(t.landmarks[frames], t.body[frames]), maps, picks))
     mouth = mouth_boxes(t.landmarks[index], t.size, data.size)
     real = data.frames[index]
-    baseline = baseline_frames(data, index)
-    baselines = {name: frame_scores(frames, real, mouth) for name, frames in baseline.items()}
+    # Training frames are searched by their tracked landmarks, as the targets' are; every frame is in memory.
+    baselines = Baselines(t.landmarks, t.landmarks, t.body, t.size, data.train)
+    made = baselines.render(lambda _index: data.frames, t.landmarks[index], t.body[index])
+    baseline = {name: np.stack(list(frames)) for name, frames in made.items()}
+    baselines = {name: mean_frame_scores(frames, real, {"mouth": mouth}) for name, frames in baseline.items()}
     return HeldOut(index, torch.cat(dynamic), cond, real, mouth, baseline["warp"], baselines)
-
-
-def baseline_frames(data: GanData, index: np.ndarray) -> dict[str, np.ndarray]:
-    """The no-learning baselines: for each frame, the training frame whose 2-D landmarks are nearest, copied
-    as it is and mesh-warped onto the frame's landmarks."""
-    t = data.tracks
-    nearest = nearest_landmark_index(t.landmarks[data.train], t.landmarks[index]) + data.train.start
-    warped = [
-        warp_frames(data.frames[[j]], t.landmarks[[j]], t.body[[j]], t.landmarks[i], t.body[i], t.size)[0]
-        for i, j in zip(index, nearest)
-    ]
-    return {"copy": data.frames[nearest], "warp": np.stack(warped)}
-
-
-def frame_scores(generated: np.ndarray, real: np.ndarray, mouth: np.ndarray) -> dict[str, float]:
-    """PSNR/SSIM of the whole crop and of the mouth box (mean over frames)."""
-    mouth_psnr = [psnr(g, r, tuple(b)) for g, r, b in zip(generated, real, mouth)]
-    mouth_ssim = [ssim(g, r, tuple(b)) for g, r, b in zip(generated, real, mouth)]
-    return {
-        "psnr": psnr(generated, real),
-        "ssim": ssim(generated, real),
-        "mouth_psnr": float(np.mean(mouth_psnr)),
-        "mouth_ssim": float(np.mean(mouth_ssim)),
-    }
 
 
 class GanTrainer:
@@ -235,7 +213,7 @@ class GanTrainer:
     def evaluate(self) -> dict[str, float]:
         h = self.held_out
         self.last_generated = self.generated_held_out()  # the sample grid drawn right after shows these frames
-        scores = frame_scores(self.last_generated, h.real, h.mouth)
+        scores = mean_frame_scores(self.last_generated, h.real, {"mouth": h.mouth})
         baselines = {f"{name}_{k}": v for name, scores in h.baselines.items() for k, v in scores.items()}
         return scores | baselines
 
