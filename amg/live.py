@@ -72,7 +72,9 @@ class LiveSession:
         keep = self.cfg.history + self.cfg.lookahead + 4 * self.cfg.chunk + 50
         self.features = FeatureStream(models.cfg.features, stats, keep=keep)
         self.motion = MotionStream(models, options, self.cfg.lookahead, self.cfg.history)
-        self.generator = generator or AvatarGenerator(layout, name, engine=self.cfg.engine)
+        self.generator = generator or AvatarGenerator(
+            layout, name, engine=self.cfg.engine, precision=self.cfg.precision
+        )
         self.frames = FrameStream(self.generator)
         self.on_frame = on_frame
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="amg-live")

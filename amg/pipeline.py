@@ -62,8 +62,10 @@ def render(
     from amg.tracking.tracks import Tracks
 
     motion = predict_motion(layout, audio_name, video_name, options)
-    enhancer = FaceEnhancer(layout, video_name, cfg.upscale, engine=cfg.engine) if cfg.enhance else None
-    generator = generator or AvatarGenerator(layout, video_name, engine=cfg.engine)
+    enhancer = None
+    if cfg.enhance:
+        enhancer = FaceEnhancer(layout, video_name, cfg.upscale, engine=cfg.engine, precision=cfg.precision)
+    generator = generator or AvatarGenerator(layout, video_name, engine=cfg.engine, precision=cfg.precision)
     frames = generator.frames(motion, cfg.chunk)
     paste = None
     if cfg.full_frame:

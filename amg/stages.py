@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from amg.config import AvatarConfig, EnhanceConfig, GanConfig, MotionConfig, read_saved_config, saved_holdout
+from amg.core.checkpoints import TrainingRun
 from amg.core.layout import Layout
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,14 @@ class Stage(Protocol):
 
     def is_trained(self, layout: Layout, avatar: str) -> bool: ...
 
-    def is_done(self, layout: Layout, avatar: str, cfg: Any, holdout: float) -> bool: ...
+    def is_done(self, layout: Layout, avatar: str, cfg: Any, run: TrainingRun) -> bool: ...
 
     def train(
         self,
         layout: Layout,
         avatar: str,
         cfg: Any,
-        holdout: float,
+        run: TrainingRun,
         force: bool = False,
         max_minutes: float | None = None,
     ) -> dict: ...
@@ -67,23 +68,23 @@ class MotionStage:
 
         return motion_trained(layout, avatar)
 
-    def is_done(self, layout: Layout, avatar: str, cfg: MotionConfig, holdout: float) -> bool:
+    def is_done(self, layout: Layout, avatar: str, cfg: MotionConfig, run: TrainingRun) -> bool:
         from amg.motion.train import stale_motion_models
 
-        return not stale_motion_models(layout, avatar, cfg, holdout)
+        return not stale_motion_models(layout, avatar, cfg, run.holdout)
 
     def train(
         self,
         layout: Layout,
         avatar: str,
         cfg: MotionConfig,
-        holdout: float,
+        run: TrainingRun,
         force: bool = False,
         max_minutes: float | None = None,
     ) -> dict:
         from amg.motion.train import train_motion
 
-        return train_motion(layout, avatar, cfg, holdout, force=force)  # minutes on a CPU: no time budget needed
+        return train_motion(layout, avatar, cfg, run, force=force)  # minutes on a CPU: no time budget needed
 
 
 @dataclass(frozen=True)
@@ -106,17 +107,17 @@ class GanStage:
 
         return gan_trained(layout, avatar)
 
-    def is_done(self, layout: Layout, avatar: str, cfg: GanConfig, holdout: float) -> bool:
+    def is_done(self, layout: Layout, avatar: str, cfg: GanConfig, run: TrainingRun) -> bool:
         from amg.gan.train import gan_done
 
-        return gan_done(layout, avatar, cfg, holdout)
+        return gan_done(layout, avatar, cfg, run.holdout)
 
     def train(
         self,
         layout: Layout,
         avatar: str,
         cfg: GanConfig,
-        holdout: float,
+        run: TrainingRun,
         force: bool = False,
         max_minutes: float | None = None,
     ) -> dict:
@@ -124,7 +125,7 @@ class GanStage:
 
         if force:
             layout.gan_checkpoint(avatar).unlink(missing_ok=True)
-        return train_gan(layout, avatar, cfg, holdout, max_minutes)
+        return train_gan(layout, avatar, cfg, run, max_minutes)
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ class EnhanceStage:
 
         return enhance_trained(layout, avatar)
 
-    def is_done(self, layout: Layout, avatar: str, cfg: EnhanceConfig, holdout: float) -> bool:
+    def is_done(self, layout: Layout, avatar: str, cfg: EnhanceConfig, run: TrainingRun) -> bool:
         from amg.enhance.train import enhance_done
 
         return enhance_done(layout, avatar, cfg)
@@ -157,7 +158,7 @@ class EnhanceStage:
         layout: Layout,
         avatar: str,
         cfg: EnhanceConfig,
-        holdout: float,
+        run: TrainingRun,
         force: bool = False,
         max_minutes: float | None = None,
     ) -> dict:
@@ -165,7 +166,7 @@ class EnhanceStage:
 
         if force:
             layout.enhance_checkpoint(avatar).unlink(missing_ok=True)
-        return train_enhancer(layout, avatar, cfg, max_minutes)
+        return train_enhancer(layout, avatar, cfg, run, max_minutes)
 
 
 STAGES: tuple[Stage, ...] = (MotionStage(), GanStage(), EnhanceStage())
@@ -241,11 +242,9 @@ def train_stages(
             " and ".join(outdated),
             avatar,
         )
-    reports = {}
+    reports, run = {}, cfg.training_run()
     for stage in STAGES:
         section = stage_config(cfg, stage)
-        if wanted(stage) and (force or not stage.is_done(layout, avatar, section, cfg.holdout)):
-            reports[stage.name] = stage.train(
-                layout, avatar, section, cfg.holdout, force=force, max_minutes=max_minutes
-            )
+        if wanted(stage) and (force or not stage.is_done(layout, avatar, section, run)):
+            reports[stage.name] = stage.train(layout, avatar, section, run, force=force, max_minutes=max_minutes)
     return reports

@@ -37,7 +37,7 @@ import numpy as np
 
 from amg.audio.features import compute_features, features_for_video
 from amg.config import AudioFeatureConfig, AvatarConfig, EyesConfig, MotionConfig, MotionOptions, PreprocessConfig
-from amg.core.checkpoints import is_finished
+from amg.core.checkpoints import TrainingRun, is_finished
 from amg.core.layout import Layout
 from amg.core.split import held_out_split
 from amg.media import load_audio, write_wav
@@ -121,7 +121,7 @@ def eyes_section(layout: Layout, clips: list[str]) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     silent_rows = []
     for clip in clips:
-        train_motion(layout, clip, MotionConfig(), HOLDOUT)
+        train_motion(layout, clip, MotionConfig(), TrainingRun(HOLDOUT))
         model = EyeModel.load(layout.eye_model(clip))
         tracks = Tracks.load(layout.tracks(clip))
         train, _ = held_out_split(tracks.n_frames, HOLDOUT)

@@ -175,7 +175,7 @@ def gan_training_speed(layout: Layout, video: str, gan: dict, steps: int = 6) ->
     from amg.gan.train import GanTrainer
 
     cfg = load_config(GanConfig, None, {k.removeprefix("gan."): v for k, v in gan.items()})
-    data = load_gan_data(layout, video, cfg.size, cfg.holdout)
+    data = load_gan_data(layout, video, cfg.size, AvatarConfig().holdout)
     refs = make_references(data, layout, video, cfg.bank_size)
     inputs = GeneratorInputs(refs, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis)
     trainer = GanTrainer(cfg, data, inputs, layout, video)

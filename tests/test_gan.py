@@ -8,7 +8,7 @@ import torch
 
 from amg.conditioning import N_CHANNELS
 from amg.config import AvatarConfig, GanConfig
-from amg.core.checkpoints import load_checkpoint
+from amg.core.checkpoints import TrainingRun, load_checkpoint
 from amg.core.images import psnr, ssim
 from amg.gan import losses
 from amg.gan.candidates import CandidatePicker, head_pose_features
@@ -119,7 +119,7 @@ def test_discriminators_give_patch_logits_and_features():
     out = d(torch.randn(2, 7, 64, 64))
     assert len(out) == 2 and out[0][-1].shape[:2] == (2, 1) and out[1][-1].shape[-1] < out[0][-1].shape[-1]
     t = TemporalDiscriminator(7, 8)
-    logits = t(torch.randn(2, 7, 3, 64, 64))[-1]
+    logits = t(torch.randn(6, 7, 64, 64), 3)[-1]
     assert logits.shape[:3] == (2, 1, 3)
 
 
@@ -228,10 +228,41 @@ TINY = GanConfig(
 )
 
 
-def _train(layout, name, cfg, max_minutes=None):
+def _train(layout, name, cfg, max_minutes=None, precision="fp32"):
     from amg.gan.train import train_gan
 
-    return train_gan(layout, name, cfg, HOLDOUT, max_minutes)
+    return train_gan(layout, name, cfg, TrainingRun(HOLDOUT, precision), max_minutes)
+
+
+@pytest.mark.slow
+def test_gan_training_in_bf16_matches_fp32s_level_and_resumes_in_another_precision(obama_avatar, tmp_path):
+    """bf16 (autocast, channels-last, fp32 master weights; emulated where the CPU has no bf16 engine) trains to
+    held-out scores near fp32's from the same seed; a run stopped in bf16 continues in fp32, which the run
+    record says."""
+    import shutil
+
+    from amg.core.layout import Layout
+
+    layout, name = obama_avatar
+    roots = []
+    for label in ("fp32", "bf16", "switch"):
+        root = Layout(tmp_path / label)
+        shutil.copytree(layout.video_dir(name), root.video_dir(name), symlinks=True)
+        roots.append(root)
+    fp32 = _train(roots[0], name, TINY)["metrics"]
+    report = _train(roots[1], name, TINY, precision="bf16")
+    assert (
+        report["precision"] == "bf16" and load_checkpoint(roots[1].gan_checkpoint(name))["run"]["precision"] == "bf16"
+    )
+    bf16 = report["metrics"]
+    assert all(np.isfinite(v) for v in bf16.values())
+    assert abs(bf16["psnr"] - fp32["psnr"]) < 1.0 and abs(bf16["ssim"] - fp32["ssim"]) < 0.02
+    assert bf16["copy_psnr"] == fp32["copy_psnr"]  # the baselines do not depend on the precision
+    _train(roots[2], name, TINY, max_minutes=1e-9, precision="bf16")
+    assert load_checkpoint(roots[2].gan_checkpoint(name))["step"] == 1
+    _train(roots[2], name, TINY, precision="fp32")
+    state = load_checkpoint(roots[2].gan_checkpoint(name))
+    assert state["finished"] and state["step"] == 6 and state["run"] == {"holdout": HOLDOUT, "precision": "fp32"}
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from amg.config import (
     MotionOptions,
     resolve_increments,
 )
-from amg.core.checkpoints import load_checkpoint
+from amg.core.checkpoints import TrainingRun, load_checkpoint
 from amg.media import load_audio, probe_video, write_wav
 from amg.motion.body import Head2Body
 from amg.motion.data import window_starts
@@ -52,7 +52,7 @@ FAST = MotionConfig(
 @pytest.fixture(scope="module")
 def trained(obama_avatar):
     layout, name = obama_avatar
-    report = train_motion(layout, name, FAST, HOLDOUT)
+    report = train_motion(layout, name, FAST, TrainingRun(HOLDOUT))
     return layout, name, report
 
 
@@ -91,7 +91,7 @@ def test_second_training_call_trains_nothing(trained, caplog):
     layout, name, _ = trained
     before = layout.audio2expression(name).stat().st_mtime_ns
     with caplog.at_level("INFO"):
-        train_motion(layout, name, FAST, HOLDOUT)
+        train_motion(layout, name, FAST, TrainingRun(HOLDOUT))
     assert "already trained" in caplog.text
     assert layout.audio2expression(name).stat().st_mtime_ns == before
 
@@ -268,7 +268,7 @@ def test_a_schedule_change_extends_that_network_alone_and_a_model_change_retrain
     longer = replace(FAST, expression=replace(FAST.expression, steps=FAST.expression.steps + 100))
     assert stale_motion_models(layout, name, longer, HOLDOUT) == ["expression"]
     with caplog.at_level("INFO"):
-        train_motion(layout, name, longer, HOLDOUT)
+        train_motion(layout, name, longer, TrainingRun(HOLDOUT))
     assert f"Resuming audio2expression.pt from step {FAST.expression.steps}" in caplog.text
     assert load_checkpoint(layout.audio2expression(name))["step"] == FAST.expression.steps + 100
     after = _file_bytes(layout, name)
@@ -277,7 +277,7 @@ def test_a_schedule_change_extends_that_network_alone_and_a_model_change_retrain
 
     ridge = replace(longer, body=replace(longer.body, ridge=longer.body.ridge * 10))
     assert stale_motion_models(layout, name, ridge, HOLDOUT) == ["body"]
-    train_motion(layout, name, ridge, HOLDOUT)
+    train_motion(layout, name, ridge, TrainingRun(HOLDOUT))
     changed = _file_bytes(layout, name)
     assert changed["body"] != after["body"]
     assert all(changed[key] == after[key] for key in ("expression", "pose", "pose2face", "eyes"))

@@ -117,7 +117,7 @@ def test_an_avatar_trained_by_the_previous_amg_loads_renders_and_trains_nothing(
         path.write_text(yaml.safe_dump(values))
     for path in (old.audio2expression(name), old.audio2headpose(name), old.gan_checkpoint(name)):
         state = load_checkpoint(path)
-        state.pop("holdout")
+        state.pop("run")
         save_checkpoint(path, **state | {"config": state["config"] | {"holdout": 0.15}})
     for path in (old.head2body(name), old.pose2face(name)):
         arrays = dict(np.load(path))

@@ -523,7 +523,9 @@ def test_the_runner_loads_each_avatar_once_and_again_after_retraining(layout, mo
     from amg.service.worker import PipelineRunner
 
     loads = []
-    monkeypatch.setattr(inference, "AvatarGenerator", lambda layout, name, engine: loads.append(name) or object())
+    monkeypatch.setattr(
+        inference, "AvatarGenerator", lambda layout, name, engine, precision: loads.append(name) or object()
+    )
     runner = PipelineRunner(layout, AvatarConfig(), RenderConfig())
     first = runner._generator(AVATAR)
     assert runner._generator(AVATAR) is first and loads == [AVATAR]

@@ -27,6 +27,7 @@ from amg.config import (
 )
 from amg.core.errors import AmgError
 from amg.core.layout import Layout
+from amg.core.precision import PRECISIONS
 
 log = logging.getLogger("amg")
 
@@ -77,6 +78,15 @@ def _existing_layout(dataroot: str) -> Layout:
     return layout
 
 
+def _add_precision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="number format of training and rendering: auto (bf16 on a CPU with a bf16 matrix engine or on a GPU, "
+        "else fp32; the default), fp32, bf16, fp16",
+    )
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="YAML", help="YAML file of options overriding the defaults")
     parser.add_argument(
@@ -111,6 +121,8 @@ def _avatar_config(args: argparse.Namespace, layout: Layout, name: str) -> Avata
     overrides = resolve_increments(
         _parse_overrides(args.set), lambda section: saved_stage_config(layout, name, section)
     )
+    if args.precision:  # the flag sets training's and rendering's precision alike
+        overrides |= {"precision": args.precision, "render.precision": args.precision}
     return load_config(AvatarConfig, args.config, preset_overrides(args.preset), **overrides)
 
 
@@ -237,7 +249,7 @@ def cmd_live(args: argparse.Namespace) -> None:
     from amg.media import load_audio
 
     layout = _existing_layout(args.dataroot)
-    cfg = LiveConfig(lookahead=args.lookahead)
+    cfg = LiveConfig(lookahead=args.lookahead, precision=args.precision or "auto")
     chunks = (
         microphone_chunks(args.chunk_ms)
         if args.input == "mic"
@@ -285,10 +297,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from amg.pipeline import evaluate_avatar
 
     layout = _existing_layout(args.dataroot)
-    options = EvalOptions(holdout=args.holdout, audios=tuple(args.audio), seed=args.seed, enhance=args.enhance)
-    report = evaluate_avatar(
-        layout, args.video_name, _avatar_config(args, layout, args.video_name), options, args.max_minutes
+    cfg = _avatar_config(args, layout, args.video_name)
+    options = EvalOptions(
+        holdout=args.holdout,
+        audios=tuple(args.audio),
+        seed=args.seed,
+        enhance=args.enhance,
+        precision=cfg.render.precision,
     )
+    report = evaluate_avatar(layout, args.video_name, cfg, options, args.max_minutes)
     print(summary_table(report))
     print(f"Report: {layout.eval_html(args.video_name)}")
 
@@ -296,7 +313,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from amg.service.app import ServiceSettings, serve
 
-    settings = ServiceSettings(max_upload_mb=args.max_upload_mb, max_audio_s=args.max_audio_s, workers=args.workers)
+    settings = ServiceSettings(
+        max_upload_mb=args.max_upload_mb,
+        max_audio_s=args.max_audio_s,
+        workers=args.workers,
+        precision=args.precision or "auto",
+    )
     serve(args.dataroot, args.host, args.port, settings, args.ray)
 
 
@@ -328,6 +350,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         help="fast: minutes, for demos and tests; default: a usable avatar in under 2 h on 2 CPU cores; "
         "quality: a GPU overnight",
     )
+    _add_precision_option(parser)
     parser.add_argument(
         "--max-minutes", type=_positive_minutes, help="stop image-GAN training after this long (resumable)"
     )
@@ -427,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lookahead", type=int, default=8, help="frames of speech seen past each frame (latency +40 ms each)"
     )
     _add_motion_options(live)
+    _add_precision_option(live)
     live.set_defaults(func=cmd_live)
 
     evaluate = sub.add_parser(
@@ -462,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run jobs on Ray actors (--workers of them): a local Ray, or the cluster at ADDRESS ('auto': this "
         "machine's); DATAROOT must be at the same path on every node",
     )
+    _add_precision_option(service)
     service.set_defaults(func=cmd_serve)
 
     batch = sub.add_parser("batch", help="render every (speech, avatar) row of a CSV manifest; resumable")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from amg.core.errors import AmgError
+from amg.core.precision import Precision
 
 Engine = Literal["auto", "torch", "onnxruntime"]
 ENGINES: tuple[str, ...] = typing.get_args(Engine)
@@ -20,7 +21,9 @@ class RenderConfig:
     # Frames generated per batch: memory stays flat however long the audio. Larger batches are no faster
     # with ONNX Runtime, and each frame's inputs take 6 MB at 256 px.
     chunk: int = 16
-    engine: Engine = "auto"  # generator runtime: auto (ONNX Runtime on CPU, PyTorch on GPU), torch, onnxruntime
+    # Generator runtime: auto (PyTorch where the precision is reduced, else ONNX Runtime on a CPU), torch, onnxruntime.
+    engine: Engine = "auto"
+    precision: Precision = "auto"  # the number format it computes in (amg.core.precision)
     crf: int = 18
     full_frame: bool = False  # paste the crop back into the original frame size
     feather: float = 0.08  # width of the full-frame blend ramp, as a fraction of the crop side
@@ -47,6 +50,7 @@ class LiveConfig:
     # (counted as dropped), so a slow machine falls back to a lower frame rate, never out of sync.
     max_latency_s: float = 1.0
     engine: Engine = "auto"
+    precision: Precision = "auto"
 
     def __post_init__(self) -> None:
         if self.lookahead < 0 or self.history < 24 or self.chunk < 1 or self.max_latency_s <= 0:

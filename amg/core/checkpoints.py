@@ -4,6 +4,7 @@ whether anything is left to train (a changed schedule continues, a changed model
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,21 @@ from amg.core.dataclass_io import config_from_dict, model_fields
 from amg.core.errors import AmgError, DamagedFileError
 from amg.core.fsutil import atomic_path
 from amg.core.layout import damaged_file
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What a training is told besides its model's config: the video's tail it never sees (another holdout
+    trains it again) and the number format it computes in (amg.core.precision; any precision resumes any other,
+    the weights being fp32 in all). Neither is a model field: both are saved with the checkpoint and the stage's
+    config as its run record."""
+
+    holdout: float
+    precision: str = "auto"
+
+    def record(self, precision: str) -> dict[str, Any]:
+        """The run record, with the precision the training resolved `precision` to (e.g. auto → bf16)."""
+        return {"holdout": self.holdout, "precision": precision}
 
 
 def save_checkpoint(path: Path, **content: Any) -> None:
@@ -72,7 +88,8 @@ def same_training(state: dict[str, Any], config: Any, holdout: float | None) -> 
 
 def checkpoint_holdout(state: dict[str, Any]) -> float | None:
     """The held-out fraction a checkpoint was trained without (an older AMG kept it in the stage's config)."""
-    return state.get("holdout", (state.get("config") or {}).get("holdout"))
+    run = state.get("run") or {}
+    return run["holdout"] if "holdout" in run else (state.get("config") or {}).get("holdout")
 
 
 def checkpoint_done(path: Path, config: Any, holdout: float | None = None) -> bool:

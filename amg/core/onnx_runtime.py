@@ -9,9 +9,12 @@ resumes).
 from __future__ import annotations
 
 import io
+from typing import Callable
 
 import torch
 from torch import nn
+
+from amg.core.precision import PrecisionPlan
 
 
 class OnnxModel:
@@ -45,3 +48,33 @@ class OnnxModel:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The module's (first) output for `x`."""
         return torch.from_numpy(self.session.run(None, {"input": x.numpy()} | self.constants)[0])
+
+
+def runs_in_torch(engine: str, precision: PrecisionPlan) -> bool:
+    """Whether inference_engine runs a network in PyTorch (else in ONNX Runtime)."""
+    on_cpu = precision.device.type == "cpu"
+    return not (engine == "onnxruntime" or (engine == "auto" and on_cpu and not precision.reduced))
+
+
+def inference_engine(
+    module: nn.Module,
+    example: torch.Tensor,
+    constants: dict[str, torch.Tensor] | None,
+    engine: str,
+    precision: PrecisionPlan,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`module`'s (first) output as a function of its per-call input, run by the fastest engine: "auto" is PyTorch
+    where the precision policy picks a reduced format (a GPU, or a CPU with a bf16 matrix engine, whose bf16
+    channels-last kernels beat ONNX Runtime's fp32: benchmarks/precision.py), else ONNX Runtime on a CPU;
+    "torch" and "onnxruntime" force one (ONNX Runtime computes in fp32 whatever the precision)."""
+    constants = constants or {}
+    if not runs_in_torch(engine, precision):
+        return OnnxModel(module, example, constants)
+    precision.prepare(module)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with precision.autocast():
+            out = module(precision.images(x), *constants.values())
+        return out[0] if isinstance(out, tuple) else out
+
+    return run

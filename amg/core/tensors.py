@@ -12,12 +12,19 @@ def channels_first(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(images, -1, -3))
 
 
-def to_tensor(images: np.ndarray, device: torch.device | str = "cpu", layout_first: bool = False) -> torch.Tensor:
-    """(..., H, W, C) uint8 (or (..., C, H, W) with `layout_first`) → (..., C, H, W) float in [-1, 1].
+def to_tensor(
+    images: np.ndarray, device: torch.device | str = "cpu", layout_first: bool = False, channels_last: bool = False
+) -> torch.Tensor:
+    """(..., H, W, C) uint8 (or (..., C, H, W) with `layout_first`) → (..., C, H, W) float in [-1, 1]; with
+    `channels_last` (and (B, H, W, C) input) in PyTorch's channels-last memory format, which is the numpy
+    array's own layout: no copy but the float conversion.
 
     Building the inputs is memory-bound (36 channels per 256² frame): channels are moved while the pixels are
     still uint8, and the float conversion runs on contiguous memory (on a strided view it is many times slower).
     """
+    if channels_last and images.ndim == 4 and not layout_first:
+        nhwc = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        return nhwc.permute(0, 3, 1, 2).float().mul_(1 / 127.5).sub_(1.0)  # float() keeps the NHWC strides
     planar = images if layout_first else channels_first(images)
     return torch.from_numpy(planar).to(device).float().mul_(1 / 127.5).sub_(1.0)
 

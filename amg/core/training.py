@@ -43,9 +43,16 @@ def seed_everything(seed: int) -> None:
 
 def batch_rng(seed: int, step: int) -> np.random.Generator:
     """The generator for step `step`'s batch; it also reseeds torch, so dropout masks repeat on resume too."""
-    rng = np.random.default_rng([seed, step])
-    torch.manual_seed(int(rng.integers(2**62)))
+    rng, torch_seed = step_seeds(seed, step)
+    torch.manual_seed(torch_seed)
     return rng
+
+
+def step_seeds(seed: int, step: int) -> tuple[np.random.Generator, int]:
+    """What batch_rng draws for step `step`, without seeding torch yet: the batch's generator and torch's seed
+    (so that another thread can build the batch while the step before it trains)."""
+    rng = np.random.default_rng([seed, step])
+    return rng, int(rng.integers(2**62))
 
 
 def set_cosine_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, total_steps: int) -> None:
@@ -67,30 +74,41 @@ def adversarial_update(
     discriminators: Sequence[torch.nn.Module],
     d_loss: torch.Tensor,
     generator_loss: Callable[[], tuple[torch.Tensor, Any]],
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Any:
     """One GAN step: the "discriminator" optimizer steps on `d_loss`, then `generator_loss()` (the loss and
     whatever the caller wants back) is computed with the discriminators frozen (its gradients flow through them,
-    not into their weights) and the `generator` optimizer steps on it. Returns the second value."""
+    not into their weights) and the `generator` optimizer steps on it. Returns the second value. `scaler`
+    scales the losses of an fp16 training (whose small gradients would underflow) and skips steps that overflow."""
     optimizer["discriminator"].zero_grad(set_to_none=True)
-    d_loss.backward()
-    _step(optimizer["discriminator"])
+    _backward(d_loss, scaler)
+    _step(optimizer["discriminator"], scaler)
     for net in discriminators:
         net.requires_grad_(False)
     try:
         g_loss, result = generator_loss()
         optimizer[generator].zero_grad(set_to_none=True)
-        g_loss.backward()
-        _step(optimizer[generator])
+        _backward(g_loss, scaler)
+        _step(optimizer[generator], scaler)
     finally:
         for net in discriminators:
             net.requires_grad_(True)
+    if scaler is not None:
+        scaler.update()
     return result
 
 
-def _step(optimizer: torch.optim.Optimizer) -> None:
+def _backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
+    (loss if scaler is None else scaler.scale(loss)).backward()
+
+
+def _step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None) -> None:
     """An optimizer step on the gradients averaged over the ranks (amg.core.distributed; one rank: as they are)."""
     average_gradients(p for group in optimizer.param_groups for p in group["params"])
-    optimizer.step()
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
 
 
 def save_sample_grid(path: Path, grid: np.ndarray) -> None:
@@ -165,7 +183,7 @@ def run_training(
     extra: dict[str, Any] | None = None,
     max_minutes: float | None = None,
     images_fn: Callable[[int], dict[str, np.ndarray]] | None = None,
-    holdout: float | None = None,
+    run: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Train `model` for `config.steps` (resuming if possible) and save it to `path`; return the last eval.
 
@@ -173,12 +191,12 @@ def run_training(
     schedule; `extra` holds what inference needs besides the weights (normalisation statistics, feature layout,
     ...). `max_minutes` stops early, saving a resumable checkpoint. `images_fn(step) -> {tag: HWC uint8}` runs
     with each eval; its pictures go to TensorBoard. `desc` labels the progress bar, `progress` is the key its
-    progress is reported under (amg.core.progress: a stage name). `holdout`: the video's tail the training
-    never saw, saved with the checkpoint (another holdout starts it again).
+    progress is reported under (amg.core.progress: a stage name). `run`: the run record saved with the
+    checkpoint (amg.core.checkpoints.TrainingRun.record: another holdout starts it again).
     """
     total_steps, eval_every, save_every = config.steps, config.eval_every, config.save_every
     config_dict = dataclasses.asdict(config)
-    start, metrics = _resume(path, model, optimizer, config, holdout)
+    start, metrics = _resume(path, model, optimizer, config, (run or {}).get("holdout"))
     # Under torchrun every rank trains; rank 0 alone evaluates and writes (amg.core.distributed).
     main = world().main
     writer = _tensorboard(log_dir) if main else None
@@ -196,7 +214,7 @@ def run_training(
             finished=finished,
             config=config_dict,
             metrics=metrics,
-            holdout=holdout,
+            run=run,
             **(extra or {}),
         )
 

@@ -13,7 +13,8 @@ from amg.core.checkpoints import load_checkpoint
 from amg.core.device import pick_device
 from amg.core.errors import AmgError
 from amg.core.layout import Layout
-from amg.core.onnx_runtime import OnnxModel
+from amg.core.onnx_runtime import inference_engine
+from amg.core.precision import resolve_precision
 from amg.core.tensors import to_tensor, to_uint8
 from amg.enhance.crop import FacePaster, crop_face, face_crop_boxes
 from amg.enhance.networks import Refiner
@@ -22,11 +23,17 @@ from amg.enhance.networks import Refiner
 class FaceEnhancer:
     """A trained face refiner: generated frames in, frames with the face refined (and `upscale` x larger) out.
 
-    `engine`: "torch", "onnxruntime", or "auto" (ONNX Runtime on the CPU, PyTorch on a GPU), as the generator's.
+    `engine` and `precision`: as the generator's (amg.core.onnx_runtime.inference_engine).
     """
 
     def __init__(
-        self, layout: Layout, name: str, upscale: int = 1, device: torch.device | None = None, engine: str = "auto"
+        self,
+        layout: Layout,
+        name: str,
+        upscale: int = 1,
+        device: torch.device | None = None,
+        engine: str = "auto",
+        precision: str = "auto",
     ):
         path = layout.enhance_checkpoint(name)
         if not path.is_file():
@@ -41,9 +48,9 @@ class FaceEnhancer:
         prefix = "refiner."
         self.refiner.load_state_dict({k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)})
         self.paster = FacePaster(self.crop_size, self.cfg.feather, upscale)
-        self.refine = self.refiner  # on the CPU, ONNX Runtime runs it 1.5x faster (amg.core.onnx_runtime)
-        if engine == "onnxruntime" or (engine == "auto" and self.device.type == "cpu"):
-            self.refine = OnnxModel(self.refiner, torch.zeros(1, 3, self.crop_size, self.crop_size))
+        example = torch.zeros(1, 3, self.crop_size, self.crop_size, device=self.device)
+        plan = resolve_precision(precision, self.device)
+        self.refine = inference_engine(self.refiner, example, None, engine, plan)
 
     def boxes(self, landmarks: np.ndarray, source_size: int, size: int) -> np.ndarray:
         """The sequence's steady face boxes (cx, cy, side) in pixels of the `size` generated frames."""

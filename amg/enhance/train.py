@@ -18,11 +18,12 @@ import torch
 from tqdm import tqdm
 
 from amg.config import AvatarConfig, EnhanceConfig, save_config, saved_holdout
-from amg.core.checkpoints import checkpoint_done, is_finished
+from amg.core.checkpoints import TrainingRun, checkpoint_done, is_finished
 from amg.core.device import pick_device
 from amg.core.distributed import world
 from amg.core.images import mean_frame_scores, mean_sharpness
 from amg.core.layout import Layout
+from amg.core.precision import PrecisionPlan, resolve_precision
 from amg.core.split import held_out_split
 from amg.core.tensors import to_tensor, to_uint8
 from amg.core.training import (
@@ -78,14 +79,14 @@ def _real_crops(layout: Layout, name: str, index: np.ndarray, boxes: np.ndarray,
     )
 
 
-def make_pairs(layout: Layout, name: str, cfg: EnhanceConfig) -> EnhancePairs:
+def make_pairs(layout: Layout, name: str, cfg: EnhanceConfig, precision: str = "fp32") -> EnhancePairs:
     """Training pairs from the generator's training frames, and held-out pairs from its held-out tail."""
     from amg.gan.inference import AvatarGenerator
 
     tracks = Tracks.load(layout.tracks(name))
     holdout = saved_holdout(layout.gan_config(name))
     holdout = AvatarConfig().holdout if holdout is None else holdout
-    generator = AvatarGenerator(layout, name)
+    generator = AvatarGenerator(layout, name, precision=precision)
     size = generator.size
     n = tracks.n_frames
     stop = held_out_split(n, holdout)[0].stop  # the generator's own training frames end here
@@ -116,12 +117,17 @@ def _mouth_boxes_in_crops(tracks: Tracks, index: np.ndarray, boxes: np.ndarray, 
 
 
 class EnhanceTrainer:
-    def __init__(self, cfg: EnhanceConfig, pairs: EnhancePairs, layout: Layout, name: str):
+    def __init__(
+        self, cfg: EnhanceConfig, pairs: EnhancePairs, layout: Layout, name: str, precision: PrecisionPlan | None = None
+    ):
         self.cfg, self.pairs, self.layout, self.name = cfg, pairs, layout, name
         self.device = pick_device()
+        self.precision = precision or resolve_precision("fp32", self.device)
         self.nets = torch.nn.ModuleDict(
             {"refiner": Refiner(cfg.ngf, cfg.n_blocks), "discriminator": MultiScaleDiscriminator(6, cfg.ndf, 2)}
         ).to(self.device)
+        self.precision.prepare(self.nets)
+        self.scaler = self.precision.grad_scaler()
         betas = (0.5, 0.999)
         self.optim = OptimizerGroup(
             refiner=torch.optim.AdamW(self.nets["refiner"].parameters(), cfg.lr_g, betas=betas),
@@ -134,31 +140,35 @@ class EnhanceTrainer:
         cfg, p, dev = self.cfg, self.pairs, self.device
         index = batch_rng(cfg.seed, step).integers(0, p.n_train, size=cfg.batch_size)
         index = world().share(index)  # under torchrun, this rank's part of the batch (amg.core.distributed)
-        source, real = to_tensor(p.inputs[index], dev), to_tensor(p.targets[index], dev)
-        refined = self.nets["refiner"](source)
+        images = self.precision.images
+        source, real = images(to_tensor(p.inputs[index], dev)), images(to_tensor(p.targets[index], dev))
         d = self.nets["discriminator"]
-        real_out = d(torch.cat([source, real], dim=1))
-        d_loss = losses.discriminator_loss(real_out, d(torch.cat([source, refined.detach()], dim=1)))
+        with self.precision.autocast():
+            refined = self.nets["refiner"](source)
+            real_out = d(torch.cat([source, real], dim=1))
+            d_loss = losses.discriminator_loss(real_out, d(torch.cat([source, refined.detach()], dim=1)))
 
         def refiner_loss() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            fake_out = d(torch.cat([source, refined], dim=1))
-            weights = losses.mouth_weight_map(p.mouth[index], p.size, cfg.mouth_weight).to(dev)
-            terms = {
-                "l1": losses.weighted_l1(refined, real, weights),
-                "adversarial": losses.generator_adversarial_loss(fake_out),
-                "feature_matching": losses.feature_matching_loss(real_out, fake_out),
-            }
-            g_loss = cfg.l1_weight * terms["l1"] + cfg.gan_weight * terms["adversarial"]
-            g_loss = g_loss + cfg.feature_matching_weight * terms["feature_matching"]
+            with self.precision.autocast():
+                fake_out = d(torch.cat([source, refined], dim=1))
+                weights = losses.mouth_weight_map(p.mouth[index], p.size, cfg.mouth_weight).to(dev)
+                terms = {
+                    "l1": losses.weighted_l1(refined.float(), real, weights),
+                    "adversarial": losses.generator_adversarial_loss(fake_out),
+                    "feature_matching": losses.feature_matching_loss(real_out, fake_out),
+                }
+                g_loss = cfg.l1_weight * terms["l1"] + cfg.gan_weight * terms["adversarial"]
+                g_loss = g_loss + cfg.feature_matching_weight * terms["feature_matching"]
             return g_loss, terms | {"g_loss": g_loss}
 
-        terms = adversarial_update(self.optim, "refiner", (d,), d_loss, refiner_loss)
+        terms = adversarial_update(self.optim, "refiner", (d,), d_loss, refiner_loss, self.scaler)
         g_loss = terms.pop("g_loss")
         return {"g_loss": g_loss.item(), "d_loss": d_loss.item()} | {k: v.item() for k, v in terms.items()}
 
     @torch.no_grad()
     def refine(self, crops: np.ndarray) -> np.ndarray:
-        return to_uint8(self.nets["refiner"](to_tensor(crops, self.device)))
+        with self.precision.autocast():  # as it will render
+            return to_uint8(self.nets["refiner"](self.precision.images(to_tensor(crops, self.device))))
 
     def evaluate(self) -> dict[str, float]:
         p = self.pairs
@@ -180,19 +190,23 @@ class EnhanceTrainer:
         return {"held_out/upsampled|refined|real": grid}
 
 
-def train_enhancer(layout: Layout, name: str, cfg: EnhanceConfig, max_minutes: float | None = None) -> dict:
-    """Train (or resume) the face refiner of avatar `name`, whose image GAN must be trained."""
+def train_enhancer(
+    layout: Layout, name: str, cfg: EnhanceConfig, run: TrainingRun, max_minutes: float | None = None
+) -> dict:
+    """Train (or resume) the face refiner of avatar `name`, whose image GAN must be trained, in `run.precision`
+    (it trains on the GAN's training frames: the GAN's holdout is its own)."""
     if enhance_done(layout, name, cfg):
         log.info("The face refiner of %r is already trained (use --force to retrain).", name)
         return {}
     seed_everything(cfg.seed)
-    pairs = make_pairs(layout, name, cfg)
+    precision = resolve_precision(run.precision, pick_device())
+    pairs = make_pairs(layout, name, cfg, precision.name)
+    record = {"precision": precision.name}
     if world().main:  # under torchrun, rank 0 alone writes
-        save_config(cfg, layout.enhance_config(name))
-    trainer = EnhanceTrainer(cfg, pairs, layout, name)
+        save_config(cfg, layout.enhance_config(name), run=record)
+    trainer = EnhanceTrainer(cfg, pairs, layout, name, precision)
     logs = layout.logs_dir(name) / "enhance"
     extra = {"crop_size": pairs.size}
     labels = ("Face refiner", "enhance")
-    return run_trainer(
-        trainer, layout.enhance_checkpoint(name), cfg, logs, labels, extra=extra, max_minutes=max_minutes
-    )
+    checkpoint = layout.enhance_checkpoint(name)
+    return run_trainer(trainer, checkpoint, cfg, logs, labels, extra=extra, max_minutes=max_minutes, run=record)

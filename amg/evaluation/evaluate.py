@@ -278,7 +278,7 @@ class Evaluator:
         from amg.gan.inference import AvatarGenerator
 
         self.layout, self.name, self.options = layout, name, options
-        self.generator = AvatarGenerator(layout, name, engine=options.engine)
+        self.generator = AvatarGenerator(layout, name, engine=options.engine, precision=options.precision)
         self.size = self.generator.size
         self.source_size = tracks.size
         self.baselines = eval_baselines(layout, name, tracks, start)
@@ -287,7 +287,7 @@ class Evaluator:
         if options.enhance:
             from amg.enhance.inference import FaceEnhancer
 
-            self.enhancer = FaceEnhancer(layout, name, engine=options.engine)
+            self.enhancer = FaceEnhancer(layout, name, engine=options.engine, precision=options.precision)
         self.sync_model: SyncModel | None = None
 
     def fit_sync(self, features: AudioFeatures, tracks: Tracks, start: int) -> None:

@@ -18,6 +18,7 @@ class EvalOptions:
     max_lag: int = 15  # sync offsets searched, in frames either way (±0.6 s)
     chunk: int = 16
     engine: str = "auto"
+    precision: str = "auto"  # of the rendering (amg.core.precision)
     enhance: bool = False  # also measure the face refiner's output (trained if missing)
 
 

@@ -78,7 +78,7 @@ def clip_batch(
 ) -> ClipBatch:
     """The generator inputs and targets of clips starting at `starts`, on the inputs' device. Each clip picks
     its candidates as a render does (steady over the clip), never within `exclusion` frames of its own."""
-    t, c, dev = data.tracks, inputs.context, inputs.device
+    t, c, dev, channels_last = data.tracks, inputs.context, inputs.device, inputs.channels_last
     dynamic, conditioning = [], []
     for start in starts:
         frames = with_context(start, start + clip_frames, c, t.n_frames)
@@ -88,13 +88,13 @@ def clip_batch(
             t.landmarks[index], t.rotation[index], t.translation[index], t.scale[index], index, exclusion
         )
         dynamic.append(inputs.dynamic(cond, inputs.candidate_maps(t.landmarks[index], t.body[index], picks), picks))
-        conditioning.append(to_tensor(cond[c : c + clip_frames], dev))
+        conditioning.append(to_tensor(cond[c : c + clip_frames], dev, channels_last=channels_last))
     index = (starts[:, None] + np.arange(clip_frames)).reshape(-1)
     return ClipBatch(
         frame_index=index,
         dynamic=torch.cat(dynamic),
         conditioning=torch.cat(conditioning),
-        real=to_tensor(data.frames[index], dev),
+        real=to_tensor(data.frames[index], dev, channels_last=channels_last),
         matte=torch.from_numpy(data.mattes[index]).to(dev).float().div_(255)[:, None],
         mouth=mouth_boxes(t.landmarks[index], t.size, data.size),
     )

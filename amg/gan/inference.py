@@ -16,7 +16,8 @@ from amg.core.concurrency import prefetch
 from amg.core.device import pick_device
 from amg.core.errors import AmgError
 from amg.core.layout import Layout
-from amg.core.onnx_runtime import OnnxModel
+from amg.core.onnx_runtime import inference_engine, runs_in_torch
+from amg.core.precision import resolve_precision
 from amg.core.tensors import to_uint8
 from amg.gan.inputs import GeneratorInputs, with_context
 from amg.gan.networks import build_generator
@@ -44,10 +45,20 @@ def keep_freed_memory() -> None:
 class AvatarGenerator:
     """A trained avatar's generator (the EMA weights), its candidate bank, and the static inputs encoded once.
 
-    `engine`: "torch", "onnxruntime", or "auto" (ONNX Runtime on the CPU, PyTorch on a GPU).
+    `engine`: "torch", "onnxruntime", or "auto": PyTorch where the precision policy picks a reduced format (a
+    GPU, or a CPU with a bf16 matrix engine: bf16 channels-last beats ONNX Runtime's fp32 there, see
+    benchmarks/precision.py), else ONNX Runtime on a CPU. `precision`: amg.core.precision's auto, fp32, bf16 or
+    fp16 (ONNX Runtime computes in fp32 whatever it is).
     """
 
-    def __init__(self, layout: Layout, name: str, device: torch.device | None = None, engine: str = "auto"):
+    def __init__(
+        self,
+        layout: Layout,
+        name: str,
+        device: torch.device | None = None,
+        engine: str = "auto",
+        precision: str = "auto",
+    ):
         path = layout.gan_checkpoint(name)
         if not (path.is_file() and layout.gan_references(name).is_file()):
             raise AmgError(f"Avatar {name!r} has no image generator: run `amg train ... --stage gan` first.")
@@ -61,7 +72,11 @@ class AvatarGenerator:
         self.device = device or pick_device()
         refs = AvatarReferences.load(layout.gan_references(name))
         cfg = self.config
-        self.inputs = GeneratorInputs(refs, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, self.device)
+        self.precision = resolve_precision(precision, self.device)
+        channels_last = runs_in_torch(engine, self.precision) and self.precision.reduced
+        self.inputs = GeneratorInputs(
+            refs, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, self.device, channels_last
+        )
         self.generator = build_generator(cfg, self.inputs).to(self.device).eval()
         prefix = "generator_ema."
         weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
@@ -74,17 +89,12 @@ class AvatarGenerator:
             ) from None
         with torch.no_grad():
             self.static_code = self.generator.encode_static(self.inputs.static)
-        self.onnx = None
-        if engine == "onnxruntime" or (engine == "auto" and self.device.type == "cpu"):
-            example = torch.zeros(1, self.inputs.dynamic_channels, self.size, self.size)
-            constants = {"static_code": self.static_code, "background": self.inputs.background}
-            self.onnx = OnnxModel(self.generator, example, constants)
-
-    def generate(self, dynamic: torch.Tensor) -> torch.Tensor:
+        example = torch.zeros(1, self.inputs.dynamic_channels, self.size, self.size, device=self.device)
+        constants = {"static_code": self.static_code, "background": self.inputs.background}
+        # In a reduced precision the convolutions run in it; the final blend over the candidates and the plate
+        # stays fp32 (the generator's last operations promote), so no banding.
+        self.generate = inference_engine(self.generator, example, constants, engine, self.precision)
         """(B, Cd, H, W) dynamic inputs → (B, 3, H, W) frames in [-1, 1]."""
-        if self.onnx is not None:
-            return self.onnx(dynamic)
-        return self.generator(dynamic, self.static_code, self.inputs.background)[0]
 
     @property
     def size(self) -> int:

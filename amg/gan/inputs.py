@@ -45,8 +45,11 @@ class GeneratorInputs:
         n_candidates: int,
         hysteresis: float,
         device: torch.device | str = "cpu",
+        channels_last: bool = False,
     ):
         self.refs = refs
+        # Tensors in PyTorch's channels-last format (what reduced-precision kernels read; amg.core.precision).
+        self.channels_last = channels_last
         self.context = context
         self.n_candidates = n_candidates
         self.size = refs.background.shape[0]
@@ -92,10 +95,10 @@ class GeneratorInputs:
             maps[t] = mesh.maps(list(zip(refs.landmarks[chosen], refs.body[chosen])))
         return maps
 
-    def warped_candidates(self, maps: np.ndarray, picks: np.ndarray) -> np.ndarray:
-        """(n, K, CANDIDATE_CHANNELS, H, W) uint8, channels first: the candidates `picks` (n, K) resampled by
-        `maps`. Each plane group is resampled into a contiguous buffer (4 channels at most: OpenCV's fast path)
-        and moved channels-first once, in the one copy that joins them."""
+    def warped_planes(self, maps: np.ndarray, picks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The candidates `picks` (n, K) resampled by `maps`, uint8: RGB (n, K, H, W, 3), conditioning (n, K, H,
+        W, C), matte (n, K, H, W, 1). Each plane group is resampled into a contiguous buffer (4 channels at most:
+        OpenCV's fast path); the one copy that joins them puts their channels where the tensor wants them."""
         size = (*picks.shape, self.size, self.size)
         rgb, conditioning = np.empty((*size, 3), np.uint8), np.empty((*size, N_CHANNELS), np.uint8)
         matte = np.empty(size, np.uint8)
@@ -105,14 +108,24 @@ class GeneratorInputs:
                 remap(refs.frames[chosen[k]], backward, CANDIDATE_INTERPOLATION, out=rgb[t, k])
                 remap(self.bank_conditioning[chosen[k]], backward, out=conditioning[t, k])
                 remap(refs.mattes[chosen[k]], backward, out=matte[t, k])
-        planes = (np.moveaxis(rgb, -1, 2), np.moveaxis(conditioning, -1, 2), matte[:, :, None])
-        return np.concatenate(planes, axis=2)
+        return rgb, conditioning, matte[..., None]
+
+    def warped_candidates(self, maps: np.ndarray, picks: np.ndarray) -> np.ndarray:
+        """(n, K, CANDIDATE_CHANNELS, H, W) uint8, channels first (see warped_planes)."""
+        return np.concatenate([np.moveaxis(plane, -1, 2) for plane in self.warped_planes(maps, picks)], axis=2)
 
     def dynamic(self, conditioning: np.ndarray, maps: np.ndarray, picks: np.ndarray) -> torch.Tensor:
         """conditioning (n + 2c, H, W, C) for n consecutive frames with their context; the candidates' maps
         (n, K, H, W, 2) and picks (n, K) of the n frames → (n, Cd, H, W)."""
         n = len(picks)
+        window = range(2 * self.context + 1)
+        if self.channels_last:  # every plane joined along the pixels' channels: the tensor's own layout
+            rgb, cond, matte = self.warped_planes(maps, picks)
+            per_candidate = [plane[:, k] for k in range(picks.shape[1]) for plane in (rgb, cond, matte)]
+            joined = np.concatenate([*per_candidate, *(conditioning[i : i + n] for i in window)], axis=-1)
+            return to_tensor(joined, self.device, channels_last=True)
         warped = self.warped_candidates(maps, picks).reshape(n, -1, self.size, self.size)
         cond = channels_first(conditioning)  # each frame's conditioning moved once, used 2c + 1 times
-        window = [cond[i : i + n] for i in range(2 * self.context + 1)]
-        return to_tensor(np.concatenate([warped, *window], axis=1), self.device, layout_first=True)
+        return to_tensor(
+            np.concatenate([warped, *(cond[i : i + n] for i in window)], axis=1), self.device, layout_first=True
+        )

@@ -34,7 +34,7 @@ def crop_resized(images: torch.Tensor, boxes: np.ndarray, side: int) -> torch.Te
 
 def lsgan_loss(logits: torch.Tensor, target_real: bool) -> torch.Tensor:
     """Least-squares GAN (Mao et al.): steadier gradients than the log loss for small patch discriminators."""
-    return ((logits - (1.0 if target_real else 0.0)) ** 2).mean()
+    return ((logits.float() - (1.0 if target_real else 0.0)) ** 2).mean()  # fp32 under autocast too
 
 
 def discriminator_loss(real_outputs: list[list[torch.Tensor]], fake_outputs: list[list[torch.Tensor]]) -> torch.Tensor:
@@ -51,6 +51,8 @@ def feature_matching_loss(
 ) -> torch.Tensor:
     """L1 between the discriminators' intermediate features of real and generated frames (pix2pixHD)."""
     terms = [
-        F.l1_loss(f, r.detach()) for real, fake in zip(real_outputs, fake_outputs) for r, f in zip(real[:-1], fake[:-1])
+        F.l1_loss(f.float(), r.detach().float())  # fp32 under autocast too
+        for real, fake in zip(real_outputs, fake_outputs)
+        for r, f in zip(real[:-1], fake[:-1])
     ]
     return sum(terms) / len(terms)

@@ -97,11 +97,15 @@ class Generator(nn.Module):
             x = torch.cat([self.up[i](x), skips[i]], dim=1)
         heads = F.interpolate(self.heads(x), scale_factor=2, mode="bilinear", align_corners=False)
         k = self.n_candidates
-        b, _, h, w = dynamic.shape
-        candidates = dynamic[:, : k * CANDIDATE_CHANNELS].reshape(b, k, CANDIDATE_CHANNELS, h, w)
-        weights = torch.softmax(heads[:, :k], dim=1).unsqueeze(2)  # (B, K, 1, H, W)
-        person = (weights * candidates[:, :, :3]).sum(dim=1) + heads[:, k : k + 3]
-        warped_matte = (weights * (candidates[:, :, -1:] + 1) / 2).sum(dim=1).clamp(_MATTE_EPS, 1 - _MATTE_EPS)
+        weights = torch.softmax(heads[:, :k], dim=1)
+        # Each candidate's planes as views of the input (no copy, in any memory format), summed over candidates
+        # in order.
+        starts = [i * CANDIDATE_CHANNELS for i in range(k)]
+        rgb = [dynamic[:, s : s + 3] for s in starts]
+        mattes = [dynamic[:, s + CANDIDATE_CHANNELS - 1 : s + CANDIDATE_CHANNELS] for s in starts]
+        person = sum(weights[:, i : i + 1] * rgb[i] for i in range(k)) + heads[:, k : k + 3]
+        warped_matte = sum(weights[:, i : i + 1] * (mattes[i] + 1) / 2 for i in range(k))
+        warped_matte = warped_matte.clamp(_MATTE_EPS, 1 - _MATTE_EPS)
         logit = torch.log(warped_matte) - torch.log1p(-warped_matte)  # torch.logit has no ONNX export
         matte = torch.sigmoid(logit + heads[:, k + 3 :])
         frame = matte * person.clamp(-1, 1) + (1 - matte) * background
@@ -171,9 +175,12 @@ class TemporalDiscriminator(nn.Module):
             ]
         )
 
-    def forward(self, clip: torch.Tensor) -> list[torch.Tensor]:
-        """clip (B, C, T, H, W) → features of every layer; the last is the patch logits."""
-        x = F.avg_pool3d(clip, (1, 2, 2))
+    def forward(self, frames: torch.Tensor, length: int) -> list[torch.Tensor]:
+        """frames (B*T, C, H, W), B clips of T consecutive frames → features of every layer; the last is the patch
+        logits (B, 1, T, h, w). Each frame is halved before it is made a clip: the same numbers as pooling the
+        clip, on a 4x smaller tensor (and in any memory format)."""
+        half = F.avg_pool2d(frames, 2)
+        x = half.reshape(-1, length, *half.shape[1:]).transpose(1, 2)  # (B, C, T, H/2, W/2)
         features = []
         for layer in self.layers:
             x = layer(x)

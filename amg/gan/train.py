@@ -19,21 +19,22 @@ from torch import nn
 
 from amg.conditioning import N_CHANNELS, conditioning_to_rgb
 from amg.config import GanConfig, save_config
-from amg.core.checkpoints import checkpoint_done, is_finished
+from amg.core.checkpoints import TrainingRun, checkpoint_done, is_finished
 from amg.core.device import pick_device
 from amg.core.distributed import world
 from amg.core.fsutil import write_text
 from amg.core.images import mean_frame_scores
 from amg.core.layout import Layout
+from amg.core.precision import PrecisionPlan, resolve_precision
 from amg.core.tensors import to_uint8
 from amg.core.training import (
     OptimizerGroup,
     adversarial_update,
-    batch_rng,
     image_grid,
     run_trainer,
     save_sample_grid,
     seed_everything,
+    step_seeds,
 )
 from amg.gan import losses
 from amg.gan.baselines import Baselines
@@ -117,11 +118,20 @@ def held_out_frames(data: GanData, inputs: GeneratorInputs, n: int) -> HeldOut:
 class GanTrainer:
     """Holds the networks, optimizers and data of one training run; `step` and `evaluate` feed run_training."""
 
-    def __init__(self, cfg: GanConfig, data: GanData, inputs: GeneratorInputs, layout: Layout, name: str):
+    def __init__(
+        self,
+        cfg: GanConfig,
+        data: GanData,
+        inputs: GeneratorInputs,
+        layout: Layout,
+        name: str,
+        precision: PrecisionPlan | None = None,
+    ):
         self.cfg, self.data, self.inputs = cfg, data, inputs
         self.layout, self.name = layout, name
         self.device = inputs.device
-        self.nets = build_networks(cfg, inputs).to(self.device)
+        self.precision = precision or resolve_precision("fp32", self.device)
+        self.nets = self.precision.prepare(build_networks(cfg, inputs).to(self.device))
         g, d, dt = self.nets["generator"], self.nets["discriminator"], self.nets["temporal"]
         betas = (0.5, 0.999)
         self.optim = OptimizerGroup(
@@ -131,29 +141,38 @@ class GanTrainer:
             ),
         )
         self.perceptual = _perceptual(cfg, self.device)
+        if self.perceptual is not None:
+            self.precision.prepare(self.perceptual)
+        self.scaler = self.precision.grad_scaler()
         self.held_out = held_out_frames(data, inputs, cfg.eval_frames)
         self.last_generated: np.ndarray | None = None  # the held-out frames of the latest evaluation
-        # bf16 autocast on CUDA only: on CPU it does not pay (measured), and fp32 keeps CPU runs bit-reproducible.
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
     def _generate(self, net: Generator, dynamic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return net(dynamic, net.encode_static(self.inputs.static), self.inputs.background)
 
     def _discriminate(self, batch: ClipBatch, frames: torch.Tensor) -> tuple[list, list]:
         """Per-frame multi-scale outputs and per-clip temporal outputs for `frames` (B*L, 3, H, W)."""
-        x = torch.cat([batch.conditioning, frames], dim=1)
+        # In a reduced precision the discriminators' input is cast once here (their first convolutions would cast
+        # it anyway), so that its downsampling for the coarser scales moves half the bytes.
+        x = torch.cat([batch.conditioning, frames], dim=1).to(self.precision.dtype)
         per_frame = self.nets["discriminator"](x)
-        b, length = len(x) // self.cfg.clip_frames, self.cfg.clip_frames
-        clips = x.reshape(b, length, *x.shape[1:]).transpose(1, 2)  # (B, C, L, H, W)
-        return per_frame, [self.nets["temporal"](clips)]
+        with self.precision.volumetric():
+            per_clip = self.nets["temporal"](x.float(), self.cfg.clip_frames)
+        return per_frame, [per_clip]
+
+    def make_batch(self, step: int) -> tuple[int, ClipBatch]:
+        """Step `step`'s batch and the seed of torch's generator for that step (dropout, if any)."""
+        cfg, data = self.cfg, self.data
+        rng, torch_seed = step_seeds(cfg.seed, step)
+        starts = rng.integers(data.train.start, data.train.stop - cfg.clip_frames + 1, size=cfg.batch_clips)
+        starts = world().share(starts)  # under torchrun, this rank's part of the batch (amg.core.distributed)
+        return torch_seed, clip_batch(data, self.inputs, starts, cfg.clip_frames, cfg.reference_exclusion)
 
     def step(self, step: int) -> dict[str, float]:
         cfg, data = self.cfg, self.data
-        rng = batch_rng(cfg.seed, step)
-        starts = rng.integers(data.train.start, data.train.stop - cfg.clip_frames + 1, size=cfg.batch_clips)
-        starts = world().share(starts)  # under torchrun, this rank's part of the batch (amg.core.distributed)
-        batch = clip_batch(data, self.inputs, starts, cfg.clip_frames, cfg.reference_exclusion)
-        with self.autocast:
+        torch_seed, batch = self.make_batch(step)
+        torch.manual_seed(torch_seed)
+        with self.precision.autocast():
             fake, matte = self._generate(self.nets["generator"], batch.dynamic)
 
             # Discriminators.
@@ -164,7 +183,7 @@ class GanTrainer:
         discriminators = (self.nets["discriminator"], self.nets["temporal"])
 
         def generator_loss() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            with self.autocast:
+            with self.precision.autocast():
                 fake_frame, fake_clip = self._discriminate(batch, fake)
                 weights = losses.mouth_weight_map(batch.mouth, data.size, cfg.mouth_weight).to(self.device)
                 terms = {
@@ -193,7 +212,7 @@ class GanTrainer:
             return g_loss, terms | {"g_loss": g_loss}
 
         d_loss = d_frame + cfg.temporal_weight * d_clip
-        terms = adversarial_update(self.optim, "generator", discriminators, d_loss, generator_loss)
+        terms = adversarial_update(self.optim, "generator", discriminators, d_loss, generator_loss, self.scaler)
         self._update_ema(step)
         values = {"g_loss": terms.pop("g_loss"), "d_frame": d_frame, "d_clip": d_clip} | terms
         return {k: v.item() for k, v in values.items()}
@@ -207,7 +226,8 @@ class GanTrainer:
 
     def generated_held_out(self) -> np.ndarray:
         ema = self.nets["generator_ema"]
-        frames = [self._generate(ema, chunk)[0] for chunk in self.held_out.dynamic.split(8)]
+        with self.precision.autocast():  # as it will render
+            frames = [self._generate(ema, x)[0] for x in self.held_out.dynamic.split(8)]
         return to_uint8(torch.cat(frames))
 
     def evaluate(self) -> dict[str, float]:
@@ -225,27 +245,32 @@ class GanTrainer:
         return {"held_out/conditioning|warp baseline|generated|real": grid}
 
 
-def train_gan(layout: Layout, name: str, cfg: GanConfig, holdout: float, max_minutes: float | None = None) -> dict:
-    """Train (or resume) the image GAN of avatar `name` on all but the `holdout` tail of its video; returns the
-    held-out metrics next to the baselines'."""
-    if gan_done(layout, name, cfg, holdout):
+def train_gan(layout: Layout, name: str, cfg: GanConfig, run: TrainingRun, max_minutes: float | None = None) -> dict:
+    """Train (or resume) the image GAN of avatar `name` on all but the `run.holdout` tail of its video, in
+    `run.precision`; returns the held-out metrics next to the baselines'."""
+    if gan_done(layout, name, cfg, run.holdout):
         log.info("The image GAN of %r is already trained (use --force to retrain).", name)
         return json.loads(layout.gan_report(name).read_text()) if layout.gan_report(name).is_file() else {}
     seed_everything(cfg.seed)
     device = pick_device()
-    data = load_gan_data(layout, name, cfg.size, holdout)
+    precision = resolve_precision(run.precision, device)
+    data = load_gan_data(layout, name, cfg.size, run.holdout)
     references = make_references(data, layout, name, cfg.bank_size)
     main = world().main  # under torchrun, rank 0 alone writes
     if main:
         references.save(layout.gan_references(name))
-        save_config(cfg, layout.gan_config(name), run={"holdout": holdout})
-    inputs = GeneratorInputs(references, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, device)
-    trainer = GanTrainer(cfg, data, inputs, layout, name)
+        save_config(cfg, layout.gan_config(name), run=run.record(precision.name))
+    inputs = GeneratorInputs(
+        references, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, device, channels_last=precision.reduced
+    )
+    trainer = GanTrainer(cfg, data, inputs, layout, name, precision)
     extra = {"dynamic_channels": inputs.dynamic_channels, "static_channels": inputs.static_channels}
     logs, labels = layout.logs_dir(name) / "gan", ("Image GAN", "gan")
     checkpoint = layout.gan_checkpoint(name)
-    metrics = run_trainer(trainer, checkpoint, cfg, logs, labels, extra=extra, max_minutes=max_minutes, holdout=holdout)
-    report = {"video": name, "held_out_frames": len(trainer.held_out.index), "metrics": metrics}
+    record = run.record(precision.name)
+    metrics = run_trainer(trainer, checkpoint, cfg, logs, labels, extra=extra, max_minutes=max_minutes, run=record)
+    report = {"video": name, "held_out_frames": len(trainer.held_out.index), "precision": precision.name}
+    report["metrics"] = metrics
     if main:
         write_text(layout.gan_report(name), json.dumps(report, indent=2))
     return report

@@ -40,6 +40,11 @@ class MotionData:
         return self.tracks.n_frames
 
     @property
+    def run_record(self) -> dict[str, float | str]:
+        """The record saved with each motion network (amg.core.checkpoints.TrainingRun): they train in fp32."""
+        return {"holdout": self.holdout, "precision": "fp32"}
+
+    @property
     def split(self) -> tuple[slice, slice]:
         """Train on the first (1 - holdout) of the video, validate on its tail (see held_out_split)."""
         return held_out_split(self.n_frames, self.holdout)

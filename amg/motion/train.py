@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from amg.config import MotionConfig, model_fields, read_saved_config, save_config, saved_holdout
-from amg.core.checkpoints import checkpoint_done
+from amg.core.checkpoints import TrainingRun, checkpoint_done
 from amg.core.fsutil import write_text
 from amg.core.layout import Layout
 from amg.motion.body import train_head2body
@@ -50,11 +50,12 @@ def stale_motion_models(layout: Layout, name: str, cfg: MotionConfig, holdout: f
     return stale
 
 
-def train_motion(layout: Layout, name: str, cfg: MotionConfig, holdout: float, force: bool = False) -> dict:
+def train_motion(layout: Layout, name: str, cfg: MotionConfig, run: TrainingRun, force: bool = False) -> dict:
     """Train what `cfg` asks of avatar `name`'s motion models (Audio→Expression, Audio→Head pose, head→body,
-    pose→face, the eye model) on all but the `holdout` tail of its video: each one alone, resuming or extending
-    a network whose schedule changed; `force`: all again."""
-    files = layout.motion_models(name)
+    pose→face, the eye model) on all but the `run.holdout` tail of its video: each one alone, resuming or
+    extending a network whose schedule changed; `force`: all again. They train in fp32 whatever `run.precision`:
+    these small single-threaded networks gain little from bf16 (docs/decisions.md)."""
+    files, holdout = layout.motion_models(name), run.holdout
     stale = list(files) if force else stale_motion_models(layout, name, cfg, holdout)
     old_report = json.loads(layout.motion_report(name).read_text()) if layout.motion_report(name).is_file() else {}
     if not stale:
@@ -66,7 +67,7 @@ def train_motion(layout: Layout, name: str, cfg: MotionConfig, holdout: float, f
             files[key].unlink(missing_ok=True)
     log.info("Training the motion model(s) %s of %r.", ", ".join(stale), name)
 
-    save_config(cfg, layout.motion_config(name), run={"holdout": holdout})
+    save_config(cfg, layout.motion_config(name), run=run.record("fp32"))
     data = load_motion_data(layout, name, cfg.features, holdout)
     logs = layout.logs_dir(name)
     report: dict = {**old_report, "video": name, "frames": data.n_frames}

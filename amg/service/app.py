@@ -60,7 +60,8 @@ def create_app(
     `start_worker` they stay queued."""
     layout, settings = Layout(root), settings or ServiceSettings()
     store = JobStore(layout.job_database())
-    runner = runner or PipelineRunner(layout, AvatarConfig(), RenderConfig())
+    precision = settings.precision
+    runner = runner or PipelineRunner(layout, AvatarConfig(precision=precision), RenderConfig(precision=precision))
     service = Service(layout, settings, store, runner, Worker(store, runner, layout, settings.workers))
     app = FastAPI(
         title="AMG",

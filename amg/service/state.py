@@ -23,6 +23,7 @@ class ServiceSettings:
     max_audio_s: float = 600.0  # longest speech a job may render (and a live stream may last)
     max_live_chunk_kb: float = 64.0  # largest audio message of a live stream (2 s of PCM16)
     workers: int = 1  # jobs run at once (one render already uses every core of a small machine)
+    precision: str = "auto"  # of the trainings and renders it runs (amg.core.precision)
     token: str | None = field(default_factory=lambda: os.environ.get("AMG_API_TOKEN") or None)
 
 

@@ -77,7 +77,12 @@ class PipelineRunner:
         with self._lock:
             cached = self._generators.get(avatar)
             if cached is None or cached[0] != stamp:  # a retrained avatar is loaded again
-                cached = (stamp, AvatarGenerator(self.layout, avatar, engine=self.render_cfg.engine))
+                cached = (
+                    stamp,
+                    AvatarGenerator(
+                        self.layout, avatar, engine=self.render_cfg.engine, precision=self.render_cfg.precision
+                    ),
+                )
                 self._generators[avatar] = cached
                 self.loads[avatar] += 1
             return cached[1]

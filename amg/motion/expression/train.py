@@ -148,7 +148,7 @@ def train_audio2expression(data: MotionData, cfg: Audio2ExpressionConfig, path: 
             desc="Audio→Expression",
             progress="motion.expression",
             extra=extra,
-            holdout=data.holdout,
+            run=data.run_record,
         )
 
 

@@ -162,7 +162,7 @@ def train_audio2pose(
             desc="Audio→Pose",
             progress="motion.pose",
             extra=extra,
-            holdout=data.holdout,
+            run=data.run_record,
             max_minutes=max_minutes,
         )
         if not is_finished(path):

@@ -1,0 +1,241 @@
+"""fp32 against the reduced precision (bf16 on a CPU with a bf16 matrix engine) in one run, on this machine.
+
+    python benchmarks/precision.py [--quick] [--json out.json]
+
+Prints: the host (CPU model, its bf16 flags, cores) and what `--precision auto` picks here, with why; the
+machine's ceilings (fp32 and bf16 matmul GFLOP/s); for each generator (default and quality preset widths, 256
+and 512 px) and each discriminator, forward frames/s in fp32, in bf16 (autocast, channels-last) and, for the
+generators, in ONNX Runtime (fp32); a training step of the networks alone (generator + both discriminators,
+forward and backward, AdamW) at 256 and 512 px; a real image-GAN training step (`GanTrainer.step`, warps and
+all) at 256 px; and `render()` end to end on 1 min of speech at 256 px. Each pair is measured alternately (fp32,
+reduced, fp32, ...) and reported as the median of the rounds, so a busy shared host slows both alike.
+
+The real training step and the render use the benchmark avatar of benchmarks/render.py (`render_bench` in
+/tmp/amg-bench, from ../shared/data/video/obama_clip2.mp4), made on first use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from amg.conditioning import N_CHANNELS
+from amg.config import AvatarConfig, GanConfig, MotionOptions, RenderConfig
+from amg.core.layout import Layout
+from amg.core.onnx_runtime import OnnxModel
+from amg.core.precision import PrecisionPlan, cpu_bf16_engine, resolve_precision
+from amg.gan.inputs import CANDIDATE_CHANNELS
+from amg.gan.networks import Generator, MultiScaleDiscriminator, TemporalDiscriminator, count_flops
+
+GENERATORS = {  # (ngf, max_channels, n_levels, size): the preset widths at 256 and at 512 px
+    "default, 256 px": (16, 128, 6, 256),
+    "quality width, 256 px": (48, 384, 6, 256),
+    "default, 512 px": (16, 128, 7, 512),
+    "quality width, 512 px": (48, 384, 7, 512),
+}
+K = 4  # candidates
+DYNAMIC = K * CANDIDATE_CHANNELS + 3 * N_CHANNELS
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return platform.processor() or "unknown"
+
+
+def median_pair(fns: dict, rounds: int) -> dict[str, float]:
+    """Seconds per call of each function: the median over `rounds`, the functions alternating in each round."""
+    for fn in fns.values():
+        fn()  # warm-up: kernels chosen, memory allocated
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def matmul_ceilings(rounds: int) -> dict[str, float]:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    seconds = median_pair({"fp32": lambda: a @ b, "bf16": lambda: a16 @ b16}, rounds)
+    return {name: 2 * 2048**3 / s / 1e9 for name, s in seconds.items()}
+
+
+def plans() -> dict[str, PrecisionPlan]:
+    return {"fp32": resolve_precision("fp32", "cpu"), "bf16": resolve_precision("bf16", "cpu")}
+
+
+def generator_forward(spec: tuple, batch: int, rounds: int) -> dict[str, float]:
+    """Frames/s of a generator's forward pass in fp32, bf16 and ONNX Runtime, and its GFLOP per frame."""
+    ngf, max_channels, levels, size = spec
+    torch.manual_seed(0)
+    nets = {name: Generator(K, DYNAMIC, 3, ngf, max_channels, levels).eval() for name in ("fp32", "bf16")}
+    nets["bf16"].load_state_dict(nets["fp32"].state_dict())
+    dynamic = torch.rand(batch, DYNAMIC, size, size) * 2 - 1
+    background = torch.rand(1, 3, size, size) * 2 - 1
+    calls = {}
+    for name, plan in plans().items():
+        net = plan.prepare(nets[name])
+        with torch.no_grad():
+            static = net.encode_static(background)
+        x = plan.images(dynamic)
+
+        def call(net=net, plan=plan, x=x, static=static):
+            with torch.no_grad(), plan.autocast():
+                net(x, static, background)
+
+        calls[name] = call
+    with torch.no_grad():
+        static = nets["fp32"].encode_static(background)
+    onnx = OnnxModel(nets["fp32"], dynamic[:1], {"static": static, "background": background})
+    calls["onnxruntime"] = lambda: onnx(dynamic)
+    seconds = median_pair(calls, rounds)
+    out = {name: batch / s for name, s in seconds.items()}
+    out["gflop_per_frame"] = count_flops(nets["fp32"], dynamic[:1], static, background) / 1e9
+    return out
+
+
+def discriminator_forward(size: int, batch: int, rounds: int) -> dict[str, dict[str, float]]:
+    results = {}
+    for label, make, shape in (
+        ("multi-scale PatchGAN", lambda: MultiScaleDiscriminator(N_CHANNELS + 3, 16, 2), (batch, N_CHANNELS + 3)),
+        ("temporal (3-frame clips)", lambda: TemporalDiscriminator(N_CHANNELS + 3, 16), (batch, N_CHANNELS + 3)),
+    ):
+        torch.manual_seed(0)
+        x = torch.rand(*shape, size, size)
+        calls = {}
+        for name, plan in plans().items():
+            net, inp = plan.prepare(make()), plan.images(x)
+            temporal = "temporal" in label
+            args = (inp, 3) if temporal else (inp,)
+
+            def call(net=net, args=args, context=plan.volumetric if temporal else plan.autocast):
+                with torch.no_grad(), context():
+                    net(*args)
+
+            calls[name] = call
+        results[label] = {name: batch / s for name, s in median_pair(calls, rounds).items()}
+    return results
+
+
+def network_step(size: int, rounds: int) -> dict[str, float]:
+    """Steps/s of the default preset's networks alone: generator, both discriminators, forward and backward,
+    one AdamW step each, on a batch of 2 clips x 3 frames (no data loading, no warps)."""
+    levels = 6 if size == 256 else 7
+    calls = {}
+    for name, plan in plans().items():
+        torch.manual_seed(0)
+        g = plan.prepare(Generator(K, DYNAMIC, 3, 16, 128, levels))
+        d = plan.prepare(MultiScaleDiscriminator(N_CHANNELS + 3, 16, 2))
+        t = plan.prepare(TemporalDiscriminator(N_CHANNELS + 3, 16))
+        opt = torch.optim.AdamW([*g.parameters(), *d.parameters(), *t.parameters()])
+        dynamic = plan.images(torch.rand(6, DYNAMIC, size, size) * 2 - 1)
+        cond = plan.images(torch.rand(6, N_CHANNELS, size, size))
+        background = torch.rand(1, 3, size, size)
+
+        def step(g=g, d=d, t=t, opt=opt, dynamic=dynamic, cond=cond, background=background, plan=plan):
+            with plan.autocast():
+                fake, _ = g(dynamic, g.encode_static(background), background)
+                x = torch.cat([cond, fake], dim=1).to(plan.dtype)
+                loss = sum(o[-1].float().pow(2).mean() for o in d(x))
+            with plan.volumetric():
+                loss = loss + t(x.float(), 3)[-1].float().pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        calls[name] = step
+    return {name: 1 / s for name, s in median_pair(calls, rounds).items()}
+
+
+def real_training_step(rounds: int) -> dict[str, float]:
+    """Steps/s of GanTrainer.step at the default preset (256 px), batch building (retrieval, warps) included."""
+    from render import AVATAR, ROOT, ensure_avatar
+
+    from amg.gan.data import load_gan_data, make_references
+    from amg.gan.inputs import GeneratorInputs
+    from amg.gan.train import GanTrainer
+
+    layout = Layout(ROOT)
+    ensure_avatar(layout, "obama_clip2", {"gan.steps": 20, "gan.eval_every": 20, "gan.save_every": 20})
+    cfg = GanConfig()
+    data = load_gan_data(layout, AVATAR, cfg.size, AvatarConfig().holdout)
+    refs = make_references(data, layout, AVATAR, cfg.bank_size)
+    trainers, steps = {}, {}
+    for name, plan in plans().items():
+        inputs = GeneratorInputs(
+            refs, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, channels_last=plan.reduced
+        )
+        trainers[name], steps[name] = GanTrainer(cfg, data, inputs, layout, AVATAR, plan), 0
+
+    def stepper(name):
+        def run():
+            steps[name] += 1
+            trainers[name].step(steps[name])
+
+        return run
+
+    return {name: 1 / s for name, s in median_pair({n: stepper(n) for n in trainers}, rounds).items()}
+
+
+def render_end_to_end(minutes: float) -> dict[str, float]:
+    """Frames/s of render() on `minutes` of speech: fp32 (ONNX Runtime) and bf16 (PyTorch), alternated twice."""
+    from render import AVATAR, ROOT, ensure_avatar, speech_of
+
+    from amg.pipeline import render
+
+    layout = Layout(ROOT)
+    ensure_avatar(layout, "obama_clip2", {"gan.steps": 20, "gan.eval_every": 20, "gan.save_every": 20})
+    audio = speech_of(layout, minutes)
+    frames = int(minutes * 60 * 25)
+    calls = {
+        name: (lambda name=name: render(layout, audio, AVATAR, MotionOptions(), RenderConfig(precision=name)))
+        for name in ("fp32", "bf16")
+    }
+    return {name: frames / s for name, s in median_pair(calls, 2).items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, 256 px only, no render")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+    rounds = 3 if args.quick else 5
+    auto = resolve_precision("auto", "cpu")
+    result: dict = {
+        "host": {
+            "cpu": cpu_model(),
+            "bf16_engine": cpu_bf16_engine(),
+            "cores": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "auto": {"precision": auto.name, "reason": auto.reason},
+        "matmul_gflops": matmul_ceilings(rounds),
+    }
+    print(json.dumps(result, indent=2), flush=True)
+    specs = {k: v for k, v in GENERATORS.items() if not args.quick or "256" in k}
+    result["generator_forward_fps"] = {label: generator_forward(spec, 8, rounds) for label, spec in specs.items()}
+    print(json.dumps(result["generator_forward_fps"], indent=2), flush=True)
+    result["discriminator_forward_fps"] = {f"{s} px": discriminator_forward(s, 6, rounds) for s in (256, 512)}
+    result["network_training_steps_per_s"] = {f"{s} px": network_step(s, rounds) for s in (256, 512)}
+    print(json.dumps({k: result[k] for k in ("discriminator_forward_fps", "network_training_steps_per_s")}, indent=2))
+    result["gan_training_steps_per_s_256"] = real_training_step(rounds + 1)
+    print(json.dumps(result["gan_training_steps_per_s_256"], indent=2), flush=True)
+    if not args.quick:
+        result["render_fps_256"] = render_end_to_end(1.0)
+        print(json.dumps(result["render_fps_256"], indent=2), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

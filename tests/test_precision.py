@@ -1,0 +1,98 @@
+"""amg.core.precision: what `auto` picks on each kind of machine (the capability check faked both ways), that fp32
+changes nothing, and that the image GAN trains, resumes across precisions and renders in bf16 without banding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from amg.core import precision
+from amg.core.errors import AmgError
+from amg.core.precision import bf16_self_check, cpu_bf16_engine, resolve_precision
+from amg.gan.networks import Generator
+
+CPUINFO = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2 {extra}\n"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_resolution():
+    """Each test sees its own (faked) machine: forget what earlier resolutions cached."""
+    precision._resolve.cache_clear()
+    yield
+    precision._resolve.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("flags", "engine"),
+    [("avx512f amx_tile amx_bf16 avx512_bf16", "AMX-BF16"), ("avx512f avx512_bf16", "AVX512-BF16"), ("avx512f", None)],
+)
+def test_the_bf16_engine_is_read_from_the_cpu_flags(tmp_path, flags, engine):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPUINFO.format(extra=flags))
+    assert cpu_bf16_engine(cpuinfo) == engine
+    assert cpu_bf16_engine(tmp_path / "missing") is None  # not Linux: no reduced precision unless asked
+
+
+def test_auto_is_fp32_on_a_cpu_without_a_bf16_engine(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_bf16_engine", lambda: None)
+    plan = resolve_precision("auto", "cpu")
+    assert plan.name == "fp32" and not plan.reduced and "no bf16" in plan.reason
+    assert plan.dtype == torch.float32 and plan.memory_format == torch.contiguous_format
+
+
+def test_auto_is_bf16_where_the_engine_passes_the_self_check_and_fp32_where_it_fails(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_bf16_engine", lambda: "AMX-BF16")
+    monkeypatch.setattr(precision, "bf16_self_check", lambda: (True, "fine"))
+    assert resolve_precision("auto", "cpu").name == "bf16"
+    precision._resolve.cache_clear()
+    monkeypatch.setattr(precision, "bf16_self_check", lambda: (False, "1.0x fp32's speed"))
+    plan = resolve_precision("auto", "cpu")
+    assert plan.name == "fp32" and "self-check failed" in plan.reason
+
+
+def test_the_self_check_measures_error_and_speed():
+    passed, detail = bf16_self_check(size=128, repeats=2)
+    assert "error" in detail and "x fp32's speed" in detail
+    error = float(detail.split("error ")[1].split(",")[0])
+    assert 0 < error < 2e-2  # bf16 keeps 8 bits of mantissa: close to fp32, never equal
+    assert isinstance(passed, bool)
+
+
+def test_an_unknown_precision_is_one_clear_error():
+    with pytest.raises(AmgError, match="Unknown precision 'fp8'"):
+        resolve_precision("fp8", "cpu")
+
+
+def _generator() -> Generator:
+    torch.manual_seed(0)
+    net = Generator(2, 2 * 8 + 12, 3, 8, 32, 4).eval()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    return net
+
+
+def test_fp32_changes_nothing_and_bf16_renders_close_to_it_without_banding():
+    """A smooth gradient through the generator: fp32 through the plan is the plain network to the bit; bf16 (its
+    convolutions reduced, the final blend over the candidates in fp32) is within a level or two of it, and keeps
+    every level of a smooth ramp (bf16 candidates would merge neighbouring levels into bands)."""
+    net = _generator()
+    size = 64
+    ramp = torch.linspace(-1, 1, size).expand(1, 1, size, size)
+    dynamic = torch.cat([ramp.expand(1, 3, size, size), torch.zeros(1, 5, size, size)] * 2, dim=1)
+    dynamic = torch.cat([dynamic, torch.zeros(1, 12, size, size)], dim=1)
+    background = torch.zeros(1, 3, size, size)
+    with torch.no_grad():
+        plain = net(dynamic, net.encode_static(background), background)[0]
+    fp32 = resolve_precision("fp32", "cpu")
+    with torch.no_grad(), fp32.autocast():
+        same = fp32.prepare(net)(fp32.images(dynamic), net.encode_static(background), background)[0]
+    assert torch.equal(plain, same)
+    bf16 = resolve_precision("bf16", "cpu")
+    with torch.no_grad(), bf16.autocast():
+        reduced = bf16.prepare(_generator())(bf16.images(dynamic), net.encode_static(background), background)[0]
+    assert reduced.dtype == torch.float32  # the blend promotes to fp32
+    levels = ((reduced + 1) * 127.5).round()
+    assert float((levels - ((plain + 1) * 127.5).round()).abs().max()) <= 2
+    row = levels[0, 0, size // 2].numpy()
+    assert len(np.unique(row)) >= len(np.unique(((plain[0, 0, size // 2] + 1) * 127.5).round().numpy())) - 2
