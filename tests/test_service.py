@@ -19,12 +19,13 @@ import pytest
 from fastapi import WebSocketDisconnect
 from fastapi.testclient import TestClient
 
-from amg.config import MotionOptions
+from amg.config import LABEL, MotionOptions
 from amg.core.checkpoints import save_checkpoint
 from amg.core.layout import Layout
 from amg.core.progress import report
 from amg.media import load_audio, probe_video, write_wav
 from amg.media.output import write_generated_video
+from amg.media.provenance import Provenance
 from amg.service.app import ServiceSettings, create_app, running_server
 from amg.service.jobs import JobStore
 
@@ -47,7 +48,8 @@ class LightRunner:
     def render(self, job) -> Path:
         audio = load_audio(self.layout.audio_source(job.audio))
         n = math.ceil(len(audio) / 640)
-        return write_generated_video(self.layout.generated_video(job.audio, job.avatar), self._frames(n), n, audio, 30)
+        path = self.layout.generated_video(job.audio, job.avatar)
+        return write_generated_video(path, self._frames(n), n, audio, 30, Provenance.new(job.avatar, job.audio), LABEL)
 
     def train(self, job) -> None:
         for step in range(5):

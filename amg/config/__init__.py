@@ -18,6 +18,7 @@ from amg.config.preprocess import PreprocessConfig
 from amg.config.render import (
     BLINK_MODES,
     ENGINES,
+    LABEL,
     MAX_BLINK_RATE,
     BlinkMode,
     Engine,
@@ -32,6 +33,7 @@ __all__ = [
     "BLINK_MODES",
     "ENGINES",
     "FPS",
+    "LABEL",
     "MAX_BLINK_RATE",
     "PRESETS",
     "SAMPLE_RATE",

@@ -10,6 +10,9 @@ from typing import Literal
 from amg.core.errors import AmgError
 from amg.core.precision import Precision
 
+# The original system's label, drawn on every generated frame by default (amg.media.marks).
+LABEL = "This video has been manipulated."
+
 Engine = Literal["auto", "torch", "onnxruntime"]
 ENGINES: tuple[str, ...] = typing.get_args(Engine)
 
@@ -29,6 +32,9 @@ class RenderConfig:
     feather: float = 0.08  # width of the full-frame blend ramp, as a fraction of the crop side
     enhance: bool = False  # also write generated_superes.mp4 with the face refined (stage 6)
     upscale: int = 1  # generated_superes.mp4 at this multiple of the generator's size (face refined, rest resampled)
+    # The visible label in a corner of every frame ("": none). Every output also carries an invisible watermark,
+    # AMG's metadata tags and a signed C2PA manifest, whatever this says (amg.media.marks, amg.media.provenance).
+    label: str = LABEL
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -51,6 +57,7 @@ class LiveConfig:
     max_latency_s: float = 1.0
     engine: Engine = "auto"
     precision: Precision = "auto"
+    label: str = LABEL  # the visible label on every frame ("": none); frames are watermarked whatever it says
 
     def __post_init__(self) -> None:
         if self.lookahead < 0 or self.history < 24 or self.chunk < 1 or self.max_latency_s <= 0:

@@ -46,7 +46,7 @@ from amg.core.layout import Layout
 from amg.service.auth import authorized
 from amg.service.jobs import JobStore
 from amg.service.redact import redact_access_log, without_path
-from amg.service.routes import avatars, jobs, live, page
+from amg.service.routes import avatars, jobs, live, page, verify
 from amg.service.state import Service, ServiceSettings
 from amg.service.worker import PipelineRunner, Runner, Worker
 
@@ -75,7 +75,7 @@ def create_app(
     app.state.service = service
     app.state.store, app.state.worker = store, service.worker  # for those that drive a running app (tests)
     app.middleware("http")(_require_token)
-    for router in (avatars.router, jobs.router, live.router, page.router):
+    for router in (avatars.router, jobs.router, live.router, page.router, verify.router):
         app.include_router(router)
     return app
 
