@@ -11,6 +11,7 @@ shows the ones in docs/images/): `AMG_PAGE_SCREENSHOTS=docs/images python -m pyt
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -285,7 +286,8 @@ def test_the_page_makes_an_avatar_watches_it_train_plays_its_speech_and_deletes_
         training_s, training_requests = time.monotonic() - started, requests[counted:]
         screens.each(lambda pg: pg.wait_for_selector(f'{card}[data-status="trained"]', timeout=30_000))
 
-        screens.each(lambda pg: pg.set_input_files("#file", str(speech)))
+        drop(page, "#speech-drop", speech)
+        screens.pages["phone"].set_input_files("#file", str(speech))
         screens.shoot("trained", "#avatars-title")
         assert page.input_value("#avatar") == NAME  # the avatar just trained is the one offered
         unlabelled = page.evaluate(UNLABELLED_CONTROLS)
@@ -326,6 +328,18 @@ def page_plays(page, selector: str) -> float:
             if (v.readyState >= 1) go(); else v.addEventListener('loadedmetadata', go, { once: true });
             v.addEventListener('error', () => reject(new Error('video error ' + (v.error && v.error.code))));
         })""",
+    )
+
+
+def drop(page, zone: str, file: Path) -> None:
+    """Drop `file` on the page's drop zone `zone`, as a file dragged from the desktop is."""
+    page.evaluate(
+        """([zone, name, data]) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([Uint8Array.from(atob(data), (c) => c.charCodeAt(0))], name));
+            document.querySelector(zone).dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true }));
+        }""",
+        [zone, file.name, base64.b64encode(file.read_bytes()).decode()],
     )
 
 
