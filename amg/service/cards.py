@@ -66,8 +66,8 @@ def _video_source(layout: Layout, name: str) -> Path | None:
 
 def _last_training_options(service: Service, name: str) -> dict | None:
     """The options (preset, overrides) of avatar `name`'s latest training job; None if it has none."""
-    trainings = [j for j in service.store.list(name) if j.kind == "train"]
-    return json.loads(trainings[0].options) if trainings else None
+    job = service.store.last(name, "train")
+    return None if job is None else json.loads(job.options)
 
 
 def _size_px(layout: Layout, name: str, options: dict | None) -> int | None:

@@ -74,10 +74,9 @@ class Service:
     def avatar_view(self, name: str) -> dict:
         """Avatar `name`'s state: trained, training (with its job's progress and stage), failed (its last
         training's reason) or not trained."""
-        trainings = [j for j in self.store.list(name) if j.kind == "train"]
         if self.is_trained(name):
             return {"name": name, "status": "trained"}
-        job = trainings[0] if trainings else None
+        job = self.store.last(name, "train")
         if job is not None and job.status in ("queued", "running"):
             return {"name": name, "status": "training", "progress": job.progress, "job": job.id, "stage": job.stage}
         if job is not None and job.status == "failed":

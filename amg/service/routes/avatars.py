@@ -140,9 +140,9 @@ def resume_training(
     if service.is_trained(name):
         raise HTTPException(409, f"Avatar {name!r} is trained already.")
     _refuse_if_in_use(service, name)
-    last = [j for j in service.store.list(name) if j.kind == "train"]
-    if preset is None and not overrides and last:
-        options = json.loads(last[0].options)
+    last = service.store.last(name, "train")
+    if preset is None and not overrides and last is not None:
+        options = json.loads(last.options)
     else:
         options = _training_options(preset or "default", overrides)
     return _queue_training(service, name, options)

@@ -32,11 +32,29 @@ def events(service: ServiceDep) -> StreamingResponse:
     return StreamingResponse(_stream(service), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
-def _snapshot(service: Service) -> dict[tuple[str, str], str]:
-    """(kind, key) → its JSON, for every avatar and job now."""
-    cards = {("avatar", name): avatar_card(service, name) for name in avatar_names(service.layout)}
-    jobs = {("job", job.id): service.job_view(job) for job in service.store.list()}
-    return {key: json.dumps(view) for key, view in (cards | jobs).items()}
+class _Views:
+    """What one stream has to say: (kind, key) → the JSON of every avatar's card and every job now. A finished
+    job's view is made again only when its record changes: a service keeps thousands of them, and making each
+    view twice a second would cost a core."""
+
+    def __init__(self, service: Service):
+        self.service = service
+        self._finished: dict[str, tuple[tuple, str]] = {}  # job id → (its record's state, its view's JSON)
+
+    def now(self) -> dict[tuple[str, str], str]:
+        service = self.service
+        views = {("avatar", name): json.dumps(avatar_card(service, name)) for name in avatar_names(service.layout)}
+        finished = {}
+        for job in service.store.list():
+            if job.status in ("queued", "running"):  # its queue position and ETA move without its record
+                views["job", job.id] = json.dumps(service.job_view(job))
+                continue
+            state = (job.status, job.finished, job.error)
+            known = self._finished.get(job.id)
+            finished[job.id] = known if known and known[0] == state else (state, json.dumps(service.job_view(job)))
+            views["job", job.id] = finished[job.id][1]
+        self._finished = finished
+        return views
 
 
 def _event(kind: str, data: str) -> str:
@@ -51,12 +69,13 @@ def _changes(before: dict[tuple[str, str], str], now: dict[tuple[str, str], str]
 
 
 async def _stream(service: Service) -> AsyncIterator[str]:
-    sent = await run_in_threadpool(_snapshot, service)
+    views = _Views(service)
+    sent = await run_in_threadpool(views.now)
     yield f"retry: {RETRY_MS}\n" + _event("reset", "{}") + _changes({}, sent) + _event("ready", "{}")
     quiet_since = time.monotonic()
     while not service.stopping():  # or until the client goes: the response is then cancelled
         await asyncio.sleep(CHECK_S)
-        now = await run_in_threadpool(_snapshot, service)
+        now = await run_in_threadpool(views.now)
         message, sent = _changes(sent, now), now
         if not message and time.monotonic() - quiet_since >= KEEPALIVE_S:
             message = ": keep-alive\n\n"
