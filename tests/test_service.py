@@ -118,6 +118,11 @@ def client_for(layout: Layout, runner=None, **settings) -> TestClient:
     return TestClient(app)
 
 
+def avatar_states(client: TestClient) -> dict[str, str]:
+    """Each avatar's state, from its card."""
+    return {card["name"]: card["status"] for card in client.get("/api/avatars").json()}
+
+
 def wait_for(client: TestClient, job_id: str, status: str = "done", timeout: float = 30) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -130,8 +135,7 @@ def wait_for(client: TestClient, job_id: str, status: str = "done", timeout: flo
 
 def test_render_job_from_upload_to_download_and_delete(layout, tmp_path):
     with client_for(layout) as client:
-        avatars = client.get("/api/avatars").json()
-        assert avatars == [{"name": AVATAR, "status": "trained"}]
+        assert avatar_states(client) == {AVATAR: "trained"}
         response = client.post(f"/api/jobs?avatar={AVATAR}", content=speech_bytes(tmp_path, 1.5))
         assert response.status_code == 202
         job = response.json()
@@ -413,7 +417,7 @@ def test_training_a_new_avatar_from_an_uploaded_video(layout):
         bob = next(a for a in client.get("/api/avatars").json() if a["name"] == "bob")
         assert bob["status"] == "training" and 0.25 <= bob["progress"] < 1  # inside the image-GAN stage's share
         wait_for(client, response.json()["id"])
-        assert {"name": "bob", "status": "trained"} in client.get("/api/avatars").json()
+        assert avatar_states(client)["bob"] == "trained"
 
 
 def test_an_avatar_left_untrained_by_a_cancelled_training_can_be_retrained_or_deleted(layout):
@@ -427,7 +431,7 @@ def test_an_avatar_left_untrained_by_a_cancelled_training_can_be_retrained_or_de
         deadline = time.monotonic() + 10
         while "bob" in client.app.state.worker.busy_avatars() and time.monotonic() < deadline:
             time.sleep(0.05)  # the cancelled training stops at its next progress report
-        assert {"name": "bob", "status": "not trained"} in client.get("/api/avatars").json()
+        assert avatar_states(client)["bob"] == "not trained"
 
         again = client.post("/api/avatars/bob", content=video)
         assert again.status_code == 202
@@ -487,17 +491,17 @@ def test_the_page_renders_an_uploaded_speech_and_plays_it(live_server):
         page.wait_for_function("document.querySelector('#avatar').options.length > 0")
         page.set_input_files("#file", str(speech))
         page.click("#upload")
-        page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+        page.wait_for_selector('.result[data-status="done"] video:not([hidden])', timeout=60_000)
         played = page.evaluate(
             """() => new Promise((resolve, reject) => {
-                const v = document.querySelector('#result');
+                const v = document.querySelector('.result video');
                 v.muted = true;
                 const done = () => v.play().then(() => setTimeout(() => resolve([v.duration, v.currentTime]), 500), reject);
                 if (v.readyState >= 1) done(); else v.addEventListener('loadedmetadata', done, { once: true });
                 v.addEventListener('error', () => reject(new Error('video error ' + (v.error && v.error.code))));
             })"""
         )
-        assert "Done" in page.inner_text("#job-status")
+        assert "Done" in page.inner_text(".result .state")
         browser.close()
     video_duration, position = played
     assert abs(video_duration - duration) <= 1 / 25 + 0.01
@@ -566,10 +570,10 @@ def test_the_service_asks_the_pipelines_question_whether_an_avatar_renders(layou
     import amg.stages
 
     with client_for(layout) as client:
-        assert client.get("/api/avatars").json() == [{"name": AVATAR, "status": "trained"}]
+        assert avatar_states(client) == {AVATAR: "trained"}
     # The answer comes from amg.stages (as `amg run`'s render asks it), not from a list of files of its own.
     monkeypatch.setattr(amg.stages, "untrained_stages", lambda layout, avatar: ["gan"])
     with client_for(layout) as client:
-        assert client.get("/api/avatars").json() == [{"name": AVATAR, "status": "not trained"}]
+        assert avatar_states(client) == {AVATAR: "not trained"}
         response = client.post(f"/api/jobs?avatar={AVATAR}", content=speech_bytes(tmp_path))
         assert response.status_code == 409
