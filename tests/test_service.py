@@ -19,7 +19,7 @@ import pytest
 from fastapi import WebSocketDisconnect
 from fastapi.testclient import TestClient
 
-from amg.config import LABEL, MotionOptions
+from amg.config import LABEL, MAX_LABEL_CHARS, MotionOptions
 from amg.core.checkpoints import save_checkpoint
 from amg.core.layout import Layout
 from amg.core.progress import report
@@ -171,15 +171,19 @@ def test_a_render_job_keeps_its_blink_and_seed_options_for_the_runner(layout, tm
     with client_for(layout, Recording(layout)) as client:
         url = f"/api/jobs?avatar={AVATAR}&blinks=off&blink_rate=0.5&seed=7"
         job = client.post(url, content=speech_bytes(tmp_path)).json()
-        assert job["options"] == {"seed": 7, "blinks": "off", "blink_rate": 0.5}
+        assert job["options"] == {"seed": 7, "blinks": "off", "blink_rate": 0.5, "label": LABEL}
         wait_for(client, job["id"])
-        plain = client.post(f"/api/jobs?avatar={AVATAR}", content=speech_bytes(tmp_path)).json()
+        plain = client.post(f"/api/jobs?avatar={AVATAR}&label=", content=speech_bytes(tmp_path)).json()
         wait_for(client, plain["id"])
+        for bad in ("two%0Alines", "x" * (MAX_LABEL_CHARS + 1)):  # refused before anything is stored
+            refused = client.post(f"/api/jobs?avatar={AVATAR}&label={bad}", content=speech_bytes(tmp_path))
+            assert refused.status_code == 422
     assert seen == [
-        {"seed": 7, "blinks": "off", "blink_rate": 0.5},
-        {"seed": 0, "blinks": "natural", "blink_rate": 1.0},
+        {"seed": 7, "blinks": "off", "blink_rate": 0.5, "label": LABEL},
+        {"seed": 0, "blinks": "natural", "blink_rate": 1.0, "label": ""},  # no visible label, still watermarked
     ]
-    assert MotionOptions(**seen[0]).blinks == "off"  # what the pipeline runner makes of them
+    motion = {k: v for k, v in seen[0].items() if k != "label"}  # the label goes to the render config
+    assert MotionOptions(**motion).blinks == "off"  # what the pipeline runner makes of them
 
 
 def test_a_job_database_from_before_the_options_column_is_upgraded(tmp_path):

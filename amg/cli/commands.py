@@ -17,6 +17,7 @@ from amg import __version__
 from amg.config import (
     LABEL,
     MAX_BLINK_RATE,
+    MAX_LABEL_CHARS,
     PRESETS,
     AvatarConfig,
     MotionOptions,
@@ -92,7 +93,10 @@ def _add_label_options(parser: argparse.ArgumentParser) -> None:
 
 def _label(args: argparse.Namespace, configured: str) -> str:
     """The label the flags ask for ("" for none), else the configured one."""
-    return "" if args.no_label else (args.label if args.label is not None else configured)
+    label = "" if args.no_label else (args.label if args.label is not None else configured)
+    if len(label) > MAX_LABEL_CHARS or not label.isprintable():
+        raise AmgError(f"--label: printable text on one line, at most {MAX_LABEL_CHARS} characters.")
+    return label
 
 
 def _add_precision_option(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ from amg.core.precision import Precision
 
 # The original system's label, drawn on every generated frame by default (amg.media.marks).
 LABEL = "This video has been manipulated."
+MAX_LABEL_CHARS = 120  # a corner band, not a subtitle: longer text would wrap over the picture
 
 Engine = Literal["auto", "torch", "onnxruntime"]
 ENGINES: tuple[str, ...] = typing.get_args(Engine)

@@ -13,6 +13,7 @@ import logging
 import shutil
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -112,8 +113,10 @@ class PipelineRunner:
         from amg.pipeline import render
 
         generator = self._generator(job.avatar)
-        options = MotionOptions(**json.loads(job.options))
-        return render(self.layout, job.audio, job.avatar, options, self.render_cfg, generator=generator)
+        options = json.loads(job.options)
+        # Jobs queued before the label option have none: the service's own label then.
+        cfg = replace(self.render_cfg, label=options.pop("label", self.render_cfg.label))
+        return render(self.layout, job.audio, job.avatar, MotionOptions(**options), cfg, generator=generator)
 
     def close(self) -> None:
         with self._lock:

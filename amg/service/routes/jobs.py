@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from amg.config import MAX_BLINK_RATE
+from amg.config import LABEL, MAX_BLINK_RATE, MAX_LABEL_CHARS
 from amg.core.constants import SAMPLE_RATE
 from amg.core.errors import AmgError
 from amg.core.layout import validate_name
@@ -45,6 +45,11 @@ async def add_job(
     seed: int = Query(0, description="sampling seed of head motion and blinks"),
     blinks: Literal["natural", "off"] = Query("natural", description="natural: as often as the person; off: never"),
     blink_rate: float = Query(1.0, ge=0, le=MAX_BLINK_RATE, description="× the avatar's own blink rate"),
+    label: str = Query(
+        LABEL,
+        max_length=MAX_LABEL_CHARS,
+        description="the visible label on every frame; empty: none (still watermarked)",
+    ),
 ) -> dict:
     from amg.media import load_audio, write_wav
     from amg.media.audio import AudioTooLong
@@ -68,7 +73,9 @@ async def add_job(
         raise HTTPException(422, f"The speech is shorter than {MIN_SPEECH_S:g} s.")
     audio = f"job-{job_id}"
     write_wav(uploaded_speech(layout, audio), samples, SAMPLE_RATE)  # normalised on the way in
-    options = {"seed": seed, "blinks": blinks, "blink_rate": blink_rate}
+    if not label.isprintable():
+        raise HTTPException(422, "The label must be printable text on one line.")
+    options = {"seed": seed, "blinks": blinks, "blink_rate": blink_rate, "label": label}
     job = service.store.add("render", avatar, audio, job_id, options)
     service.worker.wake()
     return service.job_view(job)
