@@ -56,10 +56,11 @@ def render(
     AvatarGenerator when the caller keeps it loaded (the service), else it is loaded here."""
     from amg.enhance.inference import FaceEnhancer, with_refined_copy
     from amg.gan.inference import AvatarGenerator
-    from amg.media.output import FullFramePaster, GeneratedVideoWriter, first_frame, write_generated_video
+    from amg.media.output import GeneratedVideoWriter, write_generated_video
     from amg.media.provenance import Provenance
     from amg.motion.inference import predict_motion
-    from amg.tracking.tracks import Tracks
+    from amg.stages import trained_holdouts
+    from amg.tracking.framing import SourceFraming
 
     motion = predict_motion(layout, audio_name, video_name, options)
     enhancer = None
@@ -67,10 +68,11 @@ def render(
         enhancer = FaceEnhancer(layout, video_name, cfg.upscale, engine=cfg.engine, precision=cfg.precision)
     generator = generator or AvatarGenerator(layout, video_name, engine=cfg.engine, precision=cfg.precision)
     frames = generator.frames(motion, cfg.chunk)
-    paste = None
-    if cfg.full_frame:
-        window = Tracks.load(layout.tracks(video_name)).window
-        paste = FullFramePaster(first_frame(layout.video_source(video_name)), window, cfg.feather)
+    framing = None
+    if cfg.framing == "source":
+        holdout = max(trained_holdouts(layout, video_name).values(), default=0.0)
+        framing = SourceFraming.of(layout, video_name, holdout, cfg.feather)
+    paste = framing.paster(motion.body) if framing else None
     audio = load_audio(layout.audio_source(audio_name))
     path = layout.generated_video(audio_name, video_name)
     provenance = Provenance.new(video_name, audio_name)  # one render: both files say the same
@@ -79,7 +81,8 @@ def render(
         if enhancer is not None:
             superes_path = layout.generated_superes(audio_name, video_name)
             superes = stack.enter_context(GeneratedVideoWriter(superes_path, audio, cfg.crf, provenance, label))
-            write = superes.write if paste is None else (lambda frame: superes.write(paste(frame)))
+            superes_paste = framing.paster(motion.body) if framing else None  # its own backdrop choices, the same
+            write = superes.write if superes_paste is None else (lambda frame: superes.write(superes_paste(frame)))
             frames = with_refined_copy(frames, enhancer, motion.landmarks, motion.size, write)
         if paste is not None:
             frames = (paste(frame) for frame in frames)

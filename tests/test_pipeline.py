@@ -61,7 +61,7 @@ def test_second_run_with_another_voice_trains_nothing(first_run, shared_media, c
     checkpoint = layout.gan_checkpoint(name)
     before = checkpoint.stat().st_mtime_ns
     speech_after_silence(layout, "female_gap2", shared_media("audio/librispeech_3575_female.mp3"))
-    args = ["run", str(layout.root), "female_gap2", name, "--preset", "fast", "--full-frame"]
+    args = ["run", str(layout.root), "female_gap2", name, "--preset", "fast"]  # the default framing: the source's
     args += [f"--set={k}={v}" for k, v in TINY.items()]
     assert amg_main(args) == 0
     assert "Trained: nothing" in capsys.readouterr().out
@@ -142,6 +142,7 @@ def test_an_avatar_trained_by_the_previous_amg_loads_renders_and_trains_nothing(
 def test_run_with_upscale_writes_the_refined_video_beside_the_plain_one(first_run):
     layout, name, _, _, duration = first_run
     args = ["run", str(layout.root), "male_gap", name, "--preset", "fast", "--pose", "static", "--upscale", "2"]
+    args += ["--framing", "crop"]  # the refiner's own output size (the source framing brings both to 256)
     assert amg_main(args + [f"--set={k}={v}" for k, v in TINY.items()]) == 0
     assert layout.enhance_checkpoint(name).is_file()  # --upscale implies --enhance: the refiner was trained
     plain = layout.generated_video("male_gap", name)

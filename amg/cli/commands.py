@@ -15,6 +15,7 @@ from typing import Callable
 
 from amg import __version__
 from amg.config import (
+    FRAMINGS,
     LABEL,
     MAX_BLINK_RATE,
     MAX_LABEL_CHARS,
@@ -238,11 +239,11 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     layout = _existing_layout(args.dataroot)
     cfg = _avatar_config(args, layout, args.video_name)
-    # The flags win over the config's render section (render.full_frame, ...) when given.
+    # The flags win over the config's render section (render.framing, ...) when given.
     upscale = args.upscale or cfg.render.upscale
     render_cfg = replace(
         cfg.render,
-        full_frame=args.full_frame or cfg.render.full_frame,
+        framing=args.framing or cfg.render.framing,
         enhance=args.enhance or cfg.render.enhance or upscale > 1,
         upscale=upscale,
         label=_label(args, cfg.render.label),
@@ -456,7 +457,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="speech + avatar video → generated video (trains what is missing first)")
     _add_speech_and_avatar(run)
-    run.add_argument("--full-frame", action="store_true", help="paste the generated crop into the original frame")
+    run.add_argument(
+        "--framing",
+        choices=FRAMINGS,
+        help="source (default): the avatar video's own frame size, the generated head over real frames that "
+        "follow its body; crop: the generator's square crop alone",
+    )
+    # Kept for scripts written before --framing: the source frame is the default now.
+    run.add_argument("--full-frame", dest="framing", action="store_const", const="source", help=argparse.SUPPRESS)
     run.add_argument(
         "--enhance",
         action="store_true",

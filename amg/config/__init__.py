@@ -18,6 +18,7 @@ from amg.config.preprocess import PreprocessConfig
 from amg.config.render import (
     BLINK_MODES,
     ENGINES,
+    FRAMINGS,
     LABEL,
     MAX_BLINK_RATE,
     MAX_LABEL_CHARS,
@@ -33,6 +34,7 @@ from amg.core.dataclass_io import config_from_dict, config_to_dict, model_fields
 __all__ = [
     "BLINK_MODES",
     "ENGINES",
+    "FRAMINGS",
     "FPS",
     "LABEL",
     "MAX_LABEL_CHARS",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from amg.core.errors import AmgError
 from amg.core.precision import Precision
@@ -18,9 +18,16 @@ Engine = Literal["auto", "torch", "onnxruntime"]
 ENGINES: tuple[str, ...] = typing.get_args(Engine)
 
 
+Framing = Literal["source", "crop"]
+FRAMINGS: tuple[str, ...] = typing.get_args(Framing)
+
+
 @dataclass
 class RenderConfig:
     """Inference (amg.pipeline): how the generated frames are made and written."""
+
+    # Read from older saved configs, and ignored: `framing` replaced it (its "true" is the default now).
+    RETIRED: ClassVar[tuple[str, ...]] = ("full_frame",)
 
     # Frames generated per batch: memory stays flat however long the audio. Larger batches are no faster
     # with ONNX Runtime, and each frame's inputs take 6 MB at 256 px.
@@ -29,8 +36,10 @@ class RenderConfig:
     engine: Engine = "auto"
     precision: Precision = "auto"  # the number format it computes in (amg.core.precision)
     crf: int = 18
-    full_frame: bool = False  # paste the crop back into the original frame size
-    feather: float = 0.08  # width of the full-frame blend ramp, as a fraction of the crop side
+    # source: the avatar video's own frame size, the generated crop pasted over real frames of the video that
+    # follow the generated body (amg.media.output.Backdrops); crop: the generator's square crop alone.
+    framing: Framing = "source"
+    feather: float = 0.08  # width of the blend ramp around the pasted crop, as a fraction of the crop side
     enhance: bool = False  # also write generated_superes.mp4 with the face refined (stage 6)
     upscale: int = 1  # generated_superes.mp4 at this multiple of the generator's size (face refined, rest resampled)
     # The visible label in a corner of every frame ("": none). Every output also carries an invisible watermark,
@@ -40,6 +49,8 @@ class RenderConfig:
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise AmgError(f"Config render.engine: use one of {', '.join(ENGINES)}, got {self.engine!r}.")
+        if self.framing not in FRAMINGS:
+            raise AmgError(f"Config render.framing: use one of {', '.join(FRAMINGS)}, got {self.framing!r}.")
         if self.upscale not in (1, 2, 3, 4):
             raise AmgError(f"Config render.upscale: use 1, 2, 3 or 4, got {self.upscale!r}.")
 

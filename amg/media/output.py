@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import cv2
 import numpy as np
@@ -24,14 +24,15 @@ from amg.media.watermark import Payload
 
 
 class FullFramePaster:
-    """Pastes generated crops back into the original frame size, over a still of the avatar video.
+    """Pastes generated crops back into the source video's frame, over a backdrop of that size.
 
-    The crop fades into the still over a feathered border (a smoothstep ramp), so no seam shows where the
-    generated crop meets the original pixels.
+    The crop fades into the backdrop over a feathered border (a smoothstep ramp), so no seam shows where the
+    generated crop meets the original pixels. `backdrop`: one frame for every call, or a callable giving the
+    backdrop of each frame in turn (Backdrops: real frames that follow the generated body).
     """
 
-    def __init__(self, backdrop: np.ndarray, window: np.ndarray, feather: float):
-        self.backdrop = backdrop
+    def __init__(self, backdrop: np.ndarray | Backdrops, window: np.ndarray, feather: float):
+        self.backdrop: Callable[[], np.ndarray] = backdrop if callable(backdrop) else (lambda: backdrop)
         x0, y0, side = (int(v) for v in window)
         height, width = backdrop.shape[:2]
         # The window may reach past the frame's edges (the crop is then padded); paste only what is inside.
@@ -46,10 +47,46 @@ class FullFramePaster:
     def __call__(self, crop: np.ndarray) -> np.ndarray:
         interp = cv2.INTER_LINEAR if crop.shape[0] < self.side else cv2.INTER_AREA
         big = cv2.resize(crop, (self.side, self.side), interpolation=interp)[self.src]
-        frame = self.backdrop.copy()
+        frame = self.backdrop().copy()
         region = frame[self.dst].astype(np.float32)
         frame[self.dst] = (self.alpha * big + (1 - self.alpha) * region + 0.5).astype(np.uint8)
         return frame
+
+
+class Backdrops:
+    """Real frames of the avatar video behind the generated crop, one per output frame, following the generated
+    body: the bank frame whose shoulders and hips are nearest to the frame's generated ones (in crop pixels).
+
+    Whole frames are chosen, never blended (a blend of two frames shows moving hands as ghosts), and a choice is
+    held for at least HOLD frames and changed only for one at least SWITCH times as near, so the background and
+    arms do not flicker between bank frames of nearly the same pose.
+    """
+
+    HOLD = 12  # about half a second at 25 fps
+    SWITCH = 0.7
+
+    def __init__(self, frames: list[np.ndarray], bank_body: np.ndarray, bodies: np.ndarray):
+        if not frames:
+            raise ValueError("Backdrops need at least one frame")
+        self.frames, self.bank_body, self.bodies = frames, np.asarray(bank_body, np.float32), bodies
+        self.shape = frames[0].shape
+        self.index, self.current, self.held = 0, 0, self.HOLD
+
+    def distances(self, body: np.ndarray) -> np.ndarray:
+        """Mean distance of `body` (4, 3: x, y, visibility) to each bank frame's, over the points both see."""
+        seen = (self.bank_body[..., 2] > 0.5) & np.isfinite(body[None, :, :2]).all(-1)
+        gap = np.linalg.norm(self.bank_body[..., :2] - body[None, :, :2], axis=-1)
+        return np.where(seen.any(-1), np.where(seen, gap, 0).sum(-1) / np.maximum(seen.sum(-1), 1), np.inf)
+
+    def __call__(self) -> np.ndarray:
+        body = self.bodies[min(self.index, len(self.bodies) - 1)]
+        self.index += 1
+        distance = self.distances(body)
+        best = int(np.argmin(distance))
+        if self.held >= self.HOLD and distance[best] < self.SWITCH * distance[self.current]:
+            self.current, self.held = best, 0
+        self.held += 1
+        return self.frames[self.current]
 
 
 def first_frame(video: Path) -> np.ndarray:

@@ -1,0 +1,64 @@
+"""The avatar video's own frame around the generated crop (render.framing = source): real frames of the video,
+at its own resolution, behind the crop, chosen to follow the generated body (amg.media.output.Backdrops)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from amg.config import FPS
+from amg.core.layout import Layout
+from amg.core.split import held_out_split
+from amg.media import iter_frames, pick_frames, probe_video
+from amg.media.output import Backdrops, FullFramePaster
+from amg.tracking.tracks import Tracks
+
+
+@dataclass
+class SourceFraming:
+    """A bank of real frames from the training part of the avatar video (never its held-out tail), with their
+    tracked shoulders and hips: at most BANK_FRAMES frames and BANK_BYTES of pixels, decoded once per render."""
+
+    BANK_FRAMES = 64
+    BANK_BYTES = 512 << 20
+
+    size: tuple[int, int]  # the source frame's width and height
+    frames: list[np.ndarray]  # none where the crop window holds the whole frame: nothing shows around it
+    index: np.ndarray  # the bank frames' numbers in the video (25 fps)
+    body: np.ndarray  # (K, 4, 3): each bank frame's tracked shoulders and hips (x, y, visibility), crop pixels
+    window: np.ndarray  # the crop window in source pixels: x0, y0, side
+    feather: float
+
+    @classmethod
+    def of(cls, layout: Layout, name: str, holdout: float, feather: float) -> SourceFraming:
+        tracks = Tracks.load(layout.tracks(name))
+        info = probe_video(layout.video_source(name))
+        x0, y0, side = (int(v) for v in tracks.window)
+        if x0 <= 0 and y0 <= 0 and x0 + side >= info.width and y0 + side >= info.height:
+            index = np.zeros(0, int)
+            return cls((info.width, info.height), [], index, tracks.body[index], tracks.window, feather)
+        train, _ = held_out_split(tracks.n_frames, holdout)
+        room = max(cls.BANK_BYTES // (info.width * info.height * 3), 1)
+        count = min(cls.BANK_FRAMES, room, train.stop - train.start)
+        index = np.unique(np.linspace(train.start, train.stop - 1, count).round().astype(int))
+        picked = pick_frames(iter_frames(layout.video_source(name), FPS), index)
+        index = np.array([i for i in index if i in picked])  # a video shorter than its tracks: what it has
+        return cls(
+            (info.width, info.height), [picked[i] for i in index], index, tracks.body[index], tracks.window, feather
+        )
+
+    def paster(self, bodies: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """Crop → frame for the frames of one output, in order (each output keeps its own choice state)."""
+        if not self.frames:
+            return self._resized
+        return FullFramePaster(Backdrops(self.frames, self.body, bodies), self.window, self.feather)
+
+    def _resized(self, crop: np.ndarray) -> np.ndarray:
+        """The crop is the frame: only brought to the source's size (as it is when it has it already)."""
+        if crop.shape[1::-1] == self.size:
+            return crop
+        interp = cv2.INTER_LINEAR if crop.shape[1] < self.size[0] else cv2.INTER_AREA
+        return cv2.resize(crop, self.size, interpolation=interp)
