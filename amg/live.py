@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from amg.audio.features import FRAME_HOP, SAMPLE_RATE, SpeechStats, clean_samples
+from amg.audio.features import FRAME_HOP, SAMPLE_RATE, SpeechStats
 from amg.audio.stream import FeatureStream
 from amg.config import FPS, LiveConfig, MotionOptions
 from amg.core.layout import Layout
 from amg.core.tensors import to_uint8
 from amg.media import VideoWriter
+from amg.media.audio import clean_samples
 
 if TYPE_CHECKING:  # the generator loads torch: imported where used
     from amg.gan.inference import PendingInputs

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
+from amg.core.dataclass_io import MAX_INT
 from amg.core.errors import AmgError
 from amg.core.precision import Precision
 
@@ -17,6 +18,13 @@ ENGINES: tuple[str, ...] = typing.get_args(Engine)
 @dataclass
 class RenderConfig:
     """Inference (amg.pipeline): how the generated frames are made and written."""
+
+    # Bounds narrower than the one range rule (amg.core.dataclass_io).
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "chunk": (1, 1024),
+        "crf": (0, 51),  # H.264's quality scale
+        "feather": (0.0, 0.5),  # of the crop's side, from each edge
+    }
 
     # Frames generated per batch: memory stays flat however long the audio. Larger batches are no faster
     # with ONNX Runtime, and each frame's inputs take 6 MB at 256 px.
@@ -61,14 +69,26 @@ class LiveConfig:
 
 BlinkMode = Literal["natural", "off"]
 BLINK_MODES: tuple[str, ...] = typing.get_args(BlinkMode)
-MAX_BLINK_RATE = 5.0  # × the avatar's own rate: beyond it blinks run into each other
+MAX_BLINK_RATE = 5  # × the avatar's own rate: beyond it blinks run into each other
+# Head-motion temperature and intensity: beyond it the sampled motion is past anything the avatar's video shows
+# (the poses are soft-clamped to its range widened by a quarter, and intensity scales them after that).
+MAX_POSE_SCALE = 5
+PoseMode = Literal["generate", "static", "replay"]
+POSE_MODES: tuple[str, ...] = typing.get_args(PoseMode)
 
 
 @dataclass
 class MotionOptions:
     """How motion is made for a new speech, beyond what speech decides (the CLI's and the service's options)."""
 
-    pose: Literal["generate", "static", "replay"] = "generate"
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "seed": (0, MAX_INT),
+        "temperature": (0, MAX_POSE_SCALE),
+        "intensity": (0, MAX_POSE_SCALE),
+        "blink_rate": (0, MAX_BLINK_RATE),
+    }
+
+    pose: PoseMode = "generate"
     seed: int = 0  # of the head motion and the blinks
     temperature: float = 1.0
     intensity: float = 1.0
@@ -76,9 +96,12 @@ class MotionOptions:
     blink_rate: float = 1.0  # multiplies the avatar's own blink rate
 
     def __post_init__(self) -> None:
+        # Checked here, not only by the config loader: the CLI, a batch manifest and the service build these.
+        if self.pose not in POSE_MODES:
+            raise AmgError(f"Unknown pose mode {self.pose!r}: use one of {', '.join(POSE_MODES)}.")
         if self.blinks not in BLINK_MODES:
             raise AmgError(f"Unknown blink mode {self.blinks!r}: use one of {', '.join(BLINK_MODES)}.")
-        if not 0 <= self.blink_rate <= MAX_BLINK_RATE:
-            raise AmgError(
-                f"The blink rate multiplier must be between 0 and {MAX_BLINK_RATE:g}, got {self.blink_rate:g}."
-            )
+        for name, (low, high) in self.LIMITS.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise AmgError(f"The motion option {name} must be from {low} to {high}, got {value!r}.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 from typing import Iterable
 
@@ -44,8 +45,9 @@ class FullFramePaster:
         return frame
 
 
-def first_frame(video: Path) -> np.ndarray:
-    return next(iter_frames(video))
+def source_frame(video: Path, index: int) -> np.ndarray:
+    """Frame `index` of `video` (at AMG's frame rate): the still a full-frame video is pasted over."""
+    return next(islice(iter_frames(video, FPS), index, None))
 
 
 def write_generated_video(
