@@ -44,7 +44,7 @@ from amg.media import VideoWriter, load_audio, write_wav
 from amg.pipeline import RenderConfig, render, train_avatar
 from amg.tracking.preprocess import preprocess
 
-from shared_data import SHARED, link_shared
+from shared_data import link_shared, shared_file
 
 ROOT = Path("/tmp/amg-bench")
 STAGE_FRAMES = 400
@@ -69,7 +69,7 @@ def speech_of(layout: Layout, minutes: float) -> str:
     name = f"speech_{minutes:g}min"
     folder = layout.audio_dir(name)
     if not (folder / f"{name}.wav").is_file():
-        pieces = [load_audio(SHARED / "audio" / f) for f in SPEECH]
+        pieces = [load_audio(shared_file(f"audio/{f}")) for f in SPEECH]
         joined = np.concatenate(pieces)
         total = int(minutes * 60 * 16000)
         write_wav(folder / f"{name}.wav", np.resize(joined, total), 16000)

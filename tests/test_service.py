@@ -642,15 +642,24 @@ def test_a_page_of_another_site_may_not_stream_live(layout):
                 assert ws.receive_json()["type"] == "end"
 
 
-def test_a_live_client_that_sends_nothing_loses_its_slot(layout):
-    with client_for(layout, runner=LiveLightRunner(layout), live_idle_s=0.3) as client:  # one slot (1 worker)
+@pytest.mark.parametrize("chatter", [False, True])
+def test_a_live_client_that_sends_no_speech_loses_its_slot(layout, chatter):
+    """Silent, or sending only text and empty messages to look alive (every 0.25 s for 1.5 s): either way the slot
+    is freed 1 s after the last speech, not 1 s after the last message."""
+    with client_for(layout, runner=LiveLightRunner(layout), live_idle_s=1.0) as client:  # one slot (1 worker)
         with client.websocket_connect(f"/api/live?avatar={AVATAR}") as ws:
             assert ws.receive_json()["type"] == "ready"
+            start = time.monotonic()
+            for _ in range(6 if chatter else 0):
+                time.sleep(0.25)
+                ws.send_text("ping")
+                ws.send_bytes(b"")
             assert ws.receive_json() == {
                 "type": "error",
-                "error": "Nothing received for 0.3 s: the stream is closed to free its slot.",
+                "error": "No speech received for 1 s: the stream is closed to free its slot.",
             }
             assert ws.receive_json() == {"type": "end", "frames": 0, "dropped": 0}
+            assert time.monotonic() - start < 2.3  # reset by the chatter, it would end 2.5 s after `ready`
         with client.websocket_connect(f"/api/live?avatar={AVATAR}") as ws:  # the slot is free again
             assert ws.receive_json()["type"] == "ready"
             ws.send_bytes(bytes(1280))
@@ -728,3 +737,13 @@ def test_a_service_without_workers_is_refused():
 
     with pytest.raises(AmgError, match="at least 1 worker"):
         ServiceSettings(workers=0)
+
+
+@pytest.mark.parametrize("origin", ["example.org", "https://example.org/app", "*", "ftp://example.org", ""])
+def test_an_allowed_origin_no_browser_would_send_is_one_line(layout, capsys, origin):
+    from amg.cli import main as amg_main
+
+    assert amg_main(["serve", str(layout.root), "--allow-origin", origin]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Allowed origin {origin!r}: give it as a browser names it") and err.count("\n") == 1
+    assert not layout.server_lock().exists()  # refused before the server starts

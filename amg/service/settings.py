@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from amg.core.errors import AmgError
 
@@ -27,4 +28,16 @@ class ServiceSettings:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise AmgError(f"The service needs at least 1 worker, got {self.workers}: its jobs would never run.")
-        self.allowed_origins = tuple(origin.strip().rstrip("/").lower() for origin in self.allowed_origins)
+        self.allowed_origins = tuple(_origin(origin) for origin in self.allowed_origins)
+
+
+def _origin(text: str) -> str:
+    """An allowed origin in the form a browser sends it (scheme://host[:port], lower case); AmgError for anything
+    else, which no browser would ever send (a bare host name, a page's path)."""
+    origin = text.strip().rstrip("/").lower()
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query or parts.fragment:
+        raise AmgError(
+            f"Allowed origin {text!r}: give it as a browser names it, scheme://host[:port] (https://example.org)."
+        )
+    return origin

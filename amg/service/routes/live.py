@@ -90,12 +90,14 @@ async def _stream_live(websocket: WebSocket, runner, avatar: str, options, setti
     sender = asyncio.create_task(send_frames())
     received, limit = 0, settings.max_audio_s * SAMPLE_RATE
     error = None
+    # Idle: no speech for live_idle_s (text and empty messages keep nothing alive): the slot is freed.
+    idle_deadline = loop.time() + settings.live_idle_s
     try:
         while True:
             try:
-                message = await asyncio.wait_for(websocket.receive(), settings.live_idle_s)
+                message = await asyncio.wait_for(websocket.receive(), max(0.0, idle_deadline - loop.time()))
             except asyncio.TimeoutError:
-                error = f"Nothing received for {settings.live_idle_s:g} s: the stream is closed to free its slot."
+                error = f"No speech received for {settings.live_idle_s:g} s: the stream is closed to free its slot."
                 break
             if message["type"] == "websocket.disconnect":
                 break
@@ -108,6 +110,8 @@ async def _stream_live(websocket: WebSocket, runner, avatar: str, options, setti
                 error = f"An audio message must be PCM16 of at most {settings.max_live_chunk_kb:g} KB."
                 break
             received += len(data) // 2
+            if data:
+                idle_deadline = loop.time() + settings.live_idle_s
             if received > limit:
                 error = f"The stream has passed the limit of {settings.max_audio_s:.0f} s."
                 break
