@@ -15,6 +15,7 @@ shows fewer distinct frames but stays in sync with the sound.
 from __future__ import annotations
 
 import time
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,9 @@ from amg.core.layout import Layout
 from amg.core.tensors import to_uint8
 from amg.media import VideoWriter
 from amg.media.audio import clean_samples
+from amg.media.marks import Marker
+from amg.media.provenance import Provenance
+from amg.media.watermark import Payload
 
 if TYPE_CHECKING:  # the generator loads torch: imported where used
     from amg.gan.inference import PendingInputs
@@ -77,6 +81,8 @@ class LiveSession:
             layout, name, engine=self.cfg.engine, precision=self.cfg.precision
         )
         self.frames = FrameStream(self.generator)
+        # Every frame that leaves the session is marked as synthetic, as a file's are (amg.media.marks).
+        self.marker = Marker(Payload.of(name, uuid.uuid4().hex), self.cfg.label or None)
         self.on_frame = on_frame
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="amg-live")
         self.pending: list[Future] = []
@@ -170,11 +176,10 @@ class LiveSession:
         for offset, (sound, arrival) in enumerate(zip(sounds, arrivals)):
             index = start + offset
             dropped = index < first_made
-            if not dropped:
-                self.last_image = images[index - first_made]
+            if not dropped or self.last_image is None:  # a stream that starts behind repeats its first image
+                self.last_image = self.marker(images[max(index - first_made, 0)], index)
             self.dropped += dropped
-            image = images[0] if self.last_image is None else self.last_image
-            self.on_frame(LiveFrame(index, image, sound, dropped, now - arrival))
+            self.on_frame(LiveFrame(index, self.last_image, sound, dropped, now - arrival))
 
     def _frame_audio(self, index: int) -> np.ndarray:
         audio = np.zeros(FRAME_HOP, np.float32)
@@ -235,8 +240,8 @@ def run_live(session: LiveSession, chunks: Iterator[tuple[np.ndarray, float]]) -
     session.finish()
 
 
-def video_recorder(path: Path) -> tuple[VideoWriter, Callable[[LiveFrame], None]]:
+def video_recorder(path: Path, provenance: Provenance) -> tuple[VideoWriter, Callable[[LiveFrame], None]]:
     """`--output FILE.mp4`: a writer (enter it around the stream; the file appears when it ends) and the
-    `on_frame` that encodes each frame with its sound."""
-    writer = VideoWriter(path, fps=FPS, audio=np.zeros(0, np.float32))
+    `on_frame` that encodes each frame (marked by the session) with its sound; the file has AMG's metadata."""
+    writer = VideoWriter(path, fps=FPS, audio=np.zeros(0, np.float32), metadata=provenance.tags())
     return writer, lambda frame: writer.write(frame.image, frame.audio)

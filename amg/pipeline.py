@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from amg.config import FPS, AvatarConfig, MotionOptions, PreprocessConfig, RenderConfig, read_saved_config
+from amg.config import AvatarConfig, MotionOptions, PreprocessConfig, RenderConfig, read_saved_config
 from amg.core.errors import AmgError
 from amg.core.layout import Layout
 from amg.media import load_audio
@@ -64,8 +64,8 @@ def render(
     AvatarGenerator when the caller keeps it loaded (the service), else it is loaded here."""
     from amg.enhance.inference import FaceEnhancer, with_refined_copy
     from amg.gan.inference import AvatarGenerator
-    from amg.media import VideoWriter
-    from amg.media.output import FullFramePaster, source_frame, write_generated_video
+    from amg.media.output import FullFramePaster, GeneratedVideoWriter, source_frame, write_generated_video
+    from amg.media.provenance import Provenance
     from amg.motion.inference import predict_motion
     from amg.tracking.tracks import Tracks
 
@@ -82,16 +82,17 @@ def render(
         paste = FullFramePaster(backdrop, tracks.window, cfg.feather)
     audio = load_audio(layout.audio_source(audio_name))
     path = layout.generated_video(audio_name, video_name)
+    provenance = Provenance.new(video_name, audio_name)  # one render: both files say the same
+    label = cfg.label or None
     with contextlib.ExitStack() as stack:
         if enhancer is not None:
-            superes = stack.enter_context(
-                VideoWriter(layout.generated_superes(audio_name, video_name), fps=FPS, audio=audio, crf=cfg.crf)
-            )
+            superes_path = layout.generated_superes(audio_name, video_name)
+            superes = stack.enter_context(GeneratedVideoWriter(superes_path, audio, cfg.crf, provenance, label))
             write = superes.write if paste is None else (lambda frame: superes.write(paste(frame)))
             frames = with_refined_copy(frames, enhancer, motion.landmarks, motion.size, write)
         if paste is not None:
             frames = (paste(frame) for frame in frames)
-        return write_generated_video(path, frames, motion.n_frames, audio, cfg.crf)
+        return write_generated_video(path, frames, motion.n_frames, audio, cfg.crf, provenance, label)
 
 
 def evaluate_avatar(

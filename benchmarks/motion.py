@@ -5,6 +5,7 @@
                                 [--eyes obama_clip2 andrew_ng_clip1 kristi_noem] [--eyes-only]
                                 [--speeds-only] [--speed-videos obama_clip2 ...] [--speeds none 0.9,1.1 ...]
                                 [--pose2face-only] [--pose2face-videos obama_clip2 ...]
+                                [--amplitude-only] (with --speed-videos)
 
 For each audio-feature variant: trains Audio→Expression on the first 85% of the avatar video and reports,
 on the held-out tail, the lip landmark error (px at 256) and the mouth-opening correlation, next to the two
@@ -19,6 +20,9 @@ the mouth opening, the blinks and the head motion against speech.
 Speed perturbation (--speeds-only): Audio→Expression trained on each clip with each set of training speeds
 ("none": the speech as recorded), two seeds each: held-out lip error, mouth-opening correlation and the
 predicted opening's spread over the real one's.
+Calibrated amplitude (--amplitude-only, on --speed-videos): Audio→Expression trained without and with
+motion.expression.calibrate_amplitude: the held-out opening's mean, spread and speed over the tracked one's,
+the correlation, and the timing of the predicted mouth against the tracked one.
 Head pose → face (--pose2face-only): the held-out error of the jaw line, of the lower face away from the lips
 and of the lips, the lip-sync network's alone and with the pose's offsets (amg.motion.pose2face) added.
 Clips are linked, not copied, into a temporary DATAROOT under /tmp/amg-bench (kept, so re-runs skip
@@ -40,6 +44,7 @@ from amg.config import AudioFeatureConfig, AvatarConfig, EyesConfig, MotionConfi
 from amg.core.checkpoints import TrainingRun, is_finished
 from amg.core.layout import Layout
 from amg.core.split import held_out_split
+from amg.evaluation.sync import lagged_correlation
 from amg.media import load_audio, write_wav
 from amg.motion.data import load_motion_data
 from amg.motion.expression.inference import Audio2ExpressionModel
@@ -185,6 +190,44 @@ def speeds_section(layout: Layout, clips: list[str], variants: list[str], seeds:
     print()
 
 
+def amplitude_section(layout: Layout, clips: list[str]) -> None:
+    """The lip-sync network's mouth on the held-out tail without and with the calibrated amplitude: the predicted
+    opening's mean, spread and speed over the tracked one's, the correlation, and its timing (the lag of best
+    correlation of the openings' frame-to-frame changes, refined to a fraction of a frame; + = late)."""
+    print("## Audio→Expression: calibrated amplitude (held-out tail = last 15%; default preset)")
+    print(
+        "| clip | calibration | gain | opening mean / real | spread / real | speed / real | opening r | lag (frames) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for clip in clips:
+        data = load_motion_data(layout, clip, MotionConfig().features, HOLDOUT)
+        _, val = data.split
+        real = topology.mouth_opening(lip_landmarks(data, data.tracks.expression[val], val))
+        for calibrate in (False, True):
+            path = ROOT / f"a2e_amplitude_{clip}_{calibrate}.pt"
+            path.unlink(missing_ok=True)
+            train_audio2expression(data, replace(MotionConfig().expression, calibrate_amplitude=calibrate), path, None)
+            model = Audio2ExpressionModel(path)
+            opening = topology.mouth_opening(lip_landmarks(data, model(data.features)[val], val))
+            lag = subframe_lag(np.diff(real), np.diff(opening))
+            print(
+                f"| {clip} | {'on' if calibrate else 'off'} | {model.gain:.2f} | {opening.mean() / real.mean():.2f} "
+                f"| {opening.std() / real.std():.2f} | {np.abs(np.diff(opening)).mean() / np.abs(np.diff(real)).mean():.2f} "
+                f"| {np.corrcoef(real, opening)[0, 1]:.2f} | {lag:+.2f} |",
+                flush=True,
+            )
+    print()
+
+
+def subframe_lag(reference: np.ndarray, follower: np.ndarray, max_lag: int = 5) -> float:
+    """The lag of best correlation, refined by a parabola through the peak and its neighbours."""
+    lags, corr = lagged_correlation(reference, follower, max_lag)
+    best = int(np.clip(np.argmax(corr), 1, len(corr) - 2))
+    below, peak, above = corr[best - 1 : best + 2]
+    curvature = below - 2 * peak + above
+    return float(lags[best] + (0.5 * (below - above) / curvature if curvature < 0 else 0.0))
+
+
 def pose2face_section(layout: Layout, clips: list[str]) -> None:
     """Held-out error of the lip-sync network's face away from the lips (where the head pose moves it), without
     and with amg.motion.pose2face, both fitted on the first 85% only."""
@@ -237,6 +280,7 @@ def main() -> None:
     parser.add_argument("--eyes-only", action="store_true", help="only the eyes section")
     parser.add_argument("--speeds-only", action="store_true", help="only the speed perturbation section")
     parser.add_argument("--pose2face-only", action="store_true", help="only the head pose → face section")
+    parser.add_argument("--amplitude-only", action="store_true", help="only the calibrated amplitude section")
     parser.add_argument(
         "--pose2face-videos",
         nargs="+",
@@ -257,6 +301,11 @@ def main() -> None:
         for clip in args.pose2face_videos:
             prepare(layout, clip)
         pose2face_section(layout, args.pose2face_videos)
+        return
+    if args.amplitude_only:
+        for clip in args.speed_videos:
+            prepare(layout, clip)
+        amplitude_section(layout, args.speed_videos)
         return
     if args.speeds_only:
         for clip in args.speed_videos:

@@ -38,6 +38,14 @@ def link_shared(layout, kind: str, name: str, relpath: str) -> Path:
     return target
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _amg_home(tmp_path_factory):
+    """AMG's user folder (the C2PA signing key, made on first use) is the test session's own, not ~/.config."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AMG_HOME", str(tmp_path_factory.mktemp("amg_home")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def obama_avatar(tmp_path_factory):
     """A DATAROOT with obama_clip2 (30 s, in sync) preprocessed as video 'obama2' (no preview, to save time)."""

@@ -12,8 +12,10 @@ from amg.core import images
 from amg.core.errors import AmgError
 from amg.core.layout import Layout
 from amg.evaluation import metrics
-from amg.evaluation.evaluate import check_unseen, held_out_start, measure_frames
-from amg.evaluation.report import better, comparison
+from amg.evaluation.evaluate import check_unseen, held_out_start, measure_frames, mouth_timing, summarise
+from amg.evaluation.mouth import TEETH_SHARE, inner_mouth_mask, mouth_blur, teeth_share
+from amg.evaluation.report import better, comparison, relative_to_real
+from amg.evaluation.sync import mouth_signals
 from amg.gan.baselines import nearest_landmark_index
 from amg.media import probe_video
 from amg.stages import trained_holdouts
@@ -195,6 +197,8 @@ def test_measure_frames_scores_identical_streams_perfectly_and_writes_the_side_b
     assert found.all()  # the face mesh finds the portrait's face in every frame
     assert np.allclose(metrics.lip_distance(generated["landmarks"], measured["real"]["landmarks"]), 0, atol=1e-3)
     assert baseline["mouth_sharpness"].mean() < 0.5 * generated["mouth_sharpness"].mean()
+    assert baseline["mouth_blur"].mean() > generated["mouth_blur"].mean() + 0.05  # blur seen with no reference
+    assert np.allclose(generated["face_lpips"], 0, atol=1e-6) and baseline["face_lpips"].mean() > 0.05
     # A still portrait does not flicker; the same portrait shifted by 2 px every other frame does.
     assert len(generated["face_flicker"]) == n - 1 and np.all(generated["face_flicker"] == 0)
     shaky = np.stack([np.roll(f, 2 * (i % 2), axis=1) for i, f in enumerate(frames[:3])])
@@ -211,3 +215,70 @@ def test_pick_frames_keeps_the_wanted_frames_and_decodes_no_further():
     assert sorted(picked) == [2, 7] and picked[7][0, 0, 0] == 7
     assert next(stream)[0, 0, 0] == 8  # the stream was read up to frame 7 only
     assert pick_frames(iter([]), np.array([], int)) == {}
+
+
+def _speaking_landmarks(n_frames: int = 200, scale: float = 1.0, delay: int = 0) -> np.ndarray:
+    """Landmarks of a face whose lower lip drops by an opening that varies like speech (several rates), its
+    mouth opened `scale` times as wide, `delay` frames later."""
+    rng = np.random.default_rng(7)
+    base = rng.uniform(60, 190, (NUM_LANDMARKS_REFINED, 3)).astype(np.float32)
+    upper, lower = topology.INNER_LIP_VERTICAL_PAIRS[:, 0], topology.INNER_LIP_VERTICAL_PAIRS[:, 1]
+    base[lower, :2] = base[upper, :2]  # closed lips: the lower inner lip on the upper one
+    t = np.arange(n_frames + 10) / 25
+    opening = 4 + 3 * np.sin(2 * np.pi * 3.1 * t) + 2 * np.sin(2 * np.pi * 1.3 * t + 1) + rng.normal(0, 0.3, len(t))
+    landmarks = np.repeat(base[None], n_frames, axis=0)
+    landmarks[:, lower, 1] += scale * np.clip(opening, 0, None)[10 - delay : 10 - delay + n_frames, None]
+    return landmarks
+
+
+def test_a_mouth_half_as_open_scores_an_opening_ratio_near_one_half():
+    real, half = _speaking_landmarks(), _speaking_landmarks(scale=0.5)
+    measured = {source: {"landmarks": lm} for source, lm in (("real", real), ("generated", half))}
+    summaries = relative_to_real({s: summarise(m, 256, None) for s, m in measured.items()})
+    assert summaries["generated"]["opening_mean_ratio"] == pytest.approx(0.5, abs=0.02)
+    assert summaries["generated"]["opening_spread_ratio"] == pytest.approx(0.5, abs=0.02)
+    assert "opening_mean_ratio" not in summaries["real"]
+    # Closer to 1 wins: a mouth 0.5x as open loses to one 0.9x as open, and to one 1.2x as open.
+    assert better("one", 0.9, 0.5, None) and better("one", 1.2, 0.5, None) and not better("one", 0.5, 1.2, None)
+
+
+def test_a_mouth_three_frames_late_is_found_three_frames_late():
+    real, late = _speaking_landmarks(), _speaking_landmarks(delay=3)
+    assert np.allclose(late[3:], real[:-3])
+    assert mouth_timing(mouth_signals(real), mouth_signals(late), 10).offset == 3
+    summaries = relative_to_real({"real": {"sync_offset": 1.0}, "generated": {"sync_offset": 4.0}})
+    assert summaries["generated"]["sync_offset_to_real"] == 3.0
+
+
+def test_a_blurred_mouth_loses_sharpness_and_scores_a_higher_blur(portrait_frames):
+    frame, box = portrait_frames[0], (96, 150, 160, 214)
+    blurred = cv2.GaussianBlur(frame, (9, 9), 3)
+    assert mouth_blur(blurred, box) > mouth_blur(frame, box) + 0.1
+    assert images.sharpness(blurred, box) < 0.5 * images.sharpness(frame, box)
+
+
+def _mouth_picture(teeth: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A skin-coloured 128-px picture with an open mouth (inner lip ring of 8 points) that holds white teeth
+    or a dark inside, and its landmarks."""
+    frame = np.full((128, 128, 3), (200, 150, 130), np.uint8)
+    landmarks = np.full((NUM_LANDMARKS_REFINED, 3), 64.0, np.float32)
+    angles = np.linspace(0, 2 * np.pi, len(topology.LIPS_INNER), endpoint=False)
+    landmarks[topology.LIPS_INNER, 0] = 64 + 20 * np.cos(angles)
+    landmarks[topology.LIPS_INNER, 1] = 80 + 8 * np.sin(angles)
+    inside = inner_mouth_mask(landmarks, frame.shape[:2])
+    frame[inside] = (60, 20, 25)  # the dark inside of a mouth
+    if teeth:
+        frame[inside & (np.arange(128)[:, None] < 80)] = (245, 245, 240)  # the upper teeth
+    return frame, landmarks
+
+
+def test_teeth_are_seen_in_an_open_mouth_that_shows_them_and_not_in_a_dark_or_closed_one():
+    box = (34, 62, 94, 98)
+    with_teeth, landmarks = _mouth_picture(teeth=True)
+    dark, _ = _mouth_picture(teeth=False)
+    assert teeth_share(with_teeth, landmarks, box) > 0.3 > TEETH_SHARE
+    assert teeth_share(dark, landmarks, box) < 0.05
+    closed = landmarks.copy()
+    closed[topology.LIPS_INNER, 1] = 80
+    assert teeth_share(with_teeth, closed, box) == 0.0
+    assert np.isnan(teeth_share(with_teeth, np.full_like(landmarks, np.nan), box))

@@ -570,7 +570,9 @@ def test_every_config_option_takes_a_hostile_value_or_refuses_it_in_one_line(tmp
     """`--set KEY=VALUE` for every option of the avatar's and the preprocessing's configs: NaN, ±inf, huge, zero,
     negative, fractional and non-numbers. A value taken goes on to the next step (the missing video of avatar
     'ghost'); one refused is one line naming the option, and nothing in the DATAROOT changes."""
-    from amg.config import AvatarConfig, PreprocessConfig
+    import typing
+
+    from amg.config import AvatarConfig, PreprocessConfig, RenderConfig
 
     root = tmp_path / "root"
     a_dataroot_with_an_avatar(root)
@@ -589,9 +591,23 @@ def test_every_config_option_takes_a_hostile_value_or_refuses_it_in_one_line(tmp
                 else:
                     assert line.startswith("error: Config ") and "ghost" not in line, (key, value, line)
     assert tree(root) == before
-    # Non-numbers, NaN and infinities are never taken by a numeric option, nor 10**30 by any option.
-    assert not {key: v for key, values in taken.items() for v in values if v in ("nan", "inf", "-inf", str(10**30))}
+    # Non-numbers, NaN, infinities and 10**30 are never taken by a numeric option (text, such as render.label, is
+    # text whatever it spells).
+    text = {f"render.{key}" for key, tp in typing.get_type_hints(RenderConfig).items() if tp is str}
+    numbers = {key: values for key, values in taken.items() if key not in text}
+    assert not {key: v for key, values in numbers.items() for v in values if v in ("nan", "inf", "-inf", str(10**30))}
     assert "0" in taken["gan.steps"] and "2.5" in taken["gan.candidate_hysteresis"]  # what makes sense is taken
+
+
+@pytest.mark.parametrize("label", ["x" * 121, "two\nlines"])
+def test_a_configured_label_no_frame_can_show_is_one_line(tmp_path, capsys, label):
+    """render.label from --set (or a --config file) is checked as --label is: before anything runs."""
+    root = tmp_path / "root"
+    a_dataroot_with_an_avatar(root)
+    before = tree(root)
+    code = amg_main(["run", str(root), "ghost_speech", "ghost", "--set", f"render.label={label}"])
+    assert outcome(capsys, code) == "error: Config render.label: printable text on one line, at most 120 characters."
+    assert tree(root) == before
 
 
 CLI_NUMBERS = {

@@ -218,8 +218,18 @@ def test_eval_measures_the_held_out_tail_against_real_frames_and_the_baseline(fi
     assert 0 < sources["driving"]["mouth_lmd_px"] < 10  # the lip-sync network's landmarks against the real lips
     assert set(report["self_driven"]["comparison"]) >= {"psnr", "face_ssim", "mouth_lmd_px", "sync_confidence"}
     assert report["self_driven"]["head_motion"]["generated_rotation_velocity_deg"] > 0
+    # The mouth against the person's own: ratios to the real frames' (1 = as the person), teeth, no-reference blur.
+    assert {"opening_mean_ratio", "opening_spread_ratio", "teeth_ratio", "sync_offset_to_real"} <= set(generated)
+    warp = sources["warp"]  # real frames warped: a face always found (the tiny generator's may not be)
+    assert 0.3 < warp["opening_mean_ratio"] < 3 and 0 <= warp["teeth_frames"] <= 1 and 0 < warp["teeth_ratio"]
+    assert 0 < generated["mouth_blur"] < 1 and 0 <= generated["face_lpips"] < 1 and warp["face_lpips"] > 0
+    assert report["self_driven"]["comparison"]["opening_spread_ratio"]["real"] is None
     cross = report["cross_driven"]["male_gap"]["sources"]
-    assert set(cross) == {"driving", "generated", "enhanced", "copy", "warp"} and "psnr" not in cross["generated"]
+    # Other speech has no ground truth: its "real" column is the person's held-out frames, what ratios are to.
+    assert (
+        set(cross) == {"real", "driving", "generated", "enhanced", "copy", "warp"} and "psnr" not in cross["generated"]
+    )
+    assert cross["real"]["teeth_frames"] == real["teeth_frames"] and "opening_spread_ratio" in cross["generated"]
     enhanced = sources["enhanced"]  # the refined frames, measured like the others against the real ones
     assert 5 < enhanced["psnr"] < 50 and 0 < enhanced["face_ssim"] < 1 and enhanced["mouth_sharpness"] > 0
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from amg.cli import main as amg_main
+from amg.core import images
 from amg.core.checkpoints import load_checkpoint
 from amg.core.layout import Layout
 from amg.media import iter_frames, load_audio, write_wav
@@ -128,9 +129,11 @@ def test_six_jobs_over_two_avatars_run_on_ray_actors_that_keep_their_generators(
         fleet.generated_video(row.audio, row.avatar).unlink()
     assert render_manifest(fleet, rows) == (6, 0)
     for row in rows:
-        np.testing.assert_array_equal(
-            _frames(fleet.generated_video(row.audio, row.avatar)), fleeted[row.audio, row.avatar]
-        )
+        # The same pictures; each render's watermark carries its own render id (amg.media.watermark), which
+        # changes the frames by about 1 level RMS before H.264 (46 dB), so: equal up to the mark and the codec.
+        local = _frames(fleet.generated_video(row.audio, row.avatar))
+        assert local.shape == fleeted[row.audio, row.avatar].shape
+        assert images.psnr(local, fleeted[row.audio, row.avatar]) > 38
 
 
 def _configs():

@@ -19,12 +19,13 @@ import pytest
 from fastapi import WebSocketDisconnect
 from fastapi.testclient import TestClient
 
-from amg.config import MotionOptions
+from amg.config import LABEL, MAX_LABEL_CHARS, MotionOptions
 from amg.core.checkpoints import save_checkpoint
 from amg.core.layout import Layout
 from amg.core.progress import report
 from amg.media import load_audio, probe_video, write_wav
 from amg.media.output import write_generated_video
+from amg.media.provenance import Provenance
 from amg.service.app import ServiceSettings, create_app, running_server
 from amg.service.jobs import JobStore
 
@@ -47,7 +48,8 @@ class LightRunner:
     def render(self, job) -> Path:
         audio = load_audio(self.layout.audio_source(job.audio))
         n = math.ceil(len(audio) / 640)
-        return write_generated_video(self.layout.generated_video(job.audio, job.avatar), self._frames(n), n, audio, 30)
+        path = self.layout.generated_video(job.audio, job.avatar)
+        return write_generated_video(path, self._frames(n), n, audio, 30, Provenance.new(job.avatar, job.audio), LABEL)
 
     def train(self, job) -> None:
         for step in range(5):
@@ -116,6 +118,11 @@ def client_for(layout: Layout, runner=None, **settings) -> TestClient:
     return TestClient(app)
 
 
+def avatar_states(client: TestClient) -> dict[str, str]:
+    """Each avatar's state, from its card."""
+    return {card["name"]: card["status"] for card in client.get("/api/avatars").json()}
+
+
 def wait_for(client: TestClient, job_id: str, status: str = "done", timeout: float = 30) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -128,8 +135,7 @@ def wait_for(client: TestClient, job_id: str, status: str = "done", timeout: flo
 
 def test_render_job_from_upload_to_download_and_delete(layout, tmp_path):
     with client_for(layout) as client:
-        avatars = client.get("/api/avatars").json()
-        assert avatars == [{"name": AVATAR, "status": "trained"}]
+        assert avatar_states(client) == {AVATAR: "trained"}
         response = client.post(f"/api/jobs?avatar={AVATAR}", content=speech_bytes(tmp_path, 1.5))
         assert response.status_code == 202
         job = response.json()
@@ -165,15 +171,19 @@ def test_a_render_job_keeps_its_blink_and_seed_options_for_the_runner(layout, tm
     with client_for(layout, Recording(layout)) as client:
         url = f"/api/jobs?avatar={AVATAR}&blinks=off&blink_rate=0.5&seed=7"
         job = client.post(url, content=speech_bytes(tmp_path)).json()
-        assert job["options"] == {"seed": 7, "blinks": "off", "blink_rate": 0.5}
+        assert job["options"] == {"seed": 7, "blinks": "off", "blink_rate": 0.5, "label": LABEL}
         wait_for(client, job["id"])
-        plain = client.post(f"/api/jobs?avatar={AVATAR}", content=speech_bytes(tmp_path)).json()
+        plain = client.post(f"/api/jobs?avatar={AVATAR}&label=", content=speech_bytes(tmp_path)).json()
         wait_for(client, plain["id"])
+        for bad in ("two%0Alines", "x" * (MAX_LABEL_CHARS + 1)):  # refused before anything is stored
+            refused = client.post(f"/api/jobs?avatar={AVATAR}&label={bad}", content=speech_bytes(tmp_path))
+            assert refused.status_code == 422
     assert seen == [
-        {"seed": 7, "blinks": "off", "blink_rate": 0.5},
-        {"seed": 0, "blinks": "natural", "blink_rate": 1.0},
+        {"seed": 7, "blinks": "off", "blink_rate": 0.5, "label": LABEL},
+        {"seed": 0, "blinks": "natural", "blink_rate": 1.0, "label": ""},  # no visible label, still watermarked
     ]
-    assert MotionOptions(**seen[0]).blinks == "off"  # what the pipeline runner makes of them
+    motion = {k: v for k, v in seen[0].items() if k != "label"}  # the label goes to the render config
+    assert MotionOptions(**motion).blinks == "off"  # what the pipeline runner makes of them
 
 
 def test_a_job_database_from_before_the_options_column_is_upgraded(tmp_path):
@@ -427,7 +437,7 @@ def test_training_a_new_avatar_from_an_uploaded_video(layout):
         bob = next(a for a in client.get("/api/avatars").json() if a["name"] == "bob")
         assert bob["status"] == "training" and 0.25 <= bob["progress"] < 1  # inside the image-GAN stage's share
         wait_for(client, response.json()["id"])
-        assert {"name": "bob", "status": "trained"} in client.get("/api/avatars").json()
+        assert avatar_states(client)["bob"] == "trained"
 
 
 def test_an_avatar_left_untrained_by_a_cancelled_training_can_be_retrained_or_deleted(layout):
@@ -441,7 +451,7 @@ def test_an_avatar_left_untrained_by_a_cancelled_training_can_be_retrained_or_de
         deadline = time.monotonic() + 10
         while "bob" in client.app.state.worker.busy_avatars() and time.monotonic() < deadline:
             time.sleep(0.05)  # the cancelled training stops at its next progress report
-        assert {"name": "bob", "status": "not trained"} in client.get("/api/avatars").json()
+        assert avatar_states(client)["bob"] == "not trained"
 
         again = client.post("/api/avatars/bob", content=video)
         assert again.status_code == 202
@@ -501,17 +511,17 @@ def test_the_page_renders_an_uploaded_speech_and_plays_it(live_server):
         page.wait_for_function("document.querySelector('#avatar').options.length > 0")
         page.set_input_files("#file", str(speech))
         page.click("#upload")
-        page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+        page.wait_for_selector('.result[data-status="done"] video:not([hidden])', timeout=60_000)
         played = page.evaluate(
             """() => new Promise((resolve, reject) => {
-                const v = document.querySelector('#result');
+                const v = document.querySelector('.result video');
                 v.muted = true;
                 const done = () => v.play().then(() => setTimeout(() => resolve([v.duration, v.currentTime]), 500), reject);
                 if (v.readyState >= 1) done(); else v.addEventListener('loadedmetadata', done, { once: true });
                 v.addEventListener('error', () => reject(new Error('video error ' + (v.error && v.error.code))));
             })"""
         )
-        assert "Done" in page.inner_text("#job-status")
+        assert "Done" in page.inner_text(".result .state")
         browser.close()
     video_duration, position = played
     assert abs(video_duration - duration) <= 1 / 25 + 0.01
@@ -580,11 +590,11 @@ def test_the_service_asks_the_pipelines_question_whether_an_avatar_renders(layou
     import amg.stages
 
     with client_for(layout) as client:
-        assert client.get("/api/avatars").json() == [{"name": AVATAR, "status": "trained"}]
+        assert avatar_states(client) == {AVATAR: "trained"}
     # The answer comes from amg.stages (as `amg run`'s render asks it), not from a list of files of its own.
     monkeypatch.setattr(amg.stages, "untrained_stages", lambda layout, avatar: ["gan"])
     with client_for(layout) as client:
-        assert client.get("/api/avatars").json() == [{"name": AVATAR, "status": "not trained"}]
+        assert avatar_states(client) == {AVATAR: "not trained"}
         response = client.post(f"/api/jobs?avatar={AVATAR}", content=speech_bytes(tmp_path))
         assert response.status_code == 409
 
@@ -625,7 +635,7 @@ def test_a_page_of_another_site_may_not_change_anything(layout, tmp_path, origin
         if status == 403:
             assert response.json()["error"].endswith(f"`amg serve ... --allow-origin {origin}`.")
             assert client.delete(f"/api/avatars/{AVATAR}", headers=headers).status_code == 403
-            assert client.get("/api/avatars").json() == [{"name": AVATAR, "status": "trained"}]
+            assert avatar_states(client) == {AVATAR: "trained"}
 
 
 def test_a_page_of_another_site_may_not_stream_live(layout):
@@ -706,7 +716,7 @@ def test_deleting_a_symlinked_avatar_removes_the_link_and_keeps_what_it_points_t
     layout.videos_dir().mkdir(parents=True)
     layout.video_dir("bob").symlink_to(elsewhere)
     with client_for(layout) as client:
-        assert {"name": "bob", "status": "not trained"} in client.get("/api/avatars").json()
+        assert avatar_states(client)["bob"] == "not trained"
         assert client.delete("/api/avatars/bob").status_code == 204
         assert all(a["name"] != "bob" for a in client.get("/api/avatars").json())
         assert client.delete("/api/avatars/bob").status_code == 404

@@ -16,7 +16,9 @@ from typing import Callable
 from amg import __version__
 from amg.config import (
     BLINK_MODES,
+    LABEL,
     MAX_BLINK_RATE,
+    MAX_LABEL_CHARS,
     MAX_POSE_SCALE,
     POSE_MODES,
     PRESETS,
@@ -132,6 +134,25 @@ def _existing_layout(dataroot: str) -> Layout:
     if not layout.root.is_dir():
         raise AmgError(f"DATAROOT {layout.root} does not exist (it holds input_data/, checkpoints/, output_data/).")
     return layout
+
+
+def _add_label_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--label", metavar="TEXT", help=f"the visible label on every frame (default: {LABEL!r})")
+    group.add_argument(
+        "--no-label",
+        action="store_true",
+        help="no visible label (the invisible watermark and the file's C2PA "
+        "manifest and metadata still mark the video as generated)",
+    )
+
+
+def _label(args: argparse.Namespace, configured: str) -> str:
+    """The label the flags ask for ("" for none), else the configured one."""
+    label = "" if args.no_label else (args.label if args.label is not None else configured)
+    if len(label) > MAX_LABEL_CHARS or not label.isprintable():
+        raise AmgError(f"--label: printable text on one line, at most {MAX_LABEL_CHARS} characters.")
+    return label
 
 
 def _add_precision_option(parser: argparse.ArgumentParser) -> None:
@@ -252,6 +273,9 @@ def _train(args: argparse.Namespace, world) -> None:
     barrier()
     wanted = TRAIN_CHOICES[args.stage]
     reports = train_stages(layout, args.video_name, cfg, lambda s: s.name in wanted, args.force, args.max_minutes)
+    # The ranks leave together: one that tears down its process group while rank 0 still evaluates can abort
+    # inside gloo (seen once in CI as SIGABRT on rank 1).
+    barrier()
     if not world.main:
         return
     for name, report in reports.items():
@@ -278,6 +302,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         full_frame=args.full_frame or cfg.render.full_frame,
         enhance=args.enhance or cfg.render.enhance or upscale > 1,
         upscale=upscale,
+        label=_label(args, cfg.render.label),
     )
     path, trained = run(
         layout, args.audio_name, args.video_name, cfg, _motion_options(args), render_cfg, args.max_minutes
@@ -304,9 +329,10 @@ def cmd_live(args: argparse.Namespace) -> None:
     from amg.config import LiveConfig
     from amg.live import LiveSession, chunks_in_real_time, microphone_chunks, run_live, video_recorder
     from amg.media import load_audio
+    from amg.media.provenance import Provenance
 
     layout = _existing_layout(args.dataroot)
-    cfg = LiveConfig(lookahead=args.lookahead, precision=args.precision or "auto")
+    cfg = LiveConfig(lookahead=args.lookahead, precision=args.precision or "auto", label=_label(args, LABEL))
     chunks = (
         microphone_chunks(args.chunk_ms)
         if args.input == "mic"
@@ -316,7 +342,7 @@ def cmd_live(args: argparse.Namespace) -> None:
         if args.output == "window":
             on_frame = _window_player(stack)
         else:
-            writer, on_frame = video_recorder(Path(args.output))
+            writer, on_frame = video_recorder(Path(args.output), Provenance.new(args.video_name, args.input))
             stack.enter_context(writer)
         session = LiveSession(layout, args.video_name, on_frame, _motion_options(args), cfg)
         print(f"Live: {args.video_name} at {session.size} px, {cfg.lookahead} frames of look-ahead. Ctrl-C ends.")
@@ -365,6 +391,19 @@ def cmd_eval(args: argparse.Namespace) -> None:
     report = evaluate_avatar(layout, args.video_name, cfg, options, args.max_minutes)
     print(summary_table(report))
     print(f"Report: {layout.eval_html(args.video_name)}")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from amg.media.verify import verify_video
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise AmgError(f"No file {path}.")
+    result = verify_video(path)
+    print(json.dumps(result.as_dict(), indent=2, default=str) if args.json else "\n".join(result.lines()))
+    return 0 if result.found else 1  # found: 0, not found: 1 (a bad file is an AmgError: 2)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -496,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_motion_options(run)
     _add_training_options(run)
+    _add_label_options(run)
     run.set_defaults(func=cmd_run)
 
     motion = sub.add_parser("motion", help="predict expression, head pose and body for a speech file")
@@ -516,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_motion_options(live)
     _add_precision_option(live)
+    _add_label_options(live)
     live.set_defaults(func=cmd_live)
 
     evaluate = sub.add_parser(
@@ -581,6 +622,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample", help="put the sample media shipped with the installed packages in DATAROOT")
     sample.add_argument("dataroot")
     sample.set_defaults(func=cmd_sample)
+
+    verify = sub.add_parser(
+        "verify", help="does a video carry AMG's watermark, C2PA manifest or metadata? (exit 0: yes, 1: no)"
+    )
+    verify.add_argument("file", help="a video file")
+    verify.add_argument("--json", action="store_true", help="print the findings as JSON")
+    verify.set_defaults(func=cmd_verify)
     return parser
 
 
@@ -636,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     # deleted by the same `finally` blocks.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        args.func(args)
+        code = args.func(args) or 0  # a command may answer with its own status (amg verify: 1 when not found)
     except AmgError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -651,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return 0
+    return code
 
 
 def _interrupt(signum: int, frame) -> None:

@@ -18,7 +18,9 @@ from amg.config.preprocess import PreprocessConfig
 from amg.config.render import (
     BLINK_MODES,
     ENGINES,
+    LABEL,
     MAX_BLINK_RATE,
+    MAX_LABEL_CHARS,
     MAX_POSE_SCALE,
     POSE_MODES,
     BlinkMode,
@@ -34,6 +36,8 @@ __all__ = [
     "BLINK_MODES",
     "ENGINES",
     "FPS",
+    "LABEL",
+    "MAX_LABEL_CHARS",
     "MAX_BLINK_RATE",
     "MAX_POSE_SCALE",
     "POSE_MODES",

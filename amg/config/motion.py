@@ -104,6 +104,10 @@ class Audio2ExpressionConfig:
     # 1.1: resampled, so tempo and pitch change together), with the tracked expressions re-timed to it. Off by
     # default: the mouth it predicts moves less (docs/decisions.md, "Speed perturbation").
     speeds: tuple[float, ...] = ()
+    # Widen the predicted mouth motion by the gain a second network, trained without the last fifth of the
+    # training part, needs there to move as the person's mouth does (amg.motion.expression.train.amplitude_gain;
+    # doubles this network's training time).
+    calibrate_amplitude: bool = True
     eval_every: int = 250
     save_every: int = 250
     seed: int = 0

@@ -11,6 +11,10 @@ from amg.core.dataclass_io import MAX_INT
 from amg.core.errors import AmgError
 from amg.core.precision import Precision
 
+# The original system's label, drawn on every generated frame by default (amg.media.marks).
+LABEL = "This video has been manipulated."
+MAX_LABEL_CHARS = 120  # a corner band, not a subtitle: longer text would wrap over the picture
+
 Engine = Literal["auto", "torch", "onnxruntime"]
 ENGINES: tuple[str, ...] = typing.get_args(Engine)
 
@@ -37,12 +41,16 @@ class RenderConfig:
     feather: float = 0.08  # width of the full-frame blend ramp, as a fraction of the crop side
     enhance: bool = False  # also write generated_superes.mp4 with the face refined (stage 6)
     upscale: int = 1  # generated_superes.mp4 at this multiple of the generator's size (face refined, rest resampled)
+    # The visible label in a corner of every frame ("": none). Every output also carries an invisible watermark,
+    # AMG's metadata tags and a signed C2PA manifest, whatever this says (amg.media.marks, amg.media.provenance).
+    label: str = LABEL
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise AmgError(f"Config render.engine: use one of {', '.join(ENGINES)}, got {self.engine!r}.")
         if self.upscale not in (1, 2, 3, 4):
             raise AmgError(f"Config render.upscale: use 1, 2, 3 or 4, got {self.upscale!r}.")
+        check_label("render.label", self.label)
 
 
 @dataclass
@@ -59,12 +67,20 @@ class LiveConfig:
     max_latency_s: float = 1.0
     engine: Engine = "auto"
     precision: Precision = "auto"
+    label: str = LABEL  # the visible label on every frame ("": none); frames are watermarked whatever it says
 
     def __post_init__(self) -> None:
         if self.lookahead < 0 or self.history < 24 or self.chunk < 1 or self.max_latency_s <= 0:
             raise AmgError("Config live: lookahead >= 0, history >= 24, chunk >= 1 and max_latency_s > 0.")
         if self.engine not in ENGINES:
             raise AmgError(f"Config live.engine: use one of {', '.join(ENGINES)}, got {self.engine!r}.")
+        check_label("live.label", self.label)
+
+
+def check_label(option: str, label: str) -> None:
+    """AmgError unless `label` is a visible label a frame can show: printable, one line, at most MAX_LABEL_CHARS."""
+    if len(label) > MAX_LABEL_CHARS or not label.isprintable():
+        raise AmgError(f"Config {option}: printable text on one line, at most {MAX_LABEL_CHARS} characters.")
 
 
 BlinkMode = Literal["natural", "off"]

@@ -44,6 +44,7 @@ from amg.core.errors import AmgError
 from amg.core.layout import Layout
 from amg.core.split import held_out_split
 from amg.evaluation import metrics
+from amg.evaluation import mouth as mouth_metrics
 from amg.evaluation.landmarks import LandmarkDetector
 from amg.evaluation.records import EvalOptions, SequenceResult
 from amg.evaluation.sync import (
@@ -173,13 +174,17 @@ def measure_frames(
     desc: str = "Measuring",
 ) -> dict[str, dict[str, np.ndarray]]:
     """One pass over parallel frame streams: per source and frame, the re-detected landmarks, the mouth's
-    sharpness, the face box's change since the previous frame (texture flicker) and (against `reference`) PSNR/SSIM of the whole crop and the face box; meanwhile the side-by-side
-    video (the sources, then the conditioning) is written with `audio`. Nothing is held but the measurements."""
+    sharpness, blur and share of teeth (amg.evaluation.mouth), the face box's change since the previous frame
+    (texture flicker) and (against `reference`) PSNR/SSIM of the whole crop and the face box and the face box's
+    LPIPS; meanwhile the side-by-side video (the sources, then the conditioning) is written with `audio`.
+    Nothing is held but the measurements."""
     names = list(sources)
     detectors = {name: LandmarkDetector() for name in names}
     per: dict[str, dict[str, list]] = {
-        name: {"landmarks": [], "mouth_sharpness": [], "face_flicker": []} for name in names
+        name: {"landmarks": [], "mouth_sharpness": [], "mouth_blur": [], "teeth": [], "face_flicker": []}
+        for name in names
     }
+    lpips = metrics.FaceLPIPS.if_available() if reference is not None else None
     previous: dict[str, np.ndarray] = {}
     try:
         with VideoWriter(video, fps=FPS, audio=audio) as out:
@@ -187,13 +192,18 @@ def measure_frames(
             for i, (*frames, cond) in enumerate(tqdm(streams, total=len(mouth), desc=desc, unit="frame")):
                 named = dict(zip(names, frames))
                 for name, frame in named.items():
-                    per[name]["landmarks"].append(detectors[name](frame))
-                    per[name]["mouth_sharpness"].append(images.sharpness(frame, tuple(mouth[i])))
+                    landmarks, mouth_box = detectors[name](frame), tuple(mouth[i])
+                    per[name]["landmarks"].append(landmarks)
+                    per[name]["mouth_sharpness"].append(images.sharpness(frame, mouth_box))
+                    per[name]["mouth_blur"].append(mouth_metrics.mouth_blur(frame, mouth_box))
+                    per[name]["teeth"].append(mouth_metrics.teeth_share(frame, landmarks, mouth_box))
                     if name in previous:
                         per[name]["face_flicker"].append(metrics.texture_flicker(previous[name], frame, tuple(face[i])))
                     previous[name] = frame
                     if reference is not None and name != reference:
                         scores = images.frame_scores(frame, named[reference], {"face": tuple(face[i])})
+                        if lpips is not None:
+                            scores["face_lpips"] = lpips(frame, named[reference], tuple(face[i]))
                         for key, value in scores.items():
                             per[name].setdefault(key, []).append(value)
                 panels = [_labelled(f, n) for n, f in named.items()] + [
@@ -247,9 +257,20 @@ def summarise(
     } | eye_summary(landmarks, driving_landmarks)
     if sync is not None:
         summary |= {"sync_offset": defined_offset(sync), "sync_confidence": sync.confidence, "sync_peak": sync.peak}
-    for key in ("psnr", "ssim", "face_psnr", "face_ssim", "mouth_sharpness", "face_flicker"):
+    for key in (
+        "psnr",
+        "ssim",
+        "face_psnr",
+        "face_ssim",
+        "face_lpips",
+        "mouth_sharpness",
+        "mouth_blur",
+        "face_flicker",
+    ):
         if key in measured and len(measured[key]):
-            summary[key] = float(measured[key].mean())
+            summary[key] = float(np.nanmean(measured[key]))
+    if "teeth" in measured:
+        summary["teeth_frames"] = mouth_metrics.teeth_frames(measured["teeth"])
     if real_landmarks is not None:
         distance = metrics.lip_distance(landmarks, real_landmarks) * px
         summary["mouth_lmd_px"] = float(np.nanmean(distance)) if np.isfinite(distance).any() else float("nan")

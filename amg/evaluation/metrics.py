@@ -1,11 +1,14 @@
 """Measures of generated against real frames beyond the image scores of amg.core.images: face boxes,
-landmark distances and jitter, texture flicker (NumPy/OpenCV, no downloaded weights)."""
+landmark distances and jitter, texture flicker, and LPIPS with the weights that ship in a wheel."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
+import torch
 
 from amg.core.images import Box, crop
+from amg.gan.perceptual import ShiftTolerantLPIPS, perceptual_weights_path
 from amg.tracking import topology
 
 
@@ -33,3 +36,28 @@ def texture_flicker(previous: np.ndarray, current: np.ndarray, box: Box) -> floa
     """Mean absolute change (0-255) of the pixels in `box` from one frame to the next: texture that jumps
     (a warp whose source frame changes) reads high; the real frames' value is the target."""
     return float(np.abs(crop(current, box).astype(np.int16) - crop(previous, box).astype(np.int16)).mean())
+
+
+class FaceLPIPS:
+    """Shift-tolerant LPIPS (amg.gan.perceptual) of a box of two frames: how different they look to a network
+    trained on human judgements, where a 1-px shift costs little and smeared teeth cost much. Both boxes are
+    resized to SIDE pixels so frames of any size score alike."""
+
+    SIDE = 96
+
+    def __init__(self):
+        self.net = ShiftTolerantLPIPS()
+
+    @classmethod
+    def if_available(cls) -> "FaceLPIPS | None":
+        """The measure, or None where the stlpips-pytorch weights are not installed (the column is left out)."""
+        return cls() if perceptual_weights_path() is not None else None
+
+    def __call__(self, frame: np.ndarray, real: np.ndarray, box: Box) -> float:
+        pair = [
+            cv2.resize(np.ascontiguousarray(crop(x, box)), (self.SIDE, self.SIDE), interpolation=cv2.INTER_AREA)
+            for x in (frame, real)
+        ]
+        x, y = (torch.from_numpy(p).permute(2, 0, 1)[None].float() / 127.5 - 1 for p in pair)
+        with torch.no_grad():
+            return float(self.net(x, y)[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,16 +13,24 @@ import numpy as np
 from amg.config import FPS
 from amg.core.fsutil import atomic_path, write_text
 from amg.core.layout import Layout
+from amg.evaluation.mouth import ratio
 
 if TYPE_CHECKING:
     from amg.evaluation.records import EvalOptions, SequenceResult
 
-# (key, label, what is better): "higher", "lower", "zero" (closer to 0) or "real" (closer to the real frames).
+# (key, label, what is better): "higher", "lower", "zero" (closer to 0), "one" (closer to 1) or "real" (closer
+# to the real frames).
 METRICS = (
     ("psnr", "PSNR, whole crop (dB)", "higher"),
     ("ssim", "SSIM, whole crop", "higher"),
     ("face_psnr", "PSNR, face box (dB)", "higher"),
     ("face_ssim", "SSIM, face box", "higher"),
+    ("face_lpips", "LPIPS, face box (shift-tolerant)", "lower"),
+    ("opening_mean_ratio", "mouth opening mean / real's", "one"),
+    ("opening_spread_ratio", "mouth opening spread (std) / real's", "one"),
+    ("mouth_sharpness_ratio", "mouth sharpness / real's", "one"),
+    ("teeth_ratio", "frames showing teeth / real's", "one"),
+    ("sync_offset_to_real", "AV offset minus the real frames' (frames; + = later)", "zero"),
     ("mouth_lmd_px", "mouth landmark distance to real (px at 256)", "lower"),
     ("jitter_px", "landmark jitter (px/frame² at 256)", "real"),
     ("mouth_lag_to_real", "mouth timing vs real mouth (frames; + = late)", "zero"),
@@ -29,6 +38,8 @@ METRICS = (
     ("sync_offset", "AV sync offset (frames; + = mouth late)", "zero"),
     ("sync_confidence", "AV sync confidence", "higher"),
     ("mouth_sharpness", "mouth sharpness (Laplacian variance)", "real"),
+    ("mouth_blur", "mouth blur effect (0 sharp, 1 blurred; no reference)", "real"),
+    ("teeth_frames", "frames showing teeth", "real"),
     ("face_flicker", "face texture flicker (mean |change| per frame, 0-255)", "real"),
     ("eye_corr_to_driving", "eye opening correlation with the driving eyes", "higher"),
     ("blinks_per_minute", "blinks per minute", "real"),
@@ -46,12 +57,42 @@ PERSON_KEYS = (
     "blinks_per_minute",
     "mouth_opening_mean_px",
     "mouth_opening_std_px",
+    "mouth_blur",
+    "teeth_frames",
+    "sync_offset",  # the person's own speech: the offset another voice should also give
 )
+
+# Ratios to the "real" column (the ground truth, or for other speech the person's held-out frames): a mouth
+# that opens less, shows fewer teeth or is softer than the person's own scores under 1, however well it sync.
+RATIOS = {
+    "opening_mean_ratio": "mouth_opening_mean_px",
+    "opening_spread_ratio": "mouth_opening_std_px",
+    "mouth_sharpness_ratio": "mouth_sharpness",
+    "teeth_ratio": "teeth_frames",
+}
 
 
 def with_person_reference(cross: dict[str, dict[str, float]], held_out_real: dict[str, float]) -> dict:
     """Cross-driven summaries plus a "real" column holding the held-out real frames' person statistics."""
-    return cross | {"real": {k: held_out_real[k] for k in PERSON_KEYS}}
+    return cross | {"real": {k: held_out_real[k] for k in PERSON_KEYS if k in held_out_real}}
+
+
+def relative_to_real(summaries: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Every source's summary plus its RATIOS and its sync offset relative to the "real" column's."""
+    real = summaries.get("real")
+    if real is None:
+        return summaries
+    out = {}
+    for source, values in summaries.items():
+        values = dict(values)
+        if source != "real":
+            for key, base in RATIOS.items():
+                if base in values and base in real:
+                    values[key] = ratio(values[base], real[base])
+            if "sync_offset" in values and "sync_offset" in real:
+                values["sync_offset_to_real"] = values["sync_offset"] - real["sync_offset"]
+        out[source] = values
+    return out
 
 
 def better(key_rule: str, ours: float, theirs: float, real: float | None) -> bool | None:
@@ -64,6 +105,8 @@ def better(key_rule: str, ours: float, theirs: float, real: float | None) -> boo
         return ours < theirs
     if key_rule == "zero":
         return abs(ours) < abs(theirs)
+    if key_rule == "one":
+        return abs(ours - 1) < abs(theirs - 1)
     if real is None or math.isnan(real):
         return None
     return abs(ours - real) < abs(theirs - real)
@@ -199,7 +242,7 @@ def _table(summaries: dict[str, dict[str, float]]) -> str:
 
 def _panels(result: SequenceResult) -> list[str]:
     """The side-by-side video's panels, left to right."""
-    return [source for source in result.summaries if source != "driving"] + ["conditioning"]
+    return [source for source in result.opening if source != "driving"] + ["conditioning"]
 
 
 def _html(report: dict, results: list[SequenceResult], plots: list[str]) -> str:
@@ -228,7 +271,7 @@ def _html(report: dict, results: list[SequenceResult], plots: list[str]) -> str:
         label = html.escape(result.label)
         parts += [
             f"<h2>Driven by <code>{label}</code> (no ground truth)</h2>",
-            _table(with_person_reference(result.summaries, results[0].summaries["real"])),
+            _table(result.summaries),
             f'<video controls preload="metadata" src="cross_{label}.mp4"></video>',
             f"<p>{' | '.join(_panels(result))}. The real column holds the held-out real frames' statistics.</p>",
         ]
@@ -252,8 +295,11 @@ def write_report(
 ) -> dict:
     """Write report.json, the plots and report.html into output_data/eval_NAME/; return the report."""
     pose_stats, real_euler, generated_euler = pose
+    real = results[0].summaries["real"]
+    results = [replace(results[0], summaries=relative_to_real(results[0].summaries))] + [
+        replace(r, summaries=relative_to_real(with_person_reference(r.summaries, real))) for r in results[1:]
+    ]
     held_out = results[0]
-    real = held_out.summaries["real"]
     report = {
         "video": name,
         "holdout": options.holdout,
@@ -264,10 +310,7 @@ def write_report(
             "comparison": comparison(held_out.summaries),
             "head_motion": pose_stats,
         },
-        "cross_driven": {
-            r.label: {"sources": r.summaries, "comparison": comparison(with_person_reference(r.summaries, real))}
-            for r in results[1:]
-        },
+        "cross_driven": {r.label: {"sources": r.summaries, "comparison": comparison(r.summaries)} for r in results[1:]},
     }
     plots = plot_report(layout, name, results, (real_euler, generated_euler))
     write_text(layout.eval_report(name), json.dumps(_jsonable(report), indent=2))

@@ -1,7 +1,11 @@
-"""Stage 7: generated crop frames → the delivered mp4 (H.264 + AAC, the driving audio, exactly its length)."""
+"""Stage 7: generated frames → the delivered mp4 (H.264 + AAC, the driving audio, exactly its length), marked as
+synthetic: every frame watermarked and labelled (amg.media.marks), AMG's metadata tags and a signed C2PA
+manifest in the file (amg.media.provenance)."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from itertools import islice
 from pathlib import Path
 from typing import Iterable
@@ -11,9 +15,13 @@ import numpy as np
 from tqdm import tqdm
 
 from amg.config import FPS
+from amg.core.fsutil import atomic_path
 from amg.core.images import feather_mask
 from amg.core.progress import report
 from amg.media import VideoWriter, iter_frames
+from amg.media.marks import Marker
+from amg.media.provenance import Provenance, sign_mp4
+from amg.media.watermark import Payload
 
 
 class FullFramePaster:
@@ -50,11 +58,53 @@ def source_frame(video: Path, index: int) -> np.ndarray:
     return next(islice(iter_frames(video, FPS), index, None))
 
 
+class GeneratedVideoWriter:
+    """An mp4 of generated frames as AMG delivers it: each frame marked (watermark, then `label` unless None),
+    AMG's metadata tags, and a signed C2PA manifest. Appears at `path` only when complete (atomically)."""
+
+    def __init__(self, path: Path, audio: np.ndarray, crf: int, provenance: Provenance, label: str | None):
+        self.path, self.audio, self.crf, self.provenance = Path(path), audio, crf, provenance
+        self.marker = Marker(Payload.of(provenance.avatar, provenance.render_id), label)
+        self.index = 0
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> GeneratedVideoWriter:
+        self._final = self._stack.enter_context(atomic_path(self.path))
+        self._unsigned = self._final.with_name(self._final.stem + ".unsigned.mp4")
+        self._stack.callback(self._unsigned.unlink, missing_ok=True)
+        self._stack.push(self._sign_on_success)
+        metadata = self.provenance.tags()
+        self._writer = self._stack.enter_context(
+            VideoWriter(self._unsigned, FPS, self.audio, crf=self.crf, metadata=metadata)
+        )
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        self._writer.write(self.marker(frame, self.index))
+        self.index += 1
+
+    def __exit__(self, *exc) -> bool:
+        return self._stack.__exit__(*exc)
+
+    def _sign_on_success(self, exc_type, exc, tb) -> None:
+        """After the encoder closed the unsigned file: the signed copy becomes the output (the unsigned one where
+        c2pa-python is missing)."""
+        if exc_type is None and not sign_mp4(self._unsigned, self._final, self.provenance, self.path.name):
+            shutil.copyfile(self._unsigned, self._final)
+
+
 def write_generated_video(
-    path: Path, frames: Iterable[np.ndarray], n_frames: int, audio: np.ndarray, crf: int, desc: str = "Rendering"
+    path: Path,
+    frames: Iterable[np.ndarray],
+    n_frames: int,
+    audio: np.ndarray,
+    crf: int,
+    provenance: Provenance,
+    label: str | None,
+    desc: str = "Rendering",
 ) -> Path:
-    """Encode `frames` (streamed) with `audio` (16 kHz mono) muxed in; appears atomically at `path`."""
-    with VideoWriter(path, fps=FPS, audio=audio, crf=crf) as out:
+    """Encode `frames` (streamed) with `audio` (16 kHz mono) muxed in, marked; appears atomically at `path`."""
+    with GeneratedVideoWriter(path, audio, crf, provenance, label) as out:
         for i, frame in enumerate(tqdm(frames, total=n_frames, desc=desc, unit="frame")):
             out.write(frame)
             report("render", i + 1, n_frames)

@@ -199,8 +199,10 @@ class VideoWriter:
         sample_rate: int = 16000,
         crf: int = 18,
         preset: str = "veryfast",
+        metadata: dict[str, str] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.metadata = metadata or {}  # container tags (any key: written as mp4 mdta tags)
         # Snap float rates to the rational they stand for (30000/1001 given as 29.97002997...).
         self.fps = Fraction(fps).limit_denominator(1001)
         self.sample_rate = sample_rate
@@ -228,7 +230,9 @@ class VideoWriter:
 
     def __enter__(self) -> VideoWriter:
         tmp = self._stack.enter_context(atomic_path(self.path))
-        self._container = self._stack.enter_context(av.open(str(tmp), "w"))
+        options = {"movflags": "use_metadata_tags"} if self.metadata else {}
+        self._container = self._stack.enter_context(av.open(str(tmp), "w", options=options))
+        self._container.metadata.update(self.metadata)
         # Runs first on exit: flush the encoders only on success, before the container writes its
         # trailer and atomic_path renames (or, on any error, deletes) the temporary file.
         self._stack.push(self._flush_on_success)

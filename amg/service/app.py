@@ -1,13 +1,20 @@
 """`amg serve`: the HTTP API (FastAPI; OpenAPI docs at /docs) and the web page at /.
 
-    GET    /api/avatars                 avatars: trained, training (with progress) or not trained
-    POST   /api/avatars/{name}          upload a video (request body) → a job training avatar `name` (a new one,
-                                        or one left untrained, whose old files the new video replaces)
+    GET    /api/avatars                 avatars as the page's cards: state (trained, training with progress,
+                                        failed with the reason, not trained), preset, size, a still, the sample
+    POST   /api/avatars/{name}          upload a video (request body; ?preset=, &set=KEY=VALUE) → a job training
+                                        avatar `name` (a new one, or one left untrained, whose old files the
+                                        new video replaces); a video without a face is refused with the reason
+    POST   /api/avatars/{name}/resume   train a cancelled or failed avatar again, from its checkpoints
+    GET    /api/avatars/{name}/still    a still of its video; .../sample: the latest training sample grid
     DELETE /api/avatars/{name}          delete an avatar: its video, processed data and checkpoints
+    GET    /api/events                  server-sent events: every avatar's card and job, then each change
     GET    /api/jobs[?avatar=NAME]      jobs, newest first
     POST   /api/jobs?avatar=NAME        upload speech (request body, any common format) → a render job
-    GET    /api/jobs/{id}               status, queue position, progress, ETA
+    GET    /api/jobs/{id}               status, queue position, progress (per stage too), ETA
     GET    /api/jobs/{id}/video         the result (mp4; HTTP range requests, so a browser can seek)
+    GET    /api/jobs/{id}/outputs/NAME  video, enhanced (with --enhance) or speech; .../waveform: speech peaks
+    POST   /api/jobs/{id}/cancel        cancel a job and keep its record (a training can then be resumed)
     DELETE /api/jobs/{id}               cancel a job and delete its files
     WS     /api/live?avatar=NAME        live: send speech (binary PCM16 mono 16 kHz chunks, then the text "end");
                                         get {"type": "ready"}, then per frame a binary message: a 4-byte
@@ -50,7 +57,7 @@ from amg.service.auth import STATE_CHANGING_METHODS, authorized, foreign_origin,
 from amg.service.jobs import JobStore
 from amg.service.lock import server_lock
 from amg.service.redact import redact_server_log, without_path
-from amg.service.routes import avatars, jobs, live, page
+from amg.service.routes import avatars, events, jobs, live, page, verify
 from amg.service.settings import ServiceSettings
 from amg.service.state import Service
 from amg.service.worker import PipelineRunner, Runner, Worker
@@ -80,7 +87,7 @@ def create_app(
     app.state.service = service
     app.state.store, app.state.worker = store, service.worker  # for those that drive a running app (tests)
     app.middleware("http")(_check_client)
-    for router in (avatars.router, jobs.router, live.router, page.router):
+    for router in (avatars.router, events.router, jobs.router, live.router, page.router, verify.router):
         app.include_router(router)
     return app
 
@@ -142,15 +149,23 @@ _ERROR_HANDLERS = {
 }
 
 
+def _server(app: FastAPI, **config):
+    """A uvicorn server of `app` whose shutdown ends the page's event streams, which never end by themselves: a
+    server told to stop would wait for them forever (amg.service.routes.events)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, **config))
+    app.state.service.stopping = lambda: server.should_exit
+    return server
+
+
 @contextlib.contextmanager
 def running_server(app: FastAPI, host: str = "127.0.0.1", log_level: str = "warning") -> Iterator[str]:
     """Serve `app` with uvicorn on a free port of `host` in a background thread; yields its base URL (tests and
     benchmarks talk to it over real sockets)."""
     import threading
 
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level=log_level))
+    server = _server(app, host=host, port=0, log_level=log_level)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -175,8 +190,6 @@ def serve(
 ) -> None:
     """Serve until interrupted, the only server of DATAROOT `root`; with `ray_address` ("" for a local Ray), jobs
     run on a Ray cluster's actors (amg.service.fleet), `settings.workers` of them."""
-    import uvicorn
-
     settings = settings or ServiceSettings()
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
         log.warning("Serving on %s without AMG_API_TOKEN: anyone who can reach this port can use the service.", host)
@@ -187,4 +200,4 @@ def serve(
             from amg.service.fleet import RayRunner
 
             runner = RayRunner(layout, AvatarConfig(), RenderConfig(), settings.workers, ray_address or None)
-        uvicorn.run(create_app(root, settings, runner), host=host, port=port, log_level="info")
+        _server(create_app(root, settings, runner), host=host, port=port, log_level="info").run()

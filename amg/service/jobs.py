@@ -113,6 +113,12 @@ class JobStore:
         with self._lock:
             return [Job(**row) for row in self._db.execute(sql, args).fetchall()]
 
+    def last(self, avatar: str, kind: str) -> Job | None:
+        """Avatar `avatar`'s newest job of `kind` (render or train), or None."""
+        return self._one(
+            "SELECT * FROM jobs WHERE avatar = ? AND kind = ? ORDER BY created DESC LIMIT 1", (avatar, kind)
+        )
+
     def queue_position(self, job: Job) -> int | None:
         """1 for the next job to run; None when the job is not waiting."""
         if job.status != "queued":

@@ -5,7 +5,7 @@ avatars the routes answer with."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Callable
 
 from fastapi import Depends
 from starlette.requests import HTTPConnection
@@ -13,7 +13,7 @@ from starlette.requests import HTTPConnection
 from amg.core.layout import Layout
 from amg.service.jobs import Job, JobStore
 from amg.service.settings import ServiceSettings
-from amg.service.worker import Runner, Worker
+from amg.service.worker import Runner, Worker, job_outputs, stage_progress
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Service:
     runner: Runner
     worker: Worker
     live_streams: int = 0  # open now; at most settings.workers (only the event loop's thread counts them)
+    stopping: Callable[[], bool] = lambda: False  # whether the server is shutting down (set by amg.service.app)
     # Avatar name → (its render artifacts' modification times, whether it renders): see is_trained.
     _trained: dict[str, tuple[tuple, bool]] = field(default_factory=dict, repr=False)
 
@@ -34,8 +35,13 @@ class Service:
 
     def job_view(self, job: Job) -> dict:
         view = job.as_dict() | {"queue_position": self.store.queue_position(job)}
+        if job.status in ("queued", "running"):
+            view["stages"] = stage_progress(job.kind, job.progress)
+        if job.kind == "render":
+            view["waveform_url"] = f"/api/jobs/{job.id}/waveform"
         if job.status == "done" and job.kind == "render":
             view["video_url"] = f"/api/jobs/{job.id}/video"
+            view["outputs"] = {name: f"/api/jobs/{job.id}/outputs/{name}" for name in job_outputs(self.layout, job)}
         return view
 
     def is_trained(self, name: str) -> bool:
@@ -55,12 +61,15 @@ class Service:
         self._trained.pop(name, None)
 
     def avatar_view(self, name: str) -> dict:
-        trainings = [j for j in self.store.list(name) if j.kind == "train" and j.status in ("queued", "running")]
+        """Avatar `name`'s state: trained, training (with its job's progress and stage), failed (its last
+        training's reason) or not trained."""
         if self.is_trained(name):
             return {"name": name, "status": "trained"}
-        if trainings:
-            job = trainings[0]
-            return {"name": name, "status": "training", "progress": job.progress, "job": job.id}
+        job = self.store.last(name, "train")
+        if job is not None and job.status in ("queued", "running"):
+            return {"name": name, "status": "training", "progress": job.progress, "job": job.id, "stage": job.stage}
+        if job is not None and job.status == "failed":
+            return {"name": name, "status": "failed", "error": job.error, "job": job.id}
         return {"name": name, "status": "not trained"}
 
 

@@ -13,9 +13,11 @@ import logging
 import shutil
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
+from amg.config import AvatarConfig
 from amg.core.layout import Layout
 from amg.core.progress import reporting_to
 from amg.service.jobs import Job, JobStore
@@ -44,6 +46,25 @@ STAGE_SHARES = {
     },
 }
 PROGRESS_INTERVAL_S = 0.5  # the store is written at most this often per job
+
+
+def stage_progress(kind: str, progress: float) -> list[dict]:
+    """Each stage of a `kind` job with its own progress from 0 to 1, read off the job's overall progress (the
+    web page draws one bar per stage); stages that take no share of the bar are left out."""
+    return [
+        {"stage": stage, "progress": round(min(max((progress - low) / (high - low), 0.0), 1.0), 3)}
+        for stage, (low, high) in STAGE_SHARES[kind].items()
+        if high > low
+    ]
+
+
+def training_config(options: dict, precision: str = "auto") -> AvatarConfig:
+    """What a training job trains with: its preset (`default` unless it names one), then its `--set`-style
+    overrides (`{"gan.steps": "500"}`), over the service's precision."""
+    from amg.config import load_config, preset_overrides
+
+    overrides = {"precision": precision} | options.get("set", {})
+    return load_config(AvatarConfig, None, preset_overrides(options.get("preset", "default")), **overrides)
 
 
 class Cancelled(Exception):
@@ -92,8 +113,10 @@ class PipelineRunner:
         from amg.pipeline import render
 
         generator = self._generator(job.avatar)
-        options = MotionOptions(**json.loads(job.options))
-        return render(self.layout, job.audio, job.avatar, options, self.render_cfg, generator=generator)
+        options = json.loads(job.options)
+        # Jobs queued before the label option have none: the service's own label then.
+        cfg = replace(self.render_cfg, label=options.pop("label", self.render_cfg.label))
+        return render(self.layout, job.audio, job.avatar, MotionOptions(**options), cfg, generator=generator)
 
     def close(self) -> None:
         with self._lock:
@@ -108,7 +131,7 @@ class PipelineRunner:
     def train(self, job: Job) -> None:
         from amg.pipeline import train_avatar
 
-        train_avatar(self.layout, job.avatar, self.avatar_cfg)
+        train_avatar(self.layout, job.avatar, training_config(json.loads(job.options), self.avatar_cfg.precision))
 
 
 def job_files(layout: Layout, job: Job) -> list[Path]:
@@ -116,6 +139,27 @@ def job_files(layout: Layout, job: Job) -> list[Path]:
     if job.kind != "render" or not job.audio:
         return []
     return [layout.audio_dir(job.audio), layout.output_dir(job.audio, job.avatar)]
+
+
+def render_outputs(layout: Layout, job: Job) -> dict[str, Path]:
+    """What a render job's page offers for download, by the name GET /api/jobs/ID/outputs/NAME serves it under:
+    the video, the one with the face refined (when the service renders with --enhance), and the speech as the
+    service stored it (16 kHz mono WAV)."""
+    return {
+        "video": layout.generated_video(job.audio, job.avatar),
+        "enhanced": layout.generated_superes(job.audio, job.avatar),
+        "speech": uploaded_speech(layout, job.audio),
+    }
+
+
+def uploaded_speech(layout: Layout, audio: str) -> Path:
+    """Where the service keeps an uploaded speech, normalised: the data layout's audio input `audio`, as a WAV."""
+    return layout.audio_dir(audio) / f"{audio}.wav"
+
+
+def job_outputs(layout: Layout, job: Job) -> list[str]:
+    """The names of a render job's outputs that exist (see render_outputs)."""
+    return [name for name, path in render_outputs(layout, job).items() if path.is_file()]
 
 
 def delete_folders(folders) -> None:

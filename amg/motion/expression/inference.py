@@ -48,6 +48,11 @@ def gate_silence(coeffs: np.ndarray, vad: np.ndarray, rest: np.ndarray) -> np.nd
     return coeffs + weight * (rest - coeffs)
 
 
+def widen(coeffs: np.ndarray, mean: np.ndarray, gain: float) -> np.ndarray:
+    """Coefficients moved `gain` times as far from the avatar's mean expression (the calibrated amplitude)."""
+    return mean + gain * (coeffs - mean)
+
+
 class Audio2ExpressionModel:
     """A trained lip-sync network ready for inference."""
 
@@ -59,6 +64,8 @@ class Audio2ExpressionModel:
         self.net.load_state_dict(state["model"])
         self.coeff_mean = torch.tensor(state["coeff_mean"])
         self.coeff_std = torch.tensor(state["coeff_std"])
+        # Avatars trained before the calibration have none: their mouths move as the network predicts.
+        self.gain = float(state.get("amplitude_gain", 1.0))
         self.rest = np.asarray(state["rest_expression"])
         self.feature_blocks = state["feature_blocks"]
 
@@ -70,4 +77,4 @@ class Audio2ExpressionModel:
         with torch.no_grad():
             out = self.net(torch.tensor(features.values, device=self.device)[None])[0].cpu()
         coeffs = (out * self.coeff_std + self.coeff_mean).numpy()
-        return gate_silence(coeffs, features.vad, self.rest)
+        return gate_silence(widen(coeffs, self.coeff_mean.numpy(), self.gain), features.vad, self.rest)

@@ -17,15 +17,23 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.signal import resample_poly
+from tqdm import tqdm
 
 from amg.audio.features import FRAME_HOP, AudioFeatures, compute_features
 from amg.config import Audio2ExpressionConfig
 from amg.core.device import pick_device, single_threaded
+from amg.core.split import held_out_split
 from amg.core.training import batch_rng, run_training, seed_everything, set_cosine_lr
 from amg.motion.data import MotionData, gather_windows, window_starts
-from amg.motion.expression.inference import SILENCE_VAD, build_network
+from amg.motion.expression.inference import SILENCE_VAD, build_network, widen
 from amg.motion.expression.networks import TemporalConvNet
 from amg.tracking import fitting, topology
+
+# The share of the training part that the calibration network does not learn from (amplitude_gain), the fewest
+# frames that tail may have to be measured, and the largest gain it may give.
+CALIBRATION_SHARE = 0.2
+MIN_CALIBRATION_FRAMES = 50
+MAX_GAIN = 1.6
 
 
 @dataclass
@@ -96,6 +104,69 @@ def training_sequences(data: MotionData, train: slice, speeds: tuple[float, ...]
     return np.concatenate(features).astype(np.float32), np.concatenate(coeffs).astype(np.float32), spans
 
 
+@dataclass
+class ExpressionTrainer:
+    """A lip-sync network and its optimizer, learning from the windows of `spans` (rows of the sequences)."""
+
+    cfg: Audio2ExpressionConfig
+    features: torch.Tensor  # (rows, D)
+    coeffs: torch.Tensor  # (rows, K)
+    spans: list[slice]
+    targets: ExpressionTargets
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        self.net = build_network(self.cfg, self.features.shape[1], self.coeffs.shape[1]).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self._targets = _on(self.targets, self.device)
+
+    def step(self, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        rng = batch_rng(cfg.seed, step)
+        starts = window_starts(rng, cfg.batch_size, cfg.window, self.spans)
+        x = gather_windows(self.features, torch.from_numpy(starts), cfg.window)
+        y = gather_windows(self.coeffs, torch.from_numpy(starts), cfg.window)
+        # Feature noise: the driving voice will never sound exactly like the avatar's own.
+        x = x + cfg.feature_noise * torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32))
+        set_cosine_lr(self.optimizer, cfg.lr, step, cfg.steps)
+        t = self._targets
+        pred = self.net(x.to(self.device)) * t.coeff_std + t.coeff_mean
+        losses = expression_losses(pred, y.to(self.device), t, cfg)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        self.optimizer.step()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def predict(self, features: AudioFeatures) -> np.ndarray:
+        return _predict(self.net, self.targets, features, self.device)
+
+
+def amplitude_gain(data: MotionData, cfg: Audio2ExpressionConfig, train: slice, device: torch.device) -> float:
+    """How much wider the lip-sync network's mouth motion must be made to move as the person's does on speech
+    it has not heard: a network trained on a few minutes of one person regresses towards the mean mouth there
+    (on its training frames it reproduces the full motion, so they cannot tell). A second network learns from
+    all but the last CALIBRATION_SHARE of the training part; the ratio of the tracked to its predicted mouth
+    opening's spread on that tail (within [1, MAX_GAIN]) is the gain."""
+    fit, tail = (
+        slice(train.start + part.start, train.start + part.stop)
+        for part in held_out_split(train.stop - train.start, CALIBRATION_SHARE)
+    )
+    if tail.stop - tail.start < MIN_CALIBRATION_FRAMES:
+        return 1.0
+    features, coeffs, spans = training_sequences(data, fit, cfg.speeds)
+    trainer = ExpressionTrainer(
+        cfg, torch.from_numpy(features), torch.from_numpy(coeffs), spans, ExpressionTargets.from_data(data, fit), device
+    )
+    trainer.net.train()
+    for step in tqdm(range(cfg.steps), desc="Audio→Expression calibration", unit="step"):
+        trainer.step(step)
+    trainer.net.eval()
+    predicted = trainer.predict(data.features)
+    truth = topology.mouth_opening(lip_landmarks(data, data.tracks.expression[tail], tail))
+    guess = topology.mouth_opening(lip_landmarks(data, predicted[tail], tail))
+    return float(np.clip(truth.std() / max(guess.std(), 1e-6), 1.0, MAX_GAIN))
+
+
 def train_audio2expression(data: MotionData, cfg: Audio2ExpressionConfig, path: Path, log_dir: Path | None) -> dict:
     """Train (or resume) the lip-sync network on `data` and save it to `path`; return validation metrics."""
     seed_everything(cfg.seed)
@@ -103,33 +174,20 @@ def train_audio2expression(data: MotionData, cfg: Audio2ExpressionConfig, path: 
     train, val = data.split
     features, coeffs, spans = training_sequences(data, train, cfg.speeds)
     targets = ExpressionTargets.from_data(data, train)
-    net = build_network(cfg, features.shape[1], coeffs.shape[1]).to(device)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    feats_t, coeffs_t = torch.from_numpy(features), torch.from_numpy(coeffs)
-
-    def step_fn(step: int) -> dict[str, float]:
-        rng = batch_rng(cfg.seed, step)
-        starts = window_starts(rng, cfg.batch_size, cfg.window, spans)
-        x = gather_windows(feats_t, torch.from_numpy(starts), cfg.window)
-        y = gather_windows(coeffs_t, torch.from_numpy(starts), cfg.window)
-        # Feature noise: the driving voice will never sound exactly like the avatar's own.
-        x = x + cfg.feature_noise * torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32))
-        set_cosine_lr(optimizer, cfg.lr, step, cfg.steps)
-        pred = net(x.to(device)) * targets.coeff_std.to(device) + targets.coeff_mean.to(device)
-        losses = expression_losses(pred, y.to(device), _on(targets, device), cfg)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizer.step()
-        return {k: float(v.detach()) for k, v in losses.items()}
+    with single_threaded():
+        gain = amplitude_gain(data, cfg, train, device) if cfg.calibrate_amplitude else 1.0
+    seed_everything(cfg.seed)  # the network itself starts as it would without the calibration
+    trainer = ExpressionTrainer(cfg, torch.from_numpy(features), torch.from_numpy(coeffs), spans, targets, device)
 
     def eval_fn() -> dict[str, float]:
-        predicted = _predict(net, targets, data.features, device)
+        predicted = widen(trainer.predict(data.features), targets.coeff_mean.numpy(), gain)
         return evaluate_expressions(data, predicted, val)
 
     rest = rest_expression(data, train)
     extra = {
         "coeff_mean": targets.coeff_mean.numpy(),
         "coeff_std": targets.coeff_std.numpy(),
+        "amplitude_gain": gain,
         "rest_expression": rest,
         "feature_blocks": {k: (v.start, v.stop) for k, v in data.features.blocks.items()},
         "in_dim": features.shape[1],
@@ -139,10 +197,10 @@ def train_audio2expression(data: MotionData, cfg: Audio2ExpressionConfig, path: 
     with single_threaded():
         return run_training(
             path=path,
-            model=net,
-            optimizer=optimizer,
+            model=trainer.net,
+            optimizer=trainer.optimizer,
             config=cfg,
-            step_fn=step_fn,
+            step_fn=trainer.step,
             eval_fn=eval_fn_or_none,
             log_dir=log_dir,
             desc="Audio→Expression",
@@ -189,14 +247,16 @@ def lip_landmarks(data: MotionData, coeffs: np.ndarray, frames: slice | np.ndarr
 
 
 def evaluate_expressions(data: MotionData, predicted: np.ndarray, frames: slice) -> dict[str, float]:
-    """Lip error (px at 256) and mouth-opening correlation of `predicted` (T, K) against the tracks on `frames`."""
+    """Lip error (px at 256), mouth-opening correlation and the opening's spread as a ratio to the tracked one,
+    of `predicted` (T, K) against the tracks on `frames`."""
     truth = lip_landmarks(data, data.tracks.expression[frames], frames)
     guess = lip_landmarks(data, predicted[frames], frames)
     lips = np.asarray(topology.LIPS)
     error = np.linalg.norm(guess[:, lips, :2] - truth[:, lips, :2], axis=-1).mean()
     open_true, open_pred = topology.mouth_opening(truth), topology.mouth_opening(guess)
     corr = float(np.corrcoef(open_true, open_pred)[0, 1]) if open_pred.std() > 1e-6 else 0.0
-    return {"lips_px": float(error), "opening_corr": corr}
+    spread = float(open_pred.std() / open_true.std()) if open_true.std() > 1e-6 else float("nan")
+    return {"lips_px": float(error), "opening_corr": corr, "opening_spread_ratio": spread}
 
 
 def baseline_predictions(data: MotionData, train: slice, context: int = 2) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""/api/jobs: render jobs from uploaded speech, their status and videos, cancelling them."""
+"""/api/jobs: render jobs from uploaded speech, their status, videos and other outputs, cancelling them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from amg.config import MAX_BLINK_RATE
+from amg.config import LABEL, MAX_BLINK_RATE, MAX_LABEL_CHARS
 from amg.core.constants import SAMPLE_RATE
 from amg.core.dataclass_io import MAX_INT
 from amg.core.errors import AmgError
@@ -18,10 +18,11 @@ from amg.service.jobs import Job, validate_job_id
 from amg.service.redact import without_path
 from amg.service.state import Service, ServiceDep
 from amg.service.uploads import receive_upload
-from amg.service.worker import delete_job_files
+from amg.service.worker import delete_job_files, render_outputs, uploaded_speech
 
 router = APIRouter()
 MIN_SPEECH_S = 0.2
+MAX_WAVEFORM_BINS = 4000
 
 
 def _find_job(service: Service, job_id: str) -> Job:
@@ -45,6 +46,11 @@ async def add_job(
     seed: int = Query(0, ge=0, le=MAX_INT, description="sampling seed of head motion and blinks"),
     blinks: Literal["natural", "off"] = Query("natural", description="natural: as often as the person; off: never"),
     blink_rate: float = Query(1.0, ge=0, le=MAX_BLINK_RATE, description="× the avatar's own blink rate"),
+    label: str = Query(
+        LABEL,
+        max_length=MAX_LABEL_CHARS,
+        description="the visible label on every frame; empty: none (still watermarked)",
+    ),
 ) -> dict:
     from amg.media import load_audio, write_wav
     from amg.media.audio import AudioTooLong
@@ -67,8 +73,10 @@ async def add_job(
     if len(samples) < MIN_SPEECH_S * SAMPLE_RATE:
         raise HTTPException(422, f"The speech is shorter than {MIN_SPEECH_S:g} s.")
     audio = f"job-{job_id}"
-    write_wav(layout.audio_dir(audio) / f"{audio}.wav", samples, SAMPLE_RATE)  # normalised on the way in
-    options = {"seed": seed, "blinks": blinks, "blink_rate": blink_rate}
+    write_wav(uploaded_speech(layout, audio), samples, SAMPLE_RATE)  # normalised on the way in
+    if not label.isprintable():
+        raise HTTPException(422, "The label must be printable text on one line.")
+    options = {"seed": seed, "blinks": blinks, "blink_rate": blink_rate, "label": label}
     job = service.store.add("render", avatar, audio, job_id, options)
     service.worker.wake()
     return service.job_view(job)
@@ -97,3 +105,50 @@ def delete_job(job_id: str, service: ServiceDep) -> Response:
     service.store.delete(job.id)
     delete_job_files(service.layout, job)
     return Response(status_code=204)
+
+
+@router.post("/api/jobs/{job_id}/cancel", summary="Cancel a job and keep its record (a training can be resumed)")
+def cancel_job(job_id: str, service: ServiceDep) -> dict:
+    job = _find_job(service, job_id)
+    if job.status in ("queued", "running"):
+        service.store.cancel(job.id)  # a running job stops at its next progress report
+        if job.kind == "render":
+            delete_job_files(service.layout, job)
+    return service.job_view(_find_job(service, job_id))
+
+
+@router.get("/api/jobs/{job_id}/outputs/{output}", summary="A render's output: video, enhanced or speech")
+def get_output(job_id: str, output: Literal["video", "enhanced", "speech"], service: ServiceDep) -> FileResponse:
+    job = _find_job(service, job_id)
+    if job.kind != "render":
+        raise HTTPException(409, f"Job {job_id} is a training: it has no outputs.")
+    path = render_outputs(service.layout, job)[output]
+    if output != "speech" and job.status != "done":
+        raise HTTPException(409, f"Job {job_id} has no {output} (status: {job.status}).")
+    if not path.is_file():
+        raise HTTPException(404, f"Job {job_id} has no {output}.")
+    media_type = "audio/wav" if output == "speech" else "video/mp4"
+    return FileResponse(path, media_type=media_type, filename=f"{job.avatar}_{job_id[:8]}_{output}{path.suffix}")
+
+
+@router.get("/api/jobs/{job_id}/waveform", summary="A render's speech as peaks to draw: [min, max] per bin")
+def get_waveform(job_id: str, service: ServiceDep, bins: int = Query(600, ge=1, le=MAX_WAVEFORM_BINS)) -> dict:
+    """The page draws the speech beside its video from these (a few KB) instead of fetching the WAV (up to 19 MB
+    for the longest speech)."""
+    from amg.media import load_audio
+
+    job = _find_job(service, job_id)
+    path = render_outputs(service.layout, job)["speech"] if job.kind == "render" else None
+    if path is None or not path.is_file():
+        raise HTTPException(404, f"Job {job_id} has no speech.")
+    samples = load_audio(path, SAMPLE_RATE)
+    return {"duration_s": len(samples) / SAMPLE_RATE, "peaks": _waveform_peaks(samples, bins)}
+
+
+def _waveform_peaks(samples, bins: int) -> list[list[float]]:
+    """[min, max] of each of `bins` equal spans of `samples` (fewer when there are fewer samples), rounded to
+    what a drawing can show."""
+    import numpy as np
+
+    spans = np.array_split(samples, min(bins, max(len(samples), 1)))
+    return [[round(float(s.min(initial=0)), 3), round(float(s.max(initial=0)), 3)] for s in spans]

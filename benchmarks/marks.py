@@ -1,0 +1,160 @@
+"""The invisible watermark (amg.media.watermark) against what happens to videos on the way to viewers, and what
+it costs.
+
+    python benchmarks/marks.py [--clips obama_clip2 kristi_noem andrew_ng_clip1 cnn_anchor_71s] [--seconds 20]
+
+For each clip of ../shared/data/video (real footage at 256 px: the watermark works on pixels, and a real
+picture is what it must get through), marked, then transformed: H.264 at CRF 18 (as AMG writes) and CRF 30,
+scaled to 50 %, cropped by 10 % (5 % off each side), converted to 30 fps, the label's corner band cropped off,
+and all of these at once; the detection rate of its 5-s windows and of the whole stretch, with the scores. Then
+the false alarms: every real video of ../shared/data/video, unmarked, whole (first 15 s) and in 5-s windows,
+as they are and re-encoded at CRF 30. Then the cost: PSNR of marked against unmarked frames, and the time to
+mark a frame against the time `render()` takes per frame (benchmarks/render.py's figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from fractions import Fraction
+from itertools import islice
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from amg.media import iter_frames
+from amg.media.watermark import Embedder, Payload, detect
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "video"
+WINDOW_S = 5.0
+
+
+def encoded(frames: list[np.ndarray], fps: float, crf: int) -> list[np.ndarray]:
+    """`frames` through H.264 (yuv420p, even sizes) at `crf`, decoded again at `fps`."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "t.mp4"
+        height, width = (d - d % 2 for d in frames[0].shape[:2])
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"crf": str(crf)}
+            for frame in frames:
+                picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:height, :width]))
+                container.mux(stream.encode(picture))
+            container.mux(stream.encode())
+        return list(iter_frames(path, fps))
+
+
+def scaled(frames, factor):
+    return [cv2.resize(f, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA) for f in frames]
+
+
+def cropped(frames, share):
+    """`share` of each dimension cut off, half on each side."""
+    height, width = frames[0].shape[:2]
+    dy, dx = int(height * share / 2), int(width * share / 2)
+    return [f[dy : height - dy, dx : width - dx] for f in frames]
+
+
+def without_label_band(frames, share=0.12):
+    """The bottom band cut off, where the visible label sits."""
+    return [f[: f.shape[0] - int(f.shape[0] * share)] for f in frames]
+
+
+def at_30_fps(frames):
+    """25 fps → 30 fps by repeating frames, as a converter does."""
+    return [frames[min(int(i * 25 / 30), len(frames) - 1)] for i in range(len(frames) * 30 // 25)]
+
+
+TRANSFORMS = {  # name: (frames → frames, frame rate after, CRF)
+    "H.264 CRF 18": (lambda f: f, 25, 18),
+    "H.264 CRF 30": (lambda f: f, 25, 30),
+    "scaled to 50%": (lambda f: scaled(f, 0.5), 25, 18),
+    "cropped 10%": (lambda f: cropped(f, 0.10), 25, 18),
+    "30 fps": (at_30_fps, 30, 18),
+    "label band cropped": (without_label_band, 25, 18),
+    "all at once (CRF 30)": (lambda f: at_30_fps(without_label_band(cropped(scaled(f, 0.5), 0.10))), 30, 30),
+}
+
+
+def frames_of(clip: Path, seconds: float, size: int | None = 256) -> list[np.ndarray]:
+    frames = islice(iter_frames(clip), int(seconds * 25))
+    return [f if size is None else cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames]
+
+
+def windows(frames: list, fps: float) -> list[list]:
+    n = int(WINDOW_S * fps)
+    return [frames[i : i + n] for i in range(0, len(frames) - n + 1, n)]
+
+
+def robustness(clips: list[str], seconds: float) -> dict:
+    results: dict = {}
+    for name in clips:
+        original = frames_of(SHARED / f"{name}.mp4", seconds)
+        embed = Embedder(Payload.of(name, "benchmark"))
+        marked = [embed(f, i / 25) for i, f in enumerate(original)]
+        for label, (transform, fps, crf) in TRANSFORMS.items():
+            seen = encoded(transform(marked), fps, crf)
+            parts = [detect(w, fps) for w in windows(seen, fps)]
+            whole = detect(seen, fps)
+            row = results.setdefault(label, {"windows": 0, "found": 0, "scores": [], "whole": []})
+            row["windows"] += len(parts)
+            row["found"] += sum(p.found for p in parts)
+            row["scores"] += [round(p.score, 2) for p in parts]
+            row["whole"].append((name, round(whole.score, 2), whole.found))
+            print(name, label, [round(p.score, 1) for p in parts], "whole", round(whole.score, 1), flush=True)
+    return results
+
+
+def false_alarms(seconds: float = 15.0) -> dict:
+    scores, alarms = [], []
+    for path in sorted(SHARED.glob("*.mp4")) + sorted(SHARED.glob("*.mpg")):
+        frames = frames_of(path, seconds, size=None)
+        if max(frames[0].shape[:2]) > 720:
+            frames = scaled(frames, 0.5)  # a smaller copy: the same picture, decoded faster
+        for clip in (frames, encoded(frames, 25, 30)):
+            for part in [clip, *windows(clip, 25)]:
+                result = detect(part, 25)
+                scores.append(result.score)
+                if result.found:
+                    alarms.append((path.name, round(result.score, 2)))
+        print(path.name, "max score so far", round(max(scores), 2), flush=True)
+    return {"tests": len(scores), "false_alarms": alarms, "max_score": max(scores), "median": statistics.median(scores)}
+
+
+def cost(clip: str) -> dict:
+    original = frames_of(SHARED / f"{clip}.mp4", 10.0)
+    embed = Embedder(Payload.of(clip, "benchmark"))
+    embed(original[0], 0.0)  # the pattern for this size, made once
+    start = time.perf_counter()
+    marked = [embed(f, i / 25) for i, f in enumerate(original)]
+    ms = (time.perf_counter() - start) / len(original) * 1000
+    mse = float(np.mean([(m.astype(np.float64) - f) ** 2 for m, f in zip(marked, original)]))
+    return {"mse_levels2": mse, "psnr_marked_vs_unmarked_db": 10 * np.log10(255**2 / mse), "ms_per_frame": ms}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--clips", nargs="+", default=["obama_clip2", "kristi_noem", "andrew_ng_clip1", "cnn_anchor_71s"]
+    )
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        raise SystemExit(f"{SHARED} is missing: this benchmark reads the shared real videos.")
+    result = {"cost": cost(args.clips[0]), "robustness": robustness(args.clips, args.seconds)}
+    result["false_alarms"] = false_alarms()
+    summary = {k: f"{v['found']}/{v['windows']} windows" for k, v in result["robustness"].items()}
+    print(json.dumps({"cost": result["cost"], "detected": summary, "false_alarms": result["false_alarms"]}, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
