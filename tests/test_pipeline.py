@@ -50,8 +50,10 @@ def test_the_mouth_moves_in_speech_and_rests_in_silence(first_run):
     motion = MotionTracks.load(layout.motion_tracks("male_gap", name))
     x0, y0, x1, y1 = np.median(mouth_boxes(motion.landmarks, motion.size, 64), axis=0).astype(int)
     mouth = frames[:, y0:y1, x0:x1]
-    # The head is held still (--pose static): what changes in the mouth box is the mouth.
-    assert mouth[SPEECH].std(axis=0).mean() > 2 * mouth[SILENCE].std(axis=0).mean()
+    # The head is held still (--pose static): what changes in the mouth box from frame to frame is the mouth. (Not
+    # the spread over time: the watermark's strength follows a 1-s sine, a slow change in every pixel.)
+    changes = np.abs(np.diff(mouth, axis=0))
+    assert changes[SPEECH].mean() > 2 * changes[SILENCE].mean()
 
 
 def test_second_run_with_another_voice_trains_nothing(first_run, shared_media, capsys):

@@ -129,11 +129,12 @@ def test_six_jobs_over_two_avatars_run_on_ray_actors_that_keep_their_generators(
         fleet.generated_video(row.audio, row.avatar).unlink()
     assert render_manifest(fleet, rows) == (6, 0)
     for row in rows:
-        # The same pictures; each render's watermark carries its own render id (amg.media.watermark), which
-        # changes the frames by about 1 level RMS before H.264 (46 dB), so: equal up to the mark and the codec.
+        # The same pictures; each render's watermark carries its own render id (amg.media.watermark): two marks
+        # differ by about 1.7 levels RMS before H.264 re-decides every block (38-40 dB seen), where another
+        # render's motion or avatar would be under 25 dB. So: equal up to the mark and the codec.
         local = _frames(fleet.generated_video(row.audio, row.avatar))
         assert local.shape == fleeted[row.audio, row.avatar].shape
-        assert images.psnr(local, fleeted[row.audio, row.avatar]) > 38
+        assert images.psnr(local, fleeted[row.audio, row.avatar]) > 33
 
 
 def _configs():
