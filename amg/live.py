@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from amg.audio.features import FRAME_HOP, SAMPLE_RATE, SpeechStats, clean_samples
+from amg.audio.features import FRAME_HOP, SAMPLE_RATE, SpeechStats
 from amg.audio.stream import FeatureStream
 from amg.config import FPS, LiveConfig, MotionOptions
 from amg.core.layout import Layout
 from amg.core.tensors import to_uint8
 from amg.media import VideoWriter
+from amg.media.audio import clean_samples
 from amg.media.marks import Marker
 from amg.media.provenance import Provenance
 from amg.media.watermark import Payload

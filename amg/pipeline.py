@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from amg.config import AvatarConfig, MotionOptions, PreprocessConfig, RenderConfig, read_saved_config
+from amg.core.errors import AmgError
 from amg.core.layout import Layout
 from amg.media import load_audio
 
@@ -30,11 +31,18 @@ log = logging.getLogger(__name__)
 
 
 def preprocess_avatar(layout: Layout, name: str) -> None:
-    """Stage 1 with the options the video was preprocessed with before (else the defaults); cached."""
+    """Stage 1 with the options the video was preprocessed with before (else the defaults); cached. An avatar
+    learns its lip-sync from its video's speech: one without sound stops here, before anything else is said of
+    it (the held-out tail `amg eval` asks for, say)."""
     from amg.tracking.preprocess import preprocess
 
     cfg = read_saved_config(PreprocessConfig, layout.preprocess_config(name)) or PreprocessConfig()
     preprocess(layout, name, cfg)
+    if not layout.audio_wav(name).is_file():
+        raise AmgError(
+            f"Video {name!r} has no sound: an avatar learns its lip-sync from the speech in its own video. Use a "
+            "video of the person talking, with its sound."
+        )
 
 
 def train_avatar(

@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import itertools
 import time
-from pathlib import Path
 
 import numpy as np
 import scipy.signal
@@ -37,7 +36,8 @@ from amg.audio import FPS, SAMPLE_RATE, AudioFeatures, compute_features, referen
 from amg.config import AudioFeatureConfig
 from amg.media.audio import load_audio
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from shared_data import SHARED
+
 SPEECH_CLIPS = [
     "audio/librispeech_1320_male.mp3",
     "audio/librispeech_3575_female.mp3",

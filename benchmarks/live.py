@@ -113,7 +113,7 @@ def main() -> None:
     cfg = config_from_dict(LiveConfig, overrides)
     from amg.media import load_audio
 
-    speech = load_audio(render_bench.SHARED / "audio" / args.speech)[: int(args.seconds * SAMPLE_RATE)]
+    speech = load_audio(render_bench.shared_file(f"audio/{args.speech}"))[: int(args.seconds * SAMPLE_RATE)]
     print(f"avatar {avatar}, {len(speech) / SAMPLE_RATE:.0f} s of {args.speech}, chunks of {args.chunk_ms:g} ms, {cfg}")
     result = real_time(layout, avatar, speech, cfg, args.chunk_ms)
     print(f"frames {result['frames']} of {result['expected_frames']}, dropped {result['dropped']}")

@@ -65,18 +65,15 @@ from amg.tracking import fitting, topology
 from amg.tracking.preprocess import preprocess
 from amg.tracking.tracks import Tracks
 
+from shared_data import SHARED, link_shared
+
 HOLDOUT = AvatarConfig().holdout  # every stage holds out the same tail
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROOT = Path("/tmp/amg-bench")
 
 
 def prepare(layout: Layout, clip: str) -> None:
-    folder = layout.video_dir(clip)
-    folder.mkdir(parents=True, exist_ok=True)
-    link = folder / f"{clip}.mp4"
-    if not link.exists():
-        link.symlink_to(SHARED / "video" / f"{clip}.mp4")
+    link_shared(f"video/{clip}.mp4", layout.video_dir(clip) / f"{clip}.mp4")
     preprocess(layout, clip, PreprocessConfig(preview=False))
 
 
@@ -327,14 +324,15 @@ def main() -> None:
     print(f"| features | lips px | opening r | train s | {cross_cols} |")
     print(f"|---|---|---|---|{'---|' * len(args.cross)}")
     for blocks in args.blocks:
-        cfg = MotionConfig(features=AudioFeatureConfig(blocks=blocks))
-        data = load_motion_data(layout, args.video, cfg.features, HOLDOUT)
+        # The lip-sync network alone: its features need not be the ones the head-motion model reads.
+        features = AudioFeatureConfig(blocks=blocks)
+        data = load_motion_data(layout, args.video, features, HOLDOUT)
         path = ROOT / f"a2e_{blocks.replace(',', '+')}.pt"
         path.unlink(missing_ok=True)
         start = time.perf_counter()
-        metrics = train_audio2expression(data, cfg.expression, path, None)
+        metrics = train_audio2expression(data, MotionConfig().expression, path, None)
         seconds = time.perf_counter() - start
-        cross = [cross_speaker_corr(layout, args.video, path, other, cfg.features) for other in args.cross]
+        cross = [cross_speaker_corr(layout, args.video, path, other, features) for other in args.cross]
         cells = " | ".join(f"{c:.2f}" for c in cross)
         print(f"| {blocks} | {metrics['lips_px']:.2f} | {metrics['opening_corr']:.2f} | {seconds:.0f} | {cells} |")
     train, val = data.split

@@ -18,7 +18,7 @@ from amg.config import PreprocessConfig
 from amg.core.layout import Layout
 from amg.tracking.preprocess import preprocess
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from shared_data import SHARED
 
 
 def run_once(video: Path, size: int) -> dict:

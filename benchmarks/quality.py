@@ -14,7 +14,6 @@ and the wall time; the full reports are in ROOT/output_data/eval_CLIP/report.htm
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -24,17 +23,7 @@ from amg.evaluation.records import EvalOptions
 from amg.evaluation.report import METRICS, fmt_number
 from amg.pipeline import evaluate_avatar
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def link(source: Path, folder: Path, name: str) -> None:
-    if not source.is_file():
-        sys.exit(f"shared media not found: {source} (benchmarks read ../shared/data in place)")
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{name}{source.suffix}"
-    if not target.exists():
-        target.symlink_to(source)
-
+from shared_data import link_shared
 
 CELL = 37
 
@@ -62,14 +51,14 @@ def main() -> None:
     audios = []
     for file in args.audio:
         name = Path(file).stem
-        link(SHARED / "audio" / file, layout.audio_dir(name), name)
+        link_shared(f"audio/{file}", layout.audio_dir(name) / f"{name}{Path(file).suffix}")
         audios.append(name)
     overrides = dict(pair.split("=", 1) for pair in args.set)
     cfg = load_config(AvatarConfig, None, preset_overrides(args.preset), **overrides)
 
     reports, seconds = {}, {}
     for clip in args.clips:
-        link(SHARED / "video" / f"{clip}.mp4", layout.video_dir(clip), clip)
+        link_shared(f"video/{clip}.mp4", layout.video_dir(clip) / f"{clip}.mp4")
         start = time.perf_counter()
         reports[clip] = evaluate_avatar(layout, clip, cfg, EvalOptions(audios=tuple(audios)), args.max_minutes)
         seconds[clip] = time.perf_counter() - start

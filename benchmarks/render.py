@@ -44,7 +44,8 @@ from amg.media import VideoWriter, load_audio, write_wav
 from amg.pipeline import RenderConfig, render, train_avatar
 from amg.tracking.preprocess import preprocess
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from shared_data import link_shared, shared_file
+
 ROOT = Path("/tmp/amg-bench")
 STAGE_FRAMES = 400
 MOTION_FIELDS = ("expression", "rotation", "translation", "scale", "body", "landmarks", "vad")
@@ -68,7 +69,7 @@ def speech_of(layout: Layout, minutes: float) -> str:
     name = f"speech_{minutes:g}min"
     folder = layout.audio_dir(name)
     if not (folder / f"{name}.wav").is_file():
-        pieces = [load_audio(SHARED / "audio" / f) for f in SPEECH]
+        pieces = [load_audio(shared_file(f"audio/{f}")) for f in SPEECH]
         joined = np.concatenate(pieces)
         total = int(minutes * 60 * 16000)
         write_wav(folder / f"{name}.wav", np.resize(joined, total), 16000)
@@ -76,10 +77,7 @@ def speech_of(layout: Layout, minutes: float) -> str:
 
 
 def ensure_avatar(layout: Layout, clip: str, gan: dict) -> None:
-    folder = layout.video_dir(AVATAR)
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / f"{AVATAR}.mp4").exists():
-        (folder / f"{AVATAR}.mp4").symlink_to(SHARED / "video" / f"{clip}.mp4")
+    link_shared(f"video/{clip}.mp4", layout.video_dir(AVATAR) / f"{AVATAR}.mp4")
     fast_motion = {k: v for k, v in preset_overrides("fast").items() if k.startswith("motion.")}
     preprocess(layout, AVATAR, PreprocessConfig(preview=False))
     brief_refiner = {"enhance.steps": 10, "enhance.eval_every": 10, "enhance.max_frames": 100}

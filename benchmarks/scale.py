@@ -133,7 +133,7 @@ def real_renders(layout: Layout, actors: int, renders: int) -> float:
     from amg.service.batch import render_manifest
     from amg.service.fleet import RayRunner
 
-    speech = load_audio(render_bench.SHARED / "audio" / "musetalk_eng_60s.wav")[: 20 * 16000]
+    speech = load_audio(render_bench.shared_file("audio/musetalk_eng_60s.wav"))[: 20 * 16000]
     rows = []
     for i in range(renders):
         name = f"scale_{i}"

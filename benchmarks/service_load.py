@@ -23,7 +23,9 @@ from amg.core.layout import Layout
 from amg.media import load_audio, write_wav
 from amg.service.app import ServiceSettings, create_app, running_server
 
-SPEECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "audio" / "musetalk_eng_60s.wav"
+from shared_data import SHARED
+
+SPEECH = SHARED / "audio" / "musetalk_eng_60s.wav"
 
 
 def main() -> None:

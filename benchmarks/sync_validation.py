@@ -57,6 +57,8 @@ from amg.evaluation.sync import (
 from amg.media.audio import load_audio
 from amg.tracking.tracks import Tracks
 
+from shared_data import SHARED
+
 DEFAULT_CLIPS = [
     "obama_clip1",
     "obama_clip2",
@@ -66,7 +68,7 @@ DEFAULT_CLIPS = [
     "andrew_ng_clip2",
     "feifei_li_clip1",
 ]
-SPEECH_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "audio"
+SPEECH_DIR = SHARED / "audio"
 SPEECH_SUFFIXES = (".wav", ".flac", ".mp3")
 MAX_SPEECH_SECONDS = 60.0
 SEGMENT_FRAMES = 5 * FPS

@@ -217,6 +217,30 @@ def test_video_without_a_face_stops_with_a_clear_message(tmp_path):
     assert not layout.tracks("noface").exists()
 
 
+@pytest.mark.slow
+def test_a_face_that_leaves_half_way_makes_the_avatar_of_the_part_with_it_and_says_so(tmp_path, caplog):
+    """may_5s, then 4 s of the empty picture: the avatar is the first 5 s (tracks, frames, speech), not a video
+    whose held-out tail has no face."""
+    source = require_shared("video/may_5s.mp4")
+    frames = list(iter_frames(source, 25))
+    speech = load_audio(source)
+    empty = cv2.GaussianBlur(frames[0], (0, 0), 25)  # the room, blurred past any face
+    layout = Layout(tmp_path)
+    layout.video_dir("walks").mkdir(parents=True)
+    n_empty = 100
+    audio = np.concatenate([speech[: len(frames) * 640], np.zeros(n_empty * 640, np.float32)])
+    write_video(layout.video_dir("walks") / "walks.mp4", frames + [empty] * n_empty, audio=audio)
+    with caplog.at_level(logging.WARNING):
+        report = preprocess(layout, "walks", PreprocessConfig(preview=False, background_samples=20))
+    assert "The face leaves the picture in video 'walks'" in caplog.text
+    start, stop = report["face_span_s"]
+    assert start == 0 and abs(stop - len(frames) / 25) <= 0.2 and report["source_duration_s"] > stop + 3.5
+    tracks = Tracks.load(layout.tracks("walks"))
+    assert tracks.first_frame == 0 and tracks.n_frames == round(stop * 25) and tracks.tracked.mean() > 0.95
+    assert probe_video(layout.frames_video("walks")).n_frames(25) == tracks.n_frames
+    assert len(load_audio(layout.audio_wav("walks"))) == tracks.n_frames * 640
+
+
 def test_bad_inputs_give_clear_errors(tmp_path):
     layout = Layout(tmp_path)
     with pytest.raises(AmgError, match="No video file for 'missing'"):

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from amg.tracking.background import masked_median
 from amg.tracking.scan import FaceScan, crop_window, main_face_index
@@ -9,16 +10,53 @@ def test_main_face_is_the_large_central_one():
     assert main_face_index(boxes, (500, 300)) == 1
 
 
+def scan_of(frame_size, boxes: np.ndarray, every: int = 5) -> FaceScan:
+    """A scan that saw one face, `boxes`, on each of its sampled frames."""
+    frames = np.arange(len(boxes)) * every
+    return FaceScan(frame_size, every, len(boxes), frames, np.ones(len(boxes), np.int64), boxes)
+
+
 def test_crop_window_frames_head_and_shoulders_inside_the_frame():
     boxes = np.tile(np.array([[900, 300, 1100, 500]], np.float32), (10, 1))  # 200 px face in a 1920x1080 frame
-    scan = FaceScan((1920, 1080), 10, 10, 0, boxes)
+    scan = scan_of((1920, 1080), boxes)
     win = crop_window(scan, scale=3.2, face_center_y=0.38)
     assert win.side == 640
     assert win.x0 == 1000 - 320 and win.y0 == int(round(400 - 0.38 * 640))
     # A frame smaller than the wanted window: the window shrinks to fit and stays inside.
-    small = FaceScan((256, 256), 10, 10, 0, np.tile(np.array([[78, 60, 178, 160]], np.float32), (10, 1)))
+    small = scan_of((256, 256), np.tile(np.array([[78, 60, 178, 160]], np.float32), (10, 1)))
     win = crop_window(small, scale=3.2, face_center_y=0.38)
     assert (win.x0, win.y0, win.side) == (0, 0, 256)
+
+
+@pytest.mark.parametrize(
+    ("seen", "span"),
+    [
+        ("face all along", (0, 100)),
+        ("a face missed at the ends and for a second inside", (0, 100)),
+        ("the face leaves half way", (0, 51)),  # last seen on frame 50
+        ("the face comes late", (40, 100)),
+        ("the face leaves for long and comes back for longer", (50, 100)),
+    ],
+)
+def test_the_face_span_bridges_short_gaps_and_cuts_at_long_ones(seen, span):
+    """100 frames scanned every 5th; the face may be missing for 20 frames at a stretch (and the span ends on the
+    last frame it was seen on, unless that is within 20 frames of the video's end)."""
+    sampled = np.arange(0, 100, 5)
+    with_face = {
+        "face all along": sampled,
+        "a face missed at the ends and for a second inside": sampled[
+            (sampled > 10) & (sampled < 90) & (sampled % 30 != 0)
+        ],
+        "the face leaves half way": sampled[sampled <= 50],
+        "the face comes late": sampled[sampled >= 40],
+        "the face leaves for long and comes back for longer": sampled[(sampled <= 20) | (sampled >= 50)],
+    }[seen]
+    boxes = np.tile(np.array([[0, 0, 10, 10]], np.float32), (len(with_face), 1))
+    scan = FaceScan((64, 64), 5, len(sampled), with_face, np.ones(len(with_face), np.int64), boxes)
+    found = scan.face_span(100, max_gap=20)
+    assert (found.start, found.stop) == span
+    inside = scan.within(found)
+    assert inside.n_with_face == len([f for f in with_face if span[0] <= f < span[1]])
 
 
 def test_masked_median_is_the_lower_median_of_the_valid_samples():

@@ -215,6 +215,7 @@ def test_a_job_database_from_before_the_options_column_is_upgraded(tmp_path):
         ("post", f"/api/jobs?avatar={AVATAR}&blinks=sometimes", 422),  # not a blink mode
         ("post", f"/api/jobs?avatar={AVATAR}&blink_rate=9", 422),  # over the multiplier's bound
         ("post", f"/api/jobs?avatar={AVATAR}&seed=x", 422),
+        ("post", f"/api/jobs?avatar={AVATAR}&seed=-1", 422),  # numpy takes no negative seed
         ("get", "/api/jobs/..%2F..%2Fservice", 404),  # traversal in an id: matches no route
         ("get", "/api/jobs/0123456789abcdef0123456789abcdef", 404),
         ("get", "/api/jobs?avatar=..", 400),
@@ -346,15 +347,30 @@ def test_the_live_websocket_takes_the_token_as_every_http_request_does(layout):
                 assert closed.value.code == 1008
 
 
-@pytest.mark.parametrize(("avatar", "error"), [("..", "Invalid avatar name"), ("nobody", "not trained")])
-def test_a_live_stream_of_an_invalid_or_untrained_avatar_is_refused_with_the_reason(layout, avatar, error):
+@pytest.mark.parametrize(
+    ("query", "error"),
+    [
+        ("avatar=..", "Invalid avatar name"),
+        ("avatar=../../etc", "Invalid avatar name '../../etc'"),
+        ("avatar=%C3%A9t%C3%A9", "Invalid avatar name 'été'"),
+        ("avatar=" + "a" * 200, "(200 characters)"),
+        ("", "The avatar name is empty."),
+        ("avatar=nobody", "not trained"),
+        (f"avatar={AVATAR}&seed=-1", "Config seed: expected a finite number >= 0, got -1."),
+        (f"avatar={AVATAR}&seed=x", "Config seed: expected int, got 'x'."),
+        (f"avatar={AVATAR}&blink_rate=9", "Config blink_rate: expected a number <= 5, got 9.0."),
+        (f"avatar={AVATAR}&blinks=sometimes", "Config blinks: use one of natural, off, got 'sometimes'."),
+    ],
+)
+def test_a_live_stream_with_a_bad_parameter_is_refused_with_the_reason_and_no_traceback(layout, caplog, query, error):
     with client_for(layout, runner=LiveLightRunner(layout)) as client:
-        with client.websocket_connect(f"/api/live?avatar={avatar}") as ws:
+        with client.websocket_connect(f"/api/live?{query}") as ws:
             refusal = ws.receive_json()
-            assert refusal["type"] == "error" and error in refusal["error"]
+            assert refusal["type"] == "error" and error in refusal["error"], refusal
             with pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_json()
             assert closed.value.code == 1008
+    assert "Traceback" not in caplog.text
 
 
 def test_page_and_docs_are_served(layout):
@@ -581,3 +597,163 @@ def test_the_service_asks_the_pipelines_question_whether_an_avatar_renders(layou
         assert avatar_states(client) == {AVATAR: "not trained"}
         response = client.post(f"/api/jobs?avatar={AVATAR}", content=speech_bytes(tmp_path))
         assert response.status_code == 409
+
+
+# --- the security model: token in no log, allowed origins, idle streams, one server per DATAROOT ----------------
+def test_the_live_websockets_log_line_shows_no_token(layout, capsys):
+    from websockets.sync.client import connect
+
+    app = create_app(layout.root, ServiceSettings(token="s3cret"), LiveLightRunner(layout))
+    with running_server(app, log_level="info") as url:
+        with connect(f"{url.replace('http', 'ws', 1)}/api/live?avatar={AVATAR}&token=s3cret") as ws:
+            assert json.loads(ws.recv())["type"] == "ready"
+            ws.send("end")
+            assert json.loads(ws.recv())["type"] == "end"
+    logged = capsys.readouterr()
+    assert f'"WebSocket /api/live?avatar={AVATAR}&token=***" [accepted]' in logged.out + logged.err
+    assert "s3cret" not in logged.out + logged.err
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed", "status"),
+    [
+        (None, (), 202),  # not a browser: curl, a script
+        ("http://testserver", (), 202),  # the service's own page
+        ("http://evil.example", (), 403),
+        ("null", (), 403),  # a sandboxed page, a file:// page
+        ("https://app.example.org", ("https://app.example.org/",), 202),
+    ],
+)
+def test_a_page_of_another_site_may_not_change_anything(layout, tmp_path, origin, allowed, status):
+    """A "simple" cross-site request (text/plain: no preflight) is what a page of any site can send."""
+    headers = {"Content-Type": "text/plain"} | ({"Origin": origin} if origin else {})
+    with client_for(layout, allowed_origins=allowed) as client:
+        response = client.post(f"/api/jobs?avatar={AVATAR}", content=speech_bytes(tmp_path), headers=headers)
+        assert response.status_code == status, response.text
+        jobs = client.get("/api/jobs", headers=headers).json()  # reading is no change: any origin
+        assert len(jobs) == (status == 202)
+        if status == 403:
+            assert response.json()["error"].endswith(f"`amg serve ... --allow-origin {origin}`.")
+            assert client.delete(f"/api/avatars/{AVATAR}", headers=headers).status_code == 403
+            assert avatar_states(client) == {AVATAR: "trained"}
+
+
+def test_a_page_of_another_site_may_not_stream_live(layout):
+    with client_for(layout, runner=LiveLightRunner(layout), allowed_origins=("https://ok.example",)) as client:
+        with client.websocket_connect(f"/api/live?avatar={AVATAR}", headers={"Origin": "http://evil.example"}) as ws:
+            assert "a web page of http://evil.example may not use" in ws.receive_json()["error"]
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 1008
+        for headers in ({"Origin": "https://ok.example"}, {"Origin": "http://testserver"}, {}):
+            with client.websocket_connect(f"/api/live?avatar={AVATAR}", headers=headers) as ws:
+                assert ws.receive_json()["type"] == "ready"
+                ws.send_text("end")
+                assert ws.receive_json()["type"] == "end"
+
+
+@pytest.mark.parametrize("chatter", [False, True])
+def test_a_live_client_that_sends_no_speech_loses_its_slot(layout, chatter):
+    """Silent, or sending only text and empty messages to look alive (every 0.25 s for 1.5 s): either way the slot
+    is freed 1 s after the last speech, not 1 s after the last message."""
+    with client_for(layout, runner=LiveLightRunner(layout), live_idle_s=1.0) as client:  # one slot (1 worker)
+        with client.websocket_connect(f"/api/live?avatar={AVATAR}") as ws:
+            assert ws.receive_json()["type"] == "ready"
+            start = time.monotonic()
+            for _ in range(6 if chatter else 0):
+                time.sleep(0.25)
+                ws.send_text("ping")
+                ws.send_bytes(b"")
+            assert ws.receive_json() == {
+                "type": "error",
+                "error": "No speech received for 1 s: the stream is closed to free its slot.",
+            }
+            assert ws.receive_json() == {"type": "end", "frames": 0, "dropped": 0}
+            assert time.monotonic() - start < 2.3  # reset by the chatter, it would end 2.5 s after `ready`
+        with client.websocket_connect(f"/api/live?avatar={AVATAR}") as ws:  # the slot is free again
+            assert ws.receive_json()["type"] == "ready"
+            ws.send_bytes(bytes(1280))
+            assert len(ws.receive_bytes()) > 1280
+            ws.send_text("end")
+            assert ws.receive_json()["type"] == "end"
+
+
+def test_one_server_per_dataroot_and_a_killed_servers_lock_is_taken_over(layout, capsys, caplog):
+    import logging
+    import os
+    import subprocess
+    import sys
+
+    from amg.cli import main as amg_main
+    from amg.service.lock import server_lock
+
+    holder = (
+        "import sys, time; from amg.core.layout import Layout; from amg.service.lock import server_lock\n"
+        "with server_lock(Layout(sys.argv[1]), 'http://127.0.0.1:8123'):\n    print('locked', flush=True)\n"
+        "    time.sleep(120)"
+    )
+    other = subprocess.Popen([sys.executable, "-c", holder, str(layout.root)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "locked\n"
+        assert amg_main(["serve", str(layout.root), "--port", "8124"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: DATAROOT {layout.root} is already served by `amg serve` PID {other.pid} on ")
+        assert "at http://127.0.0.1:8123, since " in err and "\n" not in err
+    finally:
+        other.kill()  # as kill -9: no `finally` of its own runs
+        other.wait()
+    assert f"PID {other.pid}" in layout.server_lock().read_text()  # what it left
+    with caplog.at_level(logging.INFO), server_lock(layout, "http://127.0.0.1:8124"):
+        assert f"PID {os.getpid()} " in layout.server_lock().read_text()
+    assert f"Taking over the server lock of `amg serve` PID {other.pid}" in caplog.text
+    assert layout.server_lock().read_text() == ""  # a clean end leaves nothing to take over
+
+
+def test_deleting_a_symlinked_avatar_removes_the_link_and_keeps_what_it_points_to(layout, tmp_path):
+    elsewhere = tmp_path / "shared" / "bob"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "bob.mp4").write_bytes(b"the video")
+    layout.videos_dir().mkdir(parents=True)
+    layout.video_dir("bob").symlink_to(elsewhere)
+    with client_for(layout) as client:
+        assert avatar_states(client)["bob"] == "not trained"
+        assert client.delete("/api/avatars/bob").status_code == 204
+        assert all(a["name"] != "bob" for a in client.get("/api/avatars").json())
+        assert client.delete("/api/avatars/bob").status_code == 404
+    assert not layout.video_dir("bob").is_symlink() and (elsewhere / "bob.mp4").read_bytes() == b"the video"
+
+
+def test_a_dropped_upload_is_no_traceback_in_the_log(layout, capsys, caplog):
+    import socket
+    from urllib.parse import urlsplit
+
+    app = create_app(layout.root, ServiceSettings(), LightRunner(layout))
+    with running_server(app, log_level="info") as url:
+        address = urlsplit(url)
+        with socket.create_connection((address.hostname, address.port)) as client:
+            head = f"POST /api/jobs?avatar={AVATAR} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+            client.sendall(head.encode() + bytes(5000))  # then the client goes: the upload is cut off
+        deadline = time.monotonic() + 10
+        while any((layout.root / "service" / "uploads").glob("*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+    logged = capsys.readouterr()
+    assert "Traceback" not in logged.out + logged.err + caplog.text and "Unhandled error" not in caplog.text
+    assert not any((layout.root / "service" / "uploads").glob("*"))
+
+
+def test_a_service_without_workers_is_refused():
+    from amg.core.errors import AmgError
+
+    with pytest.raises(AmgError, match="at least 1 worker"):
+        ServiceSettings(workers=0)
+
+
+@pytest.mark.parametrize("origin", ["example.org", "https://example.org/app", "*", "ftp://example.org", ""])
+def test_an_allowed_origin_no_browser_would_send_is_one_line(layout, capsys, origin):
+    from amg.cli import main as amg_main
+
+    assert amg_main(["serve", str(layout.root), "--allow-origin", origin]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Allowed origin {origin!r}: give it as a browser names it") and err.count("\n") == 1
+    assert not layout.server_lock().exists()  # refused before the server starts

@@ -1,7 +1,6 @@
 """Speech → per-video-frame (25 fps) features for lip-sync, alike for any voice, language and channel."""
 
 from amg.audio.features import (
-    BLOCK_NAMES,
     FPS,
     SAMPLE_RATE,
     AudioFeatures,
@@ -11,7 +10,6 @@ from amg.audio.features import (
 )
 
 __all__ = [
-    "BLOCK_NAMES",
     "FPS",
     "SAMPLE_RATE",
     "AudioFeatures",

@@ -29,12 +29,11 @@ from amg.config import FPS, AudioFeatureConfig, read_saved_config, save_config
 from amg.core.errors import AmgError
 from amg.core.fsutil import load_npz, save_npz
 from amg.core.layout import Layout
-from amg.media.audio import load_audio
+from amg.media.audio import clean_samples, load_audio
 
 SAMPLE_RATE = models.SAMPLE_RATE
 FRAME_HOP = SAMPLE_RATE // FPS  # 640 samples per video frame
 WINDOWS_PER_FRAME = FRAME_HOP // spectral.HOP  # 4 mel windows per video frame
-BLOCK_NAMES = ("mel", "embedding", "vad", "energy")
 # Bumped whenever the computation changes, so that features cached by older code are recomputed.
 FEATURE_VERSION = 1
 
@@ -92,16 +91,6 @@ class AudioFeatures:
             return cls(values=data["values"], blocks=blocks, vad=data["vad"])
         except KeyError as e:
             raise AmgError(f"Cannot read audio features from {path} ({e}); delete it to recompute.") from e
-
-
-def parse_blocks(cfg: AudioFeatureConfig) -> tuple[str, ...]:
-    names = cfg.blocks
-    unknown = [n for n in names if n not in BLOCK_NAMES]
-    if not names or unknown or len(set(names)) != len(names):
-        raise AmgError(
-            f"Audio feature blocks {','.join(cfg.blocks)!r}: list each of {', '.join(BLOCK_NAMES)} at most once."
-        )
-    return names
 
 
 def _db(power: np.ndarray) -> np.ndarray:
@@ -206,25 +195,15 @@ def assemble_features(
         "vad": lambda: vad[:, None],
         "energy": lambda: _energy(power, stats.level_dbfs, cfg)[:, None],
     }
-    names = parse_blocks(cfg)
-    parts = [builders[name]().astype(np.float32) for name in names]
+    parts = [builders[name]().astype(np.float32) for name in cfg.blocks]
     widths = np.cumsum([0] + [p.shape[1] for p in parts])
-    blocks = {name: slice(int(a), int(b)) for name, a, b in zip(names, widths[:-1], widths[1:])}
+    blocks = {name: slice(int(a), int(b)) for name, a, b in zip(cfg.blocks, widths[:-1], widths[1:])}
     return AudioFeatures(values=np.concatenate(parts, axis=1), blocks=blocks, vad=vad)
 
 
 def _energy(power: np.ndarray, level_dbfs: float, cfg: AudioFeatureConfig) -> np.ndarray:
     level = _db(frame_band_power(power) + 10.0 ** ((level_dbfs - cfg.floor_db) / 10.0))
     return (level - level_dbfs) / ENERGY_SCALE_DB
-
-
-def clean_samples(samples: np.ndarray) -> np.ndarray:
-    """Mono float32 samples in [-1, 1]: decoders never produce NaN or values past full scale, but synthetic or
-    processed input might."""
-    samples = np.asarray(samples, np.float32)
-    if samples.ndim != 1:
-        raise ValueError(f"expected mono samples of shape (n,), got {samples.shape}")
-    return np.clip(np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
 
 
 def compute_features(
@@ -239,7 +218,6 @@ def features_and_stats(
     samples: np.ndarray, cfg: AudioFeatureConfig, n_frames: int | None = None, stats: SpeechStats | None = None
 ) -> tuple[AudioFeatures, SpeechStats]:
     """`compute_features`, and the statistics it normalised with."""
-    names = parse_blocks(cfg)
     samples = clean_samples(samples)
     if n_frames is None:
         n_frames = math.ceil(len(samples) / FRAME_HOP)
@@ -252,7 +230,7 @@ def features_and_stats(
     if own:  # the level first: the embedding model is fed speech brought to the reference level
         stats = utterance_stats(power, speech, cfg)
     embedding = None
-    if "embedding" in names:
+    if "embedding" in cfg.blocks:
         embedding = models.speech_embedding(samples, n_frames, FRAME_HOP, embedding_gain(stats.level_dbfs))
         if own and cfg.embedding_normalize and speech is not None:
             stats.embedding_mean, stats.embedding_std = spread(embedding[speech], MIN_EMBEDDING_STD)

@@ -29,15 +29,14 @@ from amg.audio.features import (
     SpeechStats,
     assemble_features,
     band_power,
-    clean_samples,
     embedding_gain,
     frame_band_power,
     log_mel,
-    parse_blocks,
     reference_stats,
     speech_level_dbfs,
 )
 from amg.config import AudioFeatureConfig
+from amg.media.audio import clean_samples
 
 # 16 kHz samples of one 8 kHz VAD chunk, and the margin either side that makes its resampling exact (past the
 # 20-sample reach of resample_poly's filter; even, so that the 2:1 phases line up).
@@ -122,7 +121,6 @@ class FeatureStream:
     """
 
     def __init__(self, cfg: AudioFeatureConfig, stats: SpeechStats | None = None, keep: int = 500):
-        parse_blocks(cfg)
         self.cfg = cfg
         self.fixed_stats = stats
         self.running = _RunningStats(cfg)

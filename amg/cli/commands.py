@@ -15,10 +15,13 @@ from typing import Callable
 
 from amg import __version__
 from amg.config import (
+    BLINK_MODES,
     FRAMINGS,
     LABEL,
     MAX_BLINK_RATE,
     MAX_LABEL_CHARS,
+    MAX_POSE_SCALE,
+    POSE_MODES,
     PRESETS,
     AvatarConfig,
     MotionOptions,
@@ -28,11 +31,18 @@ from amg.config import (
     read_saved_config,
     resolve_increments,
 )
+from amg.core.dataclass_io import MAX_FLOAT, MAX_INT
 from amg.core.errors import AmgError
 from amg.core.layout import Layout
 from amg.core.precision import PRECISIONS
+from amg.service.settings import ServiceSettings
 
 log = logging.getLogger("amg")
+
+# Bounds of the command line's own numeric options (the config's options follow amg.core.dataclass_io's rule).
+MIN_CHUNK_MS, MAX_CHUNK_MS = 1, 1000  # a microphone's block: 1 ms is 16 samples, 1 s past any useful latency
+MAX_LOOKAHEAD = 100  # frames (4 s): the lip-sync network itself sees 16
+MAX_WORKERS = 256
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,14 +63,60 @@ def _checked_float(text: str, ok, expected: str) -> float:
     return value
 
 
-def _positive_minutes(text: str) -> float:
-    return _checked_float(text, lambda minutes: minutes > 0, "a positive number of minutes")
+def _checked_int(text: str, low: int, high: int, expected: str) -> int:
+    """`text` as an integer from `low` to `high`, else argparse's one-line usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def _positive(unit: str) -> Callable[[str], float]:
+    """A positive number of `unit`, at most the config's MAX_FLOAT (beyond it a size or duration overflows)."""
+
+    def positive(text: str) -> float:
+        return _checked_float(
+            text, lambda value: 0 < value <= MAX_FLOAT, f"a positive number of {unit} (at most {MAX_FLOAT:g})"
+        )
+
+    return positive
 
 
 def _blink_rate(text: str) -> float:
     return _checked_float(
-        text, lambda rate: 0 <= rate <= MAX_BLINK_RATE, f"a multiplier between 0 and {MAX_BLINK_RATE:g}"
+        text, lambda rate: 0 <= rate <= MAX_BLINK_RATE, f"a multiplier between 0 and {MAX_BLINK_RATE}"
     )
+
+
+def _pose_scale(text: str) -> float:
+    return _checked_float(text, lambda scale: 0 <= scale <= MAX_POSE_SCALE, f"a number from 0 to {MAX_POSE_SCALE}")
+
+
+def _seed(text: str) -> int:
+    return _checked_int(text, 0, MAX_INT, f"a whole number from 0 to {MAX_INT}")
+
+
+def _holdout(text: str) -> float:
+    return _checked_float(text, lambda fraction: 0 < fraction < 1, "a fraction between 0 and 1")
+
+
+def _chunk_ms(text: str) -> float:
+    return _checked_float(text, lambda ms: MIN_CHUNK_MS <= ms <= MAX_CHUNK_MS, f"{MIN_CHUNK_MS}-{MAX_CHUNK_MS} ms")
+
+
+def _lookahead(text: str) -> int:
+    return _checked_int(text, 0, MAX_LOOKAHEAD, f"0-{MAX_LOOKAHEAD} frames")
+
+
+def _port(text: str) -> int:
+    return _checked_int(text, 1, 65535, "a TCP port from 1 to 65535")
+
+
+def _workers(text: str) -> int:
+    return _checked_int(text, 1, MAX_WORKERS, f"1-{MAX_WORKERS} workers")
 
 
 def _parse_overrides(pairs: list[str]) -> dict[str, str]:
@@ -120,7 +176,8 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     from amg.tracking.preprocess import preprocess
 
     overrides = _parse_overrides(args.set)
-    overrides["size"] = args.size
+    if args.size is not None:  # --size wins over --set size=
+        overrides["size"] = args.size
     layout = _existing_layout(args.dataroot)
     # Options not given keep the values the video was preprocessed with (as `amg run` does): a re-run without
     # --size must not redo a 512-px avatar at 256 and leave its trained models behind.
@@ -351,15 +408,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from amg.service.app import ServiceSettings, serve
+    from amg.service.app import serve
 
+    layout = _existing_layout(args.dataroot)  # a typo must not start a server on a new, empty DATAROOT
     settings = ServiceSettings(
         max_upload_mb=args.max_upload_mb,
         max_audio_s=args.max_audio_s,
+        live_idle_s=args.live_idle_s,
         workers=args.workers,
         precision=args.precision or "auto",
+        allowed_origins=tuple(args.allow_origin),
     )
-    serve(args.dataroot, args.host, args.port, settings, args.ray)
+    serve(layout.root, args.host, args.port, settings, args.ray)
 
 
 def cmd_batch(args: argparse.Namespace) -> None:
@@ -378,8 +438,11 @@ def cmd_batch(args: argparse.Namespace) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     from amg.cli.samples import install_samples
 
-    names = install_samples(Layout(args.dataroot))
-    print(f"Sample inputs in {Layout(args.dataroot).root / 'input_data'}: {', '.join(names)}")
+    layout = Layout(args.dataroot)  # made if missing: this is how a newcomer's first DATAROOT comes to be
+    if layout.root.exists() and not layout.root.is_dir():
+        raise AmgError(f"DATAROOT {layout.root} is a file: give the path of a folder (a new one is made).")
+    names = install_samples(layout)
+    print(f"Sample inputs in {layout.root / 'input_data'}: {', '.join(names)}")
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -392,7 +455,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     )
     _add_precision_option(parser)
     parser.add_argument(
-        "--max-minutes", type=_positive_minutes, help="stop image-GAN training after this long (resumable)"
+        "--max-minutes", type=_positive("minutes"), help="stop image-GAN training after this long (resumable)"
     )
     _add_config_options(parser)
 
@@ -406,16 +469,18 @@ def _add_speech_and_avatar(parser: argparse.ArgumentParser) -> None:
 def _add_motion_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pose",
-        choices=["generate", "static", "replay"],
+        choices=POSE_MODES,
         default="generate",
         help="head motion: generated from the audio, held still, or replayed from the video",
     )
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed of the head motion and the blinks")
-    parser.add_argument("--temperature", type=float, default=1.0, help="head-motion randomness (0: most likely)")
-    parser.add_argument("--intensity", type=float, default=1.0, help="head-motion amplitude scale")
+    parser.add_argument("--seed", type=_seed, default=0, help="sampling seed of the head motion and the blinks")
+    parser.add_argument(
+        "--temperature", type=_pose_scale, default=1.0, help="head-motion randomness (0: most likely; up to 5)"
+    )
+    parser.add_argument("--intensity", type=_pose_scale, default=1.0, help="head-motion amplitude scale (0-5)")
     parser.add_argument(
         "--blinks",
-        choices=["natural", "off"],
+        choices=BLINK_MODES,
         default="natural",
         help="natural: blink as often as the person does in the avatar video; off: never",
     )
@@ -423,7 +488,7 @@ def _add_motion_options(parser: argparse.ArgumentParser) -> None:
         "--blink-rate",
         type=_blink_rate,
         default=1.0,
-        help=f"multiplies the avatar's own blink rate (0-{MAX_BLINK_RATE:g}; 1: as in its video)",
+        help=f"multiplies the avatar's own blink rate (0-{MAX_BLINK_RATE}; 1: as in its video)",
     )
 
 
@@ -493,9 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--input", default="mic", help="mic (the default microphone) or a speech file played in real time"
     )
     live.add_argument("--output", default="window", help="window, or FILE.mp4 to record the stream with its sound")
-    live.add_argument("--chunk-ms", type=float, default=80.0, help="audio chunk size (a microphone's block)")
+    live.add_argument("--chunk-ms", type=_chunk_ms, default=80.0, help="audio chunk size (a microphone's block)")
     live.add_argument(
-        "--lookahead", type=int, default=8, help="frames of speech seen past each frame (latency +40 ms each)"
+        "--lookahead", type=_lookahead, default=8, help="frames of speech seen past each frame (latency +40 ms each)"
     )
     _add_motion_options(live)
     _add_precision_option(live)
@@ -507,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("dataroot")
     evaluate.add_argument("video_name")
-    evaluate.add_argument("--holdout", type=float, default=0.15, help="fraction of the video held out (its tail)")
+    evaluate.add_argument("--holdout", type=_holdout, default=0.15, help="fraction of the video held out (its tail)")
     evaluate.add_argument(
         "--audio",
         action="append",
@@ -515,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="AUDIO_NAME",
         help="also drive the avatar with this speech (no ground truth; repeatable)",
     )
-    evaluate.add_argument("--seed", type=int, default=0, help="head-motion sampling seed")
+    evaluate.add_argument("--seed", type=_seed, default=0, help="head-motion sampling seed")
     evaluate.add_argument("--enhance", action="store_true", help="also measure the face refiner's output")
     _add_training_options(evaluate)
     evaluate.set_defaults(func=cmd_eval)
@@ -523,10 +588,25 @@ def build_parser() -> argparse.ArgumentParser:
     service = sub.add_parser("serve", help="HTTP API and web page: upload speech, pick an avatar, watch the result")
     service.add_argument("dataroot")
     service.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    service.add_argument("--port", type=int, default=8000)
-    service.add_argument("--workers", type=int, default=1, help="jobs run at once")
-    service.add_argument("--max-upload-mb", type=float, default=50.0, help="largest speech upload")
-    service.add_argument("--max-audio-s", type=float, default=600.0, help="longest speech a job may render")
+    service.add_argument("--port", type=_port, default=8000)
+    service.add_argument("--workers", type=_workers, default=1, help="jobs (and live streams) run at once")
+    service.add_argument("--max-upload-mb", type=_positive("MB"), default=50.0, help="largest speech upload")
+    service.add_argument(
+        "--max-audio-s", type=_positive("seconds"), default=600.0, help="longest speech a job may render"
+    )
+    service.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web page's origin (https://example.org) that may use the service besides its own (repeatable)",
+    )
+    service.add_argument(
+        "--live-idle-s",
+        type=_positive("seconds"),
+        default=ServiceSettings.live_idle_s,
+        help="a live stream that sends no speech for this long is closed, freeing its slot",
+    )
     service.add_argument(
         "--ray",
         nargs="?",
@@ -544,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
         "manifest", help="CSV with columns audio,avatar (names in DATAROOT) and optionally seed,blinks,blink_rate,pose"
     )
     batch.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="on Ray actors, as `amg serve --ray`")
-    batch.add_argument("--workers", type=int, default=1, help="renders at once (Ray actors with --ray)")
+    batch.add_argument("--workers", type=_workers, default=1, help="renders at once (Ray actors with --ray)")
     batch.set_defaults(func=cmd_batch)
 
     sample = sub.add_parser("sample", help="put the sample media shipped with the installed packages in DATAROOT")
@@ -558,6 +638,25 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print the findings as JSON")
     verify.set_defaults(func=cmd_verify)
     return parser
+
+
+# errno values that mean the disk, the user's quota or the file size limit is full.
+_FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_ACCESS_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _os_error_line(exc: OSError) -> str | None:
+    """The one line for a system error the user can act on (a full disk, a folder AMG may not write); None for
+    any other, which is a bug to report with its traceback."""
+    if exc.errno in _FULL_DISK:
+        where = f" in {Path(exc.filename).parent}" if exc.filename else ""
+        return (
+            f"could not write{where} ({exc.strerror}): free some space and run the same command again (what was "
+            "finished is kept; nothing was left half-written)."
+        )
+    if exc.errno in _ACCESS_DENIED and exc.filename is not None:
+        return _access_denied(exc)
+    return None
 
 
 def _access_denied(exc: OSError) -> str:
@@ -598,9 +697,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or exc.filename is None:
+        line = _os_error_line(exc)
+        if line is None:
             raise
-        print(f"error: {_access_denied(exc)}", file=sys.stderr)
+        print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished outputs are kept; run the same command again to continue.", file=sys.stderr)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from amg.config.limits import FRACTION, LOSS_WEIGHT, RATE
+from amg.core.dataclass_io import MAX_INT
+
 
 @dataclass
 class EnhanceConfig:
@@ -15,6 +18,20 @@ class EnhanceConfig:
     # Schedule fields: changing one resumes or extends training from the checkpoint; any other field changes what
     # the weights are, and the model is trained again from scratch.
     SCHEDULE: ClassVar[tuple[str, ...]] = ("steps", "lr_g", "lr_d", "eval_every", "save_every")
+    # Bounds narrower than the one range rule (amg.core.dataclass_io): what the refiner works with.
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "scale": (1.0, 4.0),
+        "margin": FRACTION,
+        "ngf": (1, 256),
+        "n_blocks": (0, 32),
+        "ndf": (1, 512),
+        "batch_size": (1, 256),
+        "lr_g": RATE,
+        "lr_d": RATE,
+        **dict.fromkeys(("l1_weight", "mouth_weight", "gan_weight", "feature_matching_weight"), LOSS_WEIGHT),
+        "feather": (0.0, 0.5),  # of the crop's side, from each edge
+        "max_frames": (1, MAX_INT),
+    }
 
     scale: float = 2.0  # refined face crop side / its side in the generator's output
     margin: float = 0.12  # crop box around the face oval, per side, as a fraction of the face's extent

@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from amg.config.limits import LOSS_WEIGHT, RATE
+from amg.core.errors import AmgError
+
+# The smallest image the PatchGAN discriminator judges (its three stride-2 and two 4x4 layers need 24 px), at
+# its coarsest scale.
+MIN_DISCRIMINATED_SIZE = 24
+
 
 @dataclass
 class GanConfig:
@@ -19,6 +26,39 @@ class GanConfig:
     # Schedule fields: changing one resumes or extends training from the checkpoint; any other field changes what
     # the weights are, and the model is trained again from scratch.
     SCHEDULE: ClassVar[tuple[str, ...]] = ("steps", "lr_g", "lr_d", "eval_every", "save_every", "eval_frames")
+    # Bounds narrower than the one range rule (amg.core.dataclass_io): what the networks work with.
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "size": (32, 2048),
+        "ngf": (1, 512),
+        "max_channels": (1, 4096),
+        "n_levels": (1, 8),
+        "context": (0, 8),
+        "n_candidates": (1, 4),  # the candidate slots (amg.gan.candidates.SLOTS)
+        "bank_size": (1, 100_000),
+        "ndf": (1, 512),
+        "n_scales": (1, 4),
+        "clip_frames": (1, 16),
+        "batch_clips": (1, 256),
+        "lr_g": RATE,
+        "lr_d": RATE,
+        "weight_decay": RATE,
+        **dict.fromkeys(
+            (
+                "l1_weight",
+                "mouth_weight",
+                "alpha_weight",
+                "gan_weight",
+                "feature_matching_weight",
+                "temporal_weight",
+                "perceptual_weight",
+                "perceptual_full_weight",
+            ),
+            LOSS_WEIGHT,
+        ),
+        "mouth_crop": (32, 512),  # the perceptual network's first layers need 32 px
+        "ema_decay": (0.0, 1.0),
+        "eval_frames": (1, 1000),
+    }
 
     size: int = 256  # generated crop side; the preprocessed crop is resized to it
     ngf: int = 16  # generator width at the first (half-resolution) level
@@ -67,3 +107,17 @@ class GanConfig:
     eval_every: int = 250  # held-out metrics and a sample grid (conditioning | generated | real)
     save_every: int = 100
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # The U-Net halves the image n_levels times and concatenates each level with the one it came from.
+        if self.size % 2**self.n_levels:
+            raise AmgError(
+                f"Config gan.size: {self.size} px cannot be halved {self.n_levels} times (gan.n_levels): use a "
+                f"multiple of {2**self.n_levels}."
+            )
+        coarsest = self.size / 2 ** (self.n_scales - 1)
+        if coarsest < MIN_DISCRIMINATED_SIZE:
+            raise AmgError(
+                f"Config gan.n_scales: {self.n_scales} scales of a {self.size}-px image end at {coarsest:g} px, "
+                f"below the {MIN_DISCRIMINATED_SIZE} px the discriminator needs: use fewer scales or a larger size."
+            )

@@ -13,6 +13,7 @@ import yaml
 
 from amg.core.dataclass_io import RUN_KEY, config_from_dict, nest_dotted_keys, read_saved_values
 from amg.core.errors import AmgError
+from amg.core.fsutil import read_user_text
 
 C = TypeVar("C")
 
@@ -74,7 +75,7 @@ def _read_yaml(yaml_path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise AmgError(f"Config file not found: {path}")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml.safe_load(read_user_text(path)) or {}
     except yaml.YAMLError as exc:
         raise AmgError(f"Config file {path} is not valid YAML: {exc}") from None
     if not isinstance(loaded, dict):

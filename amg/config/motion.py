@@ -6,13 +6,39 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from amg.core.dataclass_io import as_items
+from amg.config.limits import DROPOUT, FRACTION, LOSS_WEIGHT, NOISE, RATE
+from amg.core.constants import SAMPLE_RATE
+from amg.core.dataclass_io import MAX_FLOAT, as_items
 from amg.core.errors import AmgError
+
+# The speech feature blocks (amg.audio.features), in their column order.
+FEATURE_BLOCKS: tuple[str, ...] = ("mel", "embedding", "vad", "energy")
+# The smallest ridge penalty that keeps the regressions' normal equations solvable.
+MIN_RIDGE = 1e-6
+
+
+def feature_blocks(option: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """`names` in one canonical spelling (lower case), or AmgError unless each is a feature block, listed once."""
+    names = tuple(name.lower() for name in as_items(names))
+    if not names or not set(names) <= set(FEATURE_BLOCKS) or len(set(names)) != len(names):
+        raise AmgError(
+            f"Config {option}: list each of {', '.join(FEATURE_BLOCKS)} at most once, got {','.join(names)!r}."
+        )
+    return names
 
 
 @dataclass
 class AudioFeatureConfig:
     """Speech → per-video-frame (25 fps) lip-sync features (amg.audio), alike for any voice and channel."""
+
+    # Bounds narrower than the one range rule (amg.core.dataclass_io).
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "n_mels": (1, 128),
+        "fmin": (0.0, SAMPLE_RATE / 2),
+        "fmax": (0.0, SAMPLE_RATE / 2),
+        "floor_db": (1.0, 200.0),
+        "vad_threshold": FRACTION,
+    }
 
     # Feature blocks, in this column order (a list, or "mel, vad" from --set): mel, embedding, vad, energy.
     blocks: tuple[str, ...] = ("mel", "embedding", "vad", "energy")
@@ -34,7 +60,9 @@ class AudioFeatureConfig:
 
     def __post_init__(self) -> None:
         # One canonical spelling, so that ("mel", "vad") in code and "Mel, vad" from YAML compare equal.
-        self.blocks = tuple(name.lower() for name in as_items(self.blocks))
+        self.blocks = feature_blocks("motion.features.blocks", self.blocks)
+        if self.fmin >= self.fmax:
+            raise AmgError(f"Config motion.features: fmin ({self.fmin:g} Hz) must be below fmax ({self.fmax:g} Hz).")
 
 
 @dataclass
@@ -46,6 +74,20 @@ class Audio2ExpressionConfig:
     # Schedule fields: changing one resumes or extends training from the checkpoint; any other field changes what
     # the weights are, and the model is trained again from scratch.
     SCHEDULE: ClassVar[tuple[str, ...]] = ("steps", "lr", "eval_every", "save_every")
+    # Bounds narrower than the one range rule (amg.core.dataclass_io): what the network works with.
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "hidden": (1, 1024),
+        "dilations": (1, 64),
+        "dropout": DROPOUT,
+        "batch_size": (1, 4096),
+        "window": (1, 10_000),
+        "lr": RATE,
+        "weight_decay": RATE,
+        "mouth_weight": LOSS_WEIGHT,
+        "velocity_weight": LOSS_WEIGHT,
+        "feature_noise": NOISE,
+        "speeds": (0.5, 2.0),
+    }
 
     hidden: int = 64
     dilations: tuple[int, ...] = (1, 2, 4, 8, 1)  # kernel-3 blocks: ±16 frames (±0.64 s) of audio context
@@ -72,8 +114,8 @@ class Audio2ExpressionConfig:
 
     def __post_init__(self) -> None:
         self.speeds = tuple(float(s) for s in as_items(self.speeds))
-        if any(not 0.5 <= s <= 2.0 for s in self.speeds):
-            raise AmgError(f"motion.expression.speeds must lie between 0.5 and 2, got {self.speeds}.")
+        if not self.dilations:
+            raise AmgError("Config motion.expression.dilations: the lip-sync network needs at least one block.")
 
 
 @dataclass
@@ -85,6 +127,20 @@ class Audio2PoseConfig:
     # Schedule fields: changing one resumes or extends training from the checkpoint; any other field changes what
     # the weights are, and the model is trained again from scratch.
     SCHEDULE: ClassVar[tuple[str, ...]] = ("steps", "lr", "eval_every", "save_every")
+    # Bounds narrower than the one range rule (amg.core.dataclass_io): what the network works with.
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "hidden": (1, 1024),
+        "history": (1, 250),
+        "audio_context": (0, 250),
+        "n_mixtures": (1, 64),
+        "dropout": DROPOUT,
+        "batch_size": (1, 100_000),
+        "lr": RATE,
+        "weight_decay": RATE,
+        "history_noise": NOISE,
+        "feature_noise": NOISE,
+        "clamp_margin": (0.0, 10.0),  # of the training range, each side
+    }
 
     # Small on purpose: one avatar video gives a few thousand strongly correlated frames, and wider nets learn
     # them by heart (on a 30-s video hidden 64 already fits the held-out tail worse than 32).
@@ -113,7 +169,7 @@ class Audio2PoseConfig:
 
     def __post_init__(self) -> None:
         # Canonical spelling, as for AudioFeatureConfig.blocks: the checkpoint's config must compare equal.
-        self.audio_blocks = tuple(name.lower() for name in as_items(self.audio_blocks))
+        self.audio_blocks = feature_blocks("motion.pose.audio_blocks", self.audio_blocks)
 
 
 @dataclass
@@ -122,6 +178,7 @@ class Head2BodyConfig:
 
     # Read from older saved configs and checkpoints, and ignored: the holdout is AvatarConfig.holdout now.
     RETIRED: ClassVar[tuple[str, ...]] = ("holdout",)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"ridge": (MIN_RIDGE, MAX_FLOAT)}
 
     ridge: float = 1.0
     smooth_window: int = 15  # shoulders move slowly; the head's small jitter must not shake them
@@ -140,6 +197,7 @@ class Pose2FaceConfig:
 
     # Read from older saved configs and checkpoints, and ignored: the holdout is AvatarConfig.holdout now.
     RETIRED: ClassVar[tuple[str, ...]] = ("holdout",)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"ridge": (MIN_RIDGE, MAX_FLOAT)}
 
     ridge: float = 0.1  # per training frame, on standardised pose features
 
@@ -147,6 +205,20 @@ class Pose2FaceConfig:
 @dataclass
 class EyesConfig:
     """Eyes, brows and gaze (amg.motion.eyes): the stochastic model of what speech does not drive."""
+
+    # Bounds narrower than the one range rule (amg.core.dataclass_io).
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "blink_ratio": (0.05, 1.0),
+        "max_blink_frames": (1, 250),
+        "blink_pad": (0, 25),
+        "blink_depth": FRACTION,
+        "min_interval_shape": (0.1, 100.0),
+        "max_interval_shape": (0.1, 100.0),
+        "max_pause_gain": (1.0, 100.0),
+        "drift_components": (0, 64),
+        "max_rho": (0.0, 0.9999),  # 1 would be a random walk: the drift would wander off
+        "min_energy_corr": FRACTION,
+    }
 
     # A blink: the mean eye opening (lid gap over eye width) under this fraction of the video's median, for at
     # most max_blink_frames (longer is looking down). Each blink's shape keeps blink_pad frames either side.
@@ -163,6 +235,13 @@ class EyesConfig:
     max_rho: float = 0.995  # frame-to-frame correlation bound of the drift (keeps it stationary)
     min_energy_corr: float = 0.2  # a drift component follows speech energy only when the video shows this link
 
+    def __post_init__(self) -> None:
+        if self.min_interval_shape > self.max_interval_shape:
+            raise AmgError(
+                f"Config motion.eyes: min_interval_shape ({self.min_interval_shape:g}) is above max_interval_shape "
+                f"({self.max_interval_shape:g})."
+            )
+
 
 @dataclass
 class MotionConfig:
@@ -174,3 +253,11 @@ class MotionConfig:
     body: Head2BodyConfig = field(default_factory=Head2BodyConfig)
     pose2face: Pose2FaceConfig = field(default_factory=Pose2FaceConfig)
     eyes: EyesConfig = field(default_factory=EyesConfig)
+
+    def __post_init__(self) -> None:
+        missing = set(self.pose.audio_blocks) - set(self.features.blocks)
+        if missing:
+            raise AmgError(
+                f"Config motion.pose.audio_blocks: the head-motion model reads {', '.join(sorted(missing))}, which "
+                f"motion.features.blocks does not compute."
+            )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
+from amg.config.limits import FRACTION
 from amg.core.constants import FPS, SAMPLE_RATE
 from amg.core.errors import AmgError
 
@@ -11,6 +13,20 @@ from amg.core.errors import AmgError
 @dataclass
 class PreprocessConfig:
     """Stage 1: avatar video → crop, tracks, matte, background plate."""
+
+    # Bounds narrower than the one range rule (amg.core.dataclass_io): what the trackers work with.
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "sample_rate": (8000, 48000),
+        "size": (64, 2048),  # smaller crops leave the face mesh too few pixels
+        "track_size": (64, 4096),
+        "crop_scale": (1.0, 10.0),  # face heights
+        "crop_face_center_y": FRACTION,
+        "min_face_fraction": FRACTION,
+        "pose_size": (64, 1024),
+        "n_expression": (1, 256),
+        "background_samples": (1, 10_000),
+        "matte_threshold": FRACTION,
+    }
 
     fps: int = FPS  # the frame rate the avatar video is resampled to; AMG works at FPS only
     sample_rate: int = SAMPLE_RATE

@@ -7,6 +7,7 @@ import typing
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from amg.core.dataclass_io import MAX_INT
 from amg.core.errors import AmgError
 from amg.core.precision import Precision
 
@@ -28,6 +29,12 @@ class RenderConfig:
 
     # Read from older saved configs, and ignored: `framing` replaced it (its "true" is the default now).
     RETIRED: ClassVar[tuple[str, ...]] = ("full_frame",)
+    # Bounds narrower than the one range rule (amg.core.dataclass_io).
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "chunk": (1, 1024),
+        "crf": (0, 51),  # H.264's quality scale
+        "feather": (0.0, 0.5),  # of the crop's side, from each edge
+    }
 
     # Frames generated per batch: memory stays flat however long the audio. Larger batches are no faster
     # with ONNX Runtime, and each frame's inputs take 6 MB at 256 px.
@@ -53,6 +60,7 @@ class RenderConfig:
             raise AmgError(f"Config render.framing: use one of {', '.join(FRAMINGS)}, got {self.framing!r}.")
         if self.upscale not in (1, 2, 3, 4):
             raise AmgError(f"Config render.upscale: use 1, 2, 3 or 4, got {self.upscale!r}.")
+        check_label("render.label", self.label)
 
 
 @dataclass
@@ -76,18 +84,37 @@ class LiveConfig:
             raise AmgError("Config live: lookahead >= 0, history >= 24, chunk >= 1 and max_latency_s > 0.")
         if self.engine not in ENGINES:
             raise AmgError(f"Config live.engine: use one of {', '.join(ENGINES)}, got {self.engine!r}.")
+        check_label("live.label", self.label)
+
+
+def check_label(option: str, label: str) -> None:
+    """AmgError unless `label` is a visible label a frame can show: printable, one line, at most MAX_LABEL_CHARS."""
+    if len(label) > MAX_LABEL_CHARS or not label.isprintable():
+        raise AmgError(f"Config {option}: printable text on one line, at most {MAX_LABEL_CHARS} characters.")
 
 
 BlinkMode = Literal["natural", "off"]
 BLINK_MODES: tuple[str, ...] = typing.get_args(BlinkMode)
-MAX_BLINK_RATE = 5.0  # × the avatar's own rate: beyond it blinks run into each other
+MAX_BLINK_RATE = 5  # × the avatar's own rate: beyond it blinks run into each other
+# Head-motion temperature and intensity: beyond it the sampled motion is past anything the avatar's video shows
+# (the poses are soft-clamped to its range widened by a quarter, and intensity scales them after that).
+MAX_POSE_SCALE = 5
+PoseMode = Literal["generate", "static", "replay"]
+POSE_MODES: tuple[str, ...] = typing.get_args(PoseMode)
 
 
 @dataclass
 class MotionOptions:
     """How motion is made for a new speech, beyond what speech decides (the CLI's and the service's options)."""
 
-    pose: Literal["generate", "static", "replay"] = "generate"
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "seed": (0, MAX_INT),
+        "temperature": (0, MAX_POSE_SCALE),
+        "intensity": (0, MAX_POSE_SCALE),
+        "blink_rate": (0, MAX_BLINK_RATE),
+    }
+
+    pose: PoseMode = "generate"
     seed: int = 0  # of the head motion and the blinks
     temperature: float = 1.0
     intensity: float = 1.0
@@ -95,9 +122,12 @@ class MotionOptions:
     blink_rate: float = 1.0  # multiplies the avatar's own blink rate
 
     def __post_init__(self) -> None:
+        # Checked here, not only by the config loader: the CLI, a batch manifest and the service build these.
+        if self.pose not in POSE_MODES:
+            raise AmgError(f"Unknown pose mode {self.pose!r}: use one of {', '.join(POSE_MODES)}.")
         if self.blinks not in BLINK_MODES:
             raise AmgError(f"Unknown blink mode {self.blinks!r}: use one of {', '.join(BLINK_MODES)}.")
-        if not 0 <= self.blink_rate <= MAX_BLINK_RATE:
-            raise AmgError(
-                f"The blink rate multiplier must be between 0 and {MAX_BLINK_RATE:g}, got {self.blink_rate:g}."
-            )
+        for name, (low, high) in self.LIMITS.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise AmgError(f"The motion option {name} must be from {low} to {high}, got {value!r}.")

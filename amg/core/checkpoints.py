@@ -3,10 +3,11 @@ whether anything is left to train (a changed schedule continues, a changed model
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -31,10 +32,21 @@ class TrainingRun:
         return {"holdout": self.holdout, "precision": precision}
 
 
-def save_checkpoint(path: Path, **content: Any) -> None:
-    """torch.save to a temporary file, then rename: a crash mid-write never corrupts the last checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(content, tmp)
+# Files that describe a checkpoint (its stage's config, the GAN's candidate bank), each with the function that
+# writes it to a given path.
+Companions = Mapping[Path, Callable[[Path], None]]
+
+
+def save_checkpoint(path: Path, companions: Companions | None = None, **content: Any) -> None:
+    """torch.save to a temporary file, then rename: a crash mid-write never corrupts the last checkpoint. The
+    `companions` are written to temporary files first and renamed with it, only once every one is written: a
+    failed write (a full disk) leaves the old checkpoint beside the old files that describe it."""
+    with contextlib.ExitStack() as stack:
+        for companion, write in (companions or {}).items():
+            write(stack.enter_context(atomic_path(companion)))
+        # Through a Python file, so that a failed write is the OSError it is (a path makes it a RuntimeError).
+        with stack.enter_context(atomic_path(path)).open("wb") as f:
+            torch.save(content, f)
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Typed configs (dataclasses) to and from plain dicts and YAML: nested configs, dotted keys (`--set
-gan.steps=500`), one range rule for numbers, unknown keys refused, and the split between a config's *model*
-fields (what trained weights depend on) and its *schedule* (`SCHEDULE`: steps, rates, cadences)."""
+gan.steps=500`), one range rule for numbers (with the bounds a class declares in `LIMITS`), unknown keys
+refused, and the split between a config's *model* fields (what trained weights depend on) and its *schedule*
+(`SCHEDULE`: steps, rates, cadences)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ from amg.core.errors import AmgError
 from amg.core.fsutil import write_text
 
 C = TypeVar("C")
+
+# The ceilings of the one range rule: no option means anything beyond them. A count past a 32-bit integer
+# overflows the libraries underneath (numpy's seeds, OpenCV's sizes); the largest float option is min_duration_s.
+MAX_INT = 2**31 - 1
+MAX_FLOAT = 1e6
 
 
 def config_from_dict(cls: type[C], values: dict[str, Any] | None, prefix: str = "") -> C:
@@ -37,7 +43,8 @@ def config_from_dict(cls: type[C], values: dict[str, Any] | None, prefix: str = 
             f"Unknown {cls.__name__} option(s): {', '.join(prefix + u for u in unknown)}. "
             f"Known: {', '.join(sorted(prefix + k for k in known))}."
         )
-    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items() if v is not None}
+    limits = getattr(cls, "LIMITS", {})
+    kwargs = {k: _coerce(v, hints[k], prefix + k, limits.get(k)) for k, v in values.items() if v is not None}
     return cls(**kwargs)
 
 
@@ -55,13 +62,13 @@ def nest_dotted_keys(values: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def _coerce(value: Any, tp: Any, name: str) -> Any:
+def _coerce(value: Any, tp: Any, name: str, bounds: tuple[float, float] | None = None) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(value, args[0], name)
+        return _coerce(value, args[0], name, bounds)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -79,19 +86,27 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         return bool(value)
     if origin is tuple:  # tuple[X, ...]: a YAML list, or "a, b" from --set
         item = typing.get_args(tp)[0]
-        return tuple(_coerce(v, item, f"{name}[{i}]") for i, v in enumerate(as_items(value)))
+        return tuple(_coerce(v, item, f"{name}[{i}]", bounds) for i, v in enumerate(as_items(value)))
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
             raise AmgError(f"Config {name}: use one of {', '.join(map(str, allowed))}, got {value!r}.")
         return value
-    if tp in (int, float, str):
-        try:
-            coerced = tp(value)
-        except (TypeError, ValueError):
-            raise AmgError(f"Config {name}: expected {tp.__name__}, got {value!r}.") from None
-        return coerced if tp is str else _in_range(coerced, name)
+    if tp is str:
+        return str(value)
+    if tp in (int, float):
+        return _in_range(_number(value, tp, name), name, bounds)
     return value
+
+
+def _number(value: Any, tp: type, name: str) -> int | float:
+    """`value` as an int or float; a bool (YAML's `yes`) or a fraction for an int is the wrong type, not 1 or 7."""
+    try:
+        if isinstance(value, bool) or (tp is int and isinstance(value, float) and not value.is_integer()):
+            raise TypeError
+        return tp(value)
+    except (TypeError, ValueError, OverflowError):
+        raise AmgError(f"Config {name}: expected {tp.__name__}, got {value!r}.") from None
 
 
 def as_items(value: Any) -> tuple:
@@ -101,13 +116,23 @@ def as_items(value: Any) -> tuple:
     return tuple(value)
 
 
-def _in_range(number: int | float, name: str) -> int | float:
+def _in_range(number: int | float, name: str, bounds: tuple[float, float] | None = None) -> int | float:
     """The one range rule every numeric option follows: sizes, counts, steps, weights, rates and durations are
-    finite and never negative, and periods (`*_every`: an action every N steps or frames) are at least 1."""
+    finite and never negative, periods (`*_every`: an action every N steps or frames) at least 1, and nothing
+    passes MAX_INT or MAX_FLOAT; `bounds`, from the class's LIMITS, narrow that to what the option's network or
+    algorithm works with (a generator's size, a dropout below 1)."""
     low = 1 if name.rsplit(".", 1)[-1].endswith("_every") else 0
-    if not math.isfinite(number) or number < low:
-        raise AmgError(f"Config {name}: expected a finite number >= {low}, got {number!r}.")
+    low, high = bounds or (low, MAX_INT if isinstance(number, int) else MAX_FLOAT)
+    finite = isinstance(number, int) or math.isfinite(number)  # an int is (and may be too large for a float)
+    if not finite or number < low:
+        raise AmgError(f"Config {name}: expected a finite number >= {_shown(low)}, got {number!r}.")
+    if number > high:
+        raise AmgError(f"Config {name}: expected a number <= {_shown(high)}, got {number!r}.")
     return number
+
+
+def _shown(bound: int | float) -> str:
+    return f"{bound:g}" if isinstance(bound, float) else str(bound)
 
 
 def model_fields(config: Any) -> dict[str, Any]:

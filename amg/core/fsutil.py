@@ -1,7 +1,9 @@
-"""Atomic file writes: a reader never sees a half-written output, an interrupted job leaves no debris."""
+"""Atomic file writes: a reader never sees a half-written output, an interrupted job leaves no debris; and the
+text files users write, in whatever Unicode encoding their editor saved."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import dataclasses
 import glob
@@ -14,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
+from amg.core.errors import AmgError
 from amg.core.layout import damaged_file
 
 # The process umask, read once at import (reading it means setting it, which is not thread-safe later on).
@@ -63,9 +66,12 @@ def _process_exists(pid: int) -> bool:
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """Write a compressed .npz atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
+    """Write a compressed .npz atomically (what np.savez_compressed writes, with the zip closed here when a write
+    fails: numpy leaves that to the garbage collector, whose failure to close it prints a traceback)."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -89,7 +95,8 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 class NpzRecord:
     """Mixin for dataclasses of arrays: atomic save to and load from one .npz file.
 
-    Fields annotated `int`, `float` or `bool` come back as Python scalars; everything else as arrays.
+    Fields annotated `int`, `float` or `bool` come back as Python scalars; everything else as arrays. A field with a
+    default may be missing (a file written before the field was added): it gets its default.
     """
 
     def save(self, path: str | os.PathLike) -> None:
@@ -99,11 +106,35 @@ class NpzRecord:
     def load(cls, path: str | os.PathLike):
         hints = typing.get_type_hints(cls)
         arrays = load_npz(path)
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in arrays]
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = [name for name in required if name not in arrays]
         if missing:
             raise damaged_file(Path(path), KeyError(f"no {', '.join(missing)}"))
-        values = {f.name: arrays[f.name] for f in dataclasses.fields(cls)}
+        values = {f.name: arrays[f.name] for f in dataclasses.fields(cls) if f.name in arrays}
         for name, value in values.items():
             if hints[name] in (int, float, bool):
                 values[name] = hints[name](value)
         return cls(**values)
+
+
+# Byte-order marks, the UTF-32 ones first (UTF-32 LE's begins with UTF-16 LE's).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def read_user_text(path: str | os.PathLike) -> str:
+    """A text file a person made (a config, a manifest): UTF-8, or UTF-16, UTF-32 or UTF-8 with a byte-order mark
+    (Windows editors' "Unicode", Excel's "CSV UTF-8"); AmgError when it is none of them."""
+    data = Path(path).read_bytes()
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise AmgError(
+            f"{path} is not UTF-8 or UTF-16 text (byte {exc.start}: {exc.reason}): save it as UTF-8."
+        ) from None

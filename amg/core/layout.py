@@ -22,20 +22,25 @@ from amg.core.errors import AmgError, DamagedFileError
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv", ".ts")
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".m4a", ".aac", ".ogg", ".opus", ".wma") + VIDEO_EXTENSIONS
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# A speech's and an avatar's names make their output folder's, AUDIO_to_VIDEO, and a folder's name has at most 255
+# bytes on every common file system: 120 + 4 + 120.
+MAX_NAME = 120
+_NAME_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME - 1}}}$")
+SHOWN_NAME = 60  # characters of an invalid name an error message quotes
 
 
 def validate_name(name: str, what: str = "name") -> str:
     """Return `name` if it is a safe single path component, else raise AmgError.
 
-    Allowed: ASCII letters, digits, '.', '_', '-', starting with a letter or digit, at most 128 characters.
+    Allowed: ASCII letters, digits, '.', '_', '-', starting with a letter or digit, at most MAX_NAME characters.
     This rules out path traversal ('..', '/', '\\'), absolute paths, empty names and look-alike unicode.
     """
     if not isinstance(name, str) or not name:
         raise AmgError(f"The {what} is empty.")
     if unicodedata.normalize("NFKC", name) != name or not _NAME_RE.match(name) or ".." in name:
+        shown = name if len(name) <= SHOWN_NAME else f"{name[:SHOWN_NAME]}... ({len(name)} characters)"
         raise AmgError(
-            f"Invalid {what} {name!r}: use 1-128 ASCII letters, digits, '.', '_' or '-', "
+            f"Invalid {what} {shown!r}: use 1-{MAX_NAME} ASCII letters, digits, '.', '_' or '-', "
             "starting with a letter or digit (no path separators, no '..')."
         )
     return name
@@ -263,6 +268,10 @@ class Layout:
     def service_dir(self) -> Path:
         """What `amg serve` keeps beside the data it shares with the command line."""
         return self.root / "service"
+
+    def server_lock(self) -> Path:
+        """Held by the one `amg serve` of this DATAROOT (two would run each other's jobs); holds its PID."""
+        return self.service_dir() / "server.lock"
 
     def job_database(self) -> Path:
         """`amg serve`'s job queue (SQLite): it survives a restart."""

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from amg.core.checkpoints import load_checkpoint, same_training, save_checkpoint, set_aside
+from amg.core.checkpoints import Companions, load_checkpoint, same_training, save_checkpoint, set_aside
 from amg.core.dataclass_io import config_from_dict
 from amg.core.distributed import any_rank, average_gradients, mean_over_ranks, world
 from amg.core.errors import DamagedFileError
@@ -184,6 +184,7 @@ def run_training(
     max_minutes: float | None = None,
     images_fn: Callable[[int], dict[str, np.ndarray]] | None = None,
     run: dict[str, Any] | None = None,
+    companions: Companions | None = None,
 ) -> dict[str, float]:
     """Train `model` for `config.steps` (resuming if possible) and save it to `path`; return the last eval.
 
@@ -192,7 +193,9 @@ def run_training(
     ...). `max_minutes` stops early, saving a resumable checkpoint. `images_fn(step) -> {tag: HWC uint8}` runs
     with each eval; its pictures go to TensorBoard. `desc` labels the progress bar, `progress` is the key its
     progress is reported under (amg.core.progress: a stage name). `run`: the run record saved with the
-    checkpoint (amg.core.checkpoints.TrainingRun.record: another holdout starts it again).
+    checkpoint (amg.core.checkpoints.TrainingRun.record: another holdout starts it again). `companions`: the files
+    that describe this training (its config, ...), written with its first checkpoint (amg.core.checkpoints.
+    save_checkpoint): until then, whatever fails leaves the files as they were.
     """
     total_steps, eval_every, save_every = config.steps, config.eval_every, config.save_every
     config_dict = dataclasses.asdict(config)
@@ -202,12 +205,14 @@ def run_training(
     writer = _tensorboard(log_dir) if main else None
     eval_fn, images_fn = (eval_fn, images_fn) if main else (None, None)
     deadline = time.monotonic() + max_minutes * 60 if max_minutes else None
+    unsaved = dict(companions or {})  # they do not change during a run: written once
 
     def save(step: int, finished: bool) -> None:
         if not main:
             return
         save_checkpoint(
             path,
+            unsaved,
             model=model.state_dict(),
             optimizer=optimizer.state_dict(),
             step=step,
@@ -217,6 +222,7 @@ def run_training(
             run=run,
             **(extra or {}),
         )
+        unsaved.clear()
 
     step = start
     model.train()

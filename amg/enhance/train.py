@@ -202,11 +202,12 @@ def train_enhancer(
     precision = resolve_precision(run.precision, pick_device())
     pairs = make_pairs(layout, name, cfg, precision.name)
     record = {"precision": precision.name}
-    if world().main:  # under torchrun, rank 0 alone writes
-        save_config(cfg, layout.enhance_config(name), run=record)
     trainer = EnhanceTrainer(cfg, pairs, layout, name, precision)
     logs = layout.logs_dir(name) / "enhance"
     extra = {"crop_size": pairs.size}
     labels = ("Face refiner", "enhance")
     checkpoint = layout.enhance_checkpoint(name)
-    return run_trainer(trainer, checkpoint, cfg, logs, labels, extra=extra, max_minutes=max_minutes, run=record)
+    companions = {layout.enhance_config(name): lambda path: save_config(cfg, path, run=record)}
+    return run_trainer(
+        trainer, checkpoint, cfg, logs, labels, extra=extra, max_minutes=max_minutes, run=record, companions=companions
+    )

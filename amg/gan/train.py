@@ -256,21 +256,31 @@ def train_gan(layout: Layout, name: str, cfg: GanConfig, run: TrainingRun, max_m
     precision = resolve_precision(run.precision, device)
     data = load_gan_data(layout, name, cfg.size, run.holdout)
     references = make_references(data, layout, name, cfg.bank_size)
-    main = world().main  # under torchrun, rank 0 alone writes
-    if main:
-        references.save(layout.gan_references(name))
-        save_config(cfg, layout.gan_config(name), run=run.record(precision.name))
     inputs = GeneratorInputs(
         references, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, device, channels_last=precision.reduced
     )
     trainer = GanTrainer(cfg, data, inputs, layout, name, precision)
     extra = {"dynamic_channels": inputs.dynamic_channels, "static_channels": inputs.static_channels}
     logs, labels = layout.logs_dir(name) / "gan", ("Image GAN", "gan")
-    checkpoint = layout.gan_checkpoint(name)
     record = run.record(precision.name)
-    metrics = run_trainer(trainer, checkpoint, cfg, logs, labels, extra=extra, max_minutes=max_minutes, run=record)
+    # The generator renders from its candidate bank: the two and the config are only ever replaced together.
+    companions = {
+        layout.gan_references(name): references.save,
+        layout.gan_config(name): lambda path: save_config(cfg, path, run=record),
+    }
+    metrics = run_trainer(
+        trainer,
+        layout.gan_checkpoint(name),
+        cfg,
+        logs,
+        labels,
+        extra=extra,
+        max_minutes=max_minutes,
+        run=record,
+        companions=companions,
+    )
     report = {"video": name, "held_out_frames": len(trainer.held_out.index), "precision": precision.name}
     report["metrics"] = metrics
-    if main:
+    if world().main:  # under torchrun, rank 0 alone writes
         write_text(layout.gan_report(name), json.dumps(report, indent=2))
     return report

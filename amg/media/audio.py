@@ -58,8 +58,23 @@ def load_audio(path: PathLike, sample_rate: int = 16000, max_seconds: float = MA
         raise MediaError(f"{path} has an audio track but no audio samples could be decoded")
     _warn_if_truncated(path, n_samples / sample_rate, declared_s)
     samples = np.concatenate(chunks)
+    if not np.isfinite(samples).all():  # a float WAV can hold NaN or inf: no encoder or model takes them
+        log.warning(
+            "%s holds %d samples that are not numbers: read as silence or full scale.",
+            path,
+            (~np.isfinite(samples)).sum(),
+        )
     # Lossy decoders overshoot full scale slightly; callers rely on the documented range.
-    return np.clip(samples, -1.0, 1.0, out=samples)
+    return clean_samples(samples)
+
+
+def clean_samples(samples: np.ndarray) -> np.ndarray:
+    """Mono float32 samples in [-1, 1]: NaN read as silence, ±inf and values past full scale as full scale
+    (lossy decoders overshoot slightly; float files and synthetic input may hold anything)."""
+    samples = np.asarray(samples, np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"expected mono samples of shape (n,), got {samples.shape}")
+    return np.clip(np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
 
 
 def _declared_duration(stream: av.AudioStream) -> float | None:
@@ -82,10 +97,7 @@ def _warn_if_truncated(path: PathLike, decoded_s: float, declared_s: float | Non
 
 def write_wav(path: PathLike, samples: np.ndarray, sample_rate: int) -> None:
     """Write mono float samples as a 16-bit PCM WAV, atomically; values outside [-1, 1] are clipped."""
-    samples = np.asarray(samples, np.float32)
-    if samples.ndim != 1:
-        raise ValueError(f"expected mono samples of shape (n,), got {samples.shape}")
-    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+    pcm = np.round(clean_samples(samples) * 32767).astype("<i2")
     with atomic_path(path) as tmp, wave.open(str(tmp), "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)

@@ -17,7 +17,7 @@ from amg.config import FPS
 from amg.core.fsutil import atomic_path
 from amg.core.images import feather_mask
 from amg.core.progress import report
-from amg.media import VideoWriter, iter_frames
+from amg.media import VideoWriter
 from amg.media.marks import Marker
 from amg.media.provenance import Provenance, sign_mp4
 from amg.media.watermark import Payload
@@ -87,10 +87,6 @@ class Backdrops:
             self.current, self.held = best, 0
         self.held += 1
         return self.frames[self.current]
-
-
-def first_frame(video: Path) -> np.ndarray:
-    return next(iter_frames(video))
 
 
 class GeneratedVideoWriter:

@@ -54,7 +54,8 @@ def train_motion(layout: Layout, name: str, cfg: MotionConfig, run: TrainingRun,
     """Train what `cfg` asks of avatar `name`'s motion models (Audio→Expression, Audio→Head pose, head→body,
     pose→face, the eye model) on all but the `run.holdout` tail of its video: each one alone, resuming or
     extending a network whose schedule changed; `force`: all again. They train in fp32 whatever `run.precision`:
-    these small single-threaded networks gain little from bf16 (docs/decisions.md)."""
+    these small single-threaded networks gain little from bf16 (docs/decisions.md). The config is saved beside them
+    once all are trained: until then, the one there describes the models it was saved with."""
     files, holdout = layout.motion_models(name), run.holdout
     stale = list(files) if force else stale_motion_models(layout, name, cfg, holdout)
     old_report = json.loads(layout.motion_report(name).read_text()) if layout.motion_report(name).is_file() else {}
@@ -62,13 +63,11 @@ def train_motion(layout: Layout, name: str, cfg: MotionConfig, run: TrainingRun,
         log.info("Motion models of %r are already trained (use --force to retrain).", name)
         return old_report
     from_scratch = force or _new_data(layout, name, cfg, holdout)
+    data = load_motion_data(layout, name, cfg.features, holdout)  # what the options make of the video, first
     for key in stale:
         if from_scratch or key not in NETWORKS:  # the networks' checkpoints decide for themselves
             files[key].unlink(missing_ok=True)
     log.info("Training the motion model(s) %s of %r.", ", ".join(stale), name)
-
-    save_config(cfg, layout.motion_config(name), run=run.record("fp32"))
-    data = load_motion_data(layout, name, cfg.features, holdout)
     logs = layout.logs_dir(name)
     report: dict = {**old_report, "video": name, "frames": data.n_frames}
     if "expression" in stale:
@@ -90,6 +89,7 @@ def train_motion(layout: Layout, name: str, cfg: MotionConfig, run: TrainingRun,
     if "eyes" in stale:
         report["eyes"] = fit_eye_model(data, cfg, files["eyes"])
     write_text(layout.motion_report(name), json.dumps(report, indent=2))
+    save_config(cfg, layout.motion_config(name), run=run.record("fp32"))
     return report
 
 

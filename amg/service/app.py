@@ -25,13 +25,16 @@
 Safe by default: loopback only unless told otherwise; names and ids validated; uploads limited in size while
 they stream in and checked by decoding them (not by their extension); speech limited in duration; with
 AMG_API_TOKEN set, every request and WebSocket needs it (`Authorization: Bearer TOKEN`, `X-API-Token`, or
-`?token=` for links such as a video's src and for browsers' WebSockets), and the access log shows no token.
-Every error is JSON: {"error": "..."}, never a traceback or a server path. The OpenAPI page at /docs is served
-from the swagger-ui-bundle wheel: it works offline.
+`?token=` for links such as a video's src and for browsers' WebSockets), and the server's log shows no token;
+requests that change something and live streams from a web page of another site are refused unless its origin
+is allowed (`--allow-origin`); a live stream that sends nothing for `live_idle_s` is closed; one server per
+DATAROOT (amg.service.lock). Every error is JSON: {"error": "..."}, never a traceback or a server path. The
+OpenAPI page at /docs is served from the swagger-ui-bundle wheel: it works offline (docs/serve.md: the security
+model).
 
-Here: the app (its lifespan, the token check of HTTP requests, the JSON errors); the routes, one router per
-resource, in amg.service.routes; what they share (settings, data layout, job store, runner, worker) in
-amg.service.state; the token check itself in amg.service.auth.
+Here: the app (its lifespan, the token and origin checks of HTTP requests, the JSON errors); the routes, one
+router per resource, in amg.service.routes; what they share (settings, data layout, job store, runner, worker)
+in amg.service.state; the checks themselves in amg.service.auth.
 """
 
 from __future__ import annotations
@@ -50,11 +53,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from amg.config import AvatarConfig, RenderConfig
 from amg.core.errors import AmgError
 from amg.core.layout import Layout
-from amg.service.auth import authorized
+from amg.service.auth import STATE_CHANGING_METHODS, authorized, foreign_origin, refused_origin_message
 from amg.service.jobs import JobStore
-from amg.service.redact import redact_access_log, without_path
+from amg.service.lock import server_lock
+from amg.service.redact import redact_server_log, without_path
 from amg.service.routes import avatars, events, jobs, live, page, verify
-from amg.service.state import Service, ServiceSettings
+from amg.service.settings import ServiceSettings
+from amg.service.state import Service
 from amg.service.worker import PipelineRunner, Runner, Worker
 
 log = logging.getLogger(__name__)
@@ -81,7 +86,7 @@ def create_app(
     )
     app.state.service = service
     app.state.store, app.state.worker = store, service.worker  # for those that drive a running app (tests)
-    app.middleware("http")(_require_token)
+    app.middleware("http")(_check_client)
     for router in (avatars.router, events.router, jobs.router, live.router, page.router, verify.router):
         app.include_router(router)
     return app
@@ -92,7 +97,7 @@ def _lifespan(service: Service, start_worker: bool):
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        redact_access_log()
+        redact_server_log()
         if start_worker:
             service.worker.start()
         yield
@@ -105,11 +110,15 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-async def _require_token(request: Request, call_next):
-    """Every HTTP request (the API, the page, /docs, the videos) needs the token when there is one; the live
-    WebSocket checks it itself, to say why it refuses (amg.service.routes.live)."""
-    if not authorized(request, request.app.state.service.settings.token):
+async def _check_client(request: Request, call_next):
+    """Every HTTP request (the API, the page, /docs, the videos) needs the token when there is one, and one that
+    changes something must not come from another site's page; the live WebSocket checks both itself, to say why
+    it refuses (amg.service.routes.live)."""
+    settings = request.app.state.service.settings
+    if not authorized(request, settings.token):
         return _error(401, "This service needs its API token (Authorization: Bearer TOKEN).")
+    if request.method in STATE_CHANGING_METHODS and (origin := foreign_origin(request, settings.allowed_origins)):
+        return _error(403, refused_origin_message(origin))
     return await call_next(request)
 
 
@@ -179,14 +188,16 @@ def serve(
     settings: ServiceSettings | None = None,
     ray_address: str | None = None,
 ) -> None:
-    """Serve until interrupted; with `ray_address` ("" for a local Ray), jobs run on a Ray cluster's actors
-    (amg.service.fleet), `settings.workers` of them."""
+    """Serve until interrupted, the only server of DATAROOT `root`; with `ray_address` ("" for a local Ray), jobs
+    run on a Ray cluster's actors (amg.service.fleet), `settings.workers` of them."""
     settings = settings or ServiceSettings()
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
         log.warning("Serving on %s without AMG_API_TOKEN: anyone who can reach this port can use the service.", host)
-    runner = None
-    if ray_address is not None:
-        from amg.service.fleet import RayRunner
+    layout = Layout(root)
+    with server_lock(layout, f"http://{host}:{port}"):
+        runner = None
+        if ray_address is not None:
+            from amg.service.fleet import RayRunner
 
-        runner = RayRunner(Layout(root), AvatarConfig(), RenderConfig(), settings.workers, ray_address or None)
-    _server(create_app(root, settings, runner), host=host, port=port, log_level="info").run()
+            runner = RayRunner(layout, AvatarConfig(), RenderConfig(), settings.workers, ray_address or None)
+        _server(create_app(root, settings, runner), host=host, port=port, log_level="info").run()

@@ -22,7 +22,7 @@ def redact_tokens(text: str) -> str:
 
 class RedactTokens(logging.Filter):
     """Rewrites log records so that no URL in them shows its token (uvicorn's access log prints the full path
-    with its query string)."""
+    with its query string, and its error log each WebSocket's: `"WebSocket /api/live?...&token=..." [accepted]`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
@@ -32,9 +32,14 @@ class RedactTokens(logging.Filter):
         return True
 
 
-def redact_access_log() -> None:
-    """Install RedactTokens on uvicorn's access logger (once; uvicorn configures its loggers before the app
-    starts, and re-configuring them keeps a logger's filters)."""
-    access = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, RedactTokens) for f in access.filters):
-        access.addFilter(RedactTokens())
+# The loggers uvicorn writes request paths to: HTTP requests to the access log, WebSocket handshakes to the other.
+SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error")
+
+
+def redact_server_log() -> None:
+    """Install RedactTokens on uvicorn's loggers (once; uvicorn configures its loggers before the app starts, and
+    re-configuring them keeps a logger's filters)."""
+    for name in SERVER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())

@@ -4,7 +4,6 @@ avatars the routes answer with."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Annotated, Callable
 
@@ -13,18 +12,8 @@ from starlette.requests import HTTPConnection
 
 from amg.core.layout import Layout
 from amg.service.jobs import Job, JobStore
+from amg.service.settings import ServiceSettings
 from amg.service.worker import Runner, Worker, job_outputs, stage_progress
-
-
-@dataclass
-class ServiceSettings:
-    max_upload_mb: float = 50.0  # speech uploads
-    max_video_mb: float = 500.0  # avatar video uploads
-    max_audio_s: float = 600.0  # longest speech a job may render (and a live stream may last)
-    max_live_chunk_kb: float = 64.0  # largest audio message of a live stream (2 s of PCM16)
-    workers: int = 1  # jobs run at once (one render already uses every core of a small machine)
-    precision: str = "auto"  # of the trainings and renders it runs (amg.core.precision)
-    token: str | None = field(default_factory=lambda: os.environ.get("AMG_API_TOKEN") or None)
 
 
 @dataclass

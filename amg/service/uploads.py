@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import HTTPException, Request
+from starlette.requests import ClientDisconnect
 
 
 async def receive_upload(request: Request, limit_mb: float, destination: Path) -> Path:
@@ -22,6 +23,9 @@ async def receive_upload(request: Request, limit_mb: float, destination: Path) -
                 if size > limit:
                     raise HTTPException(413, f"Upload too large: more than the limit of {limit} bytes.")
                 out.write(chunk)
+    except ClientDisconnect:  # a dropped upload: nobody to answer, and nothing went wrong here
+        destination.unlink(missing_ok=True)
+        raise HTTPException(400, "The upload stopped before its end (the client disconnected).") from None
     except BaseException:
         destination.unlink(missing_ok=True)
         raise

@@ -163,8 +163,13 @@ def job_outputs(layout: Layout, job: Job) -> list[str]:
 
 
 def delete_folders(folders) -> None:
+    """Delete each folder; one that is a symbolic link is unlinked, and what it points to (which may be shared data
+    outside the DATAROOT) is kept. A file a running job removes meanwhile is no error."""
     for folder in folders:
-        shutil.rmtree(folder, ignore_errors=True)
+        if folder.is_symlink():
+            folder.unlink()
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def delete_job_files(layout: Layout, job: Job) -> None:

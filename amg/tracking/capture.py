@@ -67,6 +67,7 @@ class RawTracks:
     size: int
     background: np.ndarray  # (size, size, 3) uint8 background plate
     background_holes: float  # fraction of the plate that was never uncovered and had to be inpainted
+    first_frame: int = 0  # the source video's frame the capture starts at (amg.tracking.preprocess: the face's span)
 
     def save(self, path: Path, capture_key: str) -> None:
         """Save with `capture_key`, the options that produced it, so a re-run knows whether it can reuse it."""
@@ -80,6 +81,7 @@ class RawTracks:
             size=np.int32(self.size),
             background=self.background,
             background_holes=np.float32(self.background_holes),
+            first_frame=np.int64(self.first_frame),
             capture_key=np.str_(capture_key),
         )
 
@@ -95,6 +97,7 @@ class RawTracks:
             size=int(z["size"]),
             background=z["background"],
             background_holes=float(z["background_holes"]),
+            first_frame=int(z.get("first_frame", 0)),  # captures of an older AMG started at the first frame
         )
         return raw, str(z["capture_key"])
 

@@ -44,11 +44,12 @@ class SourceFraming:
         room = max(cls.BANK_BYTES // (info.width * info.height * 3), 1)
         count = min(cls.BANK_FRAMES, room, train.stop - train.start)
         index = np.unique(np.linspace(train.start, train.stop - 1, count).round().astype(int))
-        picked = pick_frames(iter_frames(layout.video_source(name), FPS), index)
-        index = np.array([i for i in index if i in picked])  # a video shorter than its tracks: what it has
-        return cls(
-            (info.width, info.height), [picked[i] for i in index], index, tracks.body[index], tracks.window, feather
-        )
+        # Track i is the source's frame first_frame + i: the tracks cover the face's span of the video only.
+        first = tracks.first_frame
+        picked = pick_frames(iter_frames(layout.video_source(name), FPS), index + first)
+        index = np.array([i for i in index if i + first in picked], int)  # a shorter video: what it has
+        frames = [picked[i + first] for i in index]
+        return cls((info.width, info.height), frames, index, tracks.body[index], tracks.window, feather)
 
     def paster(self, bodies: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """Crop → frame for the frames of one output, in order (each output keeps its own choice state)."""

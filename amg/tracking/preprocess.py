@@ -1,6 +1,7 @@
 """Stage 1, `amg preprocess`: an avatar video → crop, tracks, expression basis, matte, background plate.
 
-    scan     face detection on sampled frames: is there one usable face; the fixed crop window
+    scan     face detection on sampled frames: is there one usable face, in which span of the video (one whose
+             speaker walks out half way is made of the part before); the fixed crop window
     capture  per frame: face mesh, body pose (every k-th frame), person matte; the cropped 25 fps video;
              the background plate from the pixels outside the matte on sampled frames
     fit      the avatar's neutral face, rigid head pose, PCA expression basis; gap filling and smoothing
@@ -17,6 +18,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, replace
+from itertools import islice
 from pathlib import Path
 
 import cv2
@@ -39,6 +41,10 @@ log = logging.getLogger(__name__)
 
 # Below two seconds there is too little to fit an expression basis or to train anything on.
 MIN_FRAMES = 50
+# The face may be missing this long at a stretch (a turn of the head, a hand before it): tracked through and
+# interpolated. A longer stretch without it cuts the video: the avatar is made of the longest part with the face
+# (a held-out tail without it would measure nothing, and the generator would learn empty frames).
+MAX_FACE_GAP_S = 2.0
 
 # Options that change what the capture pass writes; the others only change the cheap steps after it.
 CAPTURE_OPTIONS = (
@@ -78,14 +84,17 @@ def preprocess(layout: Layout, name: str, cfg: PreprocessConfig, force: bool = F
 
     raw = _cached_capture(layout, name, cfg, force)
     if raw is None:
-        audio = _extract_audio(source, info.has_audio, cfg, layout.audio_wav(name), name)
         scan = timer.call("scan", scan_faces, prefetch(iter_frames(source, cfg.fps)), cfg.scan_every)
+        span = _face_span(scan, n_frames, cfg, name)
+        scan = scan.within(span)
         check_faces(scan, cfg.min_face_fraction, name)
+        samples = _samples_of(span, n_frames, cfg)
+        audio = _extract_audio(source, info.has_audio, cfg, layout.audio_wav(name), name, samples)
         window = crop_window(scan, cfg.crop_scale, cfg.crop_face_center_y)
         face_centre = _face_centre_in_crop(scan, window, cfg.size)
         raw = capture(
-            prefetch(timer.timed("decode", iter_frames(source, cfg.fps))),
-            n_frames,
+            prefetch(timer.timed("decode", islice(iter_frames(source, cfg.fps), span.start, span.stop))),
+            span.stop - span.start,
             window,
             face_centre,
             cfg,
@@ -94,6 +103,7 @@ def preprocess(layout: Layout, name: str, cfg: PreprocessConfig, force: bool = F
             audio,
             timer,
         )
+        raw = replace(raw, first_frame=span.start)
         _check_tracked_fraction(raw, cfg, name)
         _save_capture(raw, cfg, layout.raw_tracks(name))
 
@@ -116,7 +126,10 @@ def preprocess(layout: Layout, name: str, cfg: PreprocessConfig, force: bool = F
         "source": str(source),
         "source_size": [info.width, info.height],
         "source_fps": info.fps,
-        "duration_s": n_frames / cfg.fps,
+        "source_duration_s": n_frames / cfg.fps,
+        # The part of the source the avatar is made of: all of it, unless the face leaves the picture.
+        "face_span_s": [tracks.first_frame / cfg.fps, (tracks.first_frame + tracks.n_frames) / cfg.fps],
+        "duration_s": tracks.n_frames / cfg.fps,
         "frames": tracks.n_frames,
         "crop_window": {"x0": int(raw.window.x0), "y0": int(raw.window.y0), "side": int(raw.window.side)},
         "tracked_fraction": float(tracks.tracked.mean()),
@@ -168,6 +181,7 @@ def fit_tracks(raw: RawTracks, cfg: PreprocessConfig) -> tuple[Tracks, fitting.E
         window=raw.window.as_array(),
         fps=cfg.fps,
         size=cfg.size,
+        first_frame=raw.first_frame,
     )
     return tracks, model, _fit_stats(tracks, raw_filled, reconstructed, pose, model, cfg)
 
@@ -247,10 +261,47 @@ def _check_length(n_frames: int, cfg: PreprocessConfig, name: str) -> None:
         )
 
 
+def _face_span(scan: FaceScan, n_frames: int, cfg: PreprocessConfig, name: str) -> slice:
+    """The frames of video `name` the avatar is made of: all, unless the face is missing for more than
+    MAX_FACE_GAP_S at a stretch (then the longest part with it, with a warning saying so)."""
+    if not scan.n_with_face:
+        return slice(0, n_frames)  # check_faces says there is no face
+    span = scan.face_span(n_frames, round(MAX_FACE_GAP_S * cfg.fps))
+    length = span.stop - span.start
+    if length == n_frames:
+        return span
+    start_s, stop_s = span.start / cfg.fps, span.stop / cfg.fps
+    if length < MIN_FRAMES:
+        raise TrackingError(
+            f"The face is in the picture of video {name!r} for only {length / cfg.fps:.1f} s at a stretch (from "
+            f"{start_s:.1f} s to {stop_s:.1f} s): AMG needs at least {MIN_FRAMES / cfg.fps:.0f} s with the face."
+        )
+    log.warning(
+        "The face leaves the picture in video %r: the avatar is made of the %.1f s from %.1f s to %.1f s (of %.1f s) "
+        "in which it is never gone for more than %.0f s, and its held-out tail is the end of that part. Trim the "
+        "video to choose another part.",
+        name,
+        length / cfg.fps,
+        start_s,
+        stop_s,
+        n_frames / cfg.fps,
+        MAX_FACE_GAP_S,
+    )
+    return span
+
+
+def _samples_of(span: slice, n_frames: int, cfg: PreprocessConfig) -> slice:
+    """The audio samples of the frames `span` of an `n_frames` video; to the end of the sound if the span runs to
+    the video's end (the features of the last frames read a little past it, as they always did)."""
+    per_frame = cfg.sample_rate / cfg.fps
+    return slice(round(span.start * per_frame), round(span.stop * per_frame) if span.stop < n_frames else None)
+
+
 def _extract_audio(
-    source: Path, has_audio: bool, cfg: PreprocessConfig, wav_path: Path, name: str
+    source: Path, has_audio: bool, cfg: PreprocessConfig, wav_path: Path, name: str, samples: slice
 ) -> np.ndarray | None:
-    """The video's own speech at 16 kHz mono (saved beside the tracks); None, with a warning, if it has none."""
+    """The video's own speech at 16 kHz mono, its `samples` (saved beside the tracks); None, with a warning, if
+    it has none."""
     if not has_audio:
         log.warning(
             "Video %r has no audio track: it can be tracked, but an avatar needs its speech to learn lip-sync.", name
@@ -261,6 +312,7 @@ def _extract_audio(
     except MediaError as exc:
         log.warning("The audio track of video %r cannot be used (%s); continuing without it.", name, exc)
         return None
+    audio = audio[samples]
     write_wav(wav_path, audio, cfg.sample_rate)
     return audio
 

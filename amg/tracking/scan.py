@@ -35,13 +35,22 @@ class CropWindow:
 
 @dataclass(frozen=True)
 class FaceScan:
-    """Faces seen on the sampled frames of a video."""
+    """Faces seen on the sampled frames (every `every`-th) of a video."""
 
     frame_size: tuple[int, int]  # (width, height)
+    every: int
     n_sampled: int
-    n_with_face: int
-    n_with_several: int
+    face_frames: np.ndarray  # (n_with_face,) the frame number of each sampled frame with a face
+    face_counts: np.ndarray  # (n_with_face,) the faces found on it
     main_boxes: np.ndarray  # (n_with_face, 4) x0, y0, x1, y1 of the chosen face on each frame that has one
+
+    @property
+    def n_with_face(self) -> int:
+        return len(self.face_frames)
+
+    @property
+    def n_with_several(self) -> int:
+        return int((self.face_counts > 1).sum())
 
     @property
     def centres(self) -> np.ndarray:
@@ -51,6 +60,32 @@ class FaceScan:
     @property
     def face_fraction(self) -> float:
         return self.n_with_face / max(self.n_sampled, 1)
+
+    def within(self, span: slice) -> FaceScan:
+        """What the scan saw of the frames `span`."""
+        first_sampled = -(-span.start // self.every) * self.every
+        inside = (self.face_frames >= span.start) & (self.face_frames < span.stop)
+        return FaceScan(
+            self.frame_size,
+            self.every,
+            len(range(first_sampled, span.stop, self.every)),
+            self.face_frames[inside],
+            self.face_counts[inside],
+            self.main_boxes[inside],
+        )
+
+    def face_span(self, n_frames: int, max_gap: int) -> slice:
+        """The longest part of the video (of `n_frames`) in which the face is never missing for more than
+        `max_gap` frames: shorter gaps (a turn of the head, a hand before the face) are tracked through and
+        interpolated; a longer one, or a longer stretch without the face at either end, cuts the video there."""
+        frames = self.face_frames
+        cuts = np.flatnonzero(np.diff(frames) > max_gap)
+        firsts, lasts = np.concatenate([[0], cuts + 1]), np.concatenate([cuts, [len(frames) - 1]])
+        starts = np.where((firsts == 0) & (frames[0] <= max_gap), 0, frames[firsts])
+        last_frame = n_frames - 1
+        stops = np.where((lasts == len(frames) - 1) & (last_frame - frames[-1] <= max_gap), n_frames, frames[lasts] + 1)
+        longest = int(np.argmax(stops - starts))
+        return slice(int(starts[longest]), int(stops[longest]))
 
 
 def box_centres(boxes: np.ndarray) -> np.ndarray:
@@ -69,8 +104,8 @@ def main_face_index(boxes: np.ndarray, frame_size: tuple[int, int]) -> int:
 
 def scan_faces(frames: Iterable[np.ndarray], every: int) -> FaceScan:
     """Run the face detector on every `every`-th frame and keep the main face of each."""
-    n_sampled = n_several = 0
-    main_boxes = []
+    n_sampled = 0
+    face_frames, face_counts, main_boxes = [], [], []
     frame_size = (0, 0)
     detector = FaceDetector()
     try:
@@ -80,14 +115,19 @@ def scan_faces(frames: Iterable[np.ndarray], every: int) -> FaceScan:
             frame_size = (frame.shape[1], frame.shape[0])
             boxes, _ = detector(frame)
             n_sampled += 1
-            if len(boxes) > 1:
-                n_several += 1
             if len(boxes):
+                face_frames.append(i)
+                face_counts.append(len(boxes))
                 main_boxes.append(boxes[main_face_index(boxes, frame_size)])
     finally:
         detector.close()
     return FaceScan(
-        frame_size, n_sampled, len(main_boxes), n_several, np.asarray(main_boxes, np.float32).reshape(-1, 4)
+        frame_size,
+        every,
+        n_sampled,
+        np.asarray(face_frames, np.int64),
+        np.asarray(face_counts, np.int64),
+        np.asarray(main_boxes, np.float32).reshape(-1, 4),
     )
 
 

@@ -25,6 +25,7 @@ class Tracks(NpzRecord):
     window: np.ndarray  # (3,) crop window in source pixels: x0, y0, side
     fps: int
     size: int
+    first_frame: int = 0  # the source video's frame of the first track (the face's span: amg.tracking.preprocess)
 
     @property
     def n_frames(self) -> int:

@@ -170,7 +170,7 @@ def get_sample(name: str, service: ServiceDep) -> FileResponse:
 @router.delete("/api/avatars/{name}", status_code=204, summary="Delete avatar NAME: video, processed data, models")
 def delete_avatar(name: str, service: ServiceDep) -> Response:
     folders = _avatar_folders(service.layout, validate_name(name, "avatar name"))
-    if not any(folder.exists() for folder in folders):
+    if not any(folder.exists() or folder.is_symlink() for folder in folders):
         raise HTTPException(404, f"No avatar {name!r}.")
     _refuse_if_in_use(service, name)
     delete_folders(folders)

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 
 from amg.config import LABEL, MAX_BLINK_RATE, MAX_LABEL_CHARS
 from amg.core.constants import SAMPLE_RATE
+from amg.core.dataclass_io import MAX_INT
 from amg.core.errors import AmgError
 from amg.core.layout import validate_name
 from amg.service.jobs import Job, validate_job_id
@@ -42,7 +43,7 @@ async def add_job(
     avatar: str,
     request: Request,
     service: ServiceDep,
-    seed: int = Query(0, description="sampling seed of head motion and blinks"),
+    seed: int = Query(0, ge=0, le=MAX_INT, description="sampling seed of head motion and blinks"),
     blinks: Literal["natural", "off"] = Query("natural", description="natural: as often as the person; off: never"),
     blink_rate: float = Query(1.0, ge=0, le=MAX_BLINK_RATE, description="× the avatar's own blink rate"),
     label: str = Query(

@@ -5,59 +5,59 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Literal
 
-from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 
-from amg.config import MAX_BLINK_RATE, MotionOptions
+from amg.config import MotionOptions, config_from_dict
 from amg.core.constants import FPS, SAMPLE_RATE
 from amg.core.errors import AmgError
 from amg.core.layout import validate_name
-from amg.service.auth import authorized
-from amg.service.state import Service, ServiceDep, ServiceSettings
+from amg.service.auth import authorized, foreign_origin, refused_origin_message
+from amg.service.settings import ServiceSettings
+from amg.service.state import Service, ServiceDep
 
 router = APIRouter()
+# The query parameters a stream's motion options come from (the rest: `avatar`, and `token` for browsers).
+MOTION_PARAMETERS = ("seed", "blinks", "blink_rate")
 
 
 @router.websocket("/api/live")
-async def live(
-    websocket: WebSocket,
-    service: ServiceDep,
-    avatar: str,
-    seed: int = 0,
-    blinks: Literal["natural", "off"] = "natural",
-    blink_rate: float = Query(1.0, ge=0, le=MAX_BLINK_RATE),
-) -> None:
-    await websocket.accept()  # first, so that a refusal can say why
-    refusal = _refusal(websocket, service, avatar)
-    if refusal:
-        await websocket.send_json({"type": "error", "error": refusal})
+async def live(websocket: WebSocket, service: ServiceDep) -> None:
+    """?avatar=NAME[&seed=N][&blinks=natural|off][&blink_rate=R]: the parameters are read here, after the
+    handshake, so that a refusal (of a parameter too) is a JSON message and close code 1008, not a handshake
+    the browser only reports as failed."""
+    await websocket.accept()
+    try:
+        avatar, options = _stream_request(websocket, service)
+    except AmgError as exc:
+        await websocket.send_json({"type": "error", "error": str(exc)})
         await websocket.close(code=1008)
         return
     service.live_streams += 1
     try:
-        options = MotionOptions(seed=seed, blinks=blinks, blink_rate=blink_rate)
         await _stream_live(websocket, service.runner, avatar, options, service.settings)
     finally:
         service.live_streams -= 1
 
 
-def _refusal(websocket: WebSocket, service: Service, avatar: str) -> str | None:
-    """Why this stream may not start, or None if it may."""
+def _stream_request(websocket: WebSocket, service: Service) -> tuple[str, MotionOptions]:
+    """The avatar and motion options of a stream that may start; AmgError saying why it may not."""
     settings = service.settings
     if not authorized(websocket, settings.token):
-        return "This service needs its API token (?token=TOKEN)."
+        raise AmgError("This service needs its API token (?token=TOKEN).")
+    if origin := foreign_origin(websocket, settings.allowed_origins):
+        raise AmgError(refused_origin_message(origin))
+    params = websocket.query_params
+    avatar = validate_name(params.get("avatar", ""), "avatar name")
+    options = config_from_dict(MotionOptions, {k: params[k] for k in MOTION_PARAMETERS if k in params})
     if not hasattr(service.runner, "live"):
-        return "This service does not stream live."
+        raise AmgError("This service does not stream live.")
     if service.live_streams >= settings.workers:
-        return f"All {settings.workers} live stream(s) of this service are in use: try again later."
-    try:
-        if service.avatar_view(validate_name(avatar, "avatar name"))["status"] != "trained":
-            return f"Avatar {avatar!r} is not trained (yet)."
-    except AmgError as exc:  # an invalid name
-        return str(exc)
-    return None
+        raise AmgError(f"All {settings.workers} live stream(s) of this service are in use: try again later.")
+    if service.avatar_view(avatar)["status"] != "trained":
+        raise AmgError(f"Avatar {avatar!r} is not trained (yet).")
+    return avatar, options
 
 
 async def _stream_live(websocket: WebSocket, runner, avatar: str, options, settings: ServiceSettings) -> None:
@@ -90,9 +90,15 @@ async def _stream_live(websocket: WebSocket, runner, avatar: str, options, setti
     sender = asyncio.create_task(send_frames())
     received, limit = 0, settings.max_audio_s * SAMPLE_RATE
     error = None
+    # Idle: no speech for live_idle_s (text and empty messages keep nothing alive): the slot is freed.
+    idle_deadline = loop.time() + settings.live_idle_s
     try:
         while True:
-            message = await websocket.receive()
+            try:
+                message = await asyncio.wait_for(websocket.receive(), max(0.0, idle_deadline - loop.time()))
+            except asyncio.TimeoutError:
+                error = f"No speech received for {settings.live_idle_s:g} s: the stream is closed to free its slot."
+                break
             if message["type"] == "websocket.disconnect":
                 break
             if message.get("text") is not None:
@@ -104,6 +110,8 @@ async def _stream_live(websocket: WebSocket, runner, avatar: str, options, setti
                 error = f"An audio message must be PCM16 of at most {settings.max_live_chunk_kb:g} KB."
                 break
             received += len(data) // 2
+            if data:
+                idle_deadline = loop.time() + settings.live_idle_s
             if received > limit:
                 error = f"The stream has passed the limit of {settings.max_audio_s:.0f} s."
                 break
