@@ -171,18 +171,20 @@ def test_a_render_job_keeps_its_blink_and_seed_options_for_the_runner(layout, tm
     with client_for(layout, Recording(layout)) as client:
         url = f"/api/jobs?avatar={AVATAR}&blinks=off&blink_rate=0.5&seed=7"
         job = client.post(url, content=speech_bytes(tmp_path)).json()
-        assert job["options"] == {"seed": 7, "blinks": "off", "blink_rate": 0.5, "label": LABEL}
+        assert job["options"] == {"seed": 7, "blinks": "off", "blink_rate": 0.5, "label": LABEL, "framing": "source"}
         wait_for(client, job["id"])
-        plain = client.post(f"/api/jobs?avatar={AVATAR}&label=", content=speech_bytes(tmp_path)).json()
+        url = f"/api/jobs?avatar={AVATAR}&label=&framing=crop"
+        plain = client.post(url, content=speech_bytes(tmp_path)).json()
         wait_for(client, plain["id"])
-        for bad in ("two%0Alines", "x" * (MAX_LABEL_CHARS + 1)):  # refused before anything is stored
-            refused = client.post(f"/api/jobs?avatar={AVATAR}&label={bad}", content=speech_bytes(tmp_path))
+        for bad in ("label=two%0Alines", f"label={'x' * (MAX_LABEL_CHARS + 1)}", "framing=wide"):  # nothing stored
+            refused = client.post(f"/api/jobs?avatar={AVATAR}&{bad}", content=speech_bytes(tmp_path))
             assert refused.status_code == 422
     assert seen == [
-        {"seed": 7, "blinks": "off", "blink_rate": 0.5, "label": LABEL},
-        {"seed": 0, "blinks": "natural", "blink_rate": 1.0, "label": ""},  # no visible label, still watermarked
+        {"seed": 7, "blinks": "off", "blink_rate": 0.5, "label": LABEL, "framing": "source"},
+        # No visible label (still watermarked), the generator's square crop.
+        {"seed": 0, "blinks": "natural", "blink_rate": 1.0, "label": "", "framing": "crop"},
     ]
-    motion = {k: v for k, v in seen[0].items() if k != "label"}  # the label goes to the render config
+    motion = {k: v for k, v in seen[0].items() if k not in ("label", "framing")}  # they go to the render config
     assert MotionOptions(**motion).blinks == "off"  # what the pipeline runner makes of them
 
 
@@ -757,3 +759,22 @@ def test_an_allowed_origin_no_browser_would_send_is_one_line(layout, capsys, ori
     err = capsys.readouterr().err
     assert err.startswith(f"error: Allowed origin {origin!r}: give it as a browser names it") and err.count("\n") == 1
     assert not layout.server_lock().exists()  # refused before the server starts
+
+
+def test_the_runner_renders_with_the_jobs_label_and_framing_and_the_rest_as_motion_options(layout, monkeypatch):
+    from amg import pipeline
+    from amg.config import AvatarConfig, RenderConfig
+    from amg.gan import inference
+    from amg.service.worker import PipelineRunner
+
+    calls = []
+    monkeypatch.setattr(inference, "AvatarGenerator", lambda *args, **kwargs: object())
+    monkeypatch.setattr(pipeline, "render", lambda *args, generator: calls.append(args) or Path("out.mp4"))
+    runner = PipelineRunner(layout, AvatarConfig(), RenderConfig())
+    store = JobStore(layout.job_database())
+    options = {"seed": 3, "blinks": "off", "blink_rate": 1.0, "label": "", "framing": "crop"}
+    runner.render(store.add("render", AVATAR, "speech", "a" * 32, options))
+    runner.render(store.add("render", AVATAR, "speech", "b" * 32, {"seed": 0}))  # a job from before the options
+    (*_, motion, cfg), (*_, _, old_cfg) = calls
+    assert (cfg.label, cfg.framing) == ("", "crop") and motion == MotionOptions(seed=3, blinks="off")
+    assert (old_cfg.label, old_cfg.framing) == (LABEL, "source")

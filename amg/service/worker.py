@@ -114,8 +114,12 @@ class PipelineRunner:
 
         generator = self._generator(job.avatar)
         options = json.loads(job.options)
-        # Jobs queued before the label option have none: the service's own label then.
-        cfg = replace(self.render_cfg, label=options.pop("label", self.render_cfg.label))
+        # Jobs queued before the label and framing options have none: the service's own then.
+        cfg = replace(
+            self.render_cfg,
+            label=options.pop("label", self.render_cfg.label),
+            framing=options.pop("framing", self.render_cfg.framing),
+        )
         return render(self.layout, job.audio, job.avatar, MotionOptions(**options), cfg, generator=generator)
 
     def close(self) -> None:

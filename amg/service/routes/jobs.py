@@ -51,6 +51,9 @@ async def add_job(
         max_length=MAX_LABEL_CHARS,
         description="the visible label on every frame; empty: none (still watermarked)",
     ),
+    framing: Literal["source", "crop"] = Query(
+        "source", description="source: the avatar video's own frame size; crop: the generator's square crop"
+    ),
 ) -> dict:
     from amg.media import load_audio, write_wav
     from amg.media.audio import AudioTooLong
@@ -76,7 +79,7 @@ async def add_job(
     write_wav(uploaded_speech(layout, audio), samples, SAMPLE_RATE)  # normalised on the way in
     if not label.isprintable():
         raise HTTPException(422, "The label must be printable text on one line.")
-    options = {"seed": seed, "blinks": blinks, "blink_rate": blink_rate, "label": label}
+    options = {"seed": seed, "blinks": blinks, "blink_rate": blink_rate, "label": label, "framing": framing}
     job = service.store.add("render", avatar, audio, job_id, options)
     service.worker.wake()
     return service.job_view(job)
