@@ -11,6 +11,16 @@ import numpy as np
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
 
 
+def resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`image` at (width, height): area-averaged when it shrinks (no aliasing), bilinear when it grows, itself
+    when it has that size already."""
+    height, width = image.shape[:2]
+    if (width, height) == tuple(size):
+        return image
+    interp = cv2.INTER_AREA if width > size[0] else cv2.INTER_LINEAR
+    return cv2.resize(image, tuple(size), interpolation=interp)
+
+
 def crop(images: np.ndarray, box: Box | None) -> np.ndarray:
     """(..., H, W, C) → the box's pixels (the whole image for None)."""
     if box is None:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from amg.config import FPS
 from amg.core.fsutil import atomic_path
-from amg.core.images import feather_mask
+from amg.core.images import feather_mask, resized
 from amg.core.progress import report
 from amg.media import VideoWriter
 from amg.media.marks import Marker
@@ -46,8 +46,7 @@ class FullFramePaster:
         self.beta = 1 - self.alpha
 
     def __call__(self, crop: np.ndarray) -> np.ndarray:
-        interp = cv2.INTER_LINEAR if crop.shape[0] < self.side else cv2.INTER_AREA
-        big = np.ascontiguousarray(cv2.resize(crop, (self.side, self.side), interpolation=interp)[self.src])
+        big = np.ascontiguousarray(resized(crop, (self.side, self.side))[self.src])
         frame = self.backdrop().copy()
         # OpenCV's weighted blend in one pass: 8x NumPy's float round trip over a 720-px window.
         frame[self.dst] = cv2.blendLinear(big, np.ascontiguousarray(frame[self.dst]), self.alpha, self.beta)

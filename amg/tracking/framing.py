@@ -4,12 +4,13 @@ at its own resolution, behind the crop, chosen to follow the generated body (amg
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from amg.config import FPS
+from amg.core.images import resized
 from amg.core.layout import Layout
 from amg.core.split import held_out_split
 from amg.media import iter_frames, pick_frames, probe_video
@@ -53,13 +54,6 @@ class SourceFraming:
 
     def paster(self, bodies: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """Crop → frame for the frames of one output, in order (each output keeps its own choice state)."""
-        if not self.frames:
-            return self._resized
+        if not self.frames:  # the crop is the frame: only brought to the source's size
+            return partial(resized, size=self.size)
         return FullFramePaster(Backdrops(self.frames, self.body, bodies), self.window, self.feather)
-
-    def _resized(self, crop: np.ndarray) -> np.ndarray:
-        """The crop is the frame: only brought to the source's size (as it is when it has it already)."""
-        if crop.shape[1::-1] == self.size:
-            return crop
-        interp = cv2.INTER_LINEAR if crop.shape[1] < self.size[0] else cv2.INTER_AREA
-        return cv2.resize(crop, self.size, interpolation=interp)
