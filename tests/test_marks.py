@@ -19,7 +19,7 @@ from amg.config import LABEL
 from amg.media import iter_frames
 from amg.media.marks import draw_label
 from amg.media.provenance import Provenance, read_manifest, read_tags
-from amg.media.watermark import Embedder, Payload, detect
+from amg.media.watermark import THRESHOLD, Embedder, Payload, detect
 
 from conftest import require_shared
 
@@ -44,28 +44,52 @@ def test_the_label_is_legible_and_small_in_a_corner_band_at_every_size(height, w
 
 @pytest.fixture(scope="module")
 def marked_clip() -> list[np.ndarray]:
-    """10 s of a real talking person (not AMG's) at 256 px, marked: the picture the watermark must get through is
-    a real one. (8 s cropped by 10 % scores 7.0, under the threshold: the evidence grows with the frames.)"""
+    """5 s of a real talking person (not AMG's) at 256 px, marked: the picture the watermark must get through is
+    a real one, and 5 s is the window the watermark is asked to be found in."""
     source = require_shared("video/obama_clip2.mp4")
-    frames = [cv2.resize(f, (256, 256), interpolation=cv2.INTER_AREA) for f in islice(iter_frames(source), 250)]
+    frames = [cv2.resize(f, (256, 256), interpolation=cv2.INTER_AREA) for f in islice(iter_frames(source), 125)]
     embed = Embedder(Payload.of("obama", "render-1"))
     return [embed(f, i / 25) for i, f in enumerate(frames)]
 
 
+def everything(frames):
+    return at_30_fps(without_label_band(cropped(scaled(frames, 0.5), 0.10)))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("transform", "fps", "crf"),
+    ("transform", "fps", "crf", "least"),
     [
-        (lambda f: f, 25, 18),
-        (lambda f: scaled(f, 0.5), 25, 18),
-        (lambda f: cropped(f, 0.10), 25, 18),
-        (without_label_band, 25, 18),
-        (at_30_fps, 30, 18),
+        (lambda f: f, 25, 30, 12.0),
+        (lambda f: scaled(f, 0.5), 25, 30, 9.0),
+        (lambda f: cropped(f, 0.10), 25, 30, 9.0),
+        (without_label_band, 25, 30, 9.0),
+        (at_30_fps, 30, 30, 12.0),
+        (everything, 30, 30, THRESHOLD),
     ],
-    ids=["encoded", "scaled-50%", "cropped-10%", "label-cropped", "30-fps"],
+    ids=["crf-30", "scaled-50%", "cropped-10%", "label-cropped", "30-fps", "all-at-once"],
 )
-def test_the_watermark_survives_what_happens_to_videos(marked_clip, transform, fps, crf):
-    assert detect(encoded(transform(marked_clip), fps, crf), fps).found
+def test_the_watermark_survives_what_happens_to_videos(marked_clip, transform, fps, crf, least):
+    """Each transform at CRF 30, as a sharing site re-encodes, on one 5-s window; with a margin over the
+    threshold where the benchmark found one (benchmarks/RESULTS.md)."""
+    result = detect(encoded(transform(marked_clip), fps, crf), fps)
+    assert result.found and result.score >= least, result.score
+
+
+def test_ids_read_wrong_are_never_reported():
+    """The payload's check is a keyed hash of its ids, so a bit read wrong anywhere is caught but for 1 in 256 (in
+    v1 only in a fixed mark's 8 bits): a detection then reports no ids rather than wrong ones."""
+    payload = Payload.of("anna", "render-7")
+    embed = Embedder(payload)
+    result = detect([embed(np.full((128, 128, 3), 120, np.uint8), i / 25) for i in range(125)], 25)
+    assert result.found and result.payload in (None, payload)
+    caught = 0
+    for bit in range(40):
+        flipped = payload.bits()
+        flipped[bit] = 1 - flipped[bit]
+        check, read = Payload.from_bits(flipped)
+        caught += check != read.check()
+    assert caught >= 39
 
 
 @pytest.mark.slow
