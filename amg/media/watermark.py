@@ -67,9 +67,9 @@ FOLD = 4
 BAND = (0.35, 2.0)  # detection's band pass: Gaussian blurs of these many cells, the fine one less the coarse
 ANALYSIS_HEIGHT = 256  # larger frames are analysed at this height (their cells still span 8 pixels)
 # A detection needs the synchronisation peak this many standard deviations above its correlation surface's own
-# spread. Unmarked real footage reached 7.21 at most (mead_w040_level_3_happy_029; the scan of every shared video, whole and in
-# 5-s windows, as it is and at CRF 30, was partial when this was set: benchmarks/RESULTS.md); a false "made by
-# AMG" about real footage is the worse error, so the margin.
+# spread. Unmarked real footage reached 7.21 at most (every shared video, whole and in 5-s windows, as it is and
+# at CRF 30: benchmarks/marks.py); a false "made by AMG" about real footage is the worse error, so the margin
+# (marked 5-s windows, all transforms at once: 7.8 at least).
 THRESHOLD = 7.5
 
 
