@@ -22,6 +22,9 @@ from amg.media.watermark import Detection, Detector
 # seconds, so a long file is judged in about half a minute.
 STEP = 2
 MAX_S = 60.0
+# The ids are read from a whole video, from its start (the watermark's signs count from it), of about 10 s or
+# more; never reported where they do not stand out.
+IDS_UNREAD = "ids unread: they are read from a whole video of about 10 s or more, from its start"
 
 
 @dataclass
@@ -42,7 +45,7 @@ class Verification:
     def lines(self) -> list[str]:
         w = self.watermark
         if w.found:
-            ids = f"avatar id {w.payload.avatar:04x}, render id {w.payload.render:04x}" if w.payload else "ids unread"
+            ids = f"avatar id {w.payload.avatar:04x}, render id {w.payload.render:04x}" if w.payload else IDS_UNREAD
             mark = f"found (score {w.score:.1f} over {w.frames} frames; {ids})"
         else:
             mark = f"not found (score {w.score:.1f} over {w.frames} frames)"

@@ -3,17 +3,20 @@ what happens to videos on the way to viewers: re-encoding, scaling, cropping, an
 
 Embedding adds a faint pattern to the frames' brightness (to R, G and B in proportion to their share of it): a
 tile of smooth random cells, repeated over the frame with a period tied to the frame's height, so that scaling
-the video scales the pattern with it. The tile is a sum of keyed ±1 patterns: a synchronisation pattern with
-most of the energy, and one pattern per payload bit whose sign is the bit. Its strength follows a 1-s sine over
-time, and over the picture it is larger where the picture stands still (from one frame to the next) and smaller
-where it moves, at the same mean square: detection weighs moving pixels down, so energy there would be lost.
+the video scales the pattern with it. The tile is a sum of keyed orthogonal patterns: a synchronisation pattern
+with most of the energy, and for each id a keyed code word of signs over patterns of its own, whose sign flips
+every few seconds. Its strength follows a 1-s sine over time, and over the picture it is larger where the
+picture stands still and smaller where it moves, at the same mean square: detection weighs moving pixels down,
+so energy there would be lost.
 
 Detection pools evidence over frames: each pixel's band-passed brightness is demodulated at the sine's frequency
 (what stands still adds nothing) and weighed by its own noise, measured at nearby frequencies that carry no
 mark. The result is folded onto one tile (summed tile by tile) for each candidate tile size (a crop changes the
 height the period is tied to) and cross-correlated with the synchronisation pattern over every cyclic shift (a
 crop also shifts the pattern); the best (size, shift) must stand out of the correlation's own spread by a margin
-no real video reaches. The payload is then read at that alignment. NumPy and OpenCV only.
+no real video reaches. The ids are then read at that alignment from the same component taken with their signs,
+from a whole video (its start fixes the signs): each id is the code word its chips correlate with best, reported
+only where it stands out. NumPy and OpenCV only.
 """
 
 from __future__ import annotations
@@ -26,18 +29,19 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-# v2: another tile (sync share, the stillness mask) and detector; v1 marks are not read as v2 ones.
+# The synchronisation pattern's key: v3 kept v2's pattern (v2 marks are found, their ids not read); v1 marks are
+# not found.
 KEY = b"AMG watermark v2"
 CELLS = 16  # cells per tile side: the pattern's detail
 TILES_PER_HEIGHT = 2  # tile period = frame height / this
 AMPLITUDE = 1.55  # RMS of the added brightness over time and picture, in 8-bit levels
 # The brightness is added to R, G and B in proportion to their weights in it (BT.601 luma, what encoders keep at
 # full resolution and detection reads): the same brightness for 0.75x the mean square error of adding it equally
-# to each, so 1.55 levels of brightness cost 1.79 levels² (1.87 with rounding: -0.09 dB on a 28.7-dB render).
+# to each, so 1.55 levels of brightness cost 1.79 levels² (1.83 with rounding: -0.09 dB on a 28.7-dB render).
 # The colour moves by under half the brightness's change (Cb -0.42x, Cr -0.24x).
 LUMA = np.array([0.299, 0.587, 0.114])
-CHANNEL_GAINS = tuple(float(g) for g in LUMA / np.sum(LUMA**2))
-# The synchronisation pattern's share of the energy: detection sees only it, the payload is read once it is found
+CHANNEL_GAINS = (LUMA / np.sum(LUMA**2)).astype(np.float32)
+# The synchronisation pattern's share of the energy: detection sees only it, the ids are read once it is found
 # (at 0.5, windows of 5 s scaled to half size, cropped and at CRF 30 scored 6.5-10; at 0.9, 8.4-9.6).
 SYNC_SHARE = 0.9
 # The pattern's strength follows a sine of this period (seconds): detection reads that frequency of each pixel's
@@ -49,16 +53,36 @@ PERIOD_S = 1.0
 # MASK_HEIGHT rows high (2 per cell), as the change is smooth at that scale.
 STILL_LEVELS = 2.0
 MASK_HEIGHT = 2 * CELLS * TILES_PER_HEIGHT
+# Embedding: the stillness and the enlarged addition are remade every this many frames (and where the ids' sign
+# flips; each frame still has its own strength), and the addition is kept as uint8 around OFFSET. Every 8th
+# frame, not every 4th: 720p 1.0 ms a frame, not 1.1 (v2: 3.0), and the 5-s windows all at once scored alike.
+UPDATE_FRAMES = 8
+OFFSET = 128
 MOTION_LEVELS = 2.0  # detection: a frame-to-frame change (8-bit levels) that halves a pixel's weight
 # Detection: the frequencies (in sine frequencies) whose components measure each pixel's noise, near the sine's
 # own, at least 2 cycles per 5-s window away from it (no mark leaks into them), and the noise power (levels²)
 # under which a pixel is no better than this.
 NOISE_FREQUENCIES = (0.5, 0.6, 1.4, 1.5)
 NOISE_FLOOR = 1.0
-# The payload: 8 check bits (a keyed hash of the ids: ids read wrong are not reported, but for 1 in 256), an avatar
-# id (16) and a render id (16). The fixed AMG mark is the synchronisation pattern itself (keyed by KEY). The
-# check was a fixed byte in v1: its bits read right said nothing of the ids' own.
-PAYLOAD_BITS = 40
+# The payload: each 16-bit id (avatar, render) is sent as a keyed random code word of ID_CHIPS signs, one per
+# pattern, and read by correlating the chips read with all 65536 code words (maximum likelihood): the id's whole
+# energy decides it, not a 16th of it per bit (v2's 40 bits of a tenth of the energy were never all read right).
+ID_BITS = 16
+ID_CHIPS = 96
+# An id is reported only when its code word's correlation (in units of its spread over code words the chips are
+# not made of) reaches ID_THRESHOLD (65535 wrong code words: 65535 x Q(6.5) = 3e-6 that one does) and stands
+# ID_MARGIN above the next best (an id read wrong is mostly a near one, the right one close behind it). 96 chips:
+# 64 or 127 read the ids of 10-s clips less well (127: the chips' patterns fill the tile and overlap more after
+# detection's filters).
+ID_THRESHOLD = 6.5
+ID_MARGIN = 2.0
+# The ids' sign flips every FLIP_S seconds from the video's start, the synchronisation's never: the ids are read
+# from the sine's component taken with those signs, where the synchronisation cancels out. Read along with it, it
+# leaked into the chips through the detection's weights and filters, in its phase, with more than the ids' own
+# strength (10 s at CRF 18: the best correlations 4-5, under the threshold; with the signs 7-8.5). Every 4 s:
+# every 1 s put the ids at the noise's frequencies (0.5, 1.5 Hz) and lowered detection by 0.7; 2 s read no better.
+FLIP_S = 4.0
+IDS_KEY = b"AMG watermark v3 ids"  # the ids' patterns and code words (v2's 40 bits are not read)
 # Detection: tile sizes searched, relative to the frame height's: a crop only enlarges the tile in the frame, up
 # to a crop of a quarter of the height (10 % each side and the label's band together: 1.26); and the resolution
 # each tile is folded at (pixels per cell).
@@ -75,18 +99,31 @@ THRESHOLD = 7.5
 
 @cache
 def _patterns() -> np.ndarray:
-    """(1 + PAYLOAD_BITS, CELLS, CELLS) keyed random patterns, synchronisation first: orthogonal to each other and
-    to a flat tile, of unit energy per cell, so that reading one bit sees nothing of the others."""
-    seed = int.from_bytes(hashlib.sha256(KEY).digest()[:8], "little")
-    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(CELLS * CELLS, 2 + PAYLOAD_BITS))
-    signs[:, 0] = 1.0  # the flat tile first: the patterns come out free of it
-    basis, _ = np.linalg.qr(signs)
-    return (basis[:, 1:].T * CELLS).reshape(1 + PAYLOAD_BITS, CELLS, CELLS)
+    """(1 + 2 * ID_CHIPS, CELLS, CELLS) keyed random patterns, synchronisation first, then the avatar's chips and
+    the render's: orthogonal to each other and to a flat tile, of unit energy per cell, so that reading one sees
+    nothing of the others. The synchronisation pattern is v2's (the same draw), so marks of v2 are still found."""
+    v2 = np.random.default_rng(_seed(KEY)).choice([-1.0, 1.0], size=(CELLS * CELLS, 42))  # v2: 2 + 40 bits
+    chips = np.random.default_rng(_seed(IDS_KEY)).choice([-1.0, 1.0], size=(CELLS * CELLS, 2 * ID_CHIPS))
+    signs = np.hstack([np.ones((CELLS * CELLS, 1)), v2[:, 1:2], chips])  # the flat tile first: the rest is free of it
+    basis, _ = np.linalg.qr(signs)  # a column of Q depends only on the columns up to it: sync stays v2's
+    return (basis[:, 1:].T * CELLS).reshape(1 + 2 * ID_CHIPS, CELLS, CELLS)
+
+
+def _seed(key: bytes) -> int:
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
+
+
+@cache
+def _codes() -> np.ndarray:
+    """(2**ID_BITS, ID_CHIPS) float32 of ±1: each id's keyed random code word."""
+    bits = np.random.default_rng(_seed(IDS_KEY + b" codes")).integers(0, 2, (2**ID_BITS, ID_CHIPS), np.int8)
+    return (2 * bits - 1).astype(np.float32)
 
 
 @dataclass(frozen=True)
 class Payload:
-    """What a watermark says: the fixed AMG mark, an avatar id and a render id (16 bits each)."""
+    """What a watermark says: the fixed AMG mark (the synchronisation pattern), an avatar id and a render id (16
+    bits each)."""
 
     avatar: int
     render: int
@@ -95,41 +132,33 @@ class Payload:
     def of(cls, avatar: str, render: str) -> Payload:
         return cls(_id16(avatar), _id16(render))
 
-    def check(self) -> int:
-        return hashlib.sha256(KEY + self.avatar.to_bytes(2, "big") + self.render.to_bytes(2, "big")).digest()[0]
-
-    def bits(self) -> np.ndarray:
-        value = (self.check() << 32) | (self.avatar << 16) | self.render
-        return np.array([(value >> (PAYLOAD_BITS - 1 - i)) & 1 for i in range(PAYLOAD_BITS)], np.float64)
-
-    @classmethod
-    def from_bits(cls, bits: np.ndarray) -> tuple[int, Payload]:
-        """(the check bits read, the ids read): the ids are right where the check is theirs."""
-        value = int("".join(str(int(b)) for b in bits), 2)
-        return value >> 32, cls((value >> 16) & 0xFFFF, value & 0xFFFF)
-
 
 def _id16(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:2], "big")
 
 
-def tile(payload: Payload) -> np.ndarray:
-    """(CELLS, CELLS) float of unit energy per cell: the synchronisation pattern (SYNC_SHARE of the energy) plus
-    each bit's pattern, signed."""
+def tiles(payload: Payload) -> tuple[np.ndarray, np.ndarray]:
+    """Two (CELLS, CELLS) floats, together of unit energy per cell: the synchronisation pattern (SYNC_SHARE of
+    the energy) and each id's code word over its chips' patterns (half the rest each)."""
     patterns = _patterns()
-    signs = 2 * payload.bits() - 1
-    data = np.tensordot(signs, patterns[1:], axes=1) / np.sqrt(PAYLOAD_BITS)
-    return np.sqrt(SYNC_SHARE) * patterns[0] + np.sqrt(1 - SYNC_SHARE) * data
+    chips = np.concatenate([_codes()[payload.avatar], _codes()[payload.render]])
+    data = np.tensordot(chips, patterns[1:], axes=1) / np.sqrt(chips.size)
+    return np.sqrt(SYNC_SHARE) * patterns[0], np.sqrt(1 - SYNC_SHARE) * data
+
+
+def _flip(seconds: float) -> float:
+    """The ids' sign at `seconds` into the video."""
+    return 1.0 if int(seconds // FLIP_S) % 2 == 0 else -1.0
 
 
 # Every render has its own payload: a few recent patterns are kept (a service renders one video at a time per
 # worker, a render writes at most two sizes), not one per render ever made.
 @lru_cache(maxsize=4)
-def _frame_pattern(payload: Payload, height: int, width: int) -> np.ndarray:
-    """(H, W) float32 pattern of RMS AMPLITUDE for frames of this size: the tile repeated with period
-    height / TILES_PER_HEIGHT."""
-    pattern = _repeated(tile(payload), height, width, height / TILES_PER_HEIGHT)
-    return (pattern * (AMPLITUDE / pattern.std())).astype(np.float32)
+def _frame_patterns(payload: Payload, height: int, width: int) -> np.ndarray:
+    """(2, H, W) float32: the synchronisation's and the ids' patterns for frames of this size, each tile repeated
+    with period height / TILES_PER_HEIGHT, together of RMS AMPLITUDE."""
+    sync, ids = (_repeated(part, height, width, height / TILES_PER_HEIGHT) for part in tiles(payload))
+    return (np.stack([sync, ids]) * (AMPLITUDE / (sync + ids).std())).astype(np.float32)
 
 
 def _repeated(cells: np.ndarray, height: int, width: int, period: float) -> np.ndarray:
@@ -143,38 +172,65 @@ def _repeated(cells: np.ndarray, height: int, width: int, period: float) -> np.n
 
 class Embedder:
     """Adds the watermark of `payload` to uint8 RGB frames (any size; the pattern is made once per size), called
-    with the frames in order: each frame's pattern is shaped by its change from the one before."""
+    with the frames in order: each frame's pattern is shaped by how the picture changed before it.
+
+    What costs is touching every pixel of a large frame (at 720p a copy alone takes 0.2 ms, an enlargement 1 ms).
+    So the addition at unit strength, shaped by the stillness, is made and enlarged to the frame every
+    UPDATE_FRAMES frames only, as uint8 around OFFSET; each frame then takes it at the sine's strength and adds it
+    in one saturating, rounding pass (cv2.addWeighted)."""
 
     def __init__(self, payload: Payload):
         self.payload = payload
-        self.previous: np.ndarray | None = None  # the last frame's brightness, MASK_HEIGHT rows high
+        self.since_update = 0  # frames marked since the addition was made
+        self.sign = 1.0  # the ids' sign in the addition
+        self.previous: np.ndarray | None = None  # the brightness at the last update, MASK_HEIGHT rows high
+        self.added: np.ndarray | None = None  # (H, W, 3) uint8: OFFSET + the addition at unit strength x scale
+        self.scale = 1.0
 
     def __call__(self, frame: np.ndarray, seconds: float) -> np.ndarray:
         """`frame`, shown at `seconds` into the video, marked."""
         frame = np.ascontiguousarray(frame)
+        sign = _flip(seconds)
+        stale = self.added is None or self.added.shape != frame.shape or self.since_update >= UPDATE_FRAMES
+        if stale or sign != self.sign:
+            self.sign = sign
+            self._update(frame)
+            self.since_update = 0
+        self.since_update += 1
+        gain = float(np.sqrt(2) * np.sin(2 * np.pi * seconds / PERIOD_S)) / self.scale
+        return cv2.addWeighted(frame, 1.0, self.added, gain, -OFFSET * gain, dtype=cv2.CV_8U)
+
+    def _update(self, frame: np.ndarray) -> None:
+        """The addition at unit strength for the frames until the next update: the pattern, made at most
+        ANALYSIS_HEIGHT rows high (cells of 8 pixels, smooth), times the stillness, per channel, scaled to fill
+        uint8 around OFFSET (under a tenth of a level's precision lost) and enlarged to the frame."""
         height, width = frame.shape[:2]
-        # Made at most ANALYSIS_HEIGHT rows high (cells of 8 pixels, smooth) and enlarged: 720p in 2 ms, not 4.
         rows = min(height, ANALYSIS_HEIGHT)
         size = (max(1, round(width * rows / height)), rows)
-        strength = float(np.sqrt(2) * np.sin(2 * np.pi * seconds / PERIOD_S))
         mask = cv2.resize(self._stillness(frame), size, interpolation=cv2.INTER_LINEAR)
-        added = cv2.multiply(_frame_pattern(self.payload, rows, size[0]), mask, scale=strength)
-        added = cv2.merge([added * gain for gain in CHANNEL_GAINS])
-        if rows != height:
-            added = cv2.resize(added, (width, height), interpolation=cv2.INTER_LINEAR)
-        return cv2.add(frame, added, dtype=cv2.CV_8U)  # saturating and rounding, in one pass
+        sync, ids = _frame_patterns(self.payload, rows, size[0])
+        luma = cv2.multiply(cv2.scaleAdd(ids, self.sign, sync), mask)
+        self.scale = (OFFSET - 1) / (float(np.abs(luma).max()) * CHANNEL_GAINS.max() + 1e-6)
+        # Each channel scaled, offset, rounded and saturated into uint8 in one pass (numpy's broadcast: 6x slower).
+        channels = [
+            cv2.addWeighted(luma, float(gain * self.scale), luma, 0.0, OFFSET, dtype=cv2.CV_8U)
+            for gain in CHANNEL_GAINS
+        ]
+        added = cv2.merge(channels)
+        self.added = added if rows == height else cv2.resize(added, (width, height), interpolation=cv2.INTER_LINEAR)
 
     def _stillness(self, frame: np.ndarray) -> np.ndarray:
         """(MASK_HEIGHT, w) float32 of RMS 1: the pattern's relative amplitude, less where the picture changed
-        since the previous frame. Detection weighs changing pixels down, as a moving mouth or head swamps the
-        pattern there; the same energy where the picture holds still is found (at CRF 30, half size: a fifth
-        higher scores than the same amplitude everywhere). Less where the picture is textured did worse (the
-        encoder keeps less of the pattern there)."""
+        (per frame, since the last update). Detection weighs changing pixels down, as a moving mouth or head
+        swamps the pattern there; the same energy where the picture holds still is found (at CRF 30, half size:
+        a fifth higher scores than the same amplitude everywhere). Less where the picture is textured did worse
+        (the encoder keeps less of the pattern there)."""
         luma = cv2.cvtColor(_shrunk(frame, MASK_HEIGHT), cv2.COLOR_RGB2GRAY).astype(np.float32)
         previous, self.previous = self.previous, luma
         if previous is None or previous.shape != luma.shape:
             return np.ones_like(luma)
-        change = cv2.GaussianBlur(cv2.absdiff(luma, previous), (0, 0), MASK_HEIGHT / (CELLS * TILES_PER_HEIGHT))
+        change = cv2.absdiff(luma, previous) / max(1, self.since_update)
+        change = cv2.GaussianBlur(change, (0, 0), MASK_HEIGHT / (CELLS * TILES_PER_HEIGHT))
         amplitude = 1.0 / (1.0 + change / STILL_LEVELS)
         return amplitude / np.sqrt(np.mean(amplitude**2))
 
@@ -195,8 +251,9 @@ class Detection:
     score: float  # the synchronisation peak in standard deviations of its correlation surface
     scale: float  # the tile size found, relative to the one of an uncropped frame of this height
     frames: int
-    mark_ok: bool  # the payload's check bits agree with its ids: then the ids are right but for 1 in 256
-    payload: Payload | None  # the ids read, where the mark was
+    mark_ok: bool  # both ids' code words stood out (ID_THRESHOLD, ID_MARGIN): then `payload` holds them
+    payload: Payload | None  # the ids read, where the mark was found and they stood out
+    id_score: float = 0.0  # the weaker id's code word correlation, in noise deviations
 
 
 class Detector:
@@ -210,7 +267,12 @@ class Detector:
         self.frequencies = np.array((1.0, *NOISE_FREQUENCIES)) / PERIOD_S
         self.waves: np.ndarray | None = None  # (frequencies, h, w) complex: each pixel's components
         self.total: np.ndarray | None = None  # each pixel's sum, to take the still part out
+        self.flipped: np.ndarray | None = None  # (h, w) complex: each pixel's sine component, the ids' sign on
+        self.stillness: np.ndarray | None = (
+            None  # (2, h, w): each pixel's weight for motion, summed, and with that sign
+        )
         self.phasors = np.zeros(len(self.frequencies), np.complex128)
+        self.flipped_phasor = 0j
         self.frames = 0
         self.previous: np.ndarray | None = None
 
@@ -223,13 +285,21 @@ class Detector:
         if self.waves is None:
             self.waves = np.zeros((len(self.frequencies), *luma.shape), np.complex128)
             self.total = np.zeros(luma.shape)
+            self.flipped = np.zeros(luma.shape, np.complex128)
+            self.stillness = np.zeros((2, *luma.shape))
         elif luma.shape != self.total.shape:  # a stream that changes size: one frame geometry is kept
             luma = cv2.resize(luma, self.total.shape[::-1], interpolation=cv2.INTER_AREA)
-        band = _band_pass(luma, luma.shape[0] / TILES_PER_HEIGHT / CELLS) * self._stillness(luma)
+        stillness = self._stillness(luma)
+        band = _band_pass(luma, luma.shape[0] / TILES_PER_HEIGHT / CELLS) * stillness
         phasors = np.exp(-2j * np.pi * seconds * self.frequencies)
+        sign = _flip(seconds)
         self.waves += phasors[:, None, None] * band
+        self.flipped += (sign * phasors[0]) * band
         self.total += band
+        self.stillness[0] += stillness
+        self.stillness[1] += sign * stillness
         self.phasors += phasors
+        self.flipped_phasor += sign * phasors[0]
         self.frames += 1
 
     def _stillness(self, luma: np.ndarray) -> np.ndarray:
@@ -244,7 +314,7 @@ class Detector:
     def result(self) -> Detection:
         if not self.frames:
             return Detection(False, 0.0, 1.0, 0, False, None)
-        wave = self._weighted_wave()
+        wave, ids_wave, gain = self._weighted_waves()
         sync = _upsampled(_patterns()[0])
         best = (-np.inf, 1.0, (0, 0), np.zeros((1, 1)))
         for scale in SCALES:
@@ -254,20 +324,28 @@ class Detector:
             if score > best[0]:
                 best = (float(score), float(scale), np.unravel_index(surface.argmax(), surface.shape), folded)
         score, scale, shift, folded = best
-        check, payload = Payload.from_bits(_bits(folded, shift, scale))
         found = score >= THRESHOLD
-        checked = check == payload.check()
-        return Detection(found, score, scale, self.frames, checked, payload if found and checked else None)
+        gain = self._folded(gain, scale).real
+        reference = _fit(folded, gain, shift, scale)[0]
+        payload, id_score = _ids(_fit(self._folded(ids_wave, scale), gain, shift, scale)[1:], reference)
+        read = found and payload is not None
+        return Detection(found, score, scale, self.frames, read, payload if read else None, id_score)
 
-    def _weighted_wave(self) -> np.ndarray:
-        """(h, w) complex: each pixel's sine component, its still part removed (what does not change over the
+    def _weighted_waves(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """((h, w) complex, (h, w) complex, (h, w)): each pixel's sine component, its still part removed (what does not change over the
         window adds nothing there, but leaks into a window's sine component), divided by the pixel's noise power
         (a pixel that moves or flickers says little). The noise is the mean power of the same pixel's components
         at NOISE_FREQUENCIES, where no mark is: the still part weighs pixels by their total change over time,
-        which includes the mark's own (at CRF 30: 11-12 against 6-9 unweighted; the total change: 10-12)."""
+        which includes the mark's own (at CRF 30: 11-12 against 6-9 unweighted; the total change: 10-12). Then
+        the same with the ids' signs, less what the synchronisation left in it where the signs do not sum to 0
+        (its part in the plain component, in the share the signs leave it, pixel by pixel as motion weighed it).
+        And the gain this gives a mark of the same strength everywhere: its mean motion weight over the noise."""
         components = self.waves - self.total * (self.phasors / self.frames)[:, None, None]
-        noise = np.mean(np.abs(components[1:]) ** 2, axis=0) / self.frames
-        return components[0] / (noise + NOISE_FLOOR)
+        noise = np.mean(np.abs(components[1:]) ** 2, axis=0) / self.frames + NOISE_FLOOR
+        flipped = self.flipped - self.total * (self.flipped_phasor / self.frames)
+        unbalanced = self.stillness[1] / (self.stillness[0] + 1e-12)
+        flipped -= unbalanced * components[0]
+        return components[0] / noise, flipped / noise, self.stillness[0] / (self.frames * noise)
 
     def _folded(self, wave: np.ndarray, scale: float) -> np.ndarray:
         """`wave` resampled to FOLD pixels per cell for tiles of `scale` times the nominal size, folded onto one."""
@@ -280,22 +358,42 @@ class Detector:
         return _fold(resized[..., 0], side) + 1j * _fold(resized[..., 1], side)
 
 
-def _bits(folded: np.ndarray, shift: tuple[int, int], scale: float) -> np.ndarray:
-    """The payload bits of the (unwhitened) folded tile whose synchronisation peak is at `shift`: a least-squares
-    fit of all the patterns at once, each as detection sees it (band-passed, whitened as the tile is), and each
-    bit's sign in the phase of the synchronisation's (the sine's phase is the window's, unknown). Fitted all at
-    once because those filters make the patterns overlap, and the synchronisation has 9 times a bit's amplitude:
-    read one by one, its overlap alone put 3-4 of 40 bits wrong on a flat grey picture (fitted: 1)."""
-    spectrum = np.fft.fft2(np.roll(folded, (-shift[0], -shift[1]), axis=(0, 1)))
+def _fit(folded: np.ndarray, gain: np.ndarray, shift: tuple[int, int], scale: float) -> np.ndarray:
+    """(1 + 2 * ID_CHIPS) complex: each pattern's amplitude in the (unwhitened) folded tile whose synchronisation
+    peak is at `shift`, by a least-squares fit of all the patterns at once, each as detection sees it: weighed
+    by the folded `gain` of its pixels, band-passed, whitened as the tile is. The synchronisation has 4 times an
+    id's amplitude, and those weights and filters make the patterns overlap: fitted without the gain, its
+    overlap with the chips outweighed the ids themselves (real video, CRF 18: their spread over the code words
+    7 times the noise's)."""
+    shift = (-shift[0], -shift[1])
+    spectrum = np.fft.fft2(np.roll(folded, shift, axis=(0, 1)))
     magnitude = np.abs(spectrum) + 1e-9 * np.abs(spectrum).max() + 1e-12
     side = folded.shape[0]
     frequency = np.fft.fftfreq(side)
     squared = frequency[:, None] ** 2 + frequency[None, :] ** 2
     band = _gaussian(squared, BAND[0] * FOLD / scale) - _gaussian(squared, BAND[1] * FOLD / scale)
-    templates = np.fft.fft2(np.stack([_upsampled(p) for p in _patterns()])) * (band / magnitude)
+    templates = np.fft.fft2(_upsampled_patterns() * np.roll(gain, shift, axis=(0, 1))) * (band / magnitude)
     seen = np.fft.ifft2(templates).real.reshape(len(templates), -1).T
-    fit = np.linalg.lstsq(seen, np.fft.ifft2(spectrum / magnitude).reshape(-1), rcond=None)[0]
-    return (np.real(fit[1:] * np.conj(fit[0])) > 0).astype(np.float64)
+    return np.linalg.lstsq(seen, np.fft.ifft2(spectrum / magnitude).reshape(-1), rcond=None)[0]
+
+
+def _ids(fit: np.ndarray, reference: complex) -> tuple[Payload | None, float]:
+    """(the ids, where both code words stand out; the weaker one's correlation). The chips are the fitted
+    amplitudes (`fit`, of the chips' patterns) in the phase of the synchronisation's (`reference`: the sine's
+    phase is the window's, unknown). Each code word's
+    correlation is taken over the chips' own norm: for any chips not made from it (noise, another id, the
+    synchronisation's leftovers), a random code word's then has mean 0 and spread 1 (at most exp(-t²/2) of
+    reaching t, whatever the chips), so the threshold needs no noise model; the right one's reaches sqrt(ID_CHIPS)
+    when the chips are noise-free."""
+    chips = np.real(fit * np.conj(reference)).reshape(2, ID_CHIPS).astype(np.float32)
+    correlations = chips @ _codes().T / (np.linalg.norm(chips, axis=1, keepdims=True) + 1e-30)
+    ranked = np.sort(correlations, axis=1)
+    best, runner_up = ranked[:, -1], ranked[:, -2]
+    weaker = float(best.min())
+    if weaker < ID_THRESHOLD or (best - runner_up).min() < ID_MARGIN:
+        return None, weaker
+    avatar, render = correlations.argmax(axis=1)
+    return Payload(int(avatar), int(render)), weaker
 
 
 def detect(frames: Iterable[np.ndarray], fps: float) -> Detection:
@@ -325,6 +423,11 @@ def _fold(image: np.ndarray, side: int) -> np.ndarray:
     padded = np.zeros((rows * side, cols * side))
     padded[: image.shape[0], : image.shape[1]] = image
     return padded.reshape(rows, side, cols, side).sum(axis=(0, 2))
+
+
+@cache
+def _upsampled_patterns() -> np.ndarray:
+    return np.stack([_upsampled(p) for p in _patterns()])
 
 
 def _upsampled(pattern: np.ndarray) -> np.ndarray:
