@@ -138,6 +138,8 @@ def test_a_rendered_video_carries_the_label_watermark_manifest_and_tags_and_veri
     assert amg_main(["verify", str(path), "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
     assert found["found"] and found["manifest"] and found["tags"]["render_id"] == tags["render_id"]
+    expected = Payload.of(name, tags["render_id"])
+    assert found["watermark"]["payload"] in (None, {"avatar": expected.avatar, "render": expected.render})
 
 
 def test_no_label_leaves_the_corner_as_it_was_and_verify_says_what_a_plain_video_lacks(tmp_path, capsys):

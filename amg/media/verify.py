@@ -16,7 +16,7 @@ from amg.core.constants import FPS
 from amg.core.errors import MediaError
 from amg.media.provenance import read_manifest, read_tags
 from amg.media.video import iter_frames, probe_video
-from amg.media.watermark import Detection, Detector
+from amg.media.watermark import Detection, Detector, Payload
 
 # Frames the watermark is read from: every STEP-th (the pattern's strength changes slowly) of at most MAX_S
 # seconds, so a long file is judged in about half a minute.
@@ -45,8 +45,7 @@ class Verification:
     def lines(self) -> list[str]:
         w = self.watermark
         if w.found:
-            ids = f"avatar id {w.payload.avatar:04x}, render id {w.payload.render:04x}" if w.payload else IDS_UNREAD
-            mark = f"found (score {w.score:.1f} over {w.frames} frames; {ids})"
+            mark = f"found (score {w.score:.1f} over {w.frames} frames; {self._ids()})"
         else:
             mark = f"not found (score {w.score:.1f} over {w.frames} frames)"
         lines = [f"AMG watermark: {mark}"]
@@ -58,6 +57,17 @@ class Verification:
         lines.append("Metadata: " + ("AMG record " + str(self.tags) if self.tags else "no AMG record"))
         lines.append("Verdict: made by AMG" if self.found else "Verdict: no AMG mark found")
         return lines
+
+    def _ids(self) -> str:
+        """The ids the watermark carries (16-bit hashes of the names), and whether they are the metadata's."""
+        read = self.watermark.payload
+        if read is None:
+            return IDS_UNREAD
+        text = f"avatar id {read.avatar:04x}, render id {read.render:04x}"
+        if not self.tags:
+            return text
+        same = Payload.of(str(self.tags.get("avatar")), str(self.tags.get("render_id"))) == read
+        return text + (", those of the metadata's avatar and render" if same else ", not the metadata's")
 
 
 def verify_video(path: Path) -> Verification:
