@@ -8,7 +8,8 @@ preset (reused by later runs: delete ROOT/checkpoints/CLIP after changing the pr
 15% tail is rendered from its own speech and compared with the real frames, next to two baselines: the
 nearest-landmark training frame copied, and mesh-warped onto the driving landmarks; `--audio` files (from
 ../shared/data/audio) also drive each avatar (cross-driven: sync and mouth statistics only). Prints the held-out metrics per clip (real | generated | copy | warp), the cross-driven sync,
-and the wall time; the full reports are in ROOT/output_data/eval_CLIP/report.html.
+the wall time, and for a clip larger than its crop (HD, half-body) the tail in the source's own frame and pixels
+(generated | over a still | nearest frame); the full reports are in ROOT/output_data/eval_CLIP/report.html.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from amg.config import PRESETS, AvatarConfig, load_config, preset_overrides
 from amg.core.layout import Layout
 from amg.evaluation.records import EvalOptions
-from amg.evaluation.report import METRICS, fmt_number
+from amg.evaluation.report import METRICS, fmt_number, native_table
 from amg.pipeline import evaluate_avatar
 
 from shared_data import link_shared
@@ -85,6 +86,10 @@ def main() -> None:
             rows = [reports[clip]["cross_driven"][audio]["comparison"][key] for clip in args.clips]
             print(f"{(audio + ': ' + key)[:46]:<46}" + "".join(cell(row) for row in rows))
     print(f"{'wall time (train + eval), s':<46}" + "".join(f"{seconds[c]:>{CELL}.0f}" for c in args.clips))
+    for clip in args.clips:  # HD and half-body sources: the tail as delivered, in the source's own pixels
+        native = reports[clip]["self_driven"].get("native")
+        if native:
+            print(f"\n{clip}" + "\n".join(native_table(native)))
     for clip in args.clips:
         print(f"report: {layout.eval_html(clip)}")
 

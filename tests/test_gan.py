@@ -296,3 +296,10 @@ def test_gan_training_is_deterministic_resumable_and_saves_everything(obama_avat
     assert first.gan_config(name).is_file() and first.gan_references(name).is_file()
     assert sorted(p.name for p in first.gan_samples_dir(name).glob("*.jpg")) == ["step_0000003.jpg", "step_0000006.jpg"]
     assert any((first.logs_dir(name) / "gan").rglob("events.out.tfevents*"))
+
+
+def test_a_generator_size_of_0_is_the_preprocessed_crops_own():
+    assert GanConfig().size == 0 and GanConfig().for_crop(512).size == 512
+    assert GanConfig().for_crop(300).size == 256  # what six halvings allow
+    assert GanConfig(n_levels=4).for_crop(200).size == 192
+    assert GanConfig(size=128, n_levels=4).for_crop(512).size == 128  # a size that is set stays

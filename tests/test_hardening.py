@@ -314,7 +314,8 @@ def tiny_training(layout: Layout, name: str, *sets: str) -> list[str]:
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ("gan.size=7", "Config gan.size: expected a finite number >= 32, got 7."),
+        ("gan.size=-1", "Config gan.size: expected a finite number >= 0, got -1."),
+        ("gan.size=7", "Config gan.size: 7 px cannot be halved 4 times (gan.n_levels): use a multiple of 16."),
         ("gan.size=72", "Config gan.size: 72 px cannot be halved 4 times (gan.n_levels): use a multiple of 16."),
         ("gan.n_candidates=0", "Config gan.n_candidates: expected a finite number >= 1, got 0."),
         ("motion.expression.batch_size=0", "Config motion.expression.batch_size: expected a finite number >= 1"),
@@ -391,14 +392,20 @@ def test_nonsense_numbers_on_the_command_line_are_one_usage_line(layout, capsys,
     assert exited.value.code == 2 and one_error_line(capsys).startswith(f"error: {message}")
 
 
-@pytest.mark.parametrize("size", ["0", "7"])
-def test_a_crop_size_the_trackers_cannot_use_is_refused_before_anything_is_written(layout, capsys, size):
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        ("-1", "Config size: expected a finite number >= 0, got -1."),
+        ("7", "Config size: 7 px leaves the face mesh too few pixels: use 64 or more, or 0."),
+    ],
+)
+def test_a_crop_size_the_trackers_cannot_use_is_refused_before_anything_is_written(layout, capsys, size, message):
     from conftest import link_shared
 
     link_shared(layout, "video", NAME, "video/may_5s.mp4")
     before = tree(layout.root)
     assert amg_main(["preprocess", str(layout.root), NAME, "--size", size]) == 2
-    assert one_error_line(capsys) == f"error: Config size: expected a finite number >= 64, got {size}."
+    assert one_error_line(capsys) == f"error: {message}"
     assert tree(layout.root) == before
 
 

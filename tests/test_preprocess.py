@@ -52,7 +52,9 @@ def test_frame_count_and_audio_length_match_the_duration(processed):
     audio = load_audio(layout.audio_wav(name))
     assert abs(len(audio) / 16000 - duration) < 0.1
     frames_info = probe_video(layout.frames_video(name))
-    assert (frames_info.width, frames_info.height, frames_info.has_audio) == (256, 256, True)
+    # Its half-body window is the whole 512-px frame: the crop keeps every source pixel (preprocess.size 0).
+    assert report["crop_window"] == {"x0": 0, "y0": 0, "side": 512} and tracks.size == 512
+    assert (frames_info.width, frames_info.height, frames_info.has_audio) == (512, 512, True)
 
 
 def test_every_frame_has_478_landmarks_inside_the_crop(processed):
@@ -61,10 +63,10 @@ def test_every_frame_has_478_landmarks_inside_the_crop(processed):
     assert report["tracked_fraction"] > 0.98
     xy = tracks.landmarks[..., :2]
     assert np.isfinite(tracks.landmarks).all()
-    assert xy.min() > 0 and xy.max() < 256
+    assert xy.min() > 0 and xy.max() < tracks.size
     # Half-body framing: the face takes a fraction of the crop, not all of it.
-    face_height = np.ptp(xy[..., 1], axis=1).mean()
-    assert 50 < face_height < 180
+    face_height = np.ptp(xy[..., 1], axis=1).mean() / tracks.size
+    assert 0.2 < face_height < 0.7
 
 
 def test_pose_and_expression_reconstruct_the_tracked_landmarks(processed):
@@ -144,9 +146,10 @@ def test_a_face_only_crop_keeps_the_pose_models_shoulders_and_says_why(processed
 def test_matte_background_and_preview(processed):
     layout, name, report, tracks = processed
     matte = next(iter_frames(layout.matte_video(name)))[:, :, 0]
-    assert matte[128, 128] > 200 and matte[5, 5] < 60  # person in the middle, background in the corner
+    middle = tracks.size // 2
+    assert matte[middle, middle] > 200 and matte[5, 5] < 60  # person in the middle, background in the corner
     plate = cv2.imread(str(layout.background(name)))
-    assert plate.shape == (256, 256, 3)
+    assert plate.shape == (tracks.size, tracks.size, 3)
     assert report["background_inpainted_fraction"] < 0.6
     assert probe_video(layout.tracking_preview(name)).n_frames() == tracks.n_frames
     json.loads(layout.preprocess_report(name).read_text())

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from amg.tracking.background import masked_median
-from amg.tracking.scan import FaceScan, crop_window, main_face_index
+from amg.tracking.scan import FaceScan, crop_size, crop_window, main_face_index
 
 
 def test_main_face_is_the_large_central_one():
@@ -19,13 +19,29 @@ def scan_of(frame_size, boxes: np.ndarray, every: int = 5) -> FaceScan:
 def test_crop_window_frames_head_and_shoulders_inside_the_frame():
     boxes = np.tile(np.array([[900, 300, 1100, 500]], np.float32), (10, 1))  # 200 px face in a 1920x1080 frame
     scan = scan_of((1920, 1080), boxes)
-    win = crop_window(scan, scale=3.2, face_center_y=0.38)
+    win = crop_window(scan, scale=3.2, face_center_y=0.38, min_scale=2.4, max_side=1024)
     assert win.side == 640
     assert win.x0 == 1000 - 320 and win.y0 == int(round(400 - 0.38 * 640))
     # A frame smaller than the wanted window: the window shrinks to fit and stays inside.
     small = scan_of((256, 256), np.tile(np.array([[78, 60, 178, 160]], np.float32), (10, 1)))
-    win = crop_window(small, scale=3.2, face_center_y=0.38)
+    win = crop_window(small, scale=3.2, face_center_y=0.38, min_scale=2.4, max_side=512)
     assert (win.x0, win.y0, win.side) == (0, 0, 256)
+
+
+def test_a_window_with_more_pixels_than_the_crop_keeps_narrows_toward_the_head():
+    """720p half-body: a 225-px face wants a 720-px window, more than a 512-px crop keeps; the window narrows to
+    2.4 face heights (540 px), not below, and the crop then keeps the face 1:1 up to its 512-px cap."""
+    scan = scan_of((1280, 720), np.tile(np.array([[528, 150, 753, 375]], np.float32), (10, 1)))
+    assert crop_window(scan, scale=3.2, face_center_y=0.38, min_scale=2.4, max_side=2048).side == 720
+    win = crop_window(scan, scale=3.2, face_center_y=0.38, min_scale=2.4, max_side=512)
+    assert win.side == 540 and win.y0 == int(round(262.5 - 0.38 * 540))
+    assert crop_size(win.side, 0, 512) == 512
+    assert crop_size(win.side, 0, 1024) == 512  # the window's own side, in steps of 64
+    assert crop_size(win.side, 256, 512) == 256  # a size that is set wins
+    assert crop_size(200, 0, 512) == 256  # a small window is resampled up to 256, as every crop was
+    # A face that travels across the frame keeps a window that covers its travel.
+    travel = scan_of((1280, 720), np.array([[128 + 60 * i, 150, 353 + 60 * i, 375] for i in range(10)], np.float32))
+    assert crop_window(travel, scale=3.2, face_center_y=0.38, min_scale=2.4, max_side=512).side == 720
 
 
 @pytest.mark.parametrize(

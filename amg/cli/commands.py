@@ -501,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre = sub.add_parser("preprocess", help="track an avatar video (stage 1)")
     pre.add_argument("dataroot", help="data folder (input_data/, checkpoints/, output_data/)")
     pre.add_argument("video_name", help="name of the video in DATAROOT/input_data/video/NAME/NAME.mp4")
-    pre.add_argument("--size", type=int, help="crop resolution (default: as before, else 256)")
+    pre.add_argument("--size", type=int, help="crop resolution (default: as before, else the source's own, 256 to 512)")
     pre.add_argument("--force", action="store_true", help="redo cached work")
     _add_config_options(pre)
     pre.set_defaults(func=cmd_preprocess)

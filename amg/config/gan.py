@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from amg.config.limits import LOSS_WEIGHT, RATE
@@ -28,7 +28,7 @@ class GanConfig:
     SCHEDULE: ClassVar[tuple[str, ...]] = ("steps", "lr_g", "lr_d", "eval_every", "save_every", "eval_frames")
     # Bounds narrower than the one range rule (amg.core.dataclass_io): what the networks work with.
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
-        "size": (32, 2048),
+        "size": (0, 2048),
         "ngf": (1, 512),
         "max_channels": (1, 4096),
         "n_levels": (1, 8),
@@ -60,7 +60,9 @@ class GanConfig:
         "eval_frames": (1, 1000),
     }
 
-    size: int = 256  # generated crop side; the preprocessed crop is resized to it
+    # Generated crop side; the preprocessed crop is resized to it. 0: the preprocessed crop's own side (for an HD
+    # source, its face at the source's pixel density: amg.tracking.scan.crop_size), resolved by for_crop.
+    size: int = 0
     ngf: int = 16  # generator width at the first (half-resolution) level
     max_channels: int = 128
     n_levels: int = 6  # stride-2 levels of the U-Net: 256 → 4 px at the bottleneck
@@ -109,6 +111,8 @@ class GanConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not self.size:
+            return
         # The U-Net halves the image n_levels times and concatenates each level with the one it came from.
         if self.size % 2**self.n_levels:
             raise AmgError(
@@ -121,3 +125,11 @@ class GanConfig:
                 f"Config gan.n_scales: {self.n_scales} scales of a {self.size}-px image end at {coarsest:g} px, "
                 f"below the {MIN_DISCRIMINATED_SIZE} px the discriminator needs: use fewer scales or a larger size."
             )
+
+    def for_crop(self, crop_size: int) -> GanConfig:
+        """This config for an avatar preprocessed at `crop_size`: a size of 0 becomes that side (in the multiples
+        the U-Net can halve), any other size stays."""
+        if self.size:
+            return self
+        step = 2**self.n_levels
+        return replace(self, size=max(step, crop_size // step * step))

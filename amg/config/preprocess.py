@@ -17,9 +17,11 @@ class PreprocessConfig:
     # Bounds narrower than the one range rule (amg.core.dataclass_io): what the trackers work with.
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
         "sample_rate": (8000, 48000),
-        "size": (64, 2048),  # smaller crops leave the face mesh too few pixels
+        "size": (0, 2048),  # 0: from the source; below 64 px the face mesh has too few pixels (__post_init__)
+        "max_size": (64, 2048),
         "track_size": (64, 4096),
         "crop_scale": (1.0, 10.0),  # face heights
+        "min_crop_scale": (1.0, 10.0),
         "crop_face_center_y": FRACTION,
         "min_face_fraction": FRACTION,
         "pose_size": (64, 1024),
@@ -30,8 +32,11 @@ class PreprocessConfig:
 
     fps: int = FPS  # the frame rate the avatar video is resampled to; AMG works at FPS only
     sample_rate: int = SAMPLE_RATE
-    # Side of the square crop the later stages work at (256 by default; 512 works too).
-    size: int = 256
+    # Side of the square crop the later stages work at. 0: the crop window's own side in source pixels (the face
+    # at its source's pixel density), in steps of 64, at least 256 and at most `max_size` (what 2 CPU cores can
+    # train and render; a GPU affords more). A 256-px source is cropped at 256 as it always was.
+    size: int = 0
+    max_size: int = 512
     # Face mesh runs on the crop resampled to this side (if the source has the pixels): more pixels on the face
     # than `size` gives sub-pixel landmarks at no extra model cost (the mesh model sees a fixed 192² face ROI).
     track_size: int = 512
@@ -39,6 +44,10 @@ class PreprocessConfig:
     # Half-body framing: the crop side and the face centre's height in it, in units of the face box height.
     crop_scale: float = 3.2
     crop_face_center_y: float = 0.38
+    # Where that window holds more source pixels than the crop keeps (an HD or half-body video), it narrows toward
+    # the head, down to this many face heights (head, neck and the top of the shoulders): the face keeps its
+    # source's detail and the rest of the frame comes from the source itself (render.framing = source).
+    min_crop_scale: float = 2.4
     # Face detection runs on every k-th frame of the scan pass (faces move slowly; the mesh tracks per frame).
     scan_every: int = 5
     min_face_fraction: float = 0.5
@@ -62,5 +71,7 @@ class PreprocessConfig:
     preview: bool = True
 
     def __post_init__(self) -> None:
+        if 0 < self.size < 64:
+            raise AmgError(f"Config size: {self.size} px leaves the face mesh too few pixels: use 64 or more, or 0.")
         if self.fps != FPS:  # the audio features (40 ms per frame) and every model assume it
             raise AmgError(f"Config fps: AMG works at {FPS} frames/s, got {self.fps}.")

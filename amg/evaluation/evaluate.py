@@ -37,6 +37,7 @@ from amg.config import (
     EyesConfig,
     MotionConfig,
     MotionOptions,
+    RenderConfig,
     read_saved_config,
 )
 from amg.core import images
@@ -46,6 +47,7 @@ from amg.core.split import held_out_split
 from amg.evaluation import metrics
 from amg.evaluation import mouth as mouth_metrics
 from amg.evaluation.landmarks import LandmarkDetector
+from amg.evaluation.native import native_scores
 from amg.evaluation.records import EvalOptions, SequenceResult
 from amg.evaluation.sync import (
     SyncModel,
@@ -373,6 +375,14 @@ class Evaluator:
             eyes[source] = topology.eye_opening(values["landmarks"])
         return SequenceResult(sequence.label, summaries, openings, eyes, syncs)
 
+    def native(self, sequence: Sequence, tracks: Tracks, start: int) -> dict | None:
+        """The held-out tail scored in the source's frame and pixels (amg.evaluation.native), as `amg run`
+        delivers it; None for a source the crop covers whole."""
+        crops = self.generator.frames(sequence.motion, self.options.chunk)
+        nearest = self.baselines.nearest(sequence.motion.landmarks)
+        feather = RenderConfig().feather
+        return native_scores(self.layout, self.name, tracks, start, self.options.holdout, feather, crops, nearest)
+
 
 def pose_statistics(
     layout: Layout, name: str, tracks: Tracks, sequence: Sequence, seed: int
@@ -404,7 +414,8 @@ def evaluate_trained_avatar(layout: Layout, name: str, options: EvalOptions) -> 
     held_out = self_driven(layout, name, tracks, start, features)
     real = islice(resized_frames(layout.frames_video(name), evaluator.size), start, tracks.n_frames)
     results = [evaluator.evaluate(held_out, real)]
+    native = evaluator.native(held_out, tracks, start)
     pose = pose_statistics(layout, name, tracks, held_out, options.seed)
     for audio_name in options.audios:
         results.append(evaluator.evaluate(cross_driven(layout, name, audio_name, motion_cfg, options.seed)))
-    return write_report(layout, name, options, tracks.n_frames, start, evaluator.size, results, pose)
+    return write_report(layout, name, options, tracks.n_frames, start, evaluator.size, results, pose, native)

@@ -14,6 +14,7 @@ from amg.config import FPS
 from amg.core.fsutil import atomic_path, write_text
 from amg.core.layout import Layout
 from amg.evaluation.mouth import ratio
+from amg.evaluation.native import METHODS as NATIVE_METHODS
 
 if TYPE_CHECKING:
     from amg.evaluation.records import EvalOptions, SequenceResult
@@ -292,6 +293,7 @@ def write_report(
     size: int,
     results: list[SequenceResult],
     pose: tuple[dict, np.ndarray, np.ndarray],
+    native: dict | None = None,
 ) -> dict:
     """Write report.json, the plots and report.html into output_data/eval_NAME/; return the report."""
     pose_stats, real_euler, generated_euler = pose
@@ -309,6 +311,7 @@ def write_report(
             "sources": held_out.summaries,
             "comparison": comparison(held_out.summaries),
             "head_motion": pose_stats,
+            "native": native,
         },
         "cross_driven": {r.label: {"sources": r.summaries, "comparison": comparison(r.summaries)} for r in results[1:]},
     }
@@ -331,4 +334,32 @@ def summary_table(report: dict) -> str:
         )
         cells = "".join(f"{fmt_number(sources[c].get(key)):>10}" for c in columns)
         lines.append(f"{labels[key]:<48}{cells}  {verdicts}")
-    return "\n".join(lines)
+    native = report["self_driven"].get("native")
+    return "\n".join(lines + (native_table(native) if native else []))
+
+
+NATIVE_ROWS = (
+    ("psnr", "whole frame PSNR (dB)"),
+    ("ssim", "whole frame SSIM"),
+    ("face_psnr", "face box PSNR (dB)"),
+    ("face_ssim", "face box SSIM"),
+    ("face_lpips", "face box LPIPS (lower is better)"),
+    ("face_sharpness_vs_real", "face box sharpness / real"),
+    ("mouth_sharpness_vs_real", "mouth box sharpness / real"),
+    ("seam_energy_vs_real", "seam band gradient energy / real"),
+)
+
+
+def native_table(native: dict) -> list[str]:
+    """The held-out tail in the source's own frame (amg.evaluation.native), as lines of text."""
+    width, height = native["size"]
+    columns = [m for m in NATIVE_METHODS if m in native]
+    lines = [
+        "",
+        f"In the source's own {width}x{height} frame:",
+        f"{'metric':<48}" + "".join(f"{c:>15}" for c in columns),
+    ]
+    for key, label in NATIVE_ROWS:
+        if any(key in native[c] for c in columns):
+            lines.append(f"{label:<48}" + "".join(f"{fmt_number(native[c].get(key)):>15}" for c in columns))
+    return lines

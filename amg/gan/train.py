@@ -42,6 +42,7 @@ from amg.gan.data import ClipBatch, GanData, clip_batch, load_gan_data, make_ref
 from amg.gan.inputs import GeneratorInputs, with_context
 from amg.gan.networks import Generator, MultiScaleDiscriminator, TemporalDiscriminator, build_generator
 from amg.tracking.boxes import mouth_boxes
+from amg.tracking.tracks import Tracks
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,14 @@ def gan_trained(layout: Layout, name: str) -> bool:
 
 def gan_done(layout: Layout, name: str, cfg: GanConfig, holdout: float) -> bool:
     """Nothing of `cfg` is left to train: finished with its model fields and `holdout`, for at least its steps."""
-    return checkpoint_done(layout.gan_checkpoint(name), cfg, holdout) and layout.gan_references(name).is_file()
+    if not (layout.gan_checkpoint(name).is_file() and layout.gan_references(name).is_file()):
+        return False
+    return checkpoint_done(layout.gan_checkpoint(name), sized_config(layout, name, cfg), holdout)
+
+
+def sized_config(layout: Layout, name: str, cfg: GanConfig) -> GanConfig:
+    """`cfg` for avatar `name`: a size of 0 becomes its preprocessed crop's side."""
+    return cfg if cfg.size else cfg.for_crop(Tracks.load(layout.tracks(name)).size)
 
 
 def build_networks(cfg: GanConfig, inputs: GeneratorInputs) -> nn.ModuleDict:
@@ -251,6 +259,7 @@ def train_gan(layout: Layout, name: str, cfg: GanConfig, run: TrainingRun, max_m
     if gan_done(layout, name, cfg, run.holdout):
         log.info("The image GAN of %r is already trained (use --force to retrain).", name)
         return json.loads(layout.gan_report(name).read_text()) if layout.gan_report(name).is_file() else {}
+    cfg = sized_config(layout, name, cfg)
     seed_everything(cfg.seed)
     device = pick_device()
     precision = resolve_precision(run.precision, device)

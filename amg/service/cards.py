@@ -71,14 +71,15 @@ def _last_training_options(service: Service, name: str) -> dict | None:
 
 
 def _size_px(layout: Layout, name: str, options: dict | None) -> int | None:
-    """The generator's resolution: as trained when its config is saved, else as its training job asks."""
+    """The generator's resolution: as trained when its config is saved, else as its training job asks (none yet
+    where it is the preprocessed crop's, which the job has not chosen)."""
     saved = layout.gan_config(name)
     if saved.is_file():
         return _saved_gan_size(str(saved), _mtime(saved))
     if options is None:
         return None
     try:
-        return training_config(options).gan.size
+        return training_config(options).gan.size or None
     except AmgError:  # a job whose options no longer load: its card shows no size
         return None
 

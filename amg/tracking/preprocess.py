@@ -33,7 +33,7 @@ from amg.media import VideoWriter, iter_frames, load_audio, probe_video, write_w
 from amg.tracking import fitting, smoothing, topology
 from amg.tracking.capture import RawTracks, StageTimer, capture
 from amg.tracking.preview import draw_tracks
-from amg.tracking.scan import CropWindow, FaceScan, check_faces, crop_window, scan_faces
+from amg.tracking.scan import CropWindow, FaceScan, check_faces, crop_size, crop_window, scan_faces
 from amg.tracking.torso import register_torso, torso_body
 from amg.tracking.tracks import Tracks
 
@@ -53,7 +53,9 @@ CAPTURE_OPTIONS = (
     "size",
     "track_size",
     "refine_landmarks",
+    "max_size",
     "crop_scale",
+    "min_crop_scale",
     "crop_face_center_y",
     "scan_every",
     "min_face_fraction",
@@ -90,14 +92,15 @@ def preprocess(layout: Layout, name: str, cfg: PreprocessConfig, force: bool = F
         check_faces(scan, cfg.min_face_fraction, name)
         samples = _samples_of(span, n_frames, cfg)
         audio = _extract_audio(source, info.has_audio, cfg, layout.audio_wav(name), name, samples)
-        window = crop_window(scan, cfg.crop_scale, cfg.crop_face_center_y)
-        face_centre = _face_centre_in_crop(scan, window, cfg.size)
+        window = crop_window(scan, cfg.crop_scale, cfg.crop_face_center_y, cfg.min_crop_scale, cfg.size or cfg.max_size)
+        sized = replace(cfg, size=crop_size(window.side, cfg.size, cfg.max_size))
+        face_centre = _face_centre_in_crop(scan, window, sized.size)
         raw = capture(
             prefetch(timer.timed("decode", islice(iter_frames(source, cfg.fps), span.start, span.stop))),
             span.stop - span.start,
             window,
             face_centre,
-            cfg,
+            sized,
             layout.frames_video(name),
             layout.matte_video(name),
             audio,
@@ -180,7 +183,7 @@ def fit_tracks(raw: RawTracks, cfg: PreprocessConfig) -> tuple[Tracks, fitting.E
         body=body.astype(np.float32),
         window=raw.window.as_array(),
         fps=cfg.fps,
-        size=cfg.size,
+        size=raw.size,
         first_frame=raw.first_frame,
     )
     return tracks, model, _fit_stats(tracks, raw_filled, reconstructed, pose, model, cfg)
@@ -196,9 +199,9 @@ def register_body(layout: Layout, name: str, tracks: Tracks, raw: RawTracks, cfg
         tracks.landmarks,
         tracks.translation,
         tracks.tracked,
-        cfg.size,
+        tracks.size,
     )
-    tracks.body, more = torso_body(tracks.body, raw.body, raw.body_found, registration, cfg.size)
+    tracks.body, more = torso_body(tracks.body, raw.body, raw.body_found, registration, tracks.size)
     return stats | more
 
 

@@ -15,6 +15,11 @@ from amg.tracking.models import FaceDetector
 log = logging.getLogger(__name__)
 
 
+# The smallest crop chosen from the source: a smaller window is resampled up to it (the trackers and the generator
+# were made for 256 px).
+MIN_AUTO_SIZE = 256
+
+
 @dataclass(frozen=True)
 class CropWindow:
     """A square window in the source frame's display pixels; every later stage works inside it."""
@@ -152,11 +157,13 @@ def check_faces(scan: FaceScan, min_fraction: float, video_name: str) -> None:
         )
 
 
-def crop_window(scan: FaceScan, scale: float, face_center_y: float) -> CropWindow:
+def crop_window(scan: FaceScan, scale: float, face_center_y: float, min_scale: float, max_side: int) -> CropWindow:
     """A fixed square window around the main face with room for the shoulders (half-body framing).
 
     The side is `scale` face heights, widened to cover the face's horizontal travel over the video; the face
     centre sits at `face_center_y` of the side from the top, so the window extends down to the shoulders.
+    A window of more than `max_side` source pixels (what the crop keeps) narrows toward the head, down to
+    `min_scale` face heights: the face keeps its source's detail instead of the background keeping its width.
     The window is kept inside the frame (shrunk if the frame is too small), never padded: padding would
     teach the GAN to draw borders.
     """
@@ -164,8 +171,18 @@ def crop_window(scan: FaceScan, scale: float, face_center_y: float) -> CropWindo
     boxes, centres = scan.main_boxes, scan.centres
     face_h = float(np.median(boxes[:, 3] - boxes[:, 1]))
     travel_x = float(np.percentile(centres[:, 0], 95) - np.percentile(centres[:, 0], 5))
-    side = int(round(min(max(scale * face_h, travel_x + 2.2 * face_h), w, h)))
+    travel = travel_x + 2.2 * face_h
+    side = min(max(scale * face_h, travel), max(max_side, min_scale * face_h, travel))
+    side = int(round(min(side, w, h)))
     cx, cy = np.median(centres, axis=0)
     x0 = int(round(np.clip(cx - side / 2, 0, w - side)))
     y0 = int(round(np.clip(cy - face_center_y * side, 0, h - side)))
     return CropWindow(x0, y0, side)
+
+
+def crop_size(window_side: int, size: int, max_size: int) -> int:
+    """The crop's side in pixels: `size` if one is set, else the window's own side (1:1 with the source) in steps
+    of 64 (the generator halves it six times), at least 256 (as every crop was) and at most `max_size`."""
+    if size:
+        return size
+    return min(max_size, max(MIN_AUTO_SIZE, window_side // 64 * 64))
