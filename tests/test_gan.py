@@ -10,9 +10,10 @@ from amg.conditioning import N_CHANNELS
 from amg.config import AvatarConfig, GanConfig
 from amg.core.checkpoints import TrainingRun, load_checkpoint
 from amg.core.images import psnr, ssim
+from amg.core.tensors import to_tensor
 from amg.gan import losses
 from amg.gan.candidates import CandidatePicker, head_pose_features
-from amg.gan.inputs import CANDIDATE_CHANNELS
+from amg.gan.inputs import CANDIDATE_CHANNELS, GeneratorInputs
 from amg.gan.networks import Generator, MultiScaleDiscriminator, TemporalDiscriminator, count_flops
 from amg.gan.references import choose_bank_frames
 from amg.media.output import FullFramePaster
@@ -303,3 +304,37 @@ def test_a_generator_size_of_0_is_the_preprocessed_crops_own():
     assert GanConfig().for_crop(300).size == 256  # what six halvings allow
     assert GanConfig(n_levels=4).for_crop(200).size == 192
     assert GanConfig(size=128, n_levels=4).for_crop(512).size == 128  # a size that is set stays
+
+
+def test_channels_last_inputs_hold_the_planar_inputs_values():
+    """The channels-last dynamic inputs (planes joined by OpenCV's merge, converted to float in one pass) are the
+    planar path's tensor within float32's last bit, in channels-last memory; the float conversion is x/127.5 - 1."""
+    rng = np.random.default_rng(0)
+    size, n, bank, k = 32, 3, 5, 2
+    inputs = GeneratorInputs.__new__(GeneratorInputs)
+    inputs.size, inputs.context, inputs.n_candidates, inputs.device = size, 1, k, torch.device("cpu")
+
+    class Refs:
+        frames = rng.integers(0, 256, (bank, size, size, 3), np.uint8)
+        mattes = rng.integers(0, 256, (bank, size, size), np.uint8)
+
+    inputs.refs = Refs
+    inputs.bank_conditioning = rng.integers(0, 256, (bank, size, size, N_CHANNELS), np.uint8)
+    grid = np.stack(np.meshgrid(np.arange(size), np.arange(size)), axis=-1).astype(np.float32)
+    maps = grid + rng.uniform(-3, 3, (n, k, size, size, 2)).astype(np.float32)
+    picks = rng.integers(0, bank, (n, k))
+    conditioning = rng.integers(0, 256, (n + 2, size, size, N_CHANNELS), np.uint8)
+    inputs.channels_last = False
+    planar = inputs.dynamic(conditioning, maps, picks)
+    inputs.channels_last = True
+    joined = inputs.dynamic(conditioning, maps, picks)
+    assert joined.shape == planar.shape == (n, inputs.dynamic_channels, size, size)
+    assert joined.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(joined, planar, atol=2e-7, rtol=0)
+    levels = np.arange(256, dtype=np.uint8).reshape(1, 4, 8, 8)
+    torch.testing.assert_close(
+        to_tensor(levels, channels_last=True),
+        (torch.arange(256.0) / 127.5 - 1).reshape(1, 4, 8, 8).permute(0, 3, 1, 2),
+        atol=2e-7,
+        rtol=0,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from amg.conditioning.warp import FACE_TRIANGLES, N_FACE, TargetMesh, hole_strip, warp_frames
+from amg.conditioning.warp import FACE_TRIANGLES, N_FACE, TargetMesh, fixed_point, hole_strip, remap, warp_frames
 from amg.tracking import topology
 
 SIZE = 256
@@ -109,3 +109,26 @@ def test_hole_strips_close_the_mouth_and_eyes_without_new_points(tracked):
     centre = np.round((landmarks[13, :2] + landmarks[14, :2]) / 2 - 0.5).astype(int)
     triangle = mesh.triangles[mesh.index[centre[1], centre[0]]]
     assert set(triangle.tolist()) <= set(topology.LIPS_INNER.tolist())
+
+
+def test_maps_are_each_pixels_triangle_affine_and_fixed_point_maps_resample_identically(tracked):
+    """The maps' coefficient-plane gather is the per-pixel affine of the triangle covering each pixel, to the bit;
+    a map converted once to OpenCV's fixed-point form resamples exactly as the float map does."""
+    landmarks, body = tracked[0], tracked[1]
+    mesh = TargetMesh(landmarks[2], body[2], SIZE, SIZE)
+    sources = [(landmarks[i], body[i]) for i in (0, 5)]
+    maps = mesh.maps(sources)
+    out = np.full_like(maps, np.nan)
+    assert mesh.maps(sources, out=out) is out
+    np.testing.assert_array_equal(out, maps)
+    # The reference: each pixel's 2x3 affine (that of the triangle covering it) applied to its centre.
+    per_pixel = mesh.affines(sources).take(mesh.index, axis=1)  # (K, H, W, 6)
+    x = np.arange(SIZE, dtype=np.float32)
+    y = x[:, None]
+    np.testing.assert_array_equal(maps[..., 0], per_pixel[..., 0] * x + per_pixel[..., 1] * y + per_pixel[..., 2])
+    np.testing.assert_array_equal(maps[..., 1], per_pixel[..., 3] * x + per_pixel[..., 4] * y + per_pixel[..., 5])
+    rng = np.random.default_rng(0)
+    for channels, interpolation in ((3, cv2.INTER_CUBIC), (4, cv2.INTER_LINEAR), (1, cv2.INTER_LINEAR)):
+        image = rng.integers(0, 256, (SIZE, SIZE, channels), np.uint8)
+        fixed = fixed_point(maps[0])
+        np.testing.assert_array_equal(remap(image, fixed, interpolation), remap(image, maps[0], interpolation))

@@ -195,6 +195,7 @@ class TargetMesh:
         order = np.concatenate([np.arange(len(outside)), len(outside) + np.argsort(-depth, kind="stable")])
         priority[order] = np.arange(len(self.triangles), dtype=np.int32)
         self.index = triangle_set.index_map(fixed, priority, size)
+        self._pixel_triangle = self.index.astype(np.intp)  # -1 (no triangle) reads the identity appended last
         self._barycentric = self._barycentric_matrices()
 
     def _barycentric_matrices(self) -> np.ndarray:
@@ -211,9 +212,28 @@ class TargetMesh:
         ]
         return np.stack([np.stack(row, axis=-1) for row in rows], axis=1) * inv_det[:, None, None]
 
-    def maps(self, sources: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """Backward maps for source frames given as (landmarks, body) pairs: (K, size, size, 2) float32, the
-        source pixel each target pixel reads. Body points a source lacks stay where the target has them."""
+    def maps(self, sources: list[tuple[np.ndarray, np.ndarray]], out: np.ndarray | None = None) -> np.ndarray:
+        """Backward maps for source frames given as (landmarks, body) pairs: (K, size, size, 2) float32 (into
+        `out` when given), the source pixel each target pixel reads. Body points a source lacks stay where the
+        target has them."""
+        # Each coefficient gathered per pixel into a contiguous plane, then the same float32 products and sums in
+        # the same order as a gather of whole 6-vectors (the one copy is the interleaving of x and y).
+        coefficients = np.ascontiguousarray(self.affines(sources).transpose(2, 0, 1))  # (6, K, F + 1)
+        a0, a1, a2, b0, b1, b2 = (np.take(c, self._pixel_triangle, axis=1) for c in coefficients)  # (K, H, W)
+        x = np.arange(self.size, dtype=np.float32)
+        y = x[:, None]
+        maps = np.empty((len(sources), self.size, self.size, 2), np.float32) if out is None else out
+        for plane, (u, v, w) in ((maps[..., 0], (a0, a1, a2)), (maps[..., 1], (b0, b1, b2))):
+            u *= x
+            v *= y
+            u += v
+            u += w
+            plane[...] = u
+        return maps
+
+    def affines(self, sources: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """(K, F + 1, 6) float32: per source and triangle, the 2x3 affine taking a target pixel to the source
+        pixel it reads (row-major); the last row, for pixels no triangle covers, the identity."""
         n_moving = len(self.usable)
         border = self.points[n_moving:]
         affines = []
@@ -229,21 +249,27 @@ class TargetMesh:
             affine = np.einsum("fci,fcj->fij", corners, self._barycentric)  # (F, 2, 3)
             # Index -1 (no triangle: only off the hull, which border points rule out) reads the pixel itself.
             affines.append(np.concatenate([affine.reshape(-1, 6), [[1, 0, 0, 0, 1, 0]]]).astype(np.float32))
-        per_pixel = np.stack(affines).take(self.index, axis=1)  # (K, H, W, 6)
-        x = np.arange(self.size, dtype=np.float32)
-        y = x[:, None]
-        maps = np.empty((len(sources), self.size, self.size, 2), np.float32)
-        maps[..., 0] = per_pixel[..., 0] * x + per_pixel[..., 1] * y + per_pixel[..., 2]
-        maps[..., 1] = per_pixel[..., 3] * x + per_pixel[..., 4] * y + per_pixel[..., 5]
-        return maps
+        return np.stack(affines)
+
+
+def fixed_point(backward_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A float backward map (H, W, 2) in OpenCV's fixed-point form (CV_16SC2 and its interpolation table): what
+    cv2.remap converts a float map to internally, once per call; converted once, a map that resamples several
+    images is converted once (the results are identical)."""
+    return cv2.convertMaps(backward_map, None, cv2.CV_16SC2)
 
 
 def remap(
-    image: np.ndarray, backward_map: np.ndarray, interpolation: int = cv2.INTER_LINEAR, out: np.ndarray | None = None
+    image: np.ndarray,
+    backward_map: np.ndarray | tuple[np.ndarray, np.ndarray],
+    interpolation: int = cv2.INTER_LINEAR,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Sample `image` (H, W[, C], C <= 8 any dtype cv2 takes) at `backward_map` (H, W, 2), bilinear unless
-    `interpolation` says otherwise; into `out` (contiguous, the result's shape) when given."""
-    result = cv2.remap(image, backward_map, None, interpolation, dst=out, borderMode=cv2.BORDER_REPLICATE)
+    """Sample `image` (H, W[, C], C <= 8 any dtype cv2 takes) at `backward_map` (H, W, 2) float, or its
+    `fixed_point` form, bilinear unless `interpolation` says otherwise; into `out` (contiguous, the result's
+    shape) when given."""
+    map1, map2 = backward_map if isinstance(backward_map, tuple) else (backward_map, None)
+    result = cv2.remap(image, map1, map2, interpolation, dst=out, borderMode=cv2.BORDER_REPLICATE)
     return result.reshape(image.shape[:2] + image.shape[2:]) if result.ndim < image.ndim else result
 
 
