@@ -1,0 +1,89 @@
+"""The render's stages one after another, each timed alone: ms per generated frame (no threads overlap them).
+
+    python benchmarks/render_stages.py DATAROOT SPEECH AVATAR [--frames 128]
+
+For a trained avatar and a speech whose features are cached: the generator's inputs (conditioning, candidate
+retrieval, the mesh maps, the candidates' remaps, the whole input tensor again with its join and float
+conversion), the generator, its frames to uint8, the paste into the source's frame, the marks and the H.264
+encoding (to a scratch file). The same script runs on older commits (it only calls the stages' public methods),
+so a change is measured against its base by running both trees in turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from amg.config import FPS, MotionOptions, RenderConfig
+from amg.core.layout import Layout
+from amg.core.tensors import to_uint8
+from amg.gan.inference import AvatarGenerator
+from amg.gan.inputs import with_context
+from amg.media import VideoWriter
+from amg.media.marks import Marker
+from amg.media.watermark import Payload
+from amg.motion.inference import predict_motion
+from amg.stages import trained_holdouts
+from amg.tracking.framing import SourceFraming
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataroot")
+    parser.add_argument("speech")
+    parser.add_argument("avatar")
+    parser.add_argument("--frames", type=int, default=128)
+    args = parser.parse_args()
+    layout = Layout(args.dataroot)
+    motion = predict_motion(layout, args.speech, args.avatar, MotionOptions())
+    gen = AvatarGenerator(layout, args.avatar)
+    inputs, cfg, n = gen.inputs, RenderConfig(), min(args.frames, motion.n_frames)
+    seconds: dict[str, float] = {}
+
+    def timed(stage: str, work):
+        start = time.perf_counter()
+        result = work()
+        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
+        return result
+
+    m, previous, crops = motion, None, []
+    for start in range(0, n, cfg.chunk):
+        stop, span = min(start + cfg.chunk, n), slice(start, min(start + cfg.chunk, n))
+        frames = with_context(start, stop, inputs.context, m.n_frames)
+        conditioning = timed("conditioning", lambda: inputs.render(m.landmarks[frames], m.body[frames]))
+        picks = timed(
+            "retrieval",
+            lambda: inputs.candidates(
+                m.landmarks[span], m.rotation[span], m.translation[span], m.scale[span], previous=previous
+            ),
+        )
+        previous = picks[-1]
+        maps = timed("mesh maps", lambda: inputs.candidate_maps(m.landmarks[span], m.body[span], picks))
+        timed("remaps alone", lambda: inputs.warped_planes(maps, picks))
+        dynamic = timed("input tensor (remaps, join, float)", lambda: inputs.dynamic(conditioning, maps, picks))
+        with torch.no_grad():
+            out = timed("generator", lambda: gen.generate(dynamic))
+        crops.extend(timed("to uint8", lambda: to_uint8(out)))
+    holdout = max(trained_holdouts(layout, args.avatar).values(), default=0.0)
+    framing = timed("(once) backdrop bank", lambda: SourceFraming.of(layout, args.avatar, holdout, cfg.feather))
+    paste = framing.paster(motion.body)
+    pasted = timed("paste", lambda: [paste(crop) for crop in crops])
+    marker = Marker(Payload.of(args.avatar, "render_stages"), cfg.label or None)
+    marked = timed("marks", lambda: [marker(frame, i) for i, frame in enumerate(pasted)])
+    with tempfile.TemporaryDirectory() as scratch:
+        silence = np.zeros(16000 * (n // FPS + 1), np.float32)
+        with VideoWriter(Path(scratch) / "stages.mp4", FPS, silence, crf=cfg.crf) as writer:
+            timed("encode", lambda: [writer.write(frame) for frame in marked])
+    print(f"{args.avatar} at {gen.size} px, {gen.precision.name}, {torch.get_num_threads()} threads, {n} frames")
+    for stage, total in seconds.items():
+        once = stage.startswith("(once)")
+        print(f"  {stage:36s} {1000 * total / (1 if once else n):8.2f} ms{'' if once else ' per frame'}")
+
+
+if __name__ == "__main__":
+    main()
