@@ -256,10 +256,10 @@ class GanTrainer:
 def train_gan(layout: Layout, name: str, cfg: GanConfig, run: TrainingRun, max_minutes: float | None = None) -> dict:
     """Train (or resume) the image GAN of avatar `name` on all but the `run.holdout` tail of its video, in
     `run.precision`; returns the held-out metrics next to the baselines'."""
+    cfg = sized_config(layout, name, cfg)  # once: gan_done below then finds the size set
     if gan_done(layout, name, cfg, run.holdout):
         log.info("The image GAN of %r is already trained (use --force to retrain).", name)
         return json.loads(layout.gan_report(name).read_text()) if layout.gan_report(name).is_file() else {}
-    cfg = sized_config(layout, name, cfg)
     seed_everything(cfg.seed)
     device = pick_device()
     precision = resolve_precision(run.precision, device)
