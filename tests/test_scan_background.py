@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from amg.tracking.background import masked_median
-from amg.tracking.scan import FaceScan, crop_size, crop_window, main_face_index
+from amg.tracking.scan import FaceScan, crop_size, crop_window, fitted_to_crop, main_face_index
 
 
 def test_main_face_is_the_large_central_one():
@@ -42,6 +42,22 @@ def test_a_window_with_more_pixels_than_the_crop_keeps_narrows_toward_the_head()
     # A face that travels across the frame keeps a window that covers its travel.
     travel = scan_of((1280, 720), np.array([[128 + 60 * i, 150, 353 + 60 * i, 375] for i in range(10)], np.float32))
     assert crop_window(travel, scale=3.2, face_center_y=0.38, min_scale=2.4, max_side=512).side == 720
+
+
+def test_a_window_a_little_wider_than_its_crop_narrows_to_hold_the_source_pixels_1_to_1():
+    """obama_halfbody_34s: a 225-px face that travels 62 px wants a 557-px window; its crop is 512 px, so the
+    window narrows to 512 around the same face (1:1); a window more than 10% wider keeps its side (resampled)."""
+    boxes = np.array([[497 + 62 * i / 9, 150, 722 + 62 * i / 9, 375] for i in range(10)], np.float32)
+    scan = scan_of((1280, 720), boxes)
+    win = crop_window(scan, scale=3.2, face_center_y=0.38, min_scale=2.4, max_side=512)
+    assert 540 < win.side < 563 and crop_size(win.side, 0, 512) == 512
+    fitted = fitted_to_crop(win, scan, 0.38, 512)
+    assert fitted.side == 512
+    assert abs((fitted.x0 + 256) - (win.x0 + win.side / 2)) <= 1  # the same centre
+    assert fitted.y0 == int(round(262.5 - 0.38 * 512))
+    wide = crop_window(scan, scale=3.2, face_center_y=0.38, min_scale=2.4, max_side=2048)
+    assert fitted_to_crop(wide, scan, 0.38, 512) == wide  # 720 px: 41% wider than its crop
+    assert fitted_to_crop(fitted, scan, 0.38, 512) == fitted  # already 1:1
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,17 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
 
 
 def resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """`image` at (width, height): area-averaged when it shrinks (no aliasing), bilinear when it grows, itself
-    when it has that size already."""
+    """`image` at (width, height): area-averaged when it shrinks (no aliasing), bicubic when it grows, itself
+    when it has that size already.
+
+    Bicubic, because a crop pasted back into its source frame grows by a few percent only, and bilinear
+    interpolation blurs even that: obama_halfbody_34s's real 512-px crops pasted back into their 557-px window
+    kept 0.58x the source face's Laplacian energy bilinearly, 0.76x bicubically (Lanczos 0.80 at 12x the
+    time)."""
     height, width = image.shape[:2]
     if (width, height) == tuple(size):
         return image
-    interp = cv2.INTER_AREA if width > size[0] else cv2.INTER_LINEAR
+    interp = cv2.INTER_AREA if width > size[0] else cv2.INTER_CUBIC
     return cv2.resize(image, tuple(size), interpolation=interp)
 
 

@@ -33,7 +33,15 @@ from amg.media import VideoWriter, iter_frames, load_audio, probe_video, write_w
 from amg.tracking import fitting, smoothing, topology
 from amg.tracking.capture import RawTracks, StageTimer, capture
 from amg.tracking.preview import draw_tracks
-from amg.tracking.scan import CropWindow, FaceScan, check_faces, crop_size, crop_window, scan_faces
+from amg.tracking.scan import (
+    CropWindow,
+    FaceScan,
+    check_faces,
+    crop_size,
+    crop_window,
+    fitted_to_crop,
+    scan_faces,
+)
 from amg.tracking.torso import register_torso, torso_body
 from amg.tracking.tracks import Tracks
 
@@ -94,6 +102,7 @@ def preprocess(layout: Layout, name: str, cfg: PreprocessConfig, force: bool = F
         audio = _extract_audio(source, info.has_audio, cfg, layout.audio_wav(name), name, samples)
         window = crop_window(scan, cfg.crop_scale, cfg.crop_face_center_y, cfg.min_crop_scale, cfg.size or cfg.max_size)
         sized = replace(cfg, size=crop_size(window.side, cfg.size, cfg.max_size))
+        window = fitted_to_crop(window, scan, cfg.crop_face_center_y, sized.size)
         face_centre = _face_centre_in_crop(scan, window, sized.size)
         raw = capture(
             prefetch(timer.timed("decode", islice(iter_frames(source, cfg.fps), span.start, span.stop))),
