@@ -34,6 +34,7 @@ class GanConfig:
         "n_levels": (1, 8),
         "context": (0, 8),
         "n_candidates": (1, 4),  # the candidate slots (amg.gan.candidates.SLOTS)
+        "detail_sharpness": (1.0, 1000.0),
         "bank_size": (1, 100_000),
         "ndf": (1, 512),
         "n_scales": (1, 4),
@@ -77,6 +78,11 @@ class GanConfig:
     # switches rarely. On obama_clip2's held-out tail 1 switched the pose slot 13 times in 113 frames instead
     # of 41 (at 0) and cut its warp's face flicker from 4.77 to 4.21 (real 3.93), PSNR 26.05 dB against 25.93.
     candidate_hysteresis: float = 1.0
+    # The candidates' finest texture is blended with weights this many times sharper than their coarse picture
+    # (amg.gan.networks): a soft blend of misaligned candidates averages pores, lashes and teeth away. Held out,
+    # an avatar trained without it (1) and rendered with 32: face-box sharpness 0.81 -> 1.07x the real frames'
+    # (obama_clip2, 256 px) and 0.70 -> 0.95x (obama_halfbody_34s, 512 px), LPIPS equal or better.
+    detail_sharpness: float = 32.0
     # Training frames the candidates come from (all of them up to this many; beyond, spread + extremes).
     bank_size: int = 640
     # A training frame's candidates are never closer in time than this (else it copies the answer).

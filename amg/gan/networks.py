@@ -5,9 +5,16 @@ target landmarks (amg.gan.inputs), and it outputs, per pixel, blend weights over
 correction of the blended candidates' matte. The frame is that matte's blend of the refined person over the
 background plate, so the background stays exactly the plate (no flicker, no wasted capacity):
 
-    person = sum_k softmax(w)_k * candidate_k + residual
+    person = sum_k softmax(w)_k * candidate_k + residual + sum_k (softmax(s * w)_k - softmax(w)_k) * band(candidate_k)
     matte  = sigmoid(logit(sum_k softmax(w)_k * matte_k) + delta)
     frame  = matte * person + (1 - matte) * background
+
+`band` keeps an image's finest detail (itself less its 2x-pooled, re-upsampled copy) and `s` is the detail
+sharpness: the candidates' coarse picture is blended with the weights, their fine texture (pores, lashes, lip
+edges, teeth) with s-times sharper ones, so it comes from nearly one candidate where a soft blend of several
+slightly misaligned candidates would average it away (s = 1: the plain blend). Each candidate's own band is
+blended: the band of the blends' difference (one band instead of K) drew thin edges where the sharper weights
+switch between candidates of different colour.
 
 The output layer starts at zero with the blend biased to the first candidate (the nearest face), so an
 untrained generator already renders about the warp of that candidate: training starts at the warp baseline, not
@@ -62,9 +69,11 @@ class Generator(nn.Module):
         ngf: int,
         max_channels: int,
         n_levels: int,
+        detail_sharpness: float = 1.0,
     ):
         super().__init__()
         self.n_candidates = n_candidates
+        self.detail_sharpness = detail_sharpness
         ch = level_channels(ngf, max_channels, n_levels)
         self.dynamic_in = nn.Conv2d(dynamic_channels, ch[0], 4, stride=2, padding=1)
         self.static_in = nn.Conv2d(static_channels, ch[0], 4, stride=2, padding=1, bias=False)
@@ -97,13 +106,17 @@ class Generator(nn.Module):
             x = torch.cat([self.up[i](x), skips[i]], dim=1)
         heads = F.interpolate(self.heads(x), scale_factor=2, mode="bilinear", align_corners=False)
         k = self.n_candidates
-        weights = torch.softmax(heads[:, :k], dim=1)
+        logits = heads[:, :k]
+        weights = torch.softmax(logits, dim=1)
         # Each candidate's planes as views of the input (no copy, in any memory format), summed over candidates
         # in order.
         starts = [i * CANDIDATE_CHANNELS for i in range(k)]
         rgb = [dynamic[:, s : s + 3] for s in starts]
         mattes = [dynamic[:, s + CANDIDATE_CHANNELS - 1 : s + CANDIDATE_CHANNELS] for s in starts]
         person = sum(weights[:, i : i + 1] * rgb[i] for i in range(k)) + heads[:, k : k + 3]
+        if self.detail_sharpness != 1:
+            sharper = torch.softmax(logits * self.detail_sharpness, dim=1) - weights
+            person = person + sum(sharper[:, i : i + 1] * finest_band(rgb[i]) for i in range(k))
         warped_matte = sum(weights[:, i : i + 1] * (mattes[i] + 1) / 2 for i in range(k))
         warped_matte = warped_matte.clamp(_MATTE_EPS, 1 - _MATTE_EPS)
         logit = torch.log(warped_matte) - torch.log1p(-warped_matte)  # torch.logit has no ONNX export
@@ -112,9 +125,22 @@ class Generator(nn.Module):
         return frame, matte
 
 
+def finest_band(image: torch.Tensor) -> torch.Tensor:
+    """`image` less its 2x-pooled, bilinearly re-upsampled copy: the detail finer than the blend weights' own
+    half resolution."""
+    coarse = F.interpolate(F.avg_pool2d(image, 2), scale_factor=2, mode="bilinear", align_corners=False)
+    return image - coarse
+
+
 def build_generator(cfg: GanConfig, inputs: GeneratorInputs) -> Generator:
     return Generator(
-        cfg.n_candidates, inputs.dynamic_channels, inputs.static_channels, cfg.ngf, cfg.max_channels, cfg.n_levels
+        cfg.n_candidates,
+        inputs.dynamic_channels,
+        inputs.static_channels,
+        cfg.ngf,
+        cfg.max_channels,
+        cfg.n_levels,
+        cfg.detail_sharpness,
     )
 
 
