@@ -117,11 +117,10 @@ def discriminator_forward(size: int, batch: int, rounds: int) -> dict[str, dict[
         calls = {}
         for name, plan in plans().items():
             net, inp = plan.prepare(make()), plan.images(x)
-            temporal = "temporal" in label
-            args = (inp, 3) if temporal else (inp,)
+            args = (inp, 3) if "temporal" in label else (inp,)
 
-            def call(net=net, args=args, context=plan.volumetric if temporal else plan.autocast):
-                with torch.no_grad(), context():
+            def call(net=net, args=args, plan=plan):
+                with torch.no_grad(), plan.autocast():
                     net(*args)
 
             calls[name] = call
@@ -149,8 +148,7 @@ def network_step(size: int, rounds: int) -> dict[str, float]:
                 fake, _ = g(dynamic, g.encode_static(background), background)
                 x = torch.cat([cond, fake], dim=1).to(plan.dtype)
                 loss = sum(o[-1].float().pow(2).mean() for o in d(x))
-            with plan.volumetric():
-                loss = loss + t(x.float(), 3)[-1].float().pow(2).mean()
+                loss = loss + t(x, 3)[-1].float().pow(2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -164,8 +164,7 @@ class GanTrainer:
         # it anyway), so that its downsampling for the coarser scales moves half the bytes.
         x = torch.cat([batch.conditioning, frames], dim=1).to(self.precision.dtype)
         per_frame = self.nets["discriminator"](x)
-        with self.precision.volumetric():
-            per_clip = self.nets["temporal"](x.float(), self.cfg.clip_frames)
+        per_clip = self.nets["temporal"](x, self.cfg.clip_frames)
         return per_frame, [per_clip]
 
     def make_batch(self, step: int) -> tuple[int, ClipBatch]:
