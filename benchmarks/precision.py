@@ -175,8 +175,8 @@ def benchmark_avatar() -> tuple[Path, str]:
 
 def real_training_step(avatar: tuple[Path, str], rounds: int, steps_per_round: int = 3) -> dict[str, float]:
     """Steps/s of GanTrainer.step at the default preset on `avatar` (DATAROOT, NAME) at its crop's size, batch
-    building (retrieval, warps) included. Each round runs a few consecutive steps per precision, as a training
-    does."""
+    building (retrieval, warps) included. Each round runs a few consecutive steps per precision: a trainer builds
+    the next step's batch while its networks run, and what spills past its last step is shared over the steps."""
     from amg.gan.data import load_gan_data, make_references
     from amg.gan.inputs import GeneratorInputs
     from amg.gan.train import GanTrainer, sized_config
@@ -201,6 +201,8 @@ def real_training_step(avatar: tuple[Path, str], rounds: int, steps_per_round: i
         return run
 
     seconds = median_pair({label: stepper(label) for label in trainers}, rounds)
+    for trainer in trainers.values():
+        trainer.close()
     result = {label: steps_per_round / s for label, s in seconds.items()}
     return result | {"size": cfg.size, "bf16_over_fp32": result["bf16"] / result["fp32"]}
 

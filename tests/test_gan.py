@@ -287,6 +287,42 @@ def _train(layout, name, cfg, max_minutes=None, precision="fp32"):
     return train_gan(layout, name, cfg, TrainingRun(HOLDOUT, precision), max_minutes)
 
 
+def _trainer(layout, name, cfg):
+    from amg.core.precision import resolve_precision
+    from amg.gan.data import load_gan_data, make_references
+    from amg.gan.train import GanTrainer
+
+    data = load_gan_data(layout, name, cfg.size, HOLDOUT)
+    refs = make_references(data, layout, name, cfg.bank_size)
+    inputs = GeneratorInputs(refs, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis)
+    torch.manual_seed(cfg.seed)
+    return GanTrainer(cfg, data, inputs, layout, name, resolve_precision("fp32", "cpu"))
+
+
+@pytest.mark.slow
+def test_batches_built_ahead_are_the_batches_built_in_turn(obama_avatar):
+    """The step's batch, built in a background thread during the step before (or in turn, for a step asked out of
+    turn), is bit for bit the batch built synchronously; the losses of steps on either are the same."""
+    layout, name = obama_avatar
+    trainer = _trainer(layout, name, TINY)
+    try:
+        for step in (0, 1, 2, 4, 5):
+            ahead, in_turn = trainer.batches(step), trainer.make_batch(step)
+            assert ahead[0] == in_turn[0]
+            for field in ("frame_index", "dynamic", "conditioning", "real", "matte", "mouth"):
+                a, b = getattr(ahead[1], field), getattr(in_turn[1], field)
+                assert torch.equal(a, b) if isinstance(a, torch.Tensor) else np.array_equal(a, b), field
+    finally:
+        trainer.close()
+    ahead, in_turn = _trainer(layout, name, TINY), _trainer(layout, name, TINY)
+    in_turn.close()
+    in_turn.batches = in_turn.make_batch  # the synchronous path
+    try:
+        assert [ahead.step(s) for s in range(3)] == [in_turn.step(s) for s in range(3)]
+    finally:
+        ahead.close()
+
+
 @pytest.mark.slow
 def test_gan_training_in_bf16_matches_fp32s_level_and_resumes_in_another_precision(obama_avatar, tmp_path):
     """bf16 (autocast, channels-last, fp32 master weights; emulated where the CPU has no bf16 engine) trains to
