@@ -117,10 +117,11 @@ def discriminator_forward(size: int, batch: int, rounds: int) -> dict[str, dict[
         calls = {}
         for name, plan in plans().items():
             net, inp = plan.prepare(make()), plan.images(x)
-            args = (inp, 3) if "temporal" in label else (inp,)
+            temporal = "temporal" in label
+            args = (inp, 3) if temporal else (inp,)
 
-            def call(net=net, args=args, plan=plan):
-                with torch.no_grad(), plan.autocast():
+            def call(net=net, args=args, context=plan.volumetric if temporal else plan.autocast):
+                with torch.no_grad(), context():
                     net(*args)
 
             calls[name] = call
@@ -148,7 +149,8 @@ def network_step(size: int, rounds: int) -> dict[str, float]:
                 fake, _ = g(dynamic, g.encode_static(background), background)
                 x = torch.cat([cond, fake], dim=1).to(plan.dtype)
                 loss = sum(o[-1].float().pow(2).mean() for o in d(x))
-                loss = loss + t(x, 3)[-1].float().pow(2).mean()
+            with plan.volumetric():
+                loss = loss + t(x.float(), 3)[-1].float().pow(2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -175,8 +177,8 @@ def benchmark_avatar() -> tuple[Path, str]:
 
 def real_training_step(avatar: tuple[Path, str], rounds: int, steps_per_round: int = 3) -> dict[str, float]:
     """Steps/s of GanTrainer.step at the default preset on `avatar` (DATAROOT, NAME) at its crop's size, batch
-    building (retrieval, warps) included. Each round runs a few consecutive steps per precision: a trainer builds
-    the next step's batch while its networks run, and what spills past its last step is shared over the steps."""
+    building (retrieval, warps) included. Each round runs a few consecutive steps per precision, as a training
+    does."""
     from amg.gan.data import load_gan_data, make_references
     from amg.gan.inputs import GeneratorInputs
     from amg.gan.train import GanTrainer, sized_config
@@ -201,8 +203,6 @@ def real_training_step(avatar: tuple[Path, str], rounds: int, steps_per_round: i
         return run
 
     seconds = median_pair({label: stepper(label) for label in trainers}, rounds)
-    for trainer in trainers.values():
-        trainer.close()
     result = {label: steps_per_round / s for label, s in seconds.items()}
     return result | {"size": cfg.size, "bf16_over_fp32": result["bf16"] / result["fp32"]}
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.nn.utils import spectral_norm
 
 from amg.conditioning import N_CHANNELS
 from amg.config import AvatarConfig, GanConfig
@@ -124,56 +121,7 @@ def test_discriminators_give_patch_logits_and_features():
     assert len(out) == 2 and out[0][-1].shape[:2] == (2, 1) and out[1][-1].shape[-1] < out[0][-1].shape[-1]
     t = TemporalDiscriminator(7, 8)
     logits = t(torch.randn(6, 7, 64, 64), 3)[-1]
-    assert logits.shape[:2] == (6, 1)  # frame by frame
-
-
-def _volumetric_temporal_discriminator(c_in: int, ndf: int) -> nn.ModuleList:
-    """The temporal discriminator's layers as they were, nn.Conv3d (the parameters' names of its checkpoints)."""
-
-    def block(c_i: int, c_o: int) -> nn.Module:
-        conv = nn.Conv3d(c_i, c_o, (3, 4, 4), stride=(1, 2, 2), padding=(1, 1, 1))
-        return nn.Sequential(spectral_norm(conv), nn.LeakyReLU(0.2))
-
-    last = spectral_norm(nn.Conv3d(4 * ndf, 1, 3, 1, 1))
-    return nn.ModuleList([block(c_in, ndf), block(ndf, 2 * ndf), block(2 * ndf, 4 * ndf), last])
-
-
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_the_temporal_discriminator_computes_its_3d_convolutions_as_2d_ones(memory_format):
-    """A checkpoint of the Conv3d discriminator loads unchanged, and its 2-D convolutions compute what F.conv3d
-    computed, forward and backward, in either memory format (kept in its output)."""
-    torch.manual_seed(0)
-    old = _volumetric_temporal_discriminator(7, 8)
-    new = TemporalDiscriminator(7, 8)
-    new.layers.load_state_dict(old.state_dict())
-    frames = torch.randn(2 * 3, 7, 32, 32).contiguous(memory_format=memory_format).requires_grad_()
-    clips = F.avg_pool2d(frames, 2).unflatten(0, (2, 3)).transpose(1, 2)  # (B, C, T, H, W)
-    expected = []
-    for layer in old:
-        clips = layer(clips)
-        expected.append(clips.transpose(1, 2).flatten(0, 1))  # frame by frame
-    features = new(frames, 3)
-    assert features[0].is_contiguous(memory_format=memory_format)
-    for got, want in zip(features, expected, strict=True):
-        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
-    grads = [
-        torch.autograd.grad(f[-1].square().mean(), [frames, *m.parameters()])
-        for f, m in ((features, new), (expected, old))
-    ]
-    for got, want in zip(*grads, strict=True):
-        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
-
-
-def test_the_temporal_discriminator_trains_in_bf16_on_a_cpu_past_128_px():
-    """oneDNN's bf16 Conv3d backward crashed at 192² (384-px frames): the 2-D path trains there in bf16."""
-    torch.manual_seed(0)
-    t = TemporalDiscriminator(7, 8)
-    frames = torch.randn(3, 7, 384, 384).contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = t(frames, 3)[-1]
-    assert logits.dtype == torch.bfloat16
-    logits.float().square().mean().backward()
-    assert all(p.grad is not None and p.grad.isfinite().all() for p in t.parameters())
+    assert logits.shape[:3] == (2, 1, 3)
 
 
 def test_losses_are_zero_for_perfect_output_and_positive_otherwise():
@@ -285,42 +233,6 @@ def _train(layout, name, cfg, max_minutes=None, precision="fp32"):
     from amg.gan.train import train_gan
 
     return train_gan(layout, name, cfg, TrainingRun(HOLDOUT, precision), max_minutes)
-
-
-def _trainer(layout, name, cfg):
-    from amg.core.precision import resolve_precision
-    from amg.gan.data import load_gan_data, make_references
-    from amg.gan.train import GanTrainer
-
-    data = load_gan_data(layout, name, cfg.size, HOLDOUT)
-    refs = make_references(data, layout, name, cfg.bank_size)
-    inputs = GeneratorInputs(refs, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis)
-    torch.manual_seed(cfg.seed)
-    return GanTrainer(cfg, data, inputs, layout, name, resolve_precision("fp32", "cpu"))
-
-
-@pytest.mark.slow
-def test_batches_built_ahead_are_the_batches_built_in_turn(obama_avatar):
-    """The step's batch, built in a background thread during the step before (or in turn, for a step asked out of
-    turn), is bit for bit the batch built synchronously; the losses of steps on either are the same."""
-    layout, name = obama_avatar
-    trainer = _trainer(layout, name, TINY)
-    try:
-        for step in (0, 1, 2, 4, 5):
-            ahead, in_turn = trainer.batches(step), trainer.make_batch(step)
-            assert ahead[0] == in_turn[0]
-            for field in ("frame_index", "dynamic", "conditioning", "real", "matte", "mouth"):
-                a, b = getattr(ahead[1], field), getattr(in_turn[1], field)
-                assert torch.equal(a, b) if isinstance(a, torch.Tensor) else np.array_equal(a, b), field
-    finally:
-        trainer.close()
-    ahead, in_turn = _trainer(layout, name, TINY), _trainer(layout, name, TINY)
-    in_turn.close()
-    in_turn.batches = in_turn.make_batch  # the synchronous path
-    try:
-        assert [ahead.step(s) for s in range(3)] == [in_turn.step(s) for s in range(3)]
-    finally:
-        ahead.close()
 
 
 @pytest.mark.slow

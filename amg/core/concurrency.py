@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Generic, Iterable, Iterator, TypeVar
+from typing import Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -48,34 +47,3 @@ def prefetch(iterable: Iterable[T], depth: int = 4) -> Iterator[T]:
                 items.get_nowait()
             except queue.Empty:
                 thread.join(timeout=0.01)
-
-
-class Lookahead(Generic[T]):
-    """`fn(step)` for consecutive steps, each next step's computed in a background thread while the caller works on
-    the last one's: the training loop's batches, built while the networks train on the batch before.
-
-    The results are `fn`'s own (it must depend on `step` alone); a step asked out of turn (a resumed run) is
-    computed when asked. Nothing is computed ahead for `stop` and beyond. An error of `fn` is raised to the
-    caller when it asks for that step. `close` waits for the step under way, if any, and ends the thread.
-    """
-
-    def __init__(self, fn: Callable[[int], T], stop: int):
-        self.fn, self.stop = fn, stop
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="amg-lookahead")
-        self._ahead: tuple[int, Future] | None = None
-
-    def __call__(self, step: int) -> T:
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == step:
-            result = ahead[1].result()
-        else:
-            if ahead is not None:
-                ahead[1].cancel()  # unless it already runs: then it finishes unused
-            result = self.fn(step)
-        if step + 1 < self.stop:
-            self._ahead = (step + 1, self._pool.submit(self.fn, step + 1))
-        return result
-
-    def close(self) -> None:
-        self._ahead = None
-        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -77,6 +77,14 @@ class PrecisionPlan:
                     layer.to(memory_format=torch.channels_last)
         return module
 
+    def volumetric(self) -> contextlib.AbstractContextManager:
+        """The context for 3-D convolutions: fp32 on a CPU, where oneDNN's reduced-precision Conv3d backward
+        crashes or stalls for inputs past 128² (PyTorch 2.13: a segmentation fault at 192², minutes at 256²);
+        the plan's autocast elsewhere."""
+        if self.reduced and self.device.type == "cpu":
+            return torch.autocast("cpu", enabled=False)
+        return self.autocast()
+
     def grad_scaler(self) -> torch.amp.GradScaler | None:
         """fp16's loss scaler (its small gradients would underflow); None for fp32 and bf16, which need none."""
         return torch.amp.GradScaler(self.device.type) if self.name == "fp16" else None

@@ -156,74 +156,34 @@ class MultiScaleDiscriminator(nn.Module):
         return outputs
 
 
-# F.pad's widths of a (B, T, C, H, W) tensor (last dimension first) that insert one zero frame at the start of
-# each clip ("later": every frame moves one step later) or at its end ("earlier").
-_TIME_PAD = {"later": (0, 0, 0, 0, 0, 0, 1, 0), "earlier": (0, 0, 0, 0, 0, 0, 0, 1)}
-
-
-class FrameConv3d(nn.Conv3d):
-    """A Conv3d over clips of frames (time kernel 3, stride 1, padding 1) computed as one 2-D convolution of the
-    frames: its parameters and checkpoints are the Conv3d's, and it runs in bf16 on a CPU, where oneDNN's bf16
-    Conv3d backward crashes or stalls past 128² (PyTorch 2.13: a segmentation fault at 192², minutes at 256²).
-
-    Output frame t is the sum over dt of 2-D convolutions of frame t + dt - 1 with the weight's time slice dt
-    (frames outside the clip are zero): the slices are stacked as output channels of one convolution of every
-    frame, whose maps are then shifted along time and added."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int | tuple, stride: int | tuple = 1, padding: int | tuple = 1):
-        super().__init__(c_in, c_out, kernel, stride, padding)
-        if (self.kernel_size[0], self.stride[0], self.padding[0]) != (3, 1, 1):
-            raise ValueError("FrameConv3d needs a time kernel of 3, time stride 1 and time padding 1")
-
-    def forward(self, frames: torch.Tensor, length: int) -> torch.Tensor:
-        """frames (B*T, C, H, W), clips of `length` consecutive frames → (B*T, C_out, h, w), in frames' format."""
-        c_out = self.out_channels
-        # (c_out, C, 3, kh, kw) → (3 * c_out, C, kh, kw), slice dt's filters at dt * c_out; the bias is added once,
-        # to the middle slice, inside the convolution (a bf16 map plus an fp32 bias would be an fp32 map).
-        weight = self.weight.permute(2, 0, 1, 3, 4).flatten(0, 1)
-        bias = F.pad(self.bias, (c_out, c_out))
-        maps = F.conv2d(frames, weight, bias, self.stride[1:], self.padding[1:])
-        before, now, after = (m.unflatten(0, (-1, length)) for m in maps.split(c_out, dim=1))  # (B, T, ...) views
-        # Shifted by one frame with a zero frame padded in, added out of place: 1.5x the speed of in-place adds
-        # into slices, whose backward copies the whole gradient (forward and backward at 512 px, bf16).
-        out = now + F.pad(before[:, :-1], _TIME_PAD["later"]) + F.pad(after[:, 1:], _TIME_PAD["earlier"])
-        return out.flatten(0, 1)
-
-
-class _TemporalBlock(nn.Sequential):
-    """A FrameConv3d and its activation, passing the clip length to the convolution."""
-
-    def __init__(self, c_in: int, c_out: int):
-        conv = FrameConv3d(c_in, c_out, (3, 4, 4), stride=(1, 2, 2), padding=(1, 1, 1))
-        super().__init__(spectral_norm(conv), nn.LeakyReLU(0.2))
-
-    def forward(self, frames: torch.Tensor, length: int) -> torch.Tensor:
-        conv, activation = self
-        return activation(conv(frames, length))
-
-
 class TemporalDiscriminator(nn.Module):
-    """A 3-D conv PatchGAN over short clips at half resolution: judges motion (flicker, jumps), not texture. Its
-    3-D convolutions are computed as 2-D ones on the frames (FrameConv3d): any precision, any memory format."""
+    """A 3-D conv PatchGAN over short clips at half resolution: judges motion (flicker, jumps), not texture."""
 
     def __init__(self, c_in: int, ndf: int):
         super().__init__()
+
+        def block(c_i: int, c_o: int) -> nn.Module:
+            conv = nn.Conv3d(c_i, c_o, (3, 4, 4), stride=(1, 2, 2), padding=(1, 1, 1))
+            return nn.Sequential(spectral_norm(conv), nn.LeakyReLU(0.2))
+
         self.layers = nn.ModuleList(
             [
-                _TemporalBlock(c_in, ndf),
-                _TemporalBlock(ndf, 2 * ndf),
-                _TemporalBlock(2 * ndf, 4 * ndf),
-                spectral_norm(FrameConv3d(4 * ndf, 1, 3, 1, 1)),
+                block(c_in, ndf),
+                block(ndf, 2 * ndf),
+                block(2 * ndf, 4 * ndf),
+                spectral_norm(nn.Conv3d(4 * ndf, 1, 3, 1, 1)),
             ]
         )
 
     def forward(self, frames: torch.Tensor, length: int) -> list[torch.Tensor]:
-        """frames (B*T, C, H, W), B clips of T consecutive frames → features of every layer, frame by frame
-        (B*T, C_i, h_i, w_i); the last is the patch logits (B*T, 1, h, w). Each frame is halved first."""
-        x = F.avg_pool2d(frames, 2)
+        """frames (B*T, C, H, W), B clips of T consecutive frames → features of every layer; the last is the patch
+        logits (B, 1, T, h, w). Each frame is halved before it is made a clip: the same numbers as pooling the
+        clip, on a 4x smaller tensor (and in any memory format)."""
+        half = F.avg_pool2d(frames, 2)
+        x = half.reshape(-1, length, *half.shape[1:]).transpose(1, 2)  # (B, C, T, H/2, W/2)
         features = []
         for layer in self.layers:
-            x = layer(x, length)
+            x = layer(x)
             features.append(x)
         return features
 

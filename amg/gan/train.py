@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,7 +20,6 @@ from torch import nn
 from amg.conditioning import N_CHANNELS, conditioning_to_rgb
 from amg.config import GanConfig, save_config
 from amg.core.checkpoints import TrainingRun, checkpoint_done, is_finished
-from amg.core.concurrency import Lookahead
 from amg.core.device import pick_device
 from amg.core.distributed import world
 from amg.core.fsutil import write_text
@@ -155,24 +154,18 @@ class GanTrainer:
         self.scaler = self.precision.grad_scaler()
         self.held_out = held_out_frames(data, inputs, cfg.eval_frames)
         self.last_generated: np.ndarray | None = None  # the held-out frames of the latest evaluation
-        # Step N + 1's batch (NumPy and OpenCV: they release the GIL) is built while step N's networks run.
-        self.batches = Lookahead(self.make_batch, cfg.steps)
-
-    def close(self) -> None:
-        """Ends the thread that builds batches ahead (after the batch under way, if any)."""
-        self.batches.close()
 
     def _generate(self, net: Generator, dynamic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return net(dynamic, net.encode_static(self.inputs.static), self.inputs.background)
 
     def _discriminate(self, batch: ClipBatch, frames: torch.Tensor) -> tuple[list, list]:
         """Per-frame multi-scale outputs and per-clip temporal outputs for `frames` (B*L, 3, H, W)."""
-        # In a reduced precision the discriminators' input is cast here (their first convolutions would cast it
-        # anyway), so that the join and the downsampling for the coarser scales move half the bytes; the batch's
-        # conditioning is already in that format (make_batch).
-        x = torch.cat([batch.conditioning, frames.to(self.precision.dtype)], dim=1)
+        # In a reduced precision the discriminators' input is cast once here (their first convolutions would cast
+        # it anyway), so that its downsampling for the coarser scales moves half the bytes.
+        x = torch.cat([batch.conditioning, frames], dim=1).to(self.precision.dtype)
         per_frame = self.nets["discriminator"](x)
-        per_clip = self.nets["temporal"](x, self.cfg.clip_frames)
+        with self.precision.volumetric():
+            per_clip = self.nets["temporal"](x.float(), self.cfg.clip_frames)
         return per_frame, [per_clip]
 
     def make_batch(self, step: int) -> tuple[int, ClipBatch]:
@@ -181,13 +174,11 @@ class GanTrainer:
         rng, torch_seed = step_seeds(cfg.seed, step)
         starts = rng.integers(data.train.start, data.train.stop - cfg.clip_frames + 1, size=cfg.batch_clips)
         starts = world().share(starts)  # under torchrun, this rank's part of the batch (amg.core.distributed)
-        batch = clip_batch(data, self.inputs, starts, cfg.clip_frames, cfg.reference_exclusion)
-        # Only the discriminators read the conditioning, three times a step: cast once, here (ahead of the step).
-        return torch_seed, replace(batch, conditioning=batch.conditioning.to(self.precision.dtype))
+        return torch_seed, clip_batch(data, self.inputs, starts, cfg.clip_frames, cfg.reference_exclusion)
 
     def step(self, step: int) -> dict[str, float]:
         cfg, data = self.cfg, self.data
-        torch_seed, batch = self.batches(step)
+        torch_seed, batch = self.make_batch(step)
         torch.manual_seed(torch_seed)
         with self.precision.autocast():
             fake, matte = self._generate(self.nets["generator"], batch.dynamic)
@@ -286,20 +277,17 @@ def train_gan(layout: Layout, name: str, cfg: GanConfig, run: TrainingRun, max_m
         layout.gan_references(name): references.save,
         layout.gan_config(name): lambda path: save_config(cfg, path, run=record),
     }
-    try:
-        metrics = run_trainer(
-            trainer,
-            layout.gan_checkpoint(name),
-            cfg,
-            logs,
-            labels,
-            extra=extra,
-            max_minutes=max_minutes,
-            run=record,
-            companions=companions,
-        )
-    finally:
-        trainer.close()
+    metrics = run_trainer(
+        trainer,
+        layout.gan_checkpoint(name),
+        cfg,
+        logs,
+        labels,
+        extra=extra,
+        max_minutes=max_minutes,
+        run=record,
+        companions=companions,
+    )
     report = {"video": name, "held_out_frames": len(trainer.held_out.index), "precision": precision.name}
     report["metrics"] = metrics
     if world().main:  # under torchrun, rank 0 alone writes
