@@ -1,17 +1,19 @@
 """fp32 against the reduced precision (bf16 on a CPU with a bf16 matrix engine) in one run, on this machine.
 
-    python benchmarks/precision.py [--quick] [--json out.json]
+    python benchmarks/precision.py [--quick] [--json out.json] [--avatar-512 DATAROOT:NAME]
 
 Prints: the host (CPU model, its bf16 flags, cores) and what `--precision auto` picks here, with why; the
 machine's ceilings (fp32 and bf16 matmul GFLOP/s); for each generator (default and quality preset widths, 256
 and 512 px) and each discriminator, forward frames/s in fp32, in bf16 (autocast, channels-last) and, for the
 generators, in ONNX Runtime (fp32); a training step of the networks alone (generator + both discriminators,
 forward and backward, AdamW) at 256 and 512 px; a real image-GAN training step (`GanTrainer.step`, warps and
-all) at 256 px; and `render()` end to end on 1 min of speech at 256 px. Each pair is measured alternately (fp32,
-reduced, fp32, ...) and reported as the median of the rounds, so a busy shared host slows both alike.
+all) at 256 px and, given a 512-px avatar (`--avatar-512`), at 512 px; and `render()` end to end on 1 min of
+speech at 256 px. Each pair is measured alternately (fp32, reduced, fp32, ...) and reported as the median of the
+rounds, so a busy shared host slows both alike. `--training-step-only` measures the real training steps alone.
 
-The real training step and the render use the benchmark avatar of benchmarks/render.py (`render_bench` in
-/tmp/amg-bench, from ../shared/data/video/obama_clip2.mp4), made on first use.
+The real training step at 256 px (unless `--avatar-256` names another) and the render use the benchmark avatar of
+benchmarks/render.py (`render_bench` in /tmp/amg-bench, from ../shared/data/video/obama_clip2.mp4), made on first
+use.
 """
 
 from __future__ import annotations
@@ -157,44 +159,62 @@ def network_step(size: int, rounds: int) -> dict[str, float]:
     return {name: 1 / s for name, s in median_pair(calls, rounds).items()}
 
 
-def real_training_step(rounds: int) -> dict[str, float]:
-    """Steps/s of GanTrainer.step at the default preset (256 px), batch building (retrieval, warps) included."""
+def avatar_arg(text: str) -> tuple[Path, str]:
+    """DATAROOT:NAME of an existing avatar (preprocessed, its image GAN trained: its candidate bank is read)."""
+    root, sep, name = text.rpartition(":")
+    if not sep or not root or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not DATAROOT:NAME")
+    return Path(root), name
+
+
+def benchmark_avatar() -> tuple[Path, str]:
+    """The benchmark avatar of benchmarks/render.py (256 px), made on first use."""
     from render import AVATAR, ROOT, ensure_avatar
 
+    ensure_avatar(Layout(ROOT), "obama_clip2", {"gan.steps": 20, "gan.eval_every": 20, "gan.save_every": 20})
+    return ROOT, AVATAR
+
+
+def real_training_step(avatar: tuple[Path, str], rounds: int, steps_per_round: int = 3) -> dict[str, float]:
+    """Steps/s of GanTrainer.step at the default preset on `avatar` (DATAROOT, NAME) at its crop's size, batch
+    building (retrieval, warps) included. Each round runs a few consecutive steps per precision, as a training
+    does."""
     from amg.gan.data import load_gan_data, make_references
     from amg.gan.inputs import GeneratorInputs
-    from amg.gan.train import GanTrainer
+    from amg.gan.train import GanTrainer, sized_config
 
-    layout = Layout(ROOT)
-    ensure_avatar(layout, "obama_clip2", {"gan.steps": 20, "gan.eval_every": 20, "gan.save_every": 20})
-    cfg = GanConfig()
-    data = load_gan_data(layout, AVATAR, cfg.size, AvatarConfig().holdout)
-    refs = make_references(data, layout, AVATAR, cfg.bank_size)
+    layout, name = Layout(avatar[0]), avatar[1]
+    cfg = sized_config(layout, name, GanConfig())
+    data = load_gan_data(layout, name, cfg.size, AvatarConfig().holdout)
+    refs = make_references(data, layout, name, cfg.bank_size)
     trainers, steps = {}, {}
-    for name, plan in plans().items():
+    for label, plan in plans().items():
         inputs = GeneratorInputs(
             refs, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, channels_last=plan.reduced
         )
-        trainers[name], steps[name] = GanTrainer(cfg, data, inputs, layout, AVATAR, plan), 0
+        trainers[label], steps[label] = GanTrainer(cfg, data, inputs, layout, name, plan), 0
 
-    def stepper(name):
+    def stepper(label):
         def run():
-            steps[name] += 1
-            trainers[name].step(steps[name])
+            for _ in range(steps_per_round):
+                trainers[label].step(steps[label])
+                steps[label] += 1
 
         return run
 
-    return {name: 1 / s for name, s in median_pair({n: stepper(n) for n in trainers}, rounds).items()}
+    seconds = median_pair({label: stepper(label) for label in trainers}, rounds)
+    result = {label: steps_per_round / s for label, s in seconds.items()}
+    return result | {"size": cfg.size, "bf16_over_fp32": result["bf16"] / result["fp32"]}
 
 
 def render_end_to_end(minutes: float) -> dict[str, float]:
     """Frames/s of render() on `minutes` of speech: fp32 (ONNX Runtime) and bf16 (PyTorch), alternated twice."""
-    from render import AVATAR, ROOT, ensure_avatar, speech_of
+    from render import AVATAR, ROOT, speech_of
 
     from amg.pipeline import render
 
+    benchmark_avatar()
     layout = Layout(ROOT)
-    ensure_avatar(layout, "obama_clip2", {"gan.steps": 20, "gan.eval_every": 20, "gan.save_every": 20})
     audio = speech_of(layout, minutes)
     frames = int(minutes * 60 * 25)
     calls = {
@@ -208,6 +228,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, 256 px only, no render")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument(
+        "--avatar-256",
+        type=avatar_arg,
+        metavar="DATAROOT:NAME",
+        help="the 256-px avatar of the real training step (default: benchmarks/render.py's, made on first use)",
+    )
+    parser.add_argument(
+        "--avatar-512",
+        type=avatar_arg,
+        metavar="DATAROOT:NAME",
+        help="a 512-px avatar (preprocessed, GAN trained) "
+        "for the real training step at 512 px; without it that row is skipped",
+    )
+    parser.add_argument("--training-step-only", action="store_true", help="only the real training steps")
     args = parser.parse_args()
     rounds = 3 if args.quick else 5
     auto = resolve_precision("auto", "cpu")
@@ -222,19 +256,36 @@ def main() -> None:
         "matmul_gflops": matmul_ceilings(rounds),
     }
     print(json.dumps(result, indent=2), flush=True)
-    specs = {k: v for k, v in GENERATORS.items() if not args.quick or "256" in k}
+    if not args.training_step_only:
+        networks(result, args.quick, rounds)
+    result["gan_training_steps_per_s"] = training_steps(args.avatar_256, args.avatar_512, rounds)
+    if not args.quick and not args.training_step_only:
+        result["render_fps_256"] = render_end_to_end(1.0)
+        print(json.dumps(result["render_fps_256"], indent=2), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+def networks(result: dict, quick: bool, rounds: int) -> None:
+    """The ceilings' rows: each network's forward pass, and the networks' training step alone."""
+    specs = {k: v for k, v in GENERATORS.items() if not quick or "256" in k}
     result["generator_forward_fps"] = {label: generator_forward(spec, 8, rounds) for label, spec in specs.items()}
     print(json.dumps(result["generator_forward_fps"], indent=2), flush=True)
     result["discriminator_forward_fps"] = {f"{s} px": discriminator_forward(s, 6, rounds) for s in (256, 512)}
     result["network_training_steps_per_s"] = {f"{s} px": network_step(s, rounds) for s in (256, 512)}
     print(json.dumps({k: result[k] for k in ("discriminator_forward_fps", "network_training_steps_per_s")}, indent=2))
-    result["gan_training_steps_per_s_256"] = real_training_step(rounds + 1)
-    print(json.dumps(result["gan_training_steps_per_s_256"], indent=2), flush=True)
-    if not args.quick:
-        result["render_fps_256"] = render_end_to_end(1.0)
-        print(json.dumps(result["render_fps_256"], indent=2), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+
+
+def training_steps(avatar_256: tuple | None, avatar_512: tuple | None, rounds: int) -> dict[str, dict]:
+    """The real training step at 256 px and, given a 512-px avatar, at 512 px (fp32 and bf16 alternated)."""
+    results = {}
+    for label, avatar in (("256 px", avatar_256 or benchmark_avatar()), ("512 px", avatar_512)):
+        if avatar is None:
+            print("512 px training step skipped: give a 512-px avatar with --avatar-512 DATAROOT:NAME", flush=True)
+            continue
+        results[label] = real_training_step(avatar, rounds)
+        print(json.dumps({label: results[label]}, indent=2), flush=True)
+    return results
 
 
 if __name__ == "__main__":
