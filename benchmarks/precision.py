@@ -43,6 +43,7 @@ GENERATORS = {  # (ngf, max_channels, n_levels, size): the preset widths at 256 
 }
 K = 4  # candidates
 DYNAMIC = K * CANDIDATE_CHANNELS + 3 * N_CHANNELS
+DETAIL = GanConfig().detail_sharpness  # the generator as it renders (its finest band from one candidate)
 
 
 def cpu_model() -> str:
@@ -80,7 +81,7 @@ def generator_forward(spec: tuple, batch: int, rounds: int) -> dict[str, float]:
     """Frames/s of a generator's forward pass in fp32, bf16 and ONNX Runtime, and its GFLOP per frame."""
     ngf, max_channels, levels, size = spec
     torch.manual_seed(0)
-    nets = {name: Generator(K, DYNAMIC, 3, ngf, max_channels, levels).eval() for name in ("fp32", "bf16")}
+    nets = {name: Generator(K, DYNAMIC, 3, ngf, max_channels, levels, DETAIL).eval() for name in ("fp32", "bf16")}
     nets["bf16"].load_state_dict(nets["fp32"].state_dict())
     dynamic = torch.rand(batch, DYNAMIC, size, size) * 2 - 1
     background = torch.rand(1, 3, size, size) * 2 - 1
@@ -136,7 +137,7 @@ def network_step(size: int, rounds: int) -> dict[str, float]:
     calls = {}
     for name, plan in plans().items():
         torch.manual_seed(0)
-        g = plan.prepare(Generator(K, DYNAMIC, 3, 16, 128, levels))
+        g = plan.prepare(Generator(K, DYNAMIC, 3, 16, 128, levels, DETAIL))
         d = plan.prepare(MultiScaleDiscriminator(N_CHANNELS + 3, 16, 2))
         t = plan.prepare(TemporalDiscriminator(N_CHANNELS + 3, 16))
         opt = torch.optim.AdamW([*g.parameters(), *d.parameters(), *t.parameters()])
