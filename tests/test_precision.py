@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from amg.config import GanConfig
 from amg.core import precision
 from amg.core.errors import AmgError
 from amg.core.precision import bf16_self_check, cpu_bf16_engine, resolve_precision
@@ -66,7 +67,7 @@ def test_an_unknown_precision_is_one_clear_error():
 
 def _generator() -> Generator:
     torch.manual_seed(0)
-    net = Generator(2, 2 * 8 + 12, 3, 8, 32, 4).eval()
+    net = Generator(2, 2 * 8 + 12, 3, 8, 32, 4, GanConfig().detail_sharpness).eval()
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.05)
     return net

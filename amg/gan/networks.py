@@ -69,7 +69,7 @@ class Generator(nn.Module):
         ngf: int,
         max_channels: int,
         n_levels: int,
-        detail_sharpness: float = 1.0,
+        detail_sharpness: float,
     ):
         super().__init__()
         self.n_candidates = n_candidates

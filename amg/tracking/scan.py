@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 # were made for 256 px).
 MIN_AUTO_SIZE = 256
 # How much narrower than wanted a crop window may become to hold the source's pixels 1:1 (fitted_to_crop): the
-# window's margins (2.2 face heights around the face's travel, amg.config.PreprocessConfig's scales) have room
-# for it.
+# window's margins (crop_window keeps 2.2 face heights around the face's travel, at least min_crop_scale face
+# heights) have room for it.
 ONE_TO_ONE_SLACK = 0.1
 
 
