@@ -19,12 +19,19 @@ from amg.config import LABEL
 from amg.media import iter_frames
 from amg.media.marks import draw_label
 from amg.media.provenance import Provenance, read_manifest, read_tags
-from amg.media.watermark import ID_THRESHOLD, THRESHOLD, Embedder, Payload, _ids, detect
+from amg.media.watermark import ID_THRESHOLD, THRESHOLD, Detector, Embedder, Payload, _ids, _patterns, detect
 
 from conftest import require_shared
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from marks import at_30_fps, cropped, encoded, scaled, without_label_band  # noqa: E402 - the benchmark's transforms
+from marks import (  # noqa: E402 - the benchmark's transforms and decoys
+    at_30_fps,
+    cropped,
+    decoy_patterns,
+    encoded,
+    scaled,
+    without_label_band,
+)
 
 
 @pytest.mark.parametrize(("height", "width"), [(128, 128), (256, 256), (720, 1280), (2160, 3840)])
@@ -95,6 +102,19 @@ def test_the_ids_are_read_from_a_whole_video_as_amg_writes_it(marked_video):
     assert whole.id_score >= ID_THRESHOLD
     later = detect(seen[125:], 25)
     assert later.found and later.payload is None and not later.mark_ok, later.id_score
+
+
+def test_patterns_no_video_carries_score_as_chance_does(marked_clip):
+    """Keyed random patterns searched as the synchronisation pattern is (how benchmarks/marks.py measures the
+    chance of a false detection): in a marked clip they stay where chance puts them, under the threshold, while
+    the mark's own pattern, searched the same way, scores what the detection reports."""
+    detector = Detector()
+    for index, frame in enumerate(encoded(marked_clip, 25, 18)):
+        detector.add(frame, index / 25)
+    chance = detector.scores(decoy_patterns()[:20])
+    assert max(chance) < THRESHOLD and 4.0 < np.median(chance) < 6.0, chance
+    result = detector.result()
+    assert result.found and detector.scores(_patterns()[:1])[0] == pytest.approx(result.score)
 
 
 def test_ids_read_wrong_are_never_reported():
