@@ -25,7 +25,7 @@ import numpy as np
 
 from amg.audio.features import FRAME_HOP, SAMPLE_RATE, SpeechStats
 from amg.audio.stream import FeatureStream
-from amg.config import FPS, LiveConfig, MotionOptions
+from amg.config import FPS, LiveConfig, MotionOptions, RenderConfig
 from amg.core.layout import Layout
 from amg.core.tensors import to_uint8
 from amg.media import VideoWriter
@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # the generator loads torch: imported where used
 @dataclass
 class LiveFrame:
     index: int  # frame number: it shows the sound of [index / 25, (index + 1) / 25) s of the stream
-    image: np.ndarray  # (H, W, 3) RGB uint8, the generator's crop
+    image: np.ndarray  # (H, W, 3) RGB uint8: the avatar video's own frame, or the generator's crop (live.framing)
     audio: np.ndarray  # (640,) float32: the frame's own 40 ms of the speech
     dropped: bool  # not generated (the machine fell behind): the image of the frame before
     latency_s: float  # from the arrival of the frame's first sound to this frame being ready
@@ -68,6 +68,7 @@ class LiveSession:
         from amg.gan.inference import AvatarGenerator, FrameStream
         from amg.motion.inference import motion_trained, untrained_motion_error
         from amg.motion.stream import MotionModels, MotionStream
+        from amg.tracking.framing import SourceFraming
 
         self.cfg = cfg or LiveConfig()
         options = options or MotionOptions()
@@ -81,6 +82,12 @@ class LiveSession:
             layout, name, engine=self.cfg.engine, precision=self.cfg.precision
         )
         self.frames = FrameStream(self.generator)
+        # Source framing: each frame pasted into the avatar video's own frame over real frames that follow the
+        # generated body, as a file's are (amg.pipeline.render); `body` is the body of the frame being pasted.
+        self.body = np.zeros((4, 3), np.float32)
+        source = self.cfg.framing == "source"
+        self.framing = SourceFraming.for_render(layout, name, RenderConfig.feather) if source else None
+        self.paste = self.framing.paster(lambda: self.body) if self.framing else None
         # Every frame that leaves the session is marked as synthetic, as a file's are (amg.media.marks).
         self.marker = Marker(Payload.of(name, uuid.uuid4().hex), self.cfg.label or None)
         self.on_frame = on_frame
@@ -98,6 +105,11 @@ class LiveSession:
     @property
     def size(self) -> int:
         return self.generator.size
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """The frames' width and height: the avatar video's (source framing) or the generator's crop's."""
+        return (self.size, self.size) if self.framing is None else self.framing.size
 
     def push(self, samples: np.ndarray, spoken_at: float | None = None) -> None:
         """Add the next chunk of speech, whose last sample was spoken (captured) at `spoken_at` on
@@ -177,9 +189,16 @@ class LiveSession:
             index = start + offset
             dropped = index < first_made
             if not dropped or self.last_image is None:  # a stream that starts behind repeats its first image
-                self.last_image = self.marker(images[max(index - first_made, 0)], index)
+                made_index = max(index - first_made, 0)
+                self.last_image = self.marker(self._framed(images[made_index], made.body[made_index]), index)
             self.dropped += dropped
             self.on_frame(LiveFrame(index, self.last_image, sound, dropped, now - arrival))
+
+    def _framed(self, image: np.ndarray, body: np.ndarray) -> np.ndarray:
+        if self.paste is None:
+            return image
+        self.body = body
+        return self.paste(image)
 
     def _frame_audio(self, index: int) -> np.ndarray:
         audio = np.zeros(FRAME_HOP, np.float32)

@@ -67,7 +67,6 @@ def render(
     from amg.media.output import GeneratedVideoWriter, write_generated_video
     from amg.media.provenance import Provenance
     from amg.motion.inference import predict_motion
-    from amg.stages import trained_holdouts
     from amg.tracking.framing import SourceFraming
 
     motion = predict_motion(layout, audio_name, video_name, options)
@@ -76,10 +75,7 @@ def render(
         enhancer = FaceEnhancer(layout, video_name, cfg.upscale, engine=cfg.engine, precision=cfg.precision)
     generator = generator or AvatarGenerator(layout, video_name, engine=cfg.engine, precision=cfg.precision)
     frames = generator.frames(motion, cfg.chunk)
-    framing = None
-    if cfg.framing == "source":
-        holdout = max(trained_holdouts(layout, video_name).values(), default=0.0)
-        framing = SourceFraming.of(layout, video_name, holdout, cfg.feather)
+    framing = SourceFraming.for_render(layout, video_name, cfg.feather) if cfg.framing == "source" else None
     paste = framing.paster(motion.body) if framing else None
     audio = load_audio(layout.audio_source(audio_name))
     path = layout.generated_video(audio_name, video_name)

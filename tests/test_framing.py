@@ -38,6 +38,14 @@ def test_backdrops_follow_the_body_with_whole_frames_held_against_flicker():
     assert chosen == sorted(chosen)  # never back and forth
     runs = np.diff(np.flatnonzero(np.diff(chosen) != 0))
     assert (runs >= Backdrops.HOLD).all()  # each choice is held, the shake notwithstanding
+    # A live stream gives each frame's body as it makes it, keeping no history: the same choices.
+    body = {}
+    streamed = Backdrops(frames, bank, lambda: body["now"])
+    streamed_chosen = []
+    for x in path + jitter:
+        body["now"] = _body_at(x)
+        streamed_chosen.append(int(streamed()[0, 0, 0]) // 40)
+    assert streamed_chosen == chosen
 
 
 @pytest.fixture(scope="module")

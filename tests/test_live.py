@@ -30,12 +30,14 @@ def test_a_live_stream_draws_the_frames_of_the_offline_render(first_run, tmp_pat
     options = MotionOptions(pose="static")
     speech = load_audio(layout.audio_source("male_gap"))
     generator = AvatarGenerator(layout, name)
-    offline = np.stack(list(generator.frames(predict_motion(layout, "male_gap", name, options))))
+    motion = predict_motion(layout, "male_gap", name, options)
+    offline = np.stack(list(generator.frames(motion)))
     features_cfg = read_saved_config(MotionConfig, layout.motion_config(name)).features
     stats = features_and_stats(speech, features_cfg)[1]
     for lookahead in (16, 8):
         frames = []
-        session = LiveSession(layout, name, frames.append, options, LiveConfig(lookahead=lookahead), generator, stats)
+        cfg = LiveConfig(lookahead=lookahead, framing="crop")
+        session = LiveSession(layout, name, frames.append, options, cfg, generator, stats)
         run_live(session, chunks_in_real_time(speech, 80, real_time=False))
         assert [f.index for f in frames] == list(range(len(offline))) and session.dropped == 0
         np.testing.assert_array_equal(np.concatenate([f.audio for f in frames])[: len(speech)], speech)
@@ -51,7 +53,21 @@ def test_a_live_stream_draws_the_frames_of_the_offline_render(first_run, tmp_pat
         == 0
     )
     info = probe_video(out)
-    assert abs(info.duration - duration) <= 2 / 25 and info.width == offline.shape[2]
+    video = probe_video(layout.video_source(name))
+    # The default framing, as amg run's: the avatar video's own frame (the crop enlarged, for a 256-px source).
+    assert abs(info.duration - duration) <= 2 / 25 and (info.width, info.height) == (video.width, video.height)
+    framed = []
+    session = LiveSession(layout, name, framed.append, options, LiveConfig(), generator, stats)
+    run_live(session, chunks_in_real_time(speech, 80, real_time=False))
+    assert session.frame_size == (video.width, video.height) and framed[0].image.shape[:2] == (
+        video.height,
+        video.width,
+    )
+    # ... each frame as `amg run` frames the offline crops, over the same real frames.
+    paste = session.framing.paster(motion.body)
+    expected = np.stack([session.marker(paste(image), i) for i, image in enumerate(offline)])
+    mse = ((np.stack([f.image for f in framed]).astype(float) - expected) ** 2).mean(axis=(1, 2, 3))
+    assert np.median(10 * np.log10(255**2 / np.maximum(mse, 1e-10))) > 35
 
 
 def test_the_live_websocket_streams_frames_with_their_sound_one_stream_per_worker(first_run):
@@ -69,8 +85,10 @@ def test_the_live_websocket_streams_frames_with_their_sound_one_stream_per_worke
                 "type": "error",
                 "error": "This service needs its API token (?token=TOKEN).",
             }
-        with client.websocket_connect(f"/api/live?avatar={name}&token=s3cret") as ws:
-            assert ws.receive_json() == {"type": "ready", "size": 64, "fps": 25, "sample_rate": 16000}
+        with client.websocket_connect(f"/api/live?avatar={name}&token=s3cret&framing=crop") as ws:
+            # The page's frame choice, crop here (the service's render.framing by default: the page's test).
+            ready = {"type": "ready", "size": 64, "width": 64, "height": 64, "fps": 25, "sample_rate": 16000}
+            assert ws.receive_json() == ready
             with client.websocket_connect(f"/api/live?avatar={name}&token=s3cret") as second:
                 assert "in use" in second.receive_json()["error"]
             for i in range(0, len(pcm), 2560):  # 80 ms
@@ -126,7 +144,8 @@ def test_the_pages_live_mode_streams_the_microphone_and_shows_frames_and_latency
         size = page.eval_on_selector("#live-view", "c => [c.width, c.height]")
         page.click("#live")  # stop
         browser.close()
-    assert size == [64, 64] and "latency" in status and "frames" in status
+    video = probe_video(layout.video_source(name))  # the page's default frame: the avatar video's own
+    assert size == [video.width, video.height] and "latency" in status and "frames" in status
     assert 0 < latency < 10
 
 

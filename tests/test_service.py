@@ -64,14 +64,14 @@ class LightRunner:
 class LiveLightRunner(LightRunner):
     """Also streams live: a grey frame, at once, for each 40 ms of speech pushed."""
 
-    def live(self, avatar: str, on_frame, options) -> LightLiveSession:
+    def live(self, avatar: str, on_frame, options, framing=None) -> LightLiveSession:
         return LightLiveSession(on_frame)
 
 
 class LightLiveSession:
     """What the service uses of amg.live.LiveSession, without a model."""
 
-    size, dropped = 64, 0
+    size, frame_size, dropped = 64, (64, 64), 0
 
     def __init__(self, on_frame):
         self.on_frame, self.frames = on_frame, SimpleNamespace(done=0)
@@ -332,7 +332,8 @@ def test_the_live_websocket_takes_the_token_as_every_http_request_does(layout):
             ({}, "&token=s3cret"),  # a browser's WebSocket cannot set headers
         ]:
             with client.websocket_connect(f"/api/live?avatar={AVATAR}{query}", headers=headers) as ws:
-                assert ws.receive_json() == {"type": "ready", "size": 64, "fps": 25, "sample_rate": 16000}
+                ready = {"type": "ready", "size": 64, "width": 64, "height": 64, "fps": 25, "sample_rate": 16000}
+                assert ws.receive_json() == ready
                 ws.send_bytes(bytes(2560))  # 80 ms of silence: two frames
                 ws.send_text("end")
                 frames = [ws.receive_bytes() for _ in range(2)]
@@ -362,6 +363,7 @@ def test_the_live_websocket_takes_the_token_as_every_http_request_does(layout):
         (f"avatar={AVATAR}&seed=x", "Config seed: expected int, got 'x'."),
         (f"avatar={AVATAR}&blink_rate=9", "Config blink_rate: expected a number <= 5, got 9.0."),
         (f"avatar={AVATAR}&blinks=sometimes", "Config blinks: use one of natural, off, got 'sometimes'."),
+        (f"avatar={AVATAR}&framing=full", "framing: use one of source, crop, got 'full'."),
     ],
 )
 def test_a_live_stream_with_a_bad_parameter_is_refused_with_the_reason_and_no_traceback(layout, caplog, query, error):

@@ -137,6 +137,15 @@ def _existing_layout(dataroot: str) -> Layout:
     return layout
 
 
+def _add_framing_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--framing",
+        choices=FRAMINGS,
+        help="source (default): the avatar video's own frame size, the generated head over real frames that "
+        "follow its body; crop: the generator's square crop alone",
+    )
+
+
 def _add_label_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--label", metavar="TEXT", help=f"the visible label on every frame (default: {LABEL!r})")
@@ -333,7 +342,12 @@ def cmd_live(args: argparse.Namespace) -> None:
     from amg.media.provenance import Provenance
 
     layout = _existing_layout(args.dataroot)
-    cfg = LiveConfig(lookahead=args.lookahead, precision=args.precision or "auto", label=_label(args, LABEL))
+    cfg = LiveConfig(
+        lookahead=args.lookahead,
+        precision=args.precision or "auto",
+        framing=args.framing or "source",
+        label=_label(args, LABEL),
+    )
     chunks = (
         microphone_chunks(args.chunk_ms)
         if args.input == "mic"
@@ -346,7 +360,11 @@ def cmd_live(args: argparse.Namespace) -> None:
             writer, on_frame = video_recorder(Path(args.output), Provenance.new(args.video_name, args.input))
             stack.enter_context(writer)
         session = LiveSession(layout, args.video_name, on_frame, _motion_options(args), cfg)
-        print(f"Live: {args.video_name} at {session.size} px, {cfg.lookahead} frames of look-ahead. Ctrl-C ends.")
+        width, height = session.frame_size
+        print(
+            f"Live: {args.video_name}, {width}x{height} frames (generated at {session.size} px), "
+            f"{cfg.lookahead} frames of look-ahead. Ctrl-C ends."
+        )
         run_live(session, chunks)
     print(f"{session.dropped} frames dropped to keep up.")
     if args.output != "window":
@@ -522,12 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="speech + avatar video → generated video (trains what is missing first)")
     _add_speech_and_avatar(run)
-    run.add_argument(
-        "--framing",
-        choices=FRAMINGS,
-        help="source (default): the avatar video's own frame size, the generated head over real frames that "
-        "follow its body; crop: the generator's square crop alone",
-    )
+    _add_framing_option(run)
     # Kept for scripts written before --framing: the source frame is the default now.
     run.add_argument("--full-frame", dest="framing", action="store_const", const="source", help=argparse.SUPPRESS)
     run.add_argument(
@@ -562,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument(
         "--lookahead", type=_lookahead, default=8, help="frames of speech seen past each frame (latency +40 ms each)"
     )
+    _add_framing_option(live)
     _add_motion_options(live)
     _add_precision_option(live)
     _add_label_options(live)

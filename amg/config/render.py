@@ -56,8 +56,7 @@ class RenderConfig:
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise AmgError(f"Config render.engine: use one of {', '.join(ENGINES)}, got {self.engine!r}.")
-        if self.framing not in FRAMINGS:
-            raise AmgError(f"Config render.framing: use one of {', '.join(FRAMINGS)}, got {self.framing!r}.")
+        check_framing("render.framing", self.framing)
         if self.upscale not in (1, 2, 3, 4):
             raise AmgError(f"Config render.upscale: use 1, 2, 3 or 4, got {self.upscale!r}.")
         check_label("render.label", self.label)
@@ -77,6 +76,7 @@ class LiveConfig:
     max_latency_s: float = 1.0
     engine: Engine = "auto"
     precision: Precision = "auto"
+    framing: Framing = "source"  # as render.framing: the avatar video's own frame, or the generator's crop
     label: str = LABEL  # the visible label on every frame ("": none); frames are watermarked whatever it says
 
     def __post_init__(self) -> None:
@@ -84,7 +84,13 @@ class LiveConfig:
             raise AmgError("Config live: lookahead >= 0, history >= 24, chunk >= 1 and max_latency_s > 0.")
         if self.engine not in ENGINES:
             raise AmgError(f"Config live.engine: use one of {', '.join(ENGINES)}, got {self.engine!r}.")
+        check_framing("live.framing", self.framing)
         check_label("live.label", self.label)
+
+
+def check_framing(option: str, framing: str) -> None:
+    if framing not in FRAMINGS:
+        raise AmgError(f"Config {option}: use one of {', '.join(FRAMINGS)}, got {framing!r}.")
 
 
 def check_label(option: str, label: str) -> None:

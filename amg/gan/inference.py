@@ -126,6 +126,7 @@ class PendingInputs:
     conditioning: np.ndarray  # (n + 2 context, H, W, C)
     maps: np.ndarray  # (n, K, H, W, 2) the backward maps of the candidates' warps
     picks: np.ndarray  # (n, K) candidate bank entries
+    body: np.ndarray  # (n, 4, 3) the generated shoulders and hips (x, y, visibility), crop pixels
 
     def __len__(self) -> int:
         return len(self.picks)
@@ -138,6 +139,7 @@ class PendingInputs:
             self.conditioning[-(context + 1) :],
             self.maps[-1:],
             self.picks[-1:],
+            self.body[-1:],
         )
 
 
@@ -189,7 +191,7 @@ class FrameStream:
         self.previous = picks[-1]
         self.done = stop
         maps = inputs.candidate_maps(m.landmarks[span], m.body[span], picks)
-        pending = PendingInputs(start, conditioning, maps, picks)
+        pending = PendingInputs(start, conditioning, maps, picks, m.body[span])
         self._forget()
         return pending
 

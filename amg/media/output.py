@@ -65,7 +65,7 @@ class Backdrops:
     HOLD = 12  # about half a second at 25 fps
     SWITCH = 0.7
 
-    def __init__(self, frames: list[np.ndarray], bank_body: np.ndarray, bodies: np.ndarray):
+    def __init__(self, frames: list[np.ndarray], bank_body: np.ndarray, bodies: np.ndarray | Callable[[], np.ndarray]):
         if not frames:
             raise ValueError("Backdrops need at least one frame")
         self.frames, self.bank_body, self.bodies = frames, np.asarray(bank_body, np.float32), bodies
@@ -79,8 +79,13 @@ class Backdrops:
         return np.where(seen.any(-1), np.where(seen, gap, 0).sum(-1) / np.maximum(seen.sum(-1), 1), np.inf)
 
     def __call__(self) -> np.ndarray:
-        body = self.bodies[min(self.index, len(self.bodies) - 1)]
-        self.index += 1
+        """The next frame's backdrop. `bodies`: the generated body of every frame (an output made at once), or a
+        callable giving the body of the frame being made (a stream, which keeps no history)."""
+        if callable(self.bodies):
+            body = self.bodies()
+        else:
+            body = self.bodies[min(self.index, len(self.bodies) - 1)]
+            self.index += 1
         distance = self.distances(body)
         best = int(np.argmin(distance))
         if self.held >= self.HOLD and distance[best] < self.SWITCH * distance[self.current]:

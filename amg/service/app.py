@@ -17,7 +17,8 @@
     POST   /api/jobs/{id}/cancel        cancel a job and keep its record (a training can then be resumed)
     DELETE /api/jobs/{id}               cancel a job and delete its files
     WS     /api/live?avatar=NAME        live: send speech (binary PCM16 mono 16 kHz chunks, then the text "end");
-                                        get {"type": "ready"}, then per frame a binary message: a 4-byte
+                                        &framing=source|crop; get {"type": "ready", "width", "height"},
+                                        then per frame a binary message: a 4-byte
                                         little-endian header length, the JSON header (index, latency_s,
                                         dropped, jpeg: byte count), the JPEG, the frame's 40 ms as PCM16;
                                         finally {"type": "end", "frames", "dropped"}. One stream per worker.

@@ -126,11 +126,14 @@ class PipelineRunner:
         with self._lock:
             self._generators.clear()
 
-    def live(self, avatar: str, on_frame, options):
-        """A LiveSession of `avatar` (its generator shared with the render jobs)."""
+    def live(self, avatar: str, on_frame, options, framing: str | None = None):
+        """A LiveSession of `avatar` (its generator shared with the render jobs), framed as asked or as the
+        service renders files."""
+        from amg.config import LiveConfig
         from amg.live import LiveSession
 
-        return LiveSession(self.layout, avatar, on_frame, options, generator=self._generator(avatar))
+        cfg = LiveConfig(framing=framing or self.render_cfg.framing)
+        return LiveSession(self.layout, avatar, on_frame, options, cfg, generator=self._generator(avatar))
 
     def train(self, job: Job) -> None:
         from amg.pipeline import train_avatar

@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from amg.config import FPS
+from amg.config import FPS, saved_holdout
 from amg.core.images import resized
 from amg.core.layout import Layout
 from amg.core.split import held_out_split
@@ -34,6 +34,13 @@ class SourceFraming:
     feather: float
 
     @classmethod
+    def for_render(cls, layout: Layout, name: str, feather: float) -> SourceFraming:
+        """Real frames from the part of the video that the models a render uses all trained on: the motion
+        models and the image GAN hold out their video's tail (the face refiner trains on the GAN's frames)."""
+        saved = (saved_holdout(layout.motion_config(name)), saved_holdout(layout.gan_config(name)))
+        return cls.of(layout, name, max((h for h in saved if h is not None), default=0.0), feather)
+
+    @classmethod
     def of(cls, layout: Layout, name: str, holdout: float, feather: float) -> SourceFraming:
         tracks = Tracks.load(layout.tracks(name))
         info = probe_video(layout.video_source(name))
@@ -52,8 +59,9 @@ class SourceFraming:
         frames = [picked[i + first] for i in index]
         return cls((info.width, info.height), frames, index, tracks.body[index], tracks.window, feather)
 
-    def paster(self, bodies: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        """Crop → frame for the frames of one output, in order (each output keeps its own choice state)."""
+    def paster(self, bodies: np.ndarray | Callable[[], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+        """Crop → frame for the frames of one output, in order (each output keeps its own choice state); `bodies`
+        as Backdrops takes them."""
         if not self.frames:  # the crop is the frame: only brought to the source's size
             return partial(resized, size=self.size)
         return FullFramePaster(Backdrops(self.frames, self.body, bodies), self.window, self.feather)

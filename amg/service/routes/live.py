@@ -9,7 +9,7 @@ import json
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 
-from amg.config import MotionOptions, config_from_dict
+from amg.config import FRAMINGS, MotionOptions, config_from_dict
 from amg.core.constants import FPS, SAMPLE_RATE
 from amg.core.errors import AmgError
 from amg.core.layout import validate_name
@@ -24,25 +24,25 @@ MOTION_PARAMETERS = ("seed", "blinks", "blink_rate")
 
 @router.websocket("/api/live")
 async def live(websocket: WebSocket, service: ServiceDep) -> None:
-    """?avatar=NAME[&seed=N][&blinks=natural|off][&blink_rate=R]: the parameters are read here, after the
-    handshake, so that a refusal (of a parameter too) is a JSON message and close code 1008, not a handshake
-    the browser only reports as failed."""
+    """?avatar=NAME[&seed=N][&blinks=natural|off][&blink_rate=R][&framing=source|crop]: the parameters are read
+    here, after the handshake, so that a refusal (of a parameter too) is a JSON message and close code 1008, not a
+    handshake the browser only reports as failed."""
     await websocket.accept()
     try:
-        avatar, options = _stream_request(websocket, service)
+        avatar, options, framing = _stream_request(websocket, service)
     except AmgError as exc:
         await websocket.send_json({"type": "error", "error": str(exc)})
         await websocket.close(code=1008)
         return
     service.live_streams += 1
     try:
-        await _stream_live(websocket, service.runner, avatar, options, service.settings)
+        await _stream_live(websocket, service.runner, avatar, options, framing, service.settings)
     finally:
         service.live_streams -= 1
 
 
-def _stream_request(websocket: WebSocket, service: Service) -> tuple[str, MotionOptions]:
-    """The avatar and motion options of a stream that may start; AmgError saying why it may not."""
+def _stream_request(websocket: WebSocket, service: Service) -> tuple[str, MotionOptions, str | None]:
+    """The avatar, motion options and framing of a stream that may start; AmgError saying why it may not."""
     settings = service.settings
     if not authorized(websocket, settings.token):
         raise AmgError("This service needs its API token (?token=TOKEN).")
@@ -51,16 +51,21 @@ def _stream_request(websocket: WebSocket, service: Service) -> tuple[str, Motion
     params = websocket.query_params
     avatar = validate_name(params.get("avatar", ""), "avatar name")
     options = config_from_dict(MotionOptions, {k: params[k] for k in MOTION_PARAMETERS if k in params})
+    framing = params.get("framing")
+    if framing is not None and framing not in FRAMINGS:
+        raise AmgError(f"framing: use one of {', '.join(FRAMINGS)}, got {framing!r}.")
     if not hasattr(service.runner, "live"):
         raise AmgError("This service does not stream live.")
     if service.live_streams >= settings.workers:
         raise AmgError(f"All {settings.workers} live stream(s) of this service are in use: try again later.")
     if service.avatar_view(avatar)["status"] != "trained":
         raise AmgError(f"Avatar {avatar!r} is not trained (yet).")
-    return avatar, options
+    return avatar, options, framing
 
 
-async def _stream_live(websocket: WebSocket, runner, avatar: str, options, settings: ServiceSettings) -> None:
+async def _stream_live(
+    websocket: WebSocket, runner, avatar: str, options, framing: str | None, settings: ServiceSettings
+) -> None:
     """One live stream: speech messages in, frames out as the session makes them (see amg.service.app)."""
     import cv2
     import numpy as np
@@ -81,12 +86,14 @@ async def _stream_live(websocket: WebSocket, runner, avatar: str, options, setti
             await websocket.send_bytes(message)
 
     try:
-        session = await run_in_threadpool(runner.live, avatar, on_frame, options)
+        session = await run_in_threadpool(runner.live, avatar, on_frame, options, framing)
     except AmgError as exc:
         await websocket.send_json({"type": "error", "error": str(exc)})
         await websocket.close(code=1011)
         return
-    await websocket.send_json({"type": "ready", "size": session.size, "fps": FPS, "sample_rate": SAMPLE_RATE})
+    width, height = session.frame_size
+    ready = {"type": "ready", "size": session.size, "width": width, "height": height, "fps": FPS}
+    await websocket.send_json({**ready, "sample_rate": SAMPLE_RATE})
     sender = asyncio.create_task(send_frames())
     received, limit = 0, settings.max_audio_s * SAMPLE_RATE
     error = None
