@@ -98,8 +98,8 @@ def evaluate_avatar(
 ) -> dict:
     """`amg eval`: train what avatar `name` lacks on the first 1 - holdout of its video only, then evaluate it on
     the held-out tail (and any other speech of `options`) and write the report."""
+    from amg.config import trained_holdouts
     from amg.evaluation.evaluate import check_unseen, evaluate_trained_avatar, held_out_start
-    from amg.stages import trained_holdouts
     from amg.tracking.tracks import Tracks
 
     for audio_name in options.audios:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from amg.config import AvatarConfig, EnhanceConfig, GanConfig, MotionConfig, read_saved_config, saved_holdout
+from amg.config import AvatarConfig, EnhanceConfig, GanConfig, MotionConfig, read_saved_config
 from amg.core.checkpoints import TrainingRun
 from amg.core.layout import Layout
 
@@ -26,7 +26,6 @@ class Stage(Protocol):
     name: str  # also the AvatarConfig section it is configured by, and its progress key
     required: bool  # every render needs it (the face refiner runs only with --enhance)
     config_type: type  # its AvatarConfig section's class
-    holds_out: bool  # it holds out the video's tail itself (the face refiner trains on the GAN's frames)
 
     def config_path(self, layout: Layout, avatar: str) -> Path: ...
 
@@ -61,8 +60,6 @@ class MotionStage:
     def artifacts(self, layout: Layout, avatar: str) -> tuple[Path, ...]:
         return (*layout.motion_models(avatar).values(), self.config_path(layout, avatar))
 
-    holds_out: bool = True
-
     def is_trained(self, layout: Layout, avatar: str) -> bool:
         from amg.motion.inference import motion_trained
 
@@ -94,7 +91,6 @@ class GanStage:
     name: str = "gan"
     required: bool = True
     config_type: type = GanConfig
-    holds_out: bool = True
 
     def config_path(self, layout: Layout, avatar: str) -> Path:
         return layout.gan_config(avatar)
@@ -135,7 +131,6 @@ class EnhanceStage:
     name: str = "enhance"
     required: bool = False
     config_type: type = EnhanceConfig
-    holds_out: bool = False  # it trains on the image GAN's training frames only: the GAN's split is its own
 
     def config_path(self, layout: Layout, avatar: str) -> Path:
         return layout.enhance_config(avatar)
@@ -181,17 +176,6 @@ def saved_stage_config(layout: Layout, avatar: str, section: str) -> Any | None:
     """The config `avatar`'s stage `section` was last trained with (None if never, or no such stage)."""
     stage = next((stage for stage in STAGES if stage.name == section), None)
     return None if stage is None else read_saved_config(stage.config_type, stage.config_path(layout, avatar))
-
-
-def trained_holdouts(layout: Layout, avatar: str) -> dict[str, float]:
-    """Each stage `avatar` has a saved config for (trained, or being trained): the fraction of its video's tail
-    that stage never saw."""
-    holdouts = {}
-    for stage in STAGES:
-        holdout = saved_holdout(stage.config_path(layout, avatar)) if stage.holds_out else None
-        if holdout is not None:
-            holdouts[stage.name] = holdout
-    return holdouts
 
 
 def untrained_stages(layout: Layout, avatar: str) -> list[str]:

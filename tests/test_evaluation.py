@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from amg.config import GanConfig, MotionConfig, config_to_dict, read_saved_config, save_config
+from amg.config import GanConfig, MotionConfig, config_to_dict, read_saved_config, save_config, trained_holdouts
 from amg.core import images
 from amg.core.errors import AmgError
 from amg.core.layout import Layout
@@ -18,7 +18,6 @@ from amg.evaluation.report import better, comparison, relative_to_real
 from amg.evaluation.sync import mouth_signals
 from amg.gan.baselines import nearest_landmark_index
 from amg.media import probe_video
-from amg.stages import trained_holdouts
 from amg.tracking import topology
 from amg.tracking.boxes import face_boxes
 from amg.tracking.topology import NUM_LANDMARKS_REFINED

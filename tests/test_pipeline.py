@@ -98,11 +98,11 @@ def test_an_avatar_trained_by_the_previous_amg_loads_renders_and_trains_nothing(
     import torch
     import yaml
 
-    from amg.config import AvatarConfig, load_config, preset_overrides
+    from amg.config import AvatarConfig, load_config, preset_overrides, trained_holdouts
     from amg.core.checkpoints import save_checkpoint
     from amg.core.errors import AmgError
     from amg.core.layout import Layout
-    from amg.stages import avatar_renders, train_stages, trained_holdouts
+    from amg.stages import avatar_renders, train_stages
 
     layout, name, _, _, _ = first_run
     old = Layout(tmp_path)

@@ -4,7 +4,14 @@ defaults, presets (YAML data), `--config` and `--set`, and the config saved besi
 from amg.config.avatar import AvatarConfig
 from amg.config.enhance import EnhanceConfig
 from amg.config.gan import GanConfig
-from amg.config.loader import PRESETS, load_config, preset_overrides, resolve_increments, saved_holdout
+from amg.config.loader import (
+    PRESETS,
+    load_config,
+    preset_overrides,
+    resolve_increments,
+    saved_holdout,
+    trained_holdouts,
+)
 from amg.config.motion import (
     Audio2ExpressionConfig,
     Audio2PoseConfig,
@@ -70,4 +77,5 @@ __all__ = [
     "resolve_increments",
     "save_config",
     "saved_holdout",
+    "trained_holdouts",
 ]

@@ -14,6 +14,7 @@ import yaml
 from amg.core.dataclass_io import RUN_KEY, config_from_dict, nest_dotted_keys, read_saved_values
 from amg.core.errors import AmgError
 from amg.core.fsutil import read_user_text
+from amg.core.layout import Layout
 
 C = TypeVar("C")
 
@@ -123,6 +124,14 @@ def saved_holdout(path: str | os.PathLike) -> float | None:
         return float(run["holdout"])
     legacy = list(_holdouts(values))
     return min(legacy) if legacy else None
+
+
+def trained_holdouts(layout: Layout, avatar: str) -> dict[str, float]:
+    """Each stage that holds out its video's tail itself and has a saved config for `avatar` (trained, or being
+    trained): the fraction of the tail that stage never saw. The motion models and the image GAN hold it out;
+    the face refiner trains on the GAN's training frames, so the GAN's split is its own."""
+    saved = {"motion": saved_holdout(layout.motion_config(avatar)), "gan": saved_holdout(layout.gan_config(avatar))}
+    return {stage: holdout for stage, holdout in saved.items() if holdout is not None}
 
 
 def _holdouts(values: dict[str, Any]):

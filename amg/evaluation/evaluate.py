@@ -105,7 +105,7 @@ def held_out_start(n_frames: int, holdout: float) -> int:
 
 def check_unseen(layout: Layout, name: str, n_frames: int, start: int, holdouts: dict[str, float]) -> None:
     """Refuse to evaluate on frames any of the avatar's models was (or is being) trained on, given each trained
-    stage's holdout (amg.stages.trained_holdouts): checked before training, so a finished or half-trained
+    stage's holdout (amg.config.trained_holdouts): checked before training, so a finished or half-trained
     avatar with a smaller holdout is never trained further or used."""
     for stage, holdout in holdouts.items():
         stop = held_out_split(n_frames, holdout)[0].stop

@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from amg.config import FPS, saved_holdout
+from amg.config import FPS, trained_holdouts
 from amg.core.images import resized
 from amg.core.layout import Layout
 from amg.core.split import held_out_split
@@ -35,10 +35,8 @@ class SourceFraming:
 
     @classmethod
     def for_render(cls, layout: Layout, name: str, feather: float) -> SourceFraming:
-        """Real frames from the part of the video that the models a render uses all trained on: the motion
-        models and the image GAN hold out their video's tail (the face refiner trains on the GAN's frames)."""
-        saved = (saved_holdout(layout.motion_config(name)), saved_holdout(layout.gan_config(name)))
-        return cls.of(layout, name, max((h for h in saved if h is not None), default=0.0), feather)
+        """Real frames from the part of the video that every trained stage saw (never a held-out tail)."""
+        return cls.of(layout, name, max(trained_holdouts(layout, name).values(), default=0.0), feather)
 
     @classmethod
     def of(cls, layout: Layout, name: str, holdout: float, feather: float) -> SourceFraming:
