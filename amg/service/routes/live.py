@@ -9,7 +9,8 @@ import json
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 
-from amg.config import FRAMINGS, MotionOptions, config_from_dict
+from amg.config import MotionOptions, config_from_dict
+from amg.config.render import check_framing
 from amg.core.constants import FPS, SAMPLE_RATE
 from amg.core.errors import AmgError
 from amg.core.layout import validate_name
@@ -52,8 +53,8 @@ def _stream_request(websocket: WebSocket, service: Service) -> tuple[str, Motion
     avatar = validate_name(params.get("avatar", ""), "avatar name")
     options = config_from_dict(MotionOptions, {k: params[k] for k in MOTION_PARAMETERS if k in params})
     framing = params.get("framing")
-    if framing is not None and framing not in FRAMINGS:
-        raise AmgError(f"framing: use one of {', '.join(FRAMINGS)}, got {framing!r}.")
+    if framing is not None:
+        check_framing("framing", framing)
     if not hasattr(service.runner, "live"):
         raise AmgError("This service does not stream live.")
     if service.live_streams >= settings.workers:
