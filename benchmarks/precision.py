@@ -191,7 +191,7 @@ def real_training_step(avatar: tuple[Path, str], rounds: int, steps_per_round: i
     trainers, steps = {}, {}
     for label, plan in plans().items():
         inputs = GeneratorInputs(
-            refs, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, channels_last=plan.reduced
+            refs, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, channels_last=plan.reduced, dtype=plan.dtype
         )
         trainers[label], steps[label] = GanTrainer(cfg, data, inputs, layout, name, plan), 0
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amg.config import FPS, MotionOptions, RenderConfig
+from amg.config import FPS, MotionOptions, RenderConfig, trained_holdouts
 from amg.core.layout import Layout
 from amg.core.tensors import to_uint8
 from amg.gan.inference import AvatarGenerator
@@ -28,7 +28,6 @@ from amg.media import VideoWriter
 from amg.media.marks import Marker
 from amg.media.watermark import Payload
 from amg.motion.inference import predict_motion
-from amg.stages import trained_holdouts
 from amg.tracking.framing import SourceFraming
 
 

@@ -353,11 +353,14 @@ def test_a_generator_size_of_0_is_the_preprocessed_crops_own():
 
 def test_channels_last_inputs_hold_the_planar_inputs_values():
     """The channels-last dynamic inputs (planes joined by OpenCV's merge, converted to float in one pass) are the
-    planar path's tensor within float32's last bit, in channels-last memory; the float conversion is x/127.5 - 1."""
+    planar path's tensor within float32's last bit, in channels-last memory; the float conversion is x/127.5 - 1.
+    In bf16 (a table per level) they are that tensor rounded as autocast would round it, and every level of uint8
+    comes back."""
     rng = np.random.default_rng(0)
     size, n, bank, k = 32, 3, 5, 2
     inputs = GeneratorInputs.__new__(GeneratorInputs)
     inputs.size, inputs.context, inputs.n_candidates, inputs.device = size, 1, k, torch.device("cpu")
+    inputs.dtype = torch.float32
 
     class Refs:
         frames = rng.integers(0, 256, (bank, size, size, 3), np.uint8)
@@ -376,7 +379,14 @@ def test_channels_last_inputs_hold_the_planar_inputs_values():
     assert joined.shape == planar.shape == (n, inputs.dynamic_channels, size, size)
     assert joined.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(joined, planar, atol=2e-7, rtol=0)
+    inputs.dtype = torch.bfloat16
+    reduced = inputs.dynamic(conditioning, maps, picks)
+    assert reduced.dtype == torch.bfloat16 and reduced.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(reduced, joined.bfloat16())
     levels = np.arange(256, dtype=np.uint8).reshape(1, 4, 8, 8)
+    for dtype in (torch.bfloat16, torch.float16):
+        back = (to_tensor(levels, channels_last=True, dtype=dtype).float() + 1) * 127.5
+        assert torch.equal(back.round().to(torch.uint8).permute(0, 2, 3, 1), torch.from_numpy(levels))
     torch.testing.assert_close(
         to_tensor(levels, channels_last=True),
         (torch.arange(256.0) / 127.5 - 1).reshape(1, 4, 8, 8).permute(0, 3, 1, 2),

@@ -11,6 +11,7 @@ from amg.config import GanConfig
 from amg.core import precision
 from amg.core.errors import AmgError
 from amg.core.precision import bf16_self_check, cpu_bf16_engine, resolve_precision
+from amg.core.tensors import to_tensor
 from amg.gan.networks import Generator
 
 CPUINFO = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2 {extra}\n"
@@ -71,6 +72,29 @@ def _generator() -> Generator:
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.05)
     return net
+
+
+def test_a_bf16_input_renders_as_its_float32_input_does():
+    """The dynamic input made in bf16 (amg.core.tensors' table per level) renders within a level of the same
+    input in float32 under the bf16 plan (the convolutions see the same numbers; the blend reads exact bf16
+    levels in float32), and a uint8 ramp keeps every level."""
+    size = 64
+    ramp = np.broadcast_to(np.linspace(0, 255, size).round().astype(np.uint8), (1, size, size))
+    planes = np.concatenate([np.repeat(ramp[..., None], 3, -1), np.full((1, size, size, 5), 128, np.uint8)], -1)
+    images = np.concatenate([planes, planes, np.full((1, size, size, 12), 128, np.uint8)], -1)
+    bf16 = resolve_precision("bf16", "cpu")
+    net = bf16.prepare(_generator())
+    background = torch.zeros(1, 3, size, size)
+    with torch.no_grad(), bf16.autocast():
+        frames = {
+            dtype: net(to_tensor(images, channels_last=True, dtype=dtype), net.encode_static(background), background)
+            for dtype in (torch.float32, torch.bfloat16)
+        }
+    levels = {dtype: ((frame[0] + 1) * 127.5).round() for dtype, (frame, _) in frames.items()}
+    assert frames[torch.bfloat16][0].dtype == torch.float32
+    assert float((levels[torch.bfloat16] - levels[torch.float32]).abs().max()) <= 1
+    row = levels[torch.bfloat16][0, size // 2].numpy()
+    assert len(np.unique(row)) >= len(np.unique(levels[torch.float32][0, size // 2].numpy())) - 1
 
 
 def test_fp32_changes_nothing_and_bf16_renders_close_to_it_without_banding():

@@ -3,6 +3,8 @@ same way)."""
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import torch
@@ -14,29 +16,50 @@ def channels_first(images: np.ndarray) -> np.ndarray:
 
 
 def to_tensor(
-    images: np.ndarray, device: torch.device | str = "cpu", layout_first: bool = False, channels_last: bool = False
+    images: np.ndarray,
+    device: torch.device | str = "cpu",
+    layout_first: bool = False,
+    channels_last: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """(..., H, W, C) uint8 (or (..., C, H, W) with `layout_first`) → (..., C, H, W) float in [-1, 1]; with
-    `channels_last` (and (B, H, W, C) input) in PyTorch's channels-last memory format, which is the numpy
-    array's own layout: no copy but the float conversion.
+    """(..., H, W, C) uint8 (or (..., C, H, W) with `layout_first`) → (..., C, H, W) in [-1, 1] as `dtype`
+    (float32, or a 16-bit float: bf16, fp16); with `channels_last` (and (B, H, W, C) input) in PyTorch's
+    channels-last memory format, which is the numpy array's own layout: no copy but the conversion.
 
     Building the inputs is memory-bound (36 channels per 256² frame): channels are moved while the pixels are
-    still uint8, and the float conversion runs on contiguous memory (on a strided view it is many times slower).
+    still uint8, and the conversion runs on contiguous memory (on a strided view it is many times slower).
     """
     if channels_last and images.ndim == 4 and not layout_first:
         if torch.device(device).type != "cpu":  # uint8 crosses to the device, which converts it
             nhwc = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-            return nhwc.permute(0, 3, 1, 2).float().mul_(1 / 127.5).sub_(1.0)  # float() keeps the NHWC strides
-        # On a CPU, x / 127.5 - 1 in float32 in one pass, frame by frame (OpenCV's addWeighted: 1.6x PyTorch's
-        # three passes at 512 px, measured; it may round the last bit differently); the NHWC array is the
-        # channels-last tensor's own memory.
-        nhwc = np.empty(images.shape, np.float32)
-        for image, out in zip(images, nhwc):
+            return nhwc.permute(0, 3, 1, 2).float().mul_(1 / 127.5).sub_(1.0).to(dtype)  # NHWC strides kept
+        # On a CPU, one pass frame by frame over the NHWC array, which is the channels-last tensor's own memory.
+        if dtype == torch.float32:
+            # x / 127.5 - 1 (OpenCV's addWeighted: 1.6x PyTorch's three passes at 512 px, measured; it may round
+            # the last bit differently).
+            nhwc = np.empty(images.shape, np.float32)
+            for image, out in zip(images, nhwc):
+                rows = image.reshape(-1, image.shape[-1])
+                cv2.addWeighted(rows, 1 / 127.5, rows, 0.0, -1.0, dst=out.reshape(rows.shape), dtype=cv2.CV_32F)
+            return torch.from_numpy(nhwc).permute(0, 3, 1, 2)
+        # A 16-bit float: each of the 256 levels looked up (OpenCV's LUT), half the bytes of float32 written and
+        # the network's own cast of its input skipped.
+        bits = np.empty(images.shape, np.uint16)
+        table = _level_bits(dtype)
+        for image, out in zip(images, bits):
             rows = image.reshape(-1, image.shape[-1])
-            cv2.addWeighted(rows, 1 / 127.5, rows, 0.0, -1.0, dst=out.reshape(rows.shape), dtype=cv2.CV_32F)
-        return torch.from_numpy(nhwc).permute(0, 3, 1, 2)
+            cv2.LUT(rows, table, dst=out.reshape(rows.shape))
+        return torch.from_numpy(bits.view(np.int16)).view(dtype).permute(0, 3, 1, 2)
     planar = images if layout_first else channels_first(images)
-    return torch.from_numpy(planar).to(device).float().mul_(1 / 127.5).sub_(1.0)
+    return torch.from_numpy(planar).to(device).float().mul_(1 / 127.5).sub_(1.0).to(dtype)
+
+
+@functools.cache
+def _level_bits(dtype: torch.dtype) -> np.ndarray:
+    """(256,) uint16: the bit patterns of each uint8 level's float32 value (to_tensor's) in the 16-bit float
+    `dtype`, rounded as a cast rounds it: the same numbers as converting to float32 first."""
+    levels = to_tensor(np.arange(256, dtype=np.uint8).reshape(1, 1, 256, 1), channels_last=True)
+    return levels.reshape(256).to(dtype).view(torch.int16).numpy().view(np.uint16)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

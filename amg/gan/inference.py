@@ -75,7 +75,13 @@ class AvatarGenerator:
         self.precision = resolve_precision(precision, self.device)
         channels_last = runs_in_torch(engine, self.precision) and self.precision.reduced
         self.inputs = GeneratorInputs(
-            refs, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, self.device, channels_last
+            refs,
+            cfg.context,
+            cfg.n_candidates,
+            cfg.candidate_hysteresis,
+            self.device,
+            channels_last,
+            self.precision.dtype if channels_last else torch.float32,
         )
         self.generator = build_generator(cfg, self.inputs).to(self.device).eval()
         prefix = "generator_ema."

@@ -46,10 +46,14 @@ class GeneratorInputs:
         hysteresis: float,
         device: torch.device | str = "cpu",
         channels_last: bool = False,
+        dtype: torch.dtype = torch.float32,
     ):
         self.refs = refs
         # Tensors in PyTorch's channels-last format (what reduced-precision kernels read; amg.core.precision).
         self.channels_last = channels_last
+        # The dynamic tensor's number format: a reduced one where the generator computes in it (its first
+        # convolution would cast a float32 input anyway; every level of uint8 survives bf16 and fp16).
+        self.dtype = dtype
         self.context = context
         self.n_candidates = n_candidates
         self.size = refs.background.shape[0]
@@ -127,9 +131,8 @@ class GeneratorInputs:
             for t in range(n):  # OpenCV's merge: 4x np.concatenate's speed over these thin planes (measured)
                 planes = [plane[t, i] for i in k for plane in (rgb, cond, matte)]
                 cv2.merge([*planes, *(conditioning[t + i] for i in window)], dst=joined[t])
-            return to_tensor(joined, self.device, channels_last=True)
+            return to_tensor(joined, self.device, channels_last=True, dtype=self.dtype)
         warped = self.warped_candidates(maps, picks).reshape(n, -1, self.size, self.size)
         cond = channels_first(conditioning)  # each frame's conditioning moved once, used 2c + 1 times
-        return to_tensor(
-            np.concatenate([warped, *(cond[i : i + n] for i in window)], axis=1), self.device, layout_first=True
-        )
+        joined = np.concatenate([warped, *(cond[i : i + n] for i in window)], axis=1)
+        return to_tensor(joined, self.device, layout_first=True, dtype=self.dtype)

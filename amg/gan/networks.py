@@ -108,11 +108,12 @@ class Generator(nn.Module):
         k = self.n_candidates
         logits = heads[:, :k]
         weights = torch.softmax(logits, dim=1)
-        # Each candidate's planes as views of the input (no copy, in any memory format), summed over candidates
-        # in order.
+        # Each candidate's planes as views of the input (no copy in float32, in any memory format; a reduced-precision
+        # input's planes are made float32, exact, so that the blend and the matte compute in float32), summed over
+        # candidates in order.
         starts = [i * CANDIDATE_CHANNELS for i in range(k)]
-        rgb = [dynamic[:, s : s + 3] for s in starts]
-        mattes = [dynamic[:, s + CANDIDATE_CHANNELS - 1 : s + CANDIDATE_CHANNELS] for s in starts]
+        rgb = [dynamic[:, s : s + 3].float() for s in starts]
+        mattes = [dynamic[:, s + CANDIDATE_CHANNELS - 1 : s + CANDIDATE_CHANNELS].float() for s in starts]
         person = sum(weights[:, i : i + 1] * rgb[i] for i in range(k)) + heads[:, k : k + 3]
         if self.detail_sharpness != 1:
             sharper = torch.softmax(logits * self.detail_sharpness, dim=1) - weights

@@ -266,7 +266,13 @@ def train_gan(layout: Layout, name: str, cfg: GanConfig, run: TrainingRun, max_m
     data = load_gan_data(layout, name, cfg.size, run.holdout)
     references = make_references(data, layout, name, cfg.bank_size)
     inputs = GeneratorInputs(
-        references, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, device, channels_last=precision.reduced
+        references,
+        cfg.context,
+        cfg.n_candidates,
+        cfg.candidate_hysteresis,
+        device,
+        channels_last=precision.reduced,
+        dtype=precision.dtype,
     )
     trainer = GanTrainer(cfg, data, inputs, layout, name, precision)
     extra = {"dynamic_channels": inputs.dynamic_channels, "static_channels": inputs.static_channels}
