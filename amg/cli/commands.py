@@ -546,7 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--enhance",
         action="store_true",
-        help="also write generated_superes.mp4 with the face refined (trains the refiner if missing)",
+        help="also write generated_superes.mp4 with the face refined (trains the refiner if missing; with today's "
+        "generator it measures worse than the plain video: docs/enhance.md)",
     )
     run.add_argument(
         "--upscale",
