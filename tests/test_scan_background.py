@@ -34,7 +34,7 @@ def test_a_window_with_more_pixels_than_the_crop_keeps_narrows_toward_the_head()
     scan = scan_of((1280, 720), np.tile(np.array([[528, 150, 753, 375]], np.float32), (10, 1)))
     assert crop_window(scan, scale=3.2, face_center_y=0.38, min_scale=2.4, max_side=2048).side == 720
     win = crop_window(scan, scale=3.2, face_center_y=0.38, min_scale=2.4, max_side=512)
-    assert win.side == 540 and win.y0 == int(round(262.5 - 0.38 * 540))
+    assert win.side == 540 and win.y0 == 0  # the face at the middle of 540 px would put the top at -7.5: clipped
     assert crop_size(win.side, 0, 512) == 512
     assert crop_size(win.side, 0, 1024) == 512  # the window's own side, in steps of 64
     assert crop_size(win.side, 256, 512) == 256  # a size that is set wins
@@ -51,13 +51,27 @@ def test_a_window_a_little_wider_than_its_crop_narrows_to_hold_the_source_pixels
     scan = scan_of((1280, 720), boxes)
     win = crop_window(scan, scale=3.2, face_center_y=0.38, min_scale=2.4, max_side=512)
     assert 540 < win.side < 563 and crop_size(win.side, 0, 512) == 512
-    fitted = fitted_to_crop(win, scan, 0.38, 512)
+    fitted = fitted_to_crop(win, scan, 3.2, 0.38, 512)
     assert fitted.side == 512
     assert abs((fitted.x0 + 256) - (win.x0 + win.side / 2)) <= 1  # the same centre
-    assert fitted.y0 == int(round(262.5 - 0.38 * 512))
+    assert fitted.y0 == int(round(262.5 - 512 / 2))  # narrowed from 720 px: the face at the middle, not at 0.38
     wide = crop_window(scan, scale=3.2, face_center_y=0.38, min_scale=2.4, max_side=2048)
-    assert fitted_to_crop(wide, scan, 0.38, 512) == wide  # 720 px: 41% wider than its crop
-    assert fitted_to_crop(fitted, scan, 0.38, 512) == fitted  # already 1:1
+    assert fitted_to_crop(wide, scan, 3.2, 0.38, 512) == wide  # 720 px: 41% wider than its crop
+    assert fitted_to_crop(fitted, scan, 3.2, 0.38, 512) == fitted  # already 1:1
+
+
+def test_a_narrowed_window_keeps_the_room_above_the_face():
+    """A 1080x1920 portrait with a 290-px face (latentsync_demo2): the 928-px window it wants narrows to 696 px
+    for a 512-px crop. It loses its bottom, not its top: the face moves to the window's middle, and the room above
+    the face box stays within 3% of the unnarrowed window's (0.70 face heights; at 0.38 of the narrowed side it
+    was 0.41, and the hair was cut)."""
+    scan = scan_of((1080, 1920), np.tile(np.array([[400, 500, 690, 790]], np.float32), (10, 1)))
+    wide = crop_window(scan, scale=3.2, face_center_y=0.38, min_scale=2.4, max_side=2048)
+    narrow = crop_window(scan, scale=3.2, face_center_y=0.38, min_scale=2.4, max_side=512)
+    assert (wide.side, wide.y0) == (928, int(round(645 - 0.38 * 928)))
+    assert (narrow.side, narrow.y0) == (696, 645 - 696 // 2)
+    assert 500 - narrow.y0 >= 0.97 * (500 - wide.y0)
+    assert narrow.y0 + narrow.side >= 790 + 0.6 * 290  # the chin keeps 0.6 face heights below it
 
 
 @pytest.mark.parametrize(

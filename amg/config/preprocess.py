@@ -41,7 +41,8 @@ class PreprocessConfig:
     # than `size` gives sub-pixel landmarks at no extra model cost (the mesh model sees a fixed 192² face ROI).
     track_size: int = 512
     refine_landmarks: bool = True  # 478 points: refined lips and irises (lip-sync needs the lips most)
-    # Half-body framing: the crop side and the face centre's height in it, in units of the face box height.
+    # Half-body framing: the crop side in face box heights, and the face centre's height in it as a share of
+    # the side (of the unnarrowed side where the window narrows: amg.tracking.scan.face_offset).
     crop_scale: float = 3.2
     crop_face_center_y: float = 0.38
     # Where that window holds more source pixels than the crop keeps (an HD or half-body video), it narrows toward

@@ -102,7 +102,7 @@ def preprocess(layout: Layout, name: str, cfg: PreprocessConfig, force: bool = F
         audio = _extract_audio(source, info.has_audio, cfg, layout.audio_wav(name), name, samples)
         window = crop_window(scan, cfg.crop_scale, cfg.crop_face_center_y, cfg.min_crop_scale, cfg.size or cfg.max_size)
         sized = replace(cfg, size=crop_size(window.side, cfg.size, cfg.max_size))
-        window = fitted_to_crop(window, scan, cfg.crop_face_center_y, sized.size)
+        window = fitted_to_crop(window, scan, cfg.crop_scale, cfg.crop_face_center_y, sized.size)
         face_centre = _face_centre_in_crop(scan, window, sized.size)
         raw = capture(
             prefetch(timer.timed("decode", islice(iter_frames(source, cfg.fps), span.start, span.stop))),

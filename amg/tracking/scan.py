@@ -62,6 +62,11 @@ class FaceScan:
         return int((self.face_counts > 1).sum())
 
     @property
+    def face_height(self) -> float:
+        """The main face's median box height, in source pixels."""
+        return float(np.median(self.main_boxes[:, 3] - self.main_boxes[:, 1]))
+
+    @property
     def centres(self) -> np.ndarray:
         """(n_with_face, 2) centre of the main face on each sampled frame that has one."""
         return box_centres(self.main_boxes)
@@ -172,32 +177,44 @@ def crop_window(scan: FaceScan, scale: float, face_center_y: float, min_scale: f
     teach the GAN to draw borders.
     """
     w, h = scan.frame_size
-    boxes, centres = scan.main_boxes, scan.centres
-    face_h = float(np.median(boxes[:, 3] - boxes[:, 1]))
+    face_h, centres = scan.face_height, scan.centres
     travel_x = float(np.percentile(centres[:, 0], 95) - np.percentile(centres[:, 0], 5))
     travel = travel_x + 2.2 * face_h
     side = min(max(scale * face_h, travel), max(max_side, min_scale * face_h, travel))
-    return _placed(scan, int(round(min(side, w, h))), face_center_y)
+    side = int(round(min(side, w, h)))
+    return _placed(scan, side, face_offset(side, scale * face_h, face_center_y))
 
 
-def _placed(scan: FaceScan, side: int, face_center_y: float) -> CropWindow:
-    """A window of `side` around the scan's median face, its centre at `face_center_y` of the side from the
-    top, inside the frame."""
+def face_offset(side: int, nominal_side: float, face_center_y: float) -> float:
+    """How far below a window's top the face centre sits: `face_center_y` of the window's side, or of the
+    `nominal_side` it was narrowed from, but not below the window's middle. A narrowed window so loses its
+    bottom (the shoulders, which the source framing paints from the avatar's own full-resolution frames) and
+    keeps the room above the face: latentsync_demo2 (1080x1920, its window narrowed to 2.4 face heights) had
+    its hair cut by the window's top, and blended there with the backdrop frame's, at 0.38 of the side."""
+    return min(face_center_y * max(side, nominal_side), max(side / 2, face_center_y * side))
+
+
+def _placed(scan: FaceScan, side: int, face_offset: float) -> CropWindow:
+    """A window of `side` around the scan's median face, its centre `face_offset` below the window's top,
+    inside the frame."""
     w, h = scan.frame_size
     cx, cy = np.median(scan.centres, axis=0)
     x0 = int(round(np.clip(cx - side / 2, 0, w - side)))
-    y0 = int(round(np.clip(cy - face_center_y * side, 0, h - side)))
+    y0 = int(round(np.clip(cy - face_offset, 0, h - side)))
     return CropWindow(x0, y0, side)
 
 
-def fitted_to_crop(window: CropWindow, scan: FaceScan, face_center_y: float, crop_side: int) -> CropWindow:
+def fitted_to_crop(
+    window: CropWindow, scan: FaceScan, scale: float, face_center_y: float, crop_side: int
+) -> CropWindow:
     """`window` narrowed to the crop's own side where that is at most ONE_TO_ONE_SLACK narrower: the crop then
     holds the source's pixels 1:1, where resampling a few percent down and back up for the paste keeps little
     more than half the face's finest detail (obama_halfbody_34s: its real 512-px crops of a 557-px window,
     pasted back, 0.58x the source face's Laplacian energy bilinearly, 0.76x bicubically)."""
     if not crop_side < window.side <= crop_side * (1 + ONE_TO_ONE_SLACK):
         return window
-    return _placed(scan, crop_side, face_center_y)
+    nominal = max(window.side, scale * scan.face_height)
+    return _placed(scan, crop_side, face_offset(crop_side, nominal, face_center_y))
 
 
 def crop_size(window_side: int, size: int, max_size: int) -> int:
