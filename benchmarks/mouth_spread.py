@@ -21,7 +21,7 @@ import argparse
 
 import numpy as np
 
-from amg.audio.features import features_for_audio, features_for_video
+from amg.audio.features import AudioFeatures, features_for_audio, features_for_video
 from amg.config import MotionOptions, trained_holdouts
 from amg.core.layout import Layout
 from amg.core.split import held_out_split
@@ -49,10 +49,12 @@ def main() -> None:
     layout = Layout(args.dataroot)
     tracks = Tracks.load(layout.tracks(args.avatar))
     models = MotionModels.load(layout, args.avatar, "generated")
-    holdout = trained_holdouts(layout, args.avatar).get("motion", 0.0)
+    holdouts = trained_holdouts(layout, args.avatar)
+    holdout = holdouts.get("motion", 0.0)
     train, tail = held_out_split(tracks.n_frames, holdout)
     opening = topology.mouth_opening(tracks.landmarks[..., :2]) * 256 / tracks.size
-    voiced = features_for_video(layout, args.avatar, models.cfg.features, tracks.n_frames).vad > VOICED
+    features = features_for_video(layout, args.avatar, models.cfg.features, tracks.n_frames)
+    voiced = features.vad > VOICED
     print(f"{args.avatar}, holdout {holdout:g}: mouth opening in px at 256")
     print(f"  tracked, training part        {spread(opening[train])}")
     print(f"  tracked, training part voiced {spread(opening[train][voiced[train]])}")
@@ -63,15 +65,14 @@ def main() -> None:
         vad = features_for_audio(layout, voice, models.cfg.features).vad[: len(predicted)] > VOICED
         print(f"  {voice}: predicted {spread(predicted)}; voiced ({vad.mean():.0%}) {spread(predicted[vad])}")
     if args.render:
-        render_tail(layout, args.avatar, tracks, trained_holdouts(layout, args.avatar).get("gan", holdout))
+        render_tail(layout, args.avatar, tracks, features, holdouts.get("gan", holdout))
 
 
-def render_tail(layout: Layout, avatar: str, tracks: Tracks, holdout: float) -> None:
-    """The held-out tail rendered from its tracked and its predicted motion, re-detected as `amg eval` does."""
+def render_tail(layout: Layout, avatar: str, tracks: Tracks, features: AudioFeatures, holdout: float) -> None:
+    """The held-out tail rendered from its tracked and its predicted motion (from `features`, the avatar video's
+    speech), re-detected as `amg eval` does."""
     from itertools import islice
 
-    from amg.config import MotionConfig
-    from amg.core.dataclass_io import read_saved_config
     from amg.evaluation.evaluate import Evaluator, Sequence, held_out_start, self_driven
     from amg.evaluation.records import EvalOptions
     from amg.media import resized_frames
@@ -79,8 +80,6 @@ def render_tail(layout: Layout, avatar: str, tracks: Tracks, holdout: float) -> 
 
     options = EvalOptions(holdout=holdout)
     start = held_out_start(tracks.n_frames, holdout)
-    cfg = read_saved_config(MotionConfig, layout.motion_config(avatar)) or MotionConfig()
-    features = features_for_video(layout, avatar, cfg.features, tracks.n_frames)
     evaluator = Evaluator(layout, avatar, tracks, start, options)
     evaluator.fit_sync(features, tracks, start)
     predicted = self_driven(layout, avatar, tracks, start, features)
