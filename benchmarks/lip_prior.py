@@ -3,6 +3,7 @@ on speech it has not heard? (Measured, not shipped: docs/decisions.md, "A lip pr
 
     python benchmarks/lip_prior.py [--targets obama_clip2 kristi_noem andrew_ng_clip1 cnn_anchor_71s]
                                    [--variants base speeds norm noisy] [--as-input]
+    python benchmarks/lip_prior.py --knobs seed=1 steps=500 steps=3000 window=128 hidden=128 ...
 
 The prior learns from the shared clips whose licences would let its weights ship inside the package (MIT,
 Apache-2.0 and CC BY 4.0 repositories: PRIOR_CLIPS; andrew_ng_clip1/2 and feifei_li_clip2 are left out for their
@@ -19,7 +20,9 @@ As input (--as-input, the base prior): the target's lip-sync network (default co
 without and with the prior's output as a feature block: held-out lip error, opening correlation, spread and mean
 against the tracked mouth, and driven by three voices the prior never heard (CROSS), the correlation with their
 own tracked mouths (best lag within ±2 frames) and the spread over the avatar's own training frames'.
-Clips are linked, not copied, into /tmp/amg-bench-lips (kept: re-runs skip preprocessing).
+Knobs (--knobs, no prior): the targets' lip-sync networks trained with each motion.expression field changed
+alone (and the default), the same scores, means over the targets (docs/decisions.md, "Lip-sync network
+variants"). Clips are linked, not copied, into /tmp/amg-bench-lips (kept: re-runs skip preprocessing).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import numpy as np
 import torch
 
 from amg.audio.features import AudioFeatures
-from amg.config import AvatarConfig, MotionConfig, PreprocessConfig
+from amg.config import Audio2ExpressionConfig, AvatarConfig, MotionConfig, PreprocessConfig
 from amg.core.layout import Layout
 from amg.evaluation.sync import lagged_correlation
 from amg.motion.data import MotionData, gather_windows, load_motion_data, window_starts
@@ -157,10 +160,12 @@ def with_prior(data: MotionData, net: torch.nn.Module) -> MotionData:
     return replace(data, features=AudioFeatures(values, blocks, f.vad))
 
 
-def lip_sync_scores(clips: Clips, data: MotionData, net: torch.nn.Module | None, tag: str) -> dict[str, float]:
+def lip_sync_scores(
+    clips: Clips, data: MotionData, net: torch.nn.Module | None, tag: str, cfg: Audio2ExpressionConfig
+) -> dict[str, float]:
     path = ROOT / f"a2e_{tag}.pt"
     path.unlink(missing_ok=True)
-    train_audio2expression(data, MotionConfig().expression, path, None)
+    train_audio2expression(data, cfg, path, None)
     model = Audio2ExpressionModel(path)
     train, tail = data.split
     predicted = model(data.features)
@@ -181,6 +186,18 @@ def lip_sync_scores(clips: Clips, data: MotionData, net: torch.nn.Module | None,
     return scores
 
 
+def knobs_table(clips: Clips, targets: list[str], knobs: list[str]) -> None:
+    default = MotionConfig().expression
+    print("| variant | lip error (px) | opening r | spread / real | other voices: r | their spread / own |")
+    print("|---|---|---|---|---|---|")
+    for knob in ["default", *knobs]:
+        field, _, value = knob.partition("=")
+        cfg = default if knob == "default" else replace(default, **{field: type(getattr(default, field))(value)})
+        rows = [lip_sync_scores(clips, clips[t], None, f"{t}_knob", cfg) for t in targets]
+        keys = ("lips_px", "opening_corr", "opening_spread_ratio", "cross_corr", "cross_spread")
+        print(f"| {knob} | " + " | ".join(f"{np.mean([r[k] for r in rows]):.3f}" for k in keys) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -188,9 +205,13 @@ def main() -> None:
     )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--as-input", action="store_true", help="also train each target's lip-sync network with it")
+    parser.add_argument("--knobs", nargs="+", metavar="FIELD=VALUE", help="only the knobs table, for these changes")
     args = parser.parse_args()
     torch.set_num_threads(1)
     clips = Clips()
+    if args.knobs:
+        knobs_table(clips, args.targets, args.knobs)
+        return
     print("| target | variant | prior's clips / frames | lip PCA variance | zero-shot opening r | spread / real |")
     print("|---|---|---|---|---|---|")
     for target in args.targets:
@@ -209,7 +230,8 @@ def main() -> None:
             )
             if args.as_input and variant == "base":
                 for tag, data in (("without", clips[target]), ("with", with_prior(clips[target], net))):
-                    scores = lip_sync_scores(clips, data, None if tag == "without" else net, f"{target}_{tag}")
+                    prior = None if tag == "without" else net
+                    scores = lip_sync_scores(clips, data, prior, f"{target}_{tag}", MotionConfig().expression)
                     print(
                         f"|   {target} lip sync {tag} the prior: "
                         + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
