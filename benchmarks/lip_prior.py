@@ -38,6 +38,7 @@ import torch
 from amg.audio.features import AudioFeatures
 from amg.config import Audio2ExpressionConfig, AvatarConfig, MotionConfig, PreprocessConfig
 from amg.core.layout import Layout
+from amg.core.training import set_cosine_lr
 from amg.evaluation.sync import lagged_correlation
 from amg.motion.data import MotionData, gather_windows, load_motion_data, window_starts
 from amg.motion.expression.inference import Audio2ExpressionModel
@@ -125,8 +126,7 @@ def train_prior(features: list[np.ndarray], motions: list[np.ndarray], dropout=0
     net = TemporalConvNet(inputs.shape[1], COMPONENTS, 128, (1, 2, 4, 8, 1), dropout)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
     for step in range(STEPS):
-        for group in optimizer.param_groups:
-            group["lr"] = 1e-3 * 0.5 * (1 + np.cos(np.pi * step / STEPS))
+        set_cosine_lr(optimizer, 1e-3, step, STEPS)
         starts = torch.from_numpy(window_starts(rng, BATCH, WINDOW, spans))
         x = gather_windows(inputs, starts, WINDOW)
         loss = ((net(x + noise * torch.randn_like(x)) - gather_windows(targets, starts, WINDOW)) ** 2).mean()
