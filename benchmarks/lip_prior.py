@@ -102,9 +102,10 @@ def prior_sequences(clips: Clips, names: list[str], speeds: tuple[float, ...], u
     features, motions = [], []
     for name in names:
         data = clips[name]
-        spread = lip_motion(data).std() if unit_spread else 1.0
+        motion = lip_motion(data)
+        spread = motion.std() if unit_spread else 1.0
         features.append(data.features.values)
-        motions.append(lip_motion(data) / spread)
+        motions.append(motion / spread)
         for speed in speeds:
             values, coeffs = speed_perturbed(data, slice(0, data.n_frames), speed)
             n = min(len(values), len(coeffs))

@@ -77,15 +77,6 @@ def prepare(layout: Layout, clip: str) -> None:
     preprocess(layout, clip, PreprocessConfig(preview=False))
 
 
-def best_lag_corr(a: np.ndarray, b: np.ndarray, max_lag: int = 2) -> float:
-    n = min(len(a), len(b))
-    a, b = a[:n], b[:n]
-    return max(
-        float(np.corrcoef(a[max(0, k) : n + min(0, k)], b[max(0, -k) : n - max(0, k)])[0, 1])
-        for k in range(-max_lag, max_lag + 1)
-    )
-
-
 def cross_speaker_corr(layout: Layout, avatar: str, model_path: Path, other: str, cfg: AudioFeatureConfig) -> float:
     """Drive the avatar with `other`'s speech; correlate its predicted mouth opening with `other`'s tracked one."""
     other_tracks = Tracks.load(layout.tracks(other))
@@ -94,7 +85,8 @@ def cross_speaker_corr(layout: Layout, avatar: str, model_path: Path, other: str
     coeffs = Audio2ExpressionModel(model_path)(features)
     # Pose the predicted expressions with the avatar's first-frame pose: only the mouth matters here.
     landmarks = lip_landmarks(data, coeffs, np.zeros(len(coeffs), int))
-    return best_lag_corr(topology.mouth_opening(landmarks), topology.mouth_opening(other_tracks.landmarks))
+    opening, other_opening = topology.mouth_opening(landmarks), topology.mouth_opening(other_tracks.landmarks)
+    return float(lagged_correlation(opening, other_opening, 2)[1].max())  # the best lag within ±2 frames
 
 
 def speech_audio(layout: Layout, name: str, samples: np.ndarray) -> str:
