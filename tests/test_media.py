@@ -283,6 +283,21 @@ def test_writer_pads_odd_sizes_to_even(tmp_path):
     assert np.abs(frame[47].astype(int) - frame[46]).max() < 8
 
 
+def test_written_video_says_its_colour_matrix(tmp_path):
+    """The encoder converts RGB with BT.601 at limited range and the stream says so, so a player does not guess
+    BT.709 for an HD size (which would show this red at (216, 18, 0))."""
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 0] = 200
+    path = tmp_path / "red.mp4"
+    write_video(path, [red] * 3, FPS)
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+    assert (frame.colorspace, frame.color_range) == (6, 1)  # AVCOL_SPC_SMPTE170M, AVCOL_RANGE_MPEG
+    assert np.abs(frame.to_ndarray(format="rgb24")[16:48, 16:48].astype(int) - red[16:48, 16:48]).max() <= 3
+    guessed = frame.reformat(format="rgb24", src_colorspace="ITU709").to_ndarray()
+    assert guessed[32, 32, 0] - 200 > 10 and guessed[32, 32, 1] > 10
+
+
 def test_failed_write_leaves_nothing(tmp_path):
     path = tmp_path / "out.mp4"
     with pytest.raises(KeyError), VideoWriter(path, FPS, audio=tone(1.0)) as writer:

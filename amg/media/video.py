@@ -31,6 +31,9 @@ MAX_MISSING_TAIL_S = 1.0
 AAC_SAMPLE_RATE = 48_000
 AAC_BIT_RATE = 128_000
 
+# FFmpeg's AVColorSpace and AVColorRange codes of BT.601 and limited ("TV", 16-235) range.
+BT601_MATRIX, LIMITED_RANGE = 6, 1  # AVCOL_SPC_SMPTE170M, AVCOL_RANGE_MPEG
+
 
 @contextlib.contextmanager
 def open_input(path: PathLike, kind: str) -> Iterator[av.container.InputContainer]:
@@ -271,6 +274,10 @@ class VideoWriter:
         video = self._container.add_stream("libx264", rate=self.fps)
         video.width, video.height = width + width % 2, height + height % 2
         video.pix_fmt = "yuv420p"
+        # Say which matrix the encoder converts RGB with (swscale's default, BT.601, limited range): untagged, players
+        # guess BT.709 for HD sizes and shift the colours.
+        video.codec_context.colorspace = BT601_MATRIX
+        video.codec_context.color_range = LIMITED_RANGE
         # Frame i gets pts i in a 1/fps time base, so every frame lasts exactly one tick: constant rate.
         video.codec_context.time_base = 1 / self.fps
         video.options = {"crf": str(self.crf), "preset": self.preset}
