@@ -110,7 +110,7 @@ def stage_speeds(layout: Layout, audio: str, video: str) -> dict:
     picks = gen.inputs.candidates(stretch.landmarks, stretch.rotation, stretch.translation, stretch.scale)
     for start in range(0, n_image, chunk):
         span = slice(start, start + chunk)
-        gen.inputs.warped_candidates(
+        gen.inputs.warped_planes(
             gen.inputs.candidate_maps(stretch.landmarks[span], stretch.body[span], picks[span]), picks[span]
         )
     n["candidate retrieval + mesh warp"] = time.perf_counter() - t0

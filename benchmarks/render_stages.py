@@ -1,12 +1,14 @@
 """The render's stages one after another, each timed alone: ms per generated frame (no threads overlap them).
 
-    python benchmarks/render_stages.py DATAROOT SPEECH AVATAR [--frames 128]
+    python benchmarks/render_stages.py DATAROOT SPEECH AVATAR [--frames 128] [--warmup 2] [--render]
 
 For a trained avatar and a speech whose features are cached: the generator's inputs (conditioning, candidate
 retrieval, the mesh maps, the candidates' remaps, the whole input tensor again with its join and float
 conversion), the generator, its frames to uint8, the paste into the source's frame, the marks and the H.264
-encoding (to a scratch file). The same script runs on older commits (it only calls the stages' public methods),
-so a change is measured against its base by running both trees in turn.
+encoding (to a scratch file). The first `--warmup` chunks are made and not timed (a process's first chunks
+first-touch their buffers: 2-4x slower at 512 px). `--render`: then the whole `render()` of the speech, its wall
+and CPU seconds. The same script runs on older commits (it only calls the stages' public methods), so a change
+is measured against its base by running both trees in turn.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from amg.media import VideoWriter
 from amg.media.marks import Marker
 from amg.media.watermark import Payload
 from amg.motion.inference import predict_motion
+from amg.pipeline import render
 from amg.tracking.framing import SourceFraming
 
 
@@ -37,22 +40,29 @@ def main() -> None:
     parser.add_argument("speech")
     parser.add_argument("avatar")
     parser.add_argument("--frames", type=int, default=128)
+    parser.add_argument("--warmup", type=int, default=2, help="chunks made before the timed ones")
+    parser.add_argument("--render", action="store_true", help="time the whole render() afterwards")
     args = parser.parse_args()
     layout = Layout(args.dataroot)
     motion = predict_motion(layout, args.speech, args.avatar, MotionOptions())
     gen = AvatarGenerator(layout, args.avatar)
-    inputs, cfg, n = gen.inputs, RenderConfig(), min(args.frames, motion.n_frames)
+    inputs, cfg = gen.inputs, RenderConfig()
+    first = min(args.warmup * cfg.chunk, motion.n_frames - 1)
+    n = min(args.frames, motion.n_frames - first)
     seconds: dict[str, float] = {}
 
     def timed(stage: str, work):
         start = time.perf_counter()
         result = work()
-        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
+        if not warming:
+            seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
         return result
 
     m, previous, crops = motion, None, []
-    for start in range(0, n, cfg.chunk):
-        stop, span = min(start + cfg.chunk, n), slice(start, min(start + cfg.chunk, n))
+    for start in range(0, first + n, cfg.chunk):
+        warming = start < first
+        stop = min(start + cfg.chunk, first + n)
+        span = slice(start, stop)
         frames = with_context(start, stop, inputs.context, m.n_frames)
         conditioning = timed("conditioning", lambda: inputs.render(m.landmarks[frames], m.body[frames]))
         picks = timed(
@@ -67,10 +77,12 @@ def main() -> None:
         dynamic = timed("input tensor (remaps, join, float)", lambda: inputs.dynamic(conditioning, maps, picks))
         with torch.no_grad():
             out = timed("generator", lambda: gen.generate(dynamic))
-        crops.extend(timed("to uint8", lambda: to_uint8(out)))
+        frames_out = timed("to uint8", lambda: to_uint8(out))
+        crops.extend([] if warming else frames_out)
+    warming = False
     holdout = max(trained_holdouts(layout, args.avatar).values(), default=0.0)
     framing = timed("(once) backdrop bank", lambda: SourceFraming.of(layout, args.avatar, holdout, cfg.feather))
-    paste = framing.paster(motion.body)
+    paste = framing.paster(motion.body[first:])
     pasted = timed("paste", lambda: [paste(crop) for crop in crops])
     marker = Marker(Payload.of(args.avatar, "render_stages"), cfg.label or None)
     marked = timed("marks", lambda: [marker(frame, i) for i, frame in enumerate(pasted)])
@@ -82,6 +94,12 @@ def main() -> None:
     for stage, total in seconds.items():
         once = stage.startswith("(once)")
         print(f"  {stage:36s} {1000 * total / (1 if once else n):8.2f} ms{'' if once else ' per frame'}")
+    if args.render:
+        del crops, pasted, marked, gen
+        wall, cpu = time.perf_counter(), time.process_time()
+        render(layout, args.speech, args.avatar, MotionOptions(), cfg)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        print(f"  whole render() of {motion.n_frames} frames: {wall:.1f} s, {cpu:.1f} s of CPU")
 
 
 if __name__ == "__main__":

@@ -355,7 +355,8 @@ def test_channels_last_inputs_hold_the_planar_inputs_values():
     """The channels-last dynamic inputs (planes joined by OpenCV's merge, converted to float in one pass) are the
     planar path's tensor within float32's last bit, in channels-last memory; the float conversion is x/127.5 - 1.
     In bf16 (a table per level) they are that tensor rounded as autocast would round it, and every level of uint8
-    comes back."""
+    comes back. The planar path holds each candidate's RGB, conditioning and matte, then the context frames'
+    conditioning, channels first, exactly as (x / 127.5 - 1) computes them in float32."""
     rng = np.random.default_rng(0)
     size, n, bank, k = 32, 3, 5, 2
     inputs = GeneratorInputs.__new__(GeneratorInputs)
@@ -374,6 +375,10 @@ def test_channels_last_inputs_hold_the_planar_inputs_values():
     conditioning = rng.integers(0, 256, (n + 2, size, size, N_CHANNELS), np.uint8)
     inputs.channels_last = False
     planar = inputs.dynamic(conditioning, maps, picks)
+    warped = np.concatenate(inputs.warped_planes(maps, picks), axis=-1)  # (n, k, size, size, 8)
+    context = np.stack([conditioning[i : i + n] for i in range(3)], axis=1)  # (n, 3, size, size, N_CHANNELS)
+    expected = np.concatenate([np.moveaxis(x, -1, 2).reshape(n, -1, size, size) for x in (warped, context)], axis=1)
+    assert torch.equal(planar, torch.from_numpy(expected).float().mul(1 / 127.5).sub(1.0))
     inputs.channels_last = True
     joined = inputs.dynamic(conditioning, maps, picks)
     assert joined.shape == planar.shape == (n, inputs.dynamic_channels, size, size)

@@ -16,7 +16,7 @@ import torch
 
 from amg.conditioning import N_CHANNELS, render_sequence
 from amg.conditioning.warp import TargetMesh, fixed_point, remap
-from amg.core.tensors import channels_first, to_tensor
+from amg.core.tensors import planes_to_tensor, to_tensor
 from amg.gan.candidates import CandidatePicker, head_pose_features
 from amg.gan.references import AvatarReferences
 
@@ -115,24 +115,23 @@ class GeneratorInputs:
                 remap(refs.mattes[chosen[k]], backward, out=matte[t, k])
         return rgb, conditioning, matte[..., None]
 
-    def warped_candidates(self, maps: np.ndarray, picks: np.ndarray) -> np.ndarray:
-        """(n, K, CANDIDATE_CHANNELS, H, W) uint8, channels first (see warped_planes)."""
-        return np.concatenate([np.moveaxis(plane, -1, 2) for plane in self.warped_planes(maps, picks)], axis=2)
-
     def dynamic(self, conditioning: np.ndarray, maps: np.ndarray, picks: np.ndarray) -> torch.Tensor:
         """conditioning (n + 2c, H, W, C) for n consecutive frames with their context; the candidates' maps
         (n, K, H, W, 2) and picks (n, K) of the n frames → (n, Cd, H, W)."""
         n = len(picks)
         window = range(2 * self.context + 1)
+        rgb, cond, matte = self.warped_planes(maps, picks)
+        k = range(picks.shape[1])
         if self.channels_last:  # every plane joined along the pixels' channels: the tensor's own layout
-            rgb, cond, matte = self.warped_planes(maps, picks)
-            k = range(picks.shape[1])
             joined = np.empty((n, self.size, self.size, self.dynamic_channels), np.uint8)
             for t in range(n):  # OpenCV's merge: 4x np.concatenate's speed over these thin planes (measured)
                 planes = [plane[t, i] for i in k for plane in (rgb, cond, matte)]
                 cv2.merge([*planes, *(conditioning[t + i] for i in window)], dst=joined[t])
             return to_tensor(joined, self.device, channels_last=True, dtype=self.dtype)
-        warped = self.warped_candidates(maps, picks).reshape(n, -1, self.size, self.size)
-        cond = channels_first(conditioning)  # each frame's conditioning moved once, used 2c + 1 times
-        joined = np.concatenate([warped, *(cond[i : i + n] for i in window)], axis=1)
-        return to_tensor(joined, self.device, layout_first=True, dtype=self.dtype)
+        context = [cv2.split(image) for image in conditioning]  # each frame's split once, used 2c + 1 times
+        frames = [
+            [single for i in k for plane in (rgb, cond, matte) for single in cv2.split(plane[t, i])]
+            + [single for i in window for single in context[t + i]]
+            for t in range(n)
+        ]
+        return planes_to_tensor(frames).to(self.device)
