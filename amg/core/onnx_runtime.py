@@ -22,32 +22,43 @@ class OnnxModel:
     further inputs that are the same in every call (passed by name, once converted)."""
 
     def __init__(self, module: nn.Module, example: torch.Tensor, constants: dict[str, torch.Tensor] | None = None):
-        import onnxruntime as ort
-
         constants = constants or {}
-        buffer = io.BytesIO()
-        with torch.no_grad():
-            n_outputs = len(out) if isinstance(out := module(example, *constants.values()), tuple) else 1
-        outputs = [f"output{i}" for i in range(n_outputs)]
-        torch.onnx.export(
-            module,
-            (example, *constants.values()),
-            buffer,
-            dynamo=False,
-            input_names=["input", *constants],
-            output_names=outputs,
-            dynamic_axes={name: {0: "batch"} for name in ["input", *outputs]},
-        )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        # No busy-waiting between ops: the conditioning thread and the encoder need the cores meanwhile.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(export_onnx(module, example, constants))
         self.constants = {name: value.numpy() for name, value in constants.items()}
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The module's (first) output for `x`."""
         return torch.from_numpy(self.session.run(None, {"input": x.numpy()} | self.constants)[0])
+
+
+def cpu_session(model: bytes | str):
+    """An ONNX Runtime session of `model` (its bytes or a path) on the CPU, with PyTorch's number of threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    # No busy-waiting between ops: the conditioning thread and the encoder need the cores meanwhile.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def export_onnx(module: nn.Module, example: torch.Tensor, constants: dict[str, torch.Tensor]) -> bytes:
+    """`module` as an ONNX model whose inputs are "input" (any batch size) and `constants` by name, and whose
+    outputs are "output0", "output1", ..."""
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        n_outputs = len(out) if isinstance(out := module(example, *constants.values()), tuple) else 1
+    outputs = [f"output{i}" for i in range(n_outputs)]
+    torch.onnx.export(
+        module,
+        (example, *constants.values()),
+        buffer,
+        dynamo=False,
+        input_names=["input", *constants],
+        output_names=outputs,
+        dynamic_axes={name: {0: "batch"} for name in ["input", *outputs]},
+    )
+    return buffer.getvalue()
 
 
 def runs_in_torch(engine: str, precision: PrecisionPlan) -> bool:
