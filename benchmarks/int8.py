@@ -28,6 +28,7 @@ from precision import cpu_model
 from amg.config import MotionOptions
 from amg.core.layout import Layout
 from amg.core.onnx_runtime import cpu_session, export_onnx
+from amg.core.precision import cpu_flags
 from amg.core.tensors import to_uint8
 from amg.gan.inference import AvatarGenerator, FrameStream
 from amg.motion.inference import predict_motion
@@ -98,7 +99,7 @@ def main() -> None:
                 out.append(session.run(None, {"input": chunk.numpy()} | arrays)[0])
             rates[name].append(sum(map(len, compared)) / (time.perf_counter() - start))
             frames[name] = to_uint8(torch.from_numpy(np.concatenate(out)))
-    flags = open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].split()
+    flags = cpu_flags()
     print(f"{cpu_model()}; int8 flags: {', '.join(f for f in INT8_FLAGS if f in flags) or 'none'}")
     print(
         f"{args.avatar} at {gen.size} px, {len(calibration)} calibration and {sum(map(len, compared))} compared frames"

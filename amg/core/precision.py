@@ -136,16 +136,20 @@ def _log_once(name: str, device_type: str, reason: str) -> None:
 def cpu_bf16_engine(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     """The CPU's bf16 matrix engine by its flags ("AMX-BF16", "AVX512-BF16"), or None (also where the flags
     cannot be read: other systems than Linux run fp32 unless asked)."""
+    flags = cpu_flags(cpuinfo)
+    return next((name for flag, name in _BF16_FLAGS.items() if flag in flags), None)
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The first CPU's feature flags as Linux lists them (empty where they cannot be read)."""
     try:
         text = cpuinfo.read_text()
     except OSError:
-        return None
-    flags = set()
+        return set()
     for line in text.splitlines():
         if line.startswith("flags"):
-            flags.update(line.partition(":")[2].split())
-            break
-    return next((name for flag, name in _BF16_FLAGS.items() if flag in flags), None)
+            return set(line.partition(":")[2].split())
+    return set()
 
 
 def bf16_self_check(size: int = 768, repeats: int = 5) -> tuple[bool, str]:
