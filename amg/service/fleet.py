@@ -34,6 +34,9 @@ from amg.service.worker import Cancelled, PipelineRunner
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3  # runs of one job when actors die under it
+# How long a job waits for Ray to restart the actor that died under it: a new process that imports PyTorch takes
+# seconds, tens of them on a busy machine; a call meanwhile fails at once ("the actor is restarting").
+RESTART_WAIT_S = 180.0
 PROGRESS_INTERVAL_S = 0.2  # an actor sends a job's progress at most this often
 
 
@@ -162,9 +165,23 @@ class RayRunner:
             except self.ray.exceptions.RayActorError as exc:
                 died = True
                 log.warning("Job %s: its Ray worker died (attempt %d of %d): %s", job.id, attempt, MAX_ATTEMPTS, exc)
+                self._await_restart(self.pool.actors[index])
             finally:
                 self.pool.release(index, job, died)
         raise AmgError(f"The job's Ray workers died {MAX_ATTEMPTS} times: giving up.")
+
+    def _await_restart(self, actor) -> None:
+        """Wait until `actor`, which died, answers again (restarted by Ray), or RESTART_WAIT_S has passed, or it
+        is dead for good (out of restarts): a retry sent meanwhile would fail at once and use up the attempts."""
+        deadline = time.monotonic() + RESTART_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                self.ray.get(actor.loads.remote(), timeout=max(0.1, deadline - time.monotonic()))
+                return
+            except self.ray.exceptions.ActorUnavailableError:
+                time.sleep(0.5)
+            except (self.ray.exceptions.RayActorError, self.ray.exceptions.GetTimeoutError):
+                return
 
     def _follow(self, actor, job: Job) -> str | None:
         """Relay the job's progress from `actor` until it ends. A job cancelled here is cancelled there, and the
