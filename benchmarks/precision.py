@@ -99,7 +99,7 @@ def generator_forward(spec: tuple, batch: int, rounds: int) -> dict[str, float]:
         calls[name] = call
     with torch.no_grad():
         static = nets["fp32"].encode_static(background)
-    onnx = OnnxModel(nets["fp32"], dynamic[:1], {"static": static, "background": background})
+    onnx = OnnxModel.exported(nets["fp32"], dynamic[:1], {"static": static, "background": background})
     calls["onnxruntime"] = lambda: onnx(dynamic)
     seconds = median_pair(calls, rounds)
     out = {name: batch / s for name, s in seconds.items()}

@@ -1,13 +1,13 @@
 """The render's stages one after another, each timed alone: ms per generated frame (no threads overlap them).
 
-    python benchmarks/render_stages.py DATAROOT SPEECH AVATAR [--frames 128] [--warmup 2] [--render]
+    python benchmarks/render_stages.py DATAROOT SPEECH AVATAR [--frames 128] [--warmup 2] [--render] [--engine E]
 
 For a trained avatar and a speech whose features are cached: the generator's inputs (conditioning, candidate
 retrieval, the mesh maps, the candidates' remaps, the whole input tensor again with its join and float
 conversion), the generator, its frames to uint8, the paste into the source's frame, the marks and the H.264
 encoding (to a scratch file). The first `--warmup` chunks are made and not timed (a process's first chunks
 first-touch their buffers: 2-4x slower at 512 px). `--render`: then the whole `render()` of the speech, its wall
-and CPU seconds. The same script runs on older commits (it only calls the stages' public methods), so a change
+and CPU seconds. `--engine`: the generator's (render.engine; auto by default). The same script runs on older commits (it only calls the stages' public methods), so a change
 is measured against its base by running both trees in turn.
 """
 
@@ -42,11 +42,13 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=2, help="chunks made before the timed ones")
     parser.add_argument("--render", action="store_true", help="time the whole render() afterwards")
+    parser.add_argument("--engine", default="auto", help="render.engine: auto, torch, onnxruntime or int8")
     args = parser.parse_args()
     layout = Layout(args.dataroot)
     motion = predict_motion(layout, args.speech, args.avatar, MotionOptions())
-    gen = AvatarGenerator(layout, args.avatar)
-    inputs, cfg = gen.inputs, RenderConfig()
+    cfg = RenderConfig(engine=args.engine)
+    gen = AvatarGenerator(layout, args.avatar, engine=cfg.engine)
+    inputs = gen.inputs
     first = min(args.warmup * cfg.chunk, motion.n_frames - 1)
     n = min(args.frames, motion.n_frames - first)
     seconds: dict[str, float] = {}
@@ -90,7 +92,10 @@ def main() -> None:
         silence = np.zeros(16000 * (n // FPS + 1), np.float32)
         with VideoWriter(Path(scratch) / "stages.mp4", FPS, silence, crf=cfg.crf) as writer:
             timed("encode", lambda: [writer.write(frame) for frame in marked])
-    print(f"{args.avatar} at {gen.size} px, {gen.precision.name}, {torch.get_num_threads()} threads, {n} frames")
+    print(
+        f"{args.avatar} at {gen.size} px, {gen.precision.name}, engine {gen.engine}, {torch.get_num_threads()} threads, "
+        f"{n} frames"
+    )
     for stage, total in seconds.items():
         once = stage.startswith("(once)")
         print(f"  {stage:36s} {1000 * total / (1 if once else n):8.2f} ms{'' if once else ' per frame'}")

@@ -103,4 +103,4 @@ def test_refiner_in_onnx_runtime_computes_what_pytorch_computes():
     x = torch.rand(3, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         expected = net(x)
-    torch.testing.assert_close(OnnxModel(net, x[:1])(x), expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(OnnxModel.exported(net, x[:1])(x), expected, atol=1e-4, rtol=0)

@@ -134,7 +134,7 @@ def test_onnx_runtime_engine_computes_what_pytorch_computes():
     with torch.no_grad():
         code = g.encode_static(background)
         expected, _ = g(dynamic, code, background)
-        onnx = OnnxModel(g, dynamic[:1], {"static_code": code, "background": background})
+        onnx = OnnxModel.exported(g, dynamic[:1], {"static_code": code, "background": background})
     torch.testing.assert_close(onnx(dynamic), expected, atol=1e-4, rtol=0)  # any batch size, not just the example's
 
 

@@ -10,6 +10,7 @@ import torch
 from amg.config import GanConfig
 from amg.core import precision
 from amg.core.errors import AmgError
+from amg.core.onnx_runtime import resolved_engine
 from amg.core.precision import bf16_self_check, cpu_bf16_engine, resolve_precision
 from amg.core.tensors import to_tensor
 from amg.gan.networks import Generator
@@ -34,6 +35,21 @@ def test_the_bf16_engine_is_read_from_the_cpu_flags(tmp_path, flags, engine):
     cpuinfo.write_text(CPUINFO.format(extra=flags))
     assert cpu_bf16_engine(cpuinfo) == engine
     assert cpu_bf16_engine(tmp_path / "missing") is None  # not Linux: no reduced precision unless asked
+
+
+def test_the_engine_of_each_network(monkeypatch):
+    """auto: PyTorch in a reduced precision, ONNX Runtime in fp32 on a CPU; int8 only where asked for and only for
+    a network that can be calibrated (the generator); ONNX Runtime engines refuse a GPU."""
+    monkeypatch.setattr(precision, "cpu_bf16_engine", lambda: None)
+    fp32, bf16 = resolve_precision("auto", "cpu"), resolve_precision("bf16", "cpu")
+    assert resolved_engine("auto", fp32, quantizable=True) == "onnxruntime"
+    assert resolved_engine("auto", bf16, quantizable=True) == "torch"
+    assert resolved_engine("int8", fp32, quantizable=True) == resolved_engine("int8", bf16, quantizable=True) == "int8"
+    assert resolved_engine("int8", fp32) == "onnxruntime"  # the face refiner: nothing to calibrate it on
+    gpu = precision.PrecisionPlan("bf16", torch.device("cuda"), "the GPU computes bf16")
+    assert resolved_engine("auto", gpu, quantizable=True) == "torch"
+    with pytest.raises(AmgError, match="runs on a CPU"):
+        resolved_engine("int8", gpu, quantizable=True)
 
 
 def test_auto_is_fp32_on_a_cpu_without_a_bf16_engine(monkeypatch):

@@ -405,6 +405,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         audios=tuple(args.audio),
         seed=args.seed,
         enhance=args.enhance,
+        engine=cfg.render.engine,
         precision=cfg.render.precision,
     )
     report = evaluate_avatar(layout, args.video_name, cfg, options, args.max_minutes)

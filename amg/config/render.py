@@ -15,7 +15,7 @@ from amg.core.precision import Precision
 LABEL = "This video has been manipulated."
 MAX_LABEL_CHARS = 120  # a corner band, not a subtitle: longer text would wrap over the picture
 
-Engine = Literal["auto", "torch", "onnxruntime"]
+Engine = Literal["auto", "torch", "onnxruntime", "int8"]
 ENGINES: tuple[str, ...] = typing.get_args(Engine)
 
 
@@ -39,7 +39,8 @@ class RenderConfig:
     # Frames generated per batch: memory stays flat however long the audio. Larger batches are no faster
     # with ONNX Runtime, and each frame's inputs take 6 MB at 256 px.
     chunk: int = 16
-    # Generator runtime: auto (PyTorch where the precision is reduced, else ONNX Runtime on a CPU), torch, onnxruntime.
+    # Generator runtime: auto (PyTorch where the precision is reduced, else ONNX Runtime on a CPU), torch,
+    # onnxruntime (fp32), int8 (ONNX Runtime, the generator quantized: amg.core.onnx_runtime).
     engine: Engine = "auto"
     precision: Precision = "auto"  # the number format it computes in (amg.core.precision)
     crf: int = 18

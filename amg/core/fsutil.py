@@ -7,6 +7,7 @@ import codecs
 import contextlib
 import dataclasses
 import glob
+import hashlib
 import os
 import tempfile
 import typing
@@ -44,6 +45,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         remove_abandoned_parts(path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of the file at `path`, in hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def remove_abandoned_parts(path: Path) -> None:

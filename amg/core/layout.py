@@ -204,6 +204,11 @@ class Layout:
         """The generator's options (the seed's GAN_config.txt, as YAML)."""
         return self.checkpoint_dir(name) / "GAN_config.yaml"
 
+    def gan_int8(self, name: str) -> Path:
+        """The generator quantized to int8 for CPUs with int8 dot products (made on first use, keyed to the
+        checkpoint: amg.gan.inference)."""
+        return self.checkpoint_dir(name) / "generator_int8.onnx"
+
     def gan_references(self, name: str) -> Path:
         """The avatar's reference frames and head-pose frame bank the generator copies texture from."""
         return self.checkpoint_dir(name) / "gan_references.npz"

@@ -9,22 +9,33 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from amg.config import GanConfig, config_from_dict
-from amg.core.checkpoints import load_checkpoint
+from amg.config import AvatarConfig, GanConfig, config_from_dict
+from amg.core.checkpoints import checkpoint_holdout, load_checkpoint
 from amg.core.concurrency import prefetch
 from amg.core.device import pick_device
 from amg.core.errors import AmgError
+from amg.core.fsutil import file_digest
 from amg.core.layout import Layout
-from amg.core.onnx_runtime import inference_engine, runs_in_torch
+from amg.core.onnx_runtime import OnnxModel, cached_model, export_onnx, inference_engine, quantize_int8, resolved_engine
 from amg.core.precision import resolve_precision
+from amg.core.split import held_out_split
 from amg.core.tensors import to_uint8
 from amg.gan.inputs import GeneratorInputs, with_context
 from amg.gan.networks import build_generator
 from amg.gan.references import AvatarReferences
-from amg.motion.tracks import MotionTracks
+from amg.motion.tracks import MotionTracks, tracked_motion
+from amg.tracking.tracks import Tracks
 
 log = logging.getLogger(__name__)
+
+# The int8 generator's calibration: stretches of consecutive training frames (each frame's temporal context is its
+# neighbours) spread over the avatar's video. 4 x 8 frames: with the quantization, 8-10 s at 256 px, 24 s at 512.
+CALIBRATION_STRETCHES = 4
+CALIBRATION_STRETCH = 8
+# Part of the cached int8 model's key: a change to how it is calibrated or quantized makes old ones stale.
+INT8_RECIPE = "qdq-u8s8-minmax-own-frames-v1"
 
 
 def keep_freed_memory() -> None:
@@ -45,10 +56,11 @@ def keep_freed_memory() -> None:
 class AvatarGenerator:
     """A trained avatar's generator (the EMA weights), its candidate bank, and the static inputs encoded once.
 
-    `engine`: "torch", "onnxruntime", or "auto": PyTorch where the precision policy picks a reduced format (a
-    GPU, or a CPU with a bf16 matrix engine: bf16 channels-last beats ONNX Runtime's fp32 there, see
-    benchmarks/precision.py), else ONNX Runtime on a CPU. `precision`: amg.core.precision's auto, fp32, bf16 or
-    fp16 (ONNX Runtime computes in fp32 whatever it is).
+    `engine`: "torch", "onnxruntime", "int8" or "auto" (amg.core.onnx_runtime.resolved_engine): PyTorch where the
+    precision policy picks a reduced format (a GPU, or a CPU with a bf16 matrix engine: bf16 channels-last beats
+    ONNX Runtime's fp32 there, see benchmarks/precision.py), else ONNX Runtime in fp32; "int8": ONNX Runtime with
+    the generator quantized (calibrated on the avatar's own frames on first use, cached beside the checkpoint).
+    `precision`: amg.core.precision's auto, fp32, bf16 or fp16 (ONNX Runtime computes in fp32 whatever it is).
     """
 
     def __init__(
@@ -73,7 +85,8 @@ class AvatarGenerator:
         refs = AvatarReferences.load(layout.gan_references(name))
         cfg = self.config
         self.precision = resolve_precision(precision, self.device)
-        channels_last = runs_in_torch(engine, self.precision) and self.precision.reduced
+        self.engine = resolved_engine(engine, self.precision, quantizable=True)
+        channels_last = self.engine == "torch" and self.precision.reduced
         self.inputs = GeneratorInputs(
             refs,
             cfg.context,
@@ -99,12 +112,53 @@ class AvatarGenerator:
         constants = {"static_code": self.static_code, "background": self.inputs.background}
         # In a reduced precision the convolutions run in it; the final blend over the candidates and the plate
         # stays fp32 (the generator's last operations promote), so no banding.
-        self.generate = inference_engine(self.generator, example, constants, engine, self.precision)
+        if self.engine == "int8":
+            self.generate = OnnxModel(self._int8_model(layout, name, example, constants, state), constants)
+        else:
+            self.generate = inference_engine(self.generator, example, constants, self.engine, self.precision)
         """(B, Cd, H, W) dynamic inputs → (B, 3, H, W) frames in [-1, 1]."""
 
     @property
     def size(self) -> int:
         return self.inputs.size
+
+    def _int8_model(
+        self, layout: Layout, name: str, example: torch.Tensor, constants: dict[str, torch.Tensor], state: dict
+    ) -> bytes:
+        """The generator quantized to int8, cached beside the checkpoint and keyed to it, its references and ONNX
+        Runtime's version: made once per trained generator (seconds at 256 px, under a minute at 512)."""
+        import onnxruntime
+
+        log.info("Generator engine: ONNX Runtime, quantized to int8.")
+        sources = [layout.gan_checkpoint(name), layout.gan_references(name)]
+        key = "|".join([INT8_RECIPE, onnxruntime.__version__, *(file_digest(path) for path in sources)])
+
+        def make() -> bytes:
+            log.info("Quantizing the generator of %r to int8, calibrated on its own frames (once).", name)
+            arrays = {k: v.numpy() for k, v in constants.items()}
+            batches = self._calibration_inputs(layout, name, checkpoint_holdout(state)).split(4)
+            fp32 = export_onnx(self.generator, example, constants)
+            calibration = ({"input": batch.numpy()} | arrays for batch in batches)
+            return quantize_int8(fp32, tqdm(calibration, total=len(batches), desc="Calibrating int8", leave=False))
+
+        return cached_model(layout.gan_int8(name), key, make)
+
+    def _calibration_inputs(self, layout: Layout, name: str, holdout: float | None) -> torch.Tensor:
+        """The generator's inputs of stretches of the avatar's own training frames, spread over them (its whole
+        range of mouth, eyes and pose; a speech's first frames may be silence, which would set the mouth's
+        ranges too narrow), built as a render builds them, each frame's candidates kept away from it as in
+        training. The held-out tail is never read."""
+        tracks = Tracks.load(layout.tracks(name))
+        train, _ = held_out_split(tracks.n_frames, AvatarConfig.holdout if holdout is None else holdout)
+        length = min(CALIBRATION_STRETCH, train.stop)
+        starts = np.linspace(0, train.stop - length, CALIBRATION_STRETCHES).round().astype(int)
+        parts = []
+        for start in np.unique(starts):
+            frames = np.arange(start, start + length)
+            stream = FrameStream(self, frames, self.config.reference_exclusion)
+            stream.push(tracked_motion(tracks, slice(start, start + length)))
+            parts.append(stream.inputs(length, final=True))
+        return torch.cat(parts)
 
     @torch.no_grad()
     def frames(
