@@ -1,5 +1,5 @@
-"""The avatar's generator in ONNX Runtime, fp32 against int8 (the engine `render.engine: auto` picks on a CPU
-with int8 dot products and no bf16 engine).
+"""The avatar's generator in ONNX Runtime, fp32 (what `render.engine: auto` runs on a CPU without a bf16 engine)
+against int8 (`render.engine: int8`, asked for).
 
     python benchmarks/int8.py DATAROOT SPEECH AVATAR [--frames 64] [--rounds 3] [--remake] [--png grid.png]
 

@@ -205,7 +205,7 @@ class Layout:
         return self.checkpoint_dir(name) / "GAN_config.yaml"
 
     def gan_int8(self, name: str) -> Path:
-        """The generator quantized to int8 for CPUs with int8 dot products (made on first use, keyed to the
+        """The generator quantized to int8 for `render.engine: int8` (made on its first use, keyed to the
         checkpoint: amg.gan.inference)."""
         return self.checkpoint_dir(name) / "generator_int8.onnx"
 

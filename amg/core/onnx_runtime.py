@@ -134,8 +134,9 @@ def cached_model(path: Path, key: str, make: Callable[[], bytes]) -> bytes:
     import onnx
 
     try:
-        if _source_key(onnx.load_model(str(path))) == key:
-            return path.read_bytes()
+        cached = path.read_bytes()
+        if _source_key(onnx.load_model_from_string(cached)) == key:
+            return cached
     except FileNotFoundError:
         pass
     except Exception as exc:  # noqa: BLE001 - a cut or foreign file fails in the protobuf parser in many ways
