@@ -74,8 +74,9 @@ def render(
     if cfg.enhance:
         enhancer = FaceEnhancer(layout, video_name, cfg.upscale, engine=cfg.engine, precision=cfg.precision)
     generator = generator or AvatarGenerator(layout, video_name, engine=cfg.engine, precision=cfg.precision)
-    frames = generator.frames(motion, cfg.chunk)
     framing = SourceFraming.for_render(layout, video_name, cfg.feather) if cfg.framing == "source" else None
+    detail = generator.native_detail(layout, video_name) if framing and cfg.native_detail else None
+    frames = generator.frames(motion, cfg.chunk, detail=detail)
     paste = framing.paster(motion.body) if framing else None
     audio = load_audio(layout.audio_source(audio_name))
     path = layout.generated_video(audio_name, video_name)

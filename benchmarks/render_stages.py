@@ -1,14 +1,18 @@
 """The render's stages one after another, each timed alone: ms per generated frame (no threads overlap them).
 
     python benchmarks/render_stages.py DATAROOT SPEECH AVATAR [--frames 128] [--warmup 2] [--render] [--engine E]
+        [--no-native-detail]
 
 For a trained avatar and a speech whose features are cached: the generator's inputs (conditioning, candidate
 retrieval, the mesh maps, the candidates' remaps, the whole input tensor again with its join and float
 conversion), the generator, its frames to uint8, the paste into the source's frame, the marks and the H.264
 encoding (to a scratch file). The first `--warmup` chunks are made and not timed (a process's first chunks
 first-touch their buffers: 2-4x slower at 512 px). `--render`: then the whole `render()` of the speech, its wall
-and CPU seconds. `--engine`: the generator's (render.engine; auto by default). The same script runs on older commits (it only calls the stages' public methods), so a change
-is measured against its base by running both trees in turn.
+and CPU seconds. `--engine`: the generator's (render.engine; auto by default). Where the avatar's crop window
+holds more pixels than its crop, the face box's detail at the source's resolution (amg.gan.native: the
+candidates' warps there, and the compose) is timed too, unless `--no-native-detail` (render.native_detail off,
+for the whole render as well). The same script runs on older commits (it only calls the stages' public methods),
+so a change is measured against its base by running both trees in turn.
 """
 
 from __future__ import annotations
@@ -43,15 +47,23 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="chunks made before the timed ones")
     parser.add_argument("--render", action="store_true", help="time the whole render() afterwards")
     parser.add_argument("--engine", default="auto", help="render.engine: auto, torch, onnxruntime or int8")
+    parser.add_argument("--no-native-detail", action="store_true", help="render.native_detail off")
     args = parser.parse_args()
     layout = Layout(args.dataroot)
     motion = predict_motion(layout, args.speech, args.avatar, MotionOptions())
     cfg = RenderConfig(engine=args.engine)
     gen = AvatarGenerator(layout, args.avatar, engine=cfg.engine)
+    seconds: dict[str, float] = {}
+    detail = None
+    if hasattr(cfg, "native_detail"):  # older commits have none
+        cfg = RenderConfig(engine=args.engine, native_detail=not args.no_native_detail)
+        if cfg.native_detail:
+            started = time.perf_counter()
+            detail = gen.native_detail(layout, args.avatar)
+            seconds["(once) native detail's bank"] = time.perf_counter() - started
     inputs = gen.inputs
     first = min(args.warmup * cfg.chunk, motion.n_frames - 1)
     n = min(args.frames, motion.n_frames - first)
-    seconds: dict[str, float] = {}
 
     def timed(stage: str, work):
         start = time.perf_counter()
@@ -80,6 +92,11 @@ def main() -> None:
         with torch.no_grad():
             out = timed("generator", lambda: gen.generate(dynamic))
         frames_out = timed("to uint8", lambda: to_uint8(out))
+        if detail is not None:
+            warped = timed("native detail: warps", lambda: detail.prepare(m.landmarks[span], maps, picks))
+            frames_out = timed(
+                "native detail: compose", lambda: [detail.compose(crop, warped, t) for t, crop in enumerate(frames_out)]
+            )
         crops.extend([] if warming else frames_out)
     warming = False
     holdout = max(trained_holdouts(layout, args.avatar).values(), default=0.0)

@@ -407,6 +407,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         enhance=args.enhance,
         engine=cfg.render.engine,
         precision=cfg.render.precision,
+        native_detail=cfg.render.native_detail,
     )
     report = evaluate_avatar(layout, args.video_name, cfg, options, args.max_minutes)
     print(summary_table(report))

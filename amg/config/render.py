@@ -48,6 +48,10 @@ class RenderConfig:
     # follow the generated body (amg.media.output.Backdrops); crop: the generator's square crop alone.
     framing: Framing = "source"
     feather: float = 0.08  # width of the blend ramp around the pasted crop, as a fraction of the crop side
+    # With the source's framing, where the crop window holds more pixels than the crop (a 1080p video's window
+    # generated at 512): the face box at the source's resolution, its finest detail from the candidates' own
+    # frames (amg.gan.native).
+    native_detail: bool = True
     enhance: bool = False  # also write generated_superes.mp4 with the face refined (stage 6)
     upscale: int = 1  # generated_superes.mp4 at this multiple of the generator's size (face refined, rest resampled)
     # The visible label in a corner of every frame ("": none). Every output also carries an invisible watermark,

@@ -378,7 +378,8 @@ class Evaluator:
     def native(self, sequence: Sequence, tracks: Tracks, start: int) -> dict | None:
         """The held-out tail scored in the source's frame and pixels (amg.evaluation.native), as `amg run`
         delivers it; None for a source the crop covers whole."""
-        crops = self.generator.frames(sequence.motion, self.options.chunk)
+        detail = self.generator.native_detail(self.layout, self.name) if self.options.native_detail else None
+        crops = self.generator.frames(sequence.motion, self.options.chunk, detail=detail)
         nearest = self.baselines.nearest(sequence.motion.landmarks)
         feather = RenderConfig().feather
         return native_scores(self.layout, self.name, tracks, start, self.options.holdout, feather, crops, nearest)

@@ -20,6 +20,7 @@ class EvalOptions:
     engine: str = "auto"
     precision: str = "auto"  # of the rendering (amg.core.precision)
     enhance: bool = False  # also measure the face refiner's output (trained if missing)
+    native_detail: bool = True  # the source's frame with render.native_detail (as `amg run` delivers it)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from amg.core.precision import resolve_precision
 from amg.core.split import held_out_split
 from amg.core.tensors import to_uint8
 from amg.gan.inputs import GeneratorInputs, with_context
+from amg.gan.native import NativeDetail, PreparedDetail
 from amg.gan.networks import build_generator
 from amg.gan.references import AvatarReferences
 from amg.motion.tracks import MotionTracks, tracked_motion
@@ -160,21 +161,41 @@ class AvatarGenerator:
             parts.append(stream.inputs(length, final=True))
         return torch.cat(parts)
 
+    def native_detail(self, layout: Layout, name: str) -> NativeDetail | None:
+        """What gives the frames the source's resolution where the crop window holds more pixels than the crop
+        (amg.gan.native); None where it does not."""
+        return NativeDetail.of(layout, name, self.inputs.refs)
+
     @torch.no_grad()
     def frames(
-        self, motion: MotionTracks, chunk: int = 32, frame_index: np.ndarray | None = None, exclusion: int = 0
+        self,
+        motion: MotionTracks,
+        chunk: int = 32,
+        frame_index: np.ndarray | None = None,
+        exclusion: int = 0,
+        detail: NativeDetail | None = None,
     ) -> Iterator[np.ndarray]:
         """Yield the generated RGB uint8 crop frames one by one; the inputs of the next chunk (conditioning,
         retrieval, warps) are built in a background thread while the generator runs (OpenCV and NumPy release
         the GIL). When `motion` replays the avatar's own frames `frame_index`, `exclusion` keeps each frame's
-        candidates that many frames away from it, as in training (else the generator would be shown the answer)."""
+        candidates that many frames away from it, as in training (else the generator would be shown the answer).
+        With `detail` (native_detail), each frame is its crop window at the source's resolution instead."""
         stream = FrameStream(self, frame_index, exclusion)
         stream.push(motion)
-        chunks = (
-            stream.inputs(min(start + chunk, motion.n_frames), final=True) for start in range(0, motion.n_frames, chunk)
-        )
-        for dynamic in prefetch(chunks, depth=2):
-            yield from to_uint8(self.generate(dynamic))
+
+        def inputs(stop: int) -> tuple[torch.Tensor, PreparedDetail | None]:
+            pending = stream.prepare(stop, final=True)
+            return stream.build(pending), None if detail is None else detail.prepare(
+                pending.landmarks, pending.maps, pending.picks
+            )
+
+        chunks = (inputs(min(start + chunk, motion.n_frames)) for start in range(0, motion.n_frames, chunk))
+        for dynamic, prepared in prefetch(chunks, depth=2):
+            crops = to_uint8(self.generate(dynamic))
+            if prepared is None:
+                yield from crops
+            else:
+                yield from (detail.compose(crop, prepared, t) for t, crop in enumerate(crops))
 
 
 @dataclass
@@ -187,6 +208,7 @@ class PendingInputs:
     maps: np.ndarray  # (n, K, H, W, 2) the backward maps of the candidates' warps
     picks: np.ndarray  # (n, K) candidate bank entries
     body: np.ndarray  # (n, 4, 3) the generated shoulders and hips (x, y, visibility), crop pixels
+    landmarks: np.ndarray  # (n, N, 3) the generated landmarks, crop pixels
 
     def __len__(self) -> int:
         return len(self.picks)
@@ -200,6 +222,7 @@ class PendingInputs:
             self.maps[-1:],
             self.picks[-1:],
             self.body[-1:],
+            self.landmarks[-1:],
         )
 
 
@@ -251,7 +274,7 @@ class FrameStream:
         self.previous = picks[-1]
         self.done = stop
         maps = inputs.candidate_maps(m.landmarks[span], m.body[span], picks)
-        pending = PendingInputs(start, conditioning, maps, picks, m.body[span])
+        pending = PendingInputs(start, conditioning, maps, picks, m.body[span], m.landmarks[span])
         self._forget()
         return pending
 

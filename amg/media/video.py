@@ -10,7 +10,7 @@ from fractions import Fraction
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import av
 import cv2
@@ -341,9 +341,13 @@ def resized_frames(path: PathLike, size: int) -> Iterator[np.ndarray]:
     return (cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in iter_frames(path))
 
 
-def pick_frames(frames: Iterable[np.ndarray], index: np.ndarray) -> dict[int, np.ndarray]:
+def pick_frames(
+    frames: Iterable[np.ndarray], index: np.ndarray, keep: Callable[[int, np.ndarray], np.ndarray] | None = None
+) -> dict[int, np.ndarray]:
     """The frames at `index` (any order, repeats allowed) of a decoded stream, in one pass that stops at the
-    last one wanted: memory grows with the frames picked, not with the video."""
+    last one wanted, each as `keep(i, frame)` makes it (a part of frame i) when given: memory grows with what is
+    kept of the frames picked, not with the video."""
     wanted = set(np.asarray(index).tolist())
     last = max(wanted) + 1 if wanted else 0
-    return {i: frame for i, frame in enumerate(islice(frames, last)) if i in wanted}
+    keep = keep or (lambda i, frame: frame)
+    return {i: keep(i, frame) for i, frame in enumerate(islice(frames, last)) if i in wanted}

@@ -1,0 +1,178 @@
+"""The face box at the source's resolution (amg.gan.native): the detail finer than the generator's crop, taken from
+the candidates' own frames where they agree with the generated picture."""
+
+import cv2
+import numpy as np
+import pytest
+
+from amg.core.images import resized
+from amg.gan.native import Box, NativeDetail, cut, face_boxes
+
+SIDE, SIZE = 96, 48  # the window at the source's resolution, the generator's crop
+
+
+def texture(seed: int = 0) -> np.ndarray:
+    """(SIDE, SIDE, 3) uint8 with detail at every scale down to the pixel (skin, hair, teeth have it)."""
+    rng = np.random.default_rng(seed)
+    fine = cv2.GaussianBlur(rng.normal(0, 1, (SIDE, SIDE, 3)).astype(np.float32), (0, 0), 0.6)
+    coarse = cv2.GaussianBlur(rng.normal(0, 1, (SIDE, SIDE, 3)).astype(np.float32), (0, 0), 6)
+    return np.clip(128 + 20 * fine / fine.std() + 40 * coarse / coarse.std(), 0, 255).astype(np.uint8)
+
+
+def identity_maps(shift: float = 0.0) -> np.ndarray:
+    """(1, 1, SIZE, SIZE, 2): a warp that reads each crop pixel `shift` crop pixels to its right."""
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    return np.stack([xs + shift, ys], axis=-1)[None, None]
+
+
+def face(low: float = 24, high: float = 72) -> np.ndarray:
+    """(1, 478, 3) landmarks in window pixels whose face spans [low, high] both ways (its box, widened: 14-82)."""
+    points = np.zeros((1, 478, 3))
+    points[0, :, :2] = np.linspace(low, high, 478)[:, None]
+    points[0, ::2, 0] = points[0, ::-2, 0]
+    return points
+
+
+def detail_over(bank: np.ndarray) -> NativeDetail:
+    return NativeDetail({0: (Box(0, 0, SIDE, SIDE), bank)}, SIDE, SIZE, landmark_size=SIDE)
+
+
+def prepared(detail: NativeDetail, shift: float = 0.0, entry: int = 0):
+    return detail.prepare(face(), identity_maps(shift), np.full((1, 1), entry))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255**2 / max(np.mean((a.astype(float) - b.astype(float)) ** 2), 1e-3)))
+
+
+def sharpness(image: np.ndarray) -> float:
+    return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+
+
+def inner(image: np.ndarray) -> np.ndarray:
+    """The box's middle, past its fade."""
+    return image[28:68, 28:68]
+
+
+def test_a_crop_that_matches_its_candidate_gets_the_source_detail_back():
+    real = texture()
+    crop = resized(real, (SIZE, SIZE))  # what a perfect generator makes at the crop's size
+    detail = detail_over(real)
+    composed = detail.compose(crop, prepared(detail), 0)
+    enlarged = resized(crop, (SIDE, SIDE))
+    assert composed.shape == (SIDE, SIDE, 3)
+    assert psnr(inner(composed), inner(real)) > psnr(inner(enlarged), inner(real)) + 8
+    assert 0.9 < sharpness(inner(composed)) / sharpness(inner(real)) < 1.1
+    assert sharpness(inner(enlarged)) / sharpness(inner(real)) < 0.5
+    # Outside the box the window is the enlarged crop, and the detail fades in towards the box's middle.
+    assert np.array_equal(composed[:14], enlarged[:14])
+    assert (
+        np.abs(composed[17, 40:56].astype(int) - real[17, 40:56]).mean()
+        > np.abs(composed[40, 40:56].astype(int) - real[40, 40:56]).mean()
+    )
+
+
+def test_the_warp_moves_the_detail_with_the_candidate():
+    """A candidate 1.5 crop pixels (3 source pixels) left of the target, and the warp that says so: the detail
+    lands where the target's is."""
+    real = texture(1)
+    shifted = np.roll(real, -3, axis=1)  # the bank frame: the target moved left by 3 source pixels
+    crop = resized(real, (SIZE, SIZE))
+    detail = detail_over(shifted)
+    composed = detail.compose(crop, prepared(detail, -1.5), 0)
+    unwarped = detail.compose(crop, prepared(detail, 0.0), 0)
+    assert psnr(inner(composed), inner(real)) > psnr(inner(resized(crop, (SIDE, SIDE))), inner(real)) + 6
+    # Read unmoved, the shifted candidate disagrees with the crop and gives (nearly) nothing.
+    assert psnr(inner(composed), inner(real)) > psnr(inner(unwarped), inner(real)) + 6
+
+
+def test_no_detail_where_the_generated_picture_differs_from_every_candidate_nor_from_unknown_frames():
+    real = texture(2)
+    crop = resized(real, (SIZE, SIZE))
+    crop[:, : SIZE // 2] = 10  # the generator made something no candidate shows: a dark left half
+    detail = detail_over(real)
+    composed = detail.compose(crop, prepared(detail), 0)
+    enlarged = resized(crop, (SIDE, SIDE))
+    assert np.abs(composed[20:76, 20:40].astype(int) - enlarged[20:76, 20:40]).max() <= 1
+    assert np.abs(composed[20:76, 60:76].astype(int) - enlarged[20:76, 60:76]).mean() > 3
+    unknown = detail.compose(crop, prepared(detail, entry=7), 0)
+    assert np.array_equal(unknown, enlarged)
+
+
+def test_the_boxes_hold_each_face_and_stay_in_the_window(tracked):
+    landmarks, _ = tracked  # crop pixels of a 256-px crop
+    boxes = face_boxes(landmarks, 256, 512, 0.2)
+    wider = face_boxes(landmarks, 256, 512, 0.2, extra=30)
+    for box, outer, points in zip(boxes, wider, landmarks[:, :468, :2] * 2):
+        assert box.x0 <= points[:, 0].min() and points[:, 0].max() <= box.x1
+        assert box.y0 <= points[:, 1].min() and points[:, 1].max() <= box.y1
+        assert 0 <= outer.x0 <= box.x0 and box.x1 <= outer.x1 <= 512
+        assert 0 <= outer.y0 <= box.y0 and box.y1 <= outer.y1 <= 512
+
+
+def test_a_cut_past_the_frame_repeats_its_edge():
+    frame = np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3)
+    part = cut(frame, Box(-5, 2, 15, 22), Box(0, 0, 10, 20))
+    assert part.shape == (20, 10, 3)
+    assert np.array_equal(part[:, 5:], np.pad(frame[2:20, 0:5], ((0, 2), (0, 0), (0, 0)), "edge"))
+    assert np.array_equal(part[:, 0], part[:, 5])
+
+
+@pytest.mark.parametrize("side, expected", [(256, True), (68, False)])
+def test_only_a_window_larger_than_the_crop_gets_detail(side, expected, tmp_path, monkeypatch):
+    from amg.gan import native
+
+    class FakeTracks:
+        window = np.array([0, 0, side])
+        first_frame = 0
+
+    monkeypatch.setattr(native.Tracks, "load", staticmethod(lambda path: FakeTracks))
+    monkeypatch.setattr(native, "pick_frames", lambda frames, index, keep: {})  # no video to decode
+    monkeypatch.setattr(native, "iter_frames", lambda path, fps: iter(()))
+
+    class Layout:
+        def tracks(self, name):
+            return tmp_path / "tracks.npz"
+
+        def video_source(self, name):
+            return tmp_path / "video.mp4"
+
+    class Refs:
+        frames = np.zeros((2, 64, 64, 3), np.uint8)
+        landmarks = np.full((2, 478, 3), 32.0)
+        landmarks[:, :, :2] += np.linspace(-10, 10, 478)[None, :, None]
+        index = np.array([3, 9])
+        source_size = 64
+
+    made = NativeDetail.of(Layout(), "avatar", Refs())
+    assert (made is not None) == expected
+
+
+def test_a_trained_avatar_renders_its_face_box_at_the_source_resolution(first_run):
+    """first_run's avatar: a 256-px window generated at 64 px. Its own training frames replayed (each one's
+    candidates kept 25 frames away, as in training): the frames come out at the window's side, sharper in the
+    face than the crop enlarged, and the same as the enlarged crop outside the face box."""
+    from amg.gan.inference import AvatarGenerator
+    from amg.motion.tracks import tracked_motion
+    from amg.tracking.tracks import Tracks
+
+    layout, name, *_ = first_run
+    generator = AvatarGenerator(layout, name)
+    detail = generator.native_detail(layout, name)
+    assert detail is not None and detail.crops
+    tracks = Tracks.load(layout.tracks(name))
+    frames = np.arange(100, 112)
+    motion = tracked_motion(tracks, slice(100, 112))
+    made = list(generator.frames(motion, 8, frames, exclusion=25, detail=detail))
+    crops = list(generator.frames(motion, 8, frames, exclusion=25))
+    assert [f.shape for f in made] == [(256, 256, 3)] * len(frames)
+    boxes = face_boxes(tracks.landmarks[frames], tracks.size, 256, 0.0)
+    gains = []
+    for frame, crop, box in zip(made, crops, boxes):
+        enlarged = resized(crop, (256, 256))
+        face = (slice(box.y0, box.y1), slice(box.x0, box.x1))
+        gains.append(sharpness(frame[face]) / sharpness(enlarged[face]))
+        outside = np.ones((256, 256), bool)
+        outside[max(box.y0 - 60, 0) : box.y1 + 60, max(box.x0 - 60, 0) : box.x1 + 60] = False
+        assert np.array_equal(frame[outside], enlarged[outside])
+    assert np.median(gains) > 1.5
