@@ -88,6 +88,7 @@ class LiveSession:
         source = self.cfg.framing == "source"
         self.framing = SourceFraming.for_render(layout, name, RenderConfig.feather) if source else None
         self.paste = self.framing.paster(lambda: self.body) if self.framing else None
+        self.detail = self.generator.native_detail(layout, name) if source and self.cfg.native_detail else None
         # Every frame that leaves the session is marked as synthetic, as a file's are (amg.media.marks).
         self.marker = Marker(Payload.of(name, uuid.uuid4().hex), self.cfg.label or None)
         self.on_frame = on_frame
@@ -180,9 +181,12 @@ class LiveSession:
         made = prepared.last() if late else prepared
         first_made = made.start
         dynamic = self.frames.build(made)
+        detail = None if self.detail is None else self.detail.prepare(made.landmarks, made.maps, made.picks)
         warped = time.monotonic()
         self.seconds["warps"] += warped - started
         images = list(to_uint8(self.generator.generate(dynamic)))
+        if detail is not None:
+            images = [self.detail.compose(image, detail, i) for i, image in enumerate(images)]
         now = time.monotonic()
         self.seconds["generator"] += now - warped
         for offset, (sound, arrival) in enumerate(zip(sounds, arrivals)):

@@ -69,6 +69,15 @@ def test_a_live_stream_draws_the_frames_of_the_offline_render(first_run, tmp_pat
     expected = np.stack([session.marker(paste(image), i) for i, image in enumerate(offline)])
     mse = ((np.stack([f.image for f in framed]).astype(float) - expected) ** 2).mean(axis=(1, 2, 3))
     assert np.median(10 * np.log10(255**2 / np.maximum(mse, 1e-10))) > 35
+    # With live.native_detail, the face box at the source's resolution as `amg run` makes it (a 64-px crop of a
+    # 256-px window here): nearer those frames than the plain ones are.
+    detailed, detail = [], generator.native_detail(layout, name)
+    session = LiveSession(layout, name, detailed.append, options, LiveConfig(native_detail=True), generator, stats)
+    run_live(session, chunks_in_real_time(speech, 80, real_time=False))
+    offline_detailed = generator.frames(motion, detail=detail)
+    with_detail = np.stack([session.marker(paste(image), i) for i, image in enumerate(offline_detailed)])
+    images = np.stack([f.image for f in detailed]).astype(float)
+    assert ((images - with_detail) ** 2).mean() < 0.5 * ((images - expected) ** 2).mean()
 
 
 def test_the_live_websocket_streams_frames_with_their_sound_one_stream_per_worker(first_run):

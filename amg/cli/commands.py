@@ -346,6 +346,7 @@ def cmd_live(args: argparse.Namespace) -> None:
         lookahead=args.lookahead,
         precision=args.precision or "auto",
         framing=args.framing or "source",
+        native_detail=args.native_detail,
         label=_label(args, LABEL),
     )
     chunks = (
@@ -579,6 +580,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--lookahead", type=_lookahead, default=8, help="frames of speech seen past each frame (latency +40 ms each)"
     )
     _add_framing_option(live)
+    live.add_argument(
+        "--native-detail",
+        action="store_true",
+        help="the face at the source's resolution where the crop holds fewer pixels, as amg run's (slower)",
+    )
     _add_motion_options(live)
     _add_precision_option(live)
     _add_label_options(live)

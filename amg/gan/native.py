@@ -6,9 +6,9 @@ resolution, give each pixel the band between the crop's resolution and the sourc
 whose coarser picture agrees with the generated one there. Where none agrees, the generator made something no
 candidate shows (a mouth opening differently) and no detail is added.
 
-Only a box around the face (the union of the bank's faces, with a margin) gets the detail: it is where a viewer
-looks and where the crop's softness shows, and it bounds the memory the bank's frames take at the source's
-resolution and the time the warps take.
+Only each frame's face box (with a margin for the hair, ears and jaw) gets the detail: it is where a viewer looks
+and where the crop's softness shows, and it bounds the memory the bank's frames take at the source's resolution
+(each keeps its own face's box) and the time the warps take.
 """
 
 from __future__ import annotations
