@@ -47,7 +47,6 @@ BANK_BYTES = 768 << 20
 AGREE_RADIUS = 1.5  # in the crop's pixels
 SELECT_LEVELS = 1.5
 AGREE_LEVELS = 12.0
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 @dataclass(frozen=True)
@@ -146,7 +145,7 @@ class NativeDetail:
             return big
         b = prepared.boxes[t]
         region = big[b.y0 : b.y1, b.x0 : b.x1].astype(np.float32)
-        luma = region @ LUMA
+        luma = cv2.cvtColor(region, cv2.COLOR_RGB2GRAY)
         radius = AGREE_RADIUS * self.side / self.size
         gaps = np.stack(
             [
@@ -174,7 +173,7 @@ class NativeDetail:
         h, w = crop.shape[:2]
         small = (max(round(w * self.size / self.side), 1), max(round(h * self.size / self.side), 1))
         low = resized(resized(crop, small), (w, h)).astype(np.float32)
-        parts = (box, crop.astype(np.float32) - low, low @ LUMA)
+        parts = (box, crop.astype(np.float32) - low, cv2.cvtColor(low, cv2.COLOR_RGB2GRAY))
         if len(self.parts) >= self.CACHED:
             self.parts.pop(next(iter(self.parts)))
         self.parts[entry] = parts
