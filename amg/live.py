@@ -68,7 +68,6 @@ class LiveSession:
         from amg.gan.inference import AvatarGenerator, FrameStream
         from amg.motion.inference import motion_trained, untrained_motion_error
         from amg.motion.stream import MotionModels, MotionStream
-        from amg.tracking.framing import SourceFraming
 
         self.cfg = cfg or LiveConfig()
         options = options or MotionOptions()
@@ -86,7 +85,7 @@ class LiveSession:
         # generated body, as a file's are (amg.pipeline.render); `body` is the body of the frame being pasted.
         self.body = np.zeros((4, 3), np.float32)
         source = self.cfg.framing == "source"
-        self.framing = SourceFraming.for_render(layout, name, RenderConfig.feather) if source else None
+        self.framing = self.generator.source_framing(layout, name, RenderConfig.feather) if source else None
         self.paste = self.framing.paster(lambda: self.body) if self.framing else None
         self.detail = self.generator.native_detail(layout, name) if source and self.cfg.native_detail else None
         # Every frame that leaves the session is marked as synthetic, as a file's are (amg.media.marks).

@@ -67,14 +67,13 @@ def render(
     from amg.media.output import GeneratedVideoWriter, write_generated_video
     from amg.media.provenance import Provenance
     from amg.motion.inference import predict_motion
-    from amg.tracking.framing import SourceFraming
 
     motion = predict_motion(layout, audio_name, video_name, options)
     enhancer = None
     if cfg.enhance:
         enhancer = FaceEnhancer(layout, video_name, cfg.upscale, engine=cfg.engine, precision=cfg.precision)
     generator = generator or AvatarGenerator(layout, video_name, engine=cfg.engine, precision=cfg.precision)
-    framing = SourceFraming.for_render(layout, video_name, cfg.feather) if cfg.framing == "source" else None
+    framing = generator.source_framing(layout, video_name, cfg.feather) if cfg.framing == "source" else None
     detail = generator.native_detail(layout, video_name) if framing and cfg.native_detail else None
     frames = generator.frames(motion, cfg.chunk, detail=detail)
     paste = framing.paster(motion.body) if framing else None

@@ -21,11 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from precision import cpu_model
 
 from amg.config import MotionOptions
 from amg.core.layout import Layout
-from amg.core.precision import cpu_flags
+from amg.core.precision import cpu_flags, cpu_model
 from amg.core.tensors import to_uint8
 from amg.gan.inference import AvatarGenerator, FrameStream
 from amg.motion.inference import predict_motion

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -31,7 +28,7 @@ from amg.conditioning import N_CHANNELS
 from amg.config import AvatarConfig, GanConfig, MotionOptions, RenderConfig
 from amg.core.layout import Layout
 from amg.core.onnx_runtime import OnnxModel
-from amg.core.precision import PrecisionPlan, cpu_bf16_engine, resolve_precision
+from amg.core.precision import PrecisionPlan, alternated_timings, cpu_bf16_engine, cpu_model, resolve_precision
 from amg.gan.inputs import CANDIDATE_CHANNELS
 from amg.gan.networks import Generator, MultiScaleDiscriminator, TemporalDiscriminator, count_flops
 
@@ -46,30 +43,10 @@ DYNAMIC = K * CANDIDATE_CHANNELS + 3 * N_CHANNELS
 DETAIL = GanConfig().detail_sharpness  # the generator as it renders (its finest band from one candidate)
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return platform.processor() or "unknown"
-
-
-def median_pair(fns: dict, rounds: int) -> dict[str, float]:
-    """Seconds per call of each function: the median over `rounds`, the functions alternating in each round."""
-    for fn in fns.values():
-        fn()  # warm-up: kernels chosen, memory allocated
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def matmul_ceilings(rounds: int) -> dict[str, float]:
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     a16, b16 = a.bfloat16(), b.bfloat16()
-    seconds = median_pair({"fp32": lambda: a @ b, "bf16": lambda: a16 @ b16}, rounds)
+    seconds = alternated_timings({"fp32": lambda: a @ b, "bf16": lambda: a16 @ b16}, rounds)
     return {name: 2 * 2048**3 / s / 1e9 for name, s in seconds.items()}
 
 
@@ -101,7 +78,7 @@ def generator_forward(spec: tuple, batch: int, rounds: int) -> dict[str, float]:
         static = nets["fp32"].encode_static(background)
     onnx = OnnxModel.exported(nets["fp32"], dynamic[:1], {"static": static, "background": background})
     calls["onnxruntime"] = lambda: onnx(dynamic)
-    seconds = median_pair(calls, rounds)
+    seconds = alternated_timings(calls, rounds)
     out = {name: batch / s for name, s in seconds.items()}
     out["gflop_per_frame"] = count_flops(nets["fp32"], dynamic[:1], static, background) / 1e9
     return out
@@ -126,7 +103,7 @@ def discriminator_forward(size: int, batch: int, rounds: int) -> dict[str, dict[
                     net(*args)
 
             calls[name] = call
-        results[label] = {name: batch / s for name, s in median_pair(calls, rounds).items()}
+        results[label] = {name: batch / s for name, s in alternated_timings(calls, rounds).items()}
     return results
 
 
@@ -157,7 +134,7 @@ def network_step(size: int, rounds: int) -> dict[str, float]:
             opt.step()
 
         calls[name] = step
-    return {name: 1 / s for name, s in median_pair(calls, rounds).items()}
+    return {name: 1 / s for name, s in alternated_timings(calls, rounds).items()}
 
 
 def avatar_arg(text: str) -> tuple[Path, str]:
@@ -203,7 +180,7 @@ def real_training_step(avatar: tuple[Path, str], rounds: int, steps_per_round: i
 
         return run
 
-    seconds = median_pair({label: stepper(label) for label in trainers}, rounds)
+    seconds = alternated_timings({label: stepper(label) for label in trainers}, rounds)
     result = {label: steps_per_round / s for label, s in seconds.items()}
     return result | {"size": cfg.size, "bf16_over_fp32": result["bf16"] / result["fp32"]}
 
@@ -218,11 +195,11 @@ def render_end_to_end(minutes: float) -> dict[str, float]:
     layout = Layout(ROOT)
     audio = speech_of(layout, minutes)
     frames = int(minutes * 60 * 25)
+    configs = {"fp32": RenderConfig(precision="fp32"), "bf16": RenderConfig(precision="bf16", engine="torch")}
     calls = {
-        name: (lambda name=name: render(layout, audio, AVATAR, MotionOptions(), RenderConfig(precision=name)))
-        for name in ("fp32", "bf16")
+        name: (lambda cfg=cfg: render(layout, audio, AVATAR, MotionOptions(), cfg)) for name, cfg in configs.items()
     }
-    return {name: frames / s for name, s in median_pair(calls, 2).items()}
+    return {name: frames / s for name, s in alternated_timings(calls, 2).items()}
 
 
 def main() -> None:

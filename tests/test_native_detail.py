@@ -99,6 +99,23 @@ def test_no_detail_where_the_generated_picture_differs_from_every_candidate_nor_
     assert np.array_equal(unknown, enlarged)
 
 
+def test_threads_sharing_one_detail_keep_its_cache_bounded_and_whole():
+    """A service's render jobs and live sessions share a loaded avatar's detail: many threads asking for bank
+    entries at once never fail, each gets its entry's parts, and the cache stays within CACHED entries."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bank = {entry: (Box(0, 0, SIDE, SIDE), texture(entry)) for entry in range(40)}
+    detail = NativeDetail(bank, SIDE, SIZE, landmark_size=SIDE)
+
+    def ask(entry: int) -> bool:
+        box, band, low = detail._parts(entry)
+        return band.shape == (SIDE, SIDE, 3) and low.shape == (SIDE, SIDE)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(ask, [i % 40 for i in range(2000)]))
+    assert len(detail.parts) <= NativeDetail.CACHED
+
+
 def test_the_boxes_hold_each_face_and_stay_in_the_window(tracked):
     landmarks, _ = tracked  # crop pixels of a 256-px crop
     boxes = face_boxes(landmarks, 256, 512, 0.2)
@@ -160,6 +177,9 @@ def test_a_trained_avatar_renders_its_face_box_at_the_source_resolution(first_ru
     generator = AvatarGenerator(layout, name)
     detail = generator.native_detail(layout, name)
     assert detail is not None and detail.crops
+    # Kept with the loaded generator (a service's next render decodes no bank again), as the backdrops are.
+    assert generator.native_detail(layout, name) is detail
+    assert generator.source_framing(layout, name, 0.1) is generator.source_framing(layout, name, 0.1)
     tracks = Tracks.load(layout.tracks(name))
     frames = np.arange(100, 112)
     motion = tracked_motion(tracks, slice(100, 112))

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from amg.config import GanConfig
-from amg.core import precision
+from amg.core import onnx_runtime, precision
 from amg.core.errors import AmgError
-from amg.core.onnx_runtime import resolved_engine
+from amg.core.onnx_runtime import inference_engine, resolved_engine
 from amg.core.precision import bf16_self_check, cpu_bf16_engine, resolve_precision
 from amg.core.tensors import to_tensor
 from amg.gan.networks import Generator
@@ -38,18 +38,51 @@ def test_the_bf16_engine_is_read_from_the_cpu_flags(tmp_path, flags, engine):
 
 
 def test_the_engine_of_each_network(monkeypatch):
-    """auto: PyTorch in a reduced precision, ONNX Runtime in fp32 on a CPU; int8 only where asked for and only for
-    a network that can be calibrated (the generator); ONNX Runtime engines refuse a GPU."""
+    """auto without a measurement: ONNX Runtime on a CPU, PyTorch on a GPU; int8 only where asked for and only
+    for a network that can be calibrated (the generator); ONNX Runtime engines refuse a GPU."""
     monkeypatch.setattr(precision, "cpu_bf16_engine", lambda: None)
     fp32, bf16 = resolve_precision("auto", "cpu"), resolve_precision("bf16", "cpu")
     assert resolved_engine("auto", fp32, quantizable=True) == "onnxruntime"
-    assert resolved_engine("auto", bf16, quantizable=True) == "torch"
+    assert resolved_engine("torch", bf16, quantizable=True) == "torch"
     assert resolved_engine("int8", fp32, quantizable=True) == resolved_engine("int8", bf16, quantizable=True) == "int8"
     assert resolved_engine("int8", fp32) == "onnxruntime"  # the face refiner: nothing to calibrate it on
     gpu = precision.PrecisionPlan("bf16", torch.device("cuda"), "the GPU computes bf16")
     assert resolved_engine("auto", gpu, quantizable=True) == "torch"
     with pytest.raises(AmgError, match="runs on a CPU"):
         resolved_engine("int8", gpu, quantizable=True)
+
+
+@pytest.mark.parametrize(("torch_seconds", "engine"), [(0.5, "torch"), (0.95, "onnxruntime"), (2.0, "onnxruntime")])
+def test_auto_in_bf16_on_a_cpu_races_the_engines_once_per_machine(monkeypatch, tmp_path, torch_seconds, engine):
+    """Where bf16 is picked on a CPU, "auto" takes PyTorch's bf16 only where it ran the network at least
+    TORCH_MARGIN faster than ONNX Runtime's fp32 (AMX: yes; AVX512-BF16 on a thin generator: no, measured); the
+    choice is remembered in AMG's user folder and reused without racing again; a damaged record is raced anew;
+    fp32 and explicit engines never race. Both engines compute the network."""
+    monkeypatch.setenv("AMG_HOME", str(tmp_path))
+    races = []
+
+    def timings(fns, rounds):
+        races.append(sorted(fns))
+        for fn in fns.values():
+            assert fn().shape == (onnx_runtime.RACE_BATCH, 3, 16, 16)
+        return {"torch": torch_seconds, "onnxruntime": 1.0}
+
+    monkeypatch.setattr(onnx_runtime, "alternated_timings", timings)
+    net, example = _generator(), torch.rand(1, 2 * 8 + 12, 16, 16) * 2 - 1
+    with torch.no_grad():
+        static_code = net.encode_static(torch.zeros(1, 3, 16, 16))
+    constants = {"static_code": static_code, "background": torch.zeros(1, 3, 16, 16)}
+    bf16 = resolve_precision("bf16", "cpu")
+    name, run = inference_engine(net, example, constants, "auto", bf16)
+    assert (name, races) == (engine, [["onnxruntime", "torch"]])
+    again, run_again = inference_engine(_generator(), example, constants, "auto", bf16)
+    assert again == engine and len(races) == 1  # remembered
+    assert torch.allclose(run(example), run_again(example), atol=0.05)
+    (tmp_path / onnx_runtime.ENGINE_RECORDS).write_text("{not json")
+    assert inference_engine(_generator(), example, constants, "auto", bf16)[0] == engine and len(races) == 2
+    fp32 = precision.PrecisionPlan("fp32", torch.device("cpu"), "asked for")
+    assert inference_engine(_generator(), example, constants, "auto", fp32)[0] == "onnxruntime"
+    assert inference_engine(_generator(), example, constants, "torch", bf16)[0] == "torch" and len(races) == 2
 
 
 def test_auto_is_fp32_on_a_cpu_without_a_bf16_engine(monkeypatch):

@@ -25,6 +25,11 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def amg_home() -> Path:
+    """AMG's user folder: its C2PA signing identity, the engines measured on this machine."""
+    return Path(os.environ.get("AMG_HOME") or Path.home() / ".config" / "amg")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.

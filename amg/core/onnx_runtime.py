@@ -10,6 +10,7 @@ gets a new key, and its stale int8 model is made again.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -20,13 +21,21 @@ import torch
 from torch import nn
 
 from amg.core.errors import AmgError
-from amg.core.fsutil import atomic_path
-from amg.core.precision import PrecisionPlan
+from amg.core.fsutil import amg_home, atomic_path
+from amg.core.precision import PrecisionPlan, alternated_timings, cpu_flags, cpu_model
 
 log = logging.getLogger(__name__)
 
 # The metadata entry of a cached int8 model that holds the key of what it was made from.
 SOURCE_KEY = "amg.source"
+# The race of PyTorch's bf16 against ONNX Runtime's fp32 (measured_engine): a batch of this many frames, 3
+# alternated rounds. PyTorch must be this much faster to be chosen: ONNX Runtime's fp32 is the exact path, and a
+# near tie should not trade exactness for a few percent.
+RACE_BATCH = 4
+TORCH_MARGIN = 1.1
+# The CPU flags whose presence changes the race's outcome (a model name may be masked by the hypervisor).
+ENGINE_FLAGS = {"amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2"}
+ENGINE_RECORDS = "engines.json"
 
 
 class OnnxModel:
@@ -158,14 +167,13 @@ def _source_key(proto) -> str | None:
 
 
 def resolved_engine(engine: str, precision: PrecisionPlan, quantizable: bool = False) -> str:
-    """What runs a network: "torch", "onnxruntime" (fp32) or "int8" (ONNX Runtime, quantized: asked for, and only
-    for networks that can be calibrated, `quantizable`; others run it in fp32). "auto": PyTorch where the
-    precision policy picks a reduced format (a GPU, or a CPU with a bf16 matrix engine, whose bf16 channels-last
-    kernels beat ONNX Runtime's fp32: benchmarks/precision.py), else ONNX Runtime in fp32 (int8 measured only
-    1.1-1.2x faster: docs/decisions.md)."""
+    """What runs a network when no measurement decides: "torch", "onnxruntime" (fp32) or "int8" (ONNX Runtime,
+    quantized: asked for, and only for networks that can be calibrated, `quantizable`; others run it in fp32).
+    "auto": PyTorch on a GPU, ONNX Runtime in fp32 on a CPU (int8 measured only 1.1-1.2x faster:
+    docs/decisions.md); where the precision policy picks bf16 on a CPU, inference_engine measures instead."""
     on_cpu = precision.device.type == "cpu"
     if engine == "auto":
-        return "torch" if precision.reduced or not on_cpu else "onnxruntime"
+        return "onnxruntime" if on_cpu else "torch"
     if not on_cpu and engine != "torch":
         raise AmgError(f"The {engine} engine runs on a CPU: use render.engine auto or torch on a GPU.")
     return "onnxruntime" if engine == "int8" and not quantizable else engine
@@ -177,18 +185,103 @@ def inference_engine(
     constants: dict[str, torch.Tensor] | None,
     engine: str,
     precision: PrecisionPlan,
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """`module`'s (first) output as a function of its per-call input, run by `resolved_engine(engine, precision)`
-    (ONNX Runtime computes in fp32 whatever the precision; an int8 model is made by its owner, who has the inputs
-    to calibrate it: OnnxModel)."""
+) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """(the engine's name, `module`'s (first) output as a function of its per-call input). "auto" where the
+    precision policy picks bf16 on a CPU: the faster of PyTorch in bf16 and ONNX Runtime in fp32 for this
+    network on this machine (measured_engine); else resolved_engine's. (ONNX Runtime computes in fp32 whatever
+    the precision; an int8 model is made by its owner, who has the inputs to calibrate it: OnnxModel.)"""
     constants = constants or {}
+    if engine == "auto" and precision.reduced and precision.device.type == "cpu":
+        return measured_engine(module, example, constants, precision)
     if resolved_engine(engine, precision) == "onnxruntime":
-        return OnnxModel.exported(module, example, constants)
+        return "onnxruntime", OnnxModel.exported(module, example, constants)
+    return "torch", torch_engine(module, constants, precision)
+
+
+def torch_engine(
+    module: nn.Module, constants: dict[str, torch.Tensor], precision: PrecisionPlan
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`module` run by PyTorch in `precision` (its convolutions in its memory format, autocast)."""
     precision.prepare(module)
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        with precision.autocast():
+        with torch.no_grad(), precision.autocast():
             out = module(precision.images(x), *constants.values())
         return out[0] if isinstance(out, tuple) else out
 
     return run
+
+
+def measured_engine(
+    module: nn.Module, example: torch.Tensor, constants: dict[str, torch.Tensor], precision: PrecisionPlan
+) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """PyTorch in `precision` or ONNX Runtime in fp32, whichever ran `module` faster on this machine: raced
+    once per CPU, library versions and network shape, the choice kept in AMG's user folder (engines.json), so
+    every later load takes the same engine without measuring and a near tie cannot flip between runs. Which
+    wins depends on the CPU and the network's width (benchmarks/RESULTS.md, "Precision"): AMX's bf16 beats
+    ONNX Runtime's fp32, AVX512-BF16 does for wide generators only."""
+    key = _engine_key(module, example, constants, precision)
+    record = _engine_records().get(key)
+    if record is None:
+        onnx = OnnxModel.exported(module, example, constants)
+        torch_run = torch_engine(module, constants, precision)
+        batch = example.expand(RACE_BATCH, *example.shape[1:]).contiguous()
+        seconds = alternated_timings({"torch": lambda: torch_run(batch), "onnxruntime": lambda: onnx(batch)}, 3)
+        faster = seconds["onnxruntime"] / seconds["torch"]
+        record = {"engine": "torch" if faster >= TORCH_MARGIN else "onnxruntime", "torch_speedup": round(faster, 3)}
+        _keep_engine_record(key, record)
+        run = torch_run if record["engine"] == "torch" else onnx
+    else:
+        run = torch_engine(module, constants, precision) if record["engine"] == "torch" else None
+        run = run or OnnxModel.exported(module, example, constants)
+    log.info(
+        "Engine for %s: %s (PyTorch %s ran it %.2fx ONNX Runtime's fp32 speed here).",
+        type(module).__name__,
+        "PyTorch" if record["engine"] == "torch" else "ONNX Runtime",
+        precision.name,
+        record["torch_speedup"],
+    )
+    return record["engine"], run
+
+
+def _engine_key(
+    module: nn.Module, example: torch.Tensor, constants: dict[str, torch.Tensor], precision: PrecisionPlan
+) -> str:
+    """What the race's outcome depends on: the network's class, size and input shapes, the precision, the CPU,
+    the thread count and both libraries' versions."""
+    import onnxruntime
+
+    shapes = [tuple(example.shape[1:]), *(tuple(c.shape) for c in constants.values())]
+    n_parameters = sum(p.numel() for p in module.parameters())
+    return "|".join(
+        str(part)
+        for part in (
+            type(module).__qualname__,
+            n_parameters,
+            shapes,
+            precision.name,
+            cpu_model(),
+            ",".join(sorted(cpu_flags() & ENGINE_FLAGS)),
+            torch.get_num_threads(),
+            torch.__version__,
+            onnxruntime.__version__,
+        )
+    )
+
+
+def _engine_records() -> dict[str, dict]:
+    try:
+        records = json.loads((amg_home() / ENGINE_RECORDS).read_text())
+    except (OSError, ValueError):  # none yet, or damaged: measured again
+        return {}
+    return records if isinstance(records, dict) else {}
+
+
+def _keep_engine_record(key: str, record: dict) -> None:
+    path = amg_home() / ENGINE_RECORDS
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as part:
+            part.write_text(json.dumps(_engine_records() | {key: record}, indent=1))
+    except OSError as exc:
+        log.warning("The engine choice could not be kept at %s (%s): it will be measured again.", path, exc)

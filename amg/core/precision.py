@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import platform
+import statistics
 import time
 import typing
 from dataclasses import dataclass
@@ -140,6 +142,18 @@ def cpu_bf16_engine(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     return next((name for flag, name in _BF16_FLAGS.items() if flag in flags), None)
 
 
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name as Linux gives it (hypervisors may mask it), else the platform's word for it."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return platform.processor() or "unknown"
+
+
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     """The first CPU's feature flags as Linux lists them (empty where they cannot be read)."""
     try:
@@ -163,6 +177,20 @@ def bf16_self_check(size: int = 768, repeats: int = 5) -> tuple[bool, str]:
     speedup = _best_time(lambda: a @ b, repeats) / _best_time(lambda: a16 @ b16, repeats)
     detail = f"bf16 error {error:.1e}, {speedup:.1f}x fp32's speed"
     return error <= _MAX_BF16_ERROR and speedup >= _MIN_BF16_SPEEDUP, detail
+
+
+def alternated_timings(fns: dict[str, typing.Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Seconds per call of each function: the median over `rounds`, the functions alternating in each round (a
+    busy shared host slows them alike), after one warm-up call each (kernels chosen, memory allocated)."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _best_time(fn, repeats: int) -> float:

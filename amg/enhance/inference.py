@@ -50,7 +50,7 @@ class FaceEnhancer:
         self.paster = FacePaster(self.crop_size, self.cfg.feather, upscale)
         example = torch.zeros(1, 3, self.crop_size, self.crop_size, device=self.device)
         plan = resolve_precision(precision, self.device)
-        self.refine = inference_engine(self.refiner, example, None, engine, plan)
+        _, self.refine = inference_engine(self.refiner, example, None, engine, plan)
 
     def boxes(self, landmarks: np.ndarray, source_size: int, size: int) -> np.ndarray:
         """The sequence's steady face boxes (cx, cy, side) in pixels of the `size` generated frames."""

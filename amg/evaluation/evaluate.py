@@ -378,11 +378,14 @@ class Evaluator:
     def native(self, sequence: Sequence, tracks: Tracks, start: int) -> dict | None:
         """The held-out tail scored in the source's frame and pixels (amg.evaluation.native), as `amg run`
         delivers it; None for a source the crop covers whole."""
-        detail = self.generator.native_detail(self.layout, self.name) if self.options.native_detail else None
-        crops = self.generator.frames(sequence.motion, self.options.chunk, detail=detail)
+
+        def crops():  # made only if there is a frame around the crop to score (the detail's bank takes seconds)
+            detail = self.generator.native_detail(self.layout, self.name) if self.options.native_detail else None
+            yield from self.generator.frames(sequence.motion, self.options.chunk, detail=detail)
+
         nearest = self.baselines.nearest(sequence.motion.landmarks)
         feather = RenderConfig().feather
-        return native_scores(self.layout, self.name, tracks, start, self.options.holdout, feather, crops, nearest)
+        return native_scores(self.layout, self.name, tracks, start, self.options.holdout, feather, crops(), nearest)
 
 
 def pose_statistics(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from amg.gan.native import NativeDetail, PreparedDetail
 from amg.gan.networks import build_generator
 from amg.gan.references import AvatarReferences
 from amg.motion.tracks import MotionTracks, tracked_motion
+from amg.tracking.framing import SourceFraming
 from amg.tracking.tracks import Tracks
 
 log = logging.getLogger(__name__)
@@ -57,10 +59,11 @@ def keep_freed_memory() -> None:
 class AvatarGenerator:
     """A trained avatar's generator (the EMA weights), its candidate bank, and the static inputs encoded once.
 
-    `engine`: "torch", "onnxruntime", "int8" or "auto" (amg.core.onnx_runtime.resolved_engine): PyTorch where the
-    precision policy picks a reduced format (a GPU, or a CPU with a bf16 matrix engine: bf16 channels-last beats
-    ONNX Runtime's fp32 there, see benchmarks/precision.py), else ONNX Runtime in fp32; "int8": ONNX Runtime with
-    the generator quantized (calibrated on the avatar's own frames on first use, cached beside the checkpoint).
+    `engine`: "torch", "onnxruntime", "int8" or "auto" (amg.core.onnx_runtime.inference_engine): PyTorch on a GPU;
+    on a CPU where the precision policy picks bf16, PyTorch in bf16 or ONNX Runtime in fp32, whichever runs this
+    generator faster on this machine (measured once and remembered); else ONNX Runtime in fp32; "int8": ONNX
+    Runtime with the generator quantized (calibrated on the avatar's own frames on first use, cached beside the
+    checkpoint).
     `precision`: amg.core.precision's auto, fp32, bf16 or fp16 (ONNX Runtime computes in fp32 whatever it is).
     """
 
@@ -86,17 +89,9 @@ class AvatarGenerator:
         refs = AvatarReferences.load(layout.gan_references(name))
         cfg = self.config
         self.precision = resolve_precision(precision, self.device)
-        self.engine = resolved_engine(engine, self.precision, quantizable=True)
-        channels_last = self.engine == "torch" and self.precision.reduced
-        self.inputs = GeneratorInputs(
-            refs,
-            cfg.context,
-            cfg.n_candidates,
-            cfg.candidate_hysteresis,
-            self.device,
-            channels_last,
-            self.precision.dtype if channels_last else torch.float32,
-        )
+        self._kept_values: dict[tuple, object] = {}
+        self._kept_lock = threading.Lock()
+        self.inputs = GeneratorInputs(refs, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, self.device)
         self.generator = build_generator(cfg, self.inputs).to(self.device).eval()
         prefix = "generator_ema."
         weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
@@ -113,11 +108,14 @@ class AvatarGenerator:
         constants = {"static_code": self.static_code, "background": self.inputs.background}
         # In a reduced precision the convolutions run in it; the final blend over the candidates and the plate
         # stays fp32 (the generator's last operations promote), so no banding.
-        if self.engine == "int8":
+        # self.generate: (B, Cd, H, W) dynamic inputs → (B, 3, H, W) frames in [-1, 1].
+        if resolved_engine(engine, self.precision, quantizable=True) == "int8":
+            self.engine = "int8"
             self.generate = OnnxModel(self._int8_model(layout, name, example, constants, state), constants)
         else:
-            self.generate = inference_engine(self.generator, example, constants, self.engine, self.precision)
-        """(B, Cd, H, W) dynamic inputs → (B, 3, H, W) frames in [-1, 1]."""
+            self.engine, self.generate = inference_engine(self.generator, example, constants, engine, self.precision)
+        if self.engine == "torch" and self.precision.reduced:  # its inputs in its format, made so by the thread
+            self.inputs.use_format(channels_last=True, dtype=self.precision.dtype)
 
     @property
     def size(self) -> int:
@@ -163,8 +161,22 @@ class AvatarGenerator:
 
     def native_detail(self, layout: Layout, name: str) -> NativeDetail | None:
         """What gives the frames the source's resolution where the crop window holds more pixels than the crop
-        (amg.gan.native); None where it does not."""
-        return NativeDetail.of(layout, name, self.inputs.refs)
+        (amg.gan.native); None where it does not. Made at the first call and kept with the generator: a service
+        renders many speeches with one loaded avatar, and the bank takes seconds to decode at 1080p."""
+        return self._kept(("native_detail", layout.root, name), lambda: NativeDetail.of(layout, name, self.inputs.refs))
+
+    def source_framing(self, layout: Layout, name: str, feather: float) -> SourceFraming:
+        """The avatar video's own frames around the crop (amg.tracking.framing), from the part of the video every
+        trained stage saw; made at the first call and kept with the generator, as native_detail."""
+        key = ("source_framing", layout.root, name, feather)
+        return self._kept(key, lambda: SourceFraming.for_render(layout, name, feather))
+
+    def _kept(self, key: tuple, make: Callable[[], object]):
+        """`make()`'s value for `key`, made once per generator (renders and live sessions may ask at once)."""
+        with self._kept_lock:
+            if key not in self._kept_values:
+                self._kept_values[key] = make()
+            return self._kept_values[key]
 
     @torch.no_grad()
     def frames(

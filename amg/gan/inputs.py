@@ -63,6 +63,10 @@ class GeneratorInputs:
         self.background = to_tensor(refs.background, device)[None]
         self.static = self.background
 
+    def use_format(self, channels_last: bool, dtype: torch.dtype) -> None:
+        """Make the dynamic tensors in this memory format and number format from now on (the engine's)."""
+        self.channels_last, self.dtype = channels_last, dtype
+
     @property
     def dynamic_channels(self) -> int:
         return CANDIDATE_CHANNELS * self.n_candidates + N_CHANNELS * (2 * self.context + 1)

@@ -13,6 +13,7 @@ and where the crop's softness shows, and it bounds the memory the bank's frames 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -87,6 +88,7 @@ class NativeDetail:
     def __init__(self, crops: dict[int, tuple[Box, np.ndarray]], side: int, size: int, landmark_size: int):
         self.crops, self.side, self.size, self.landmark_size = crops, side, size, landmark_size
         self.parts: dict[int, tuple[Box, np.ndarray, np.ndarray]] = {}
+        self.parts_lock = threading.Lock()
 
     @classmethod
     def of(cls, layout: Layout, name: str, refs: AvatarReferences) -> NativeDetail | None:
@@ -165,8 +167,9 @@ class NativeDetail:
     def _parts(self, entry: int) -> tuple[Box, np.ndarray, np.ndarray] | None:
         """Bank entry `entry`'s (box, detail (h, w, 3), coarse brightness (h, w)), the last two float32: the coarse
         picture is the frame through the crop's resolution and back, as the generated crop is."""
-        if entry in self.parts:
-            return self.parts[entry]
+        parts = self.parts.get(entry)
+        if parts is not None:
+            return parts
         if entry not in self.crops:
             return None
         box, crop = self.crops[entry]
@@ -174,9 +177,10 @@ class NativeDetail:
         small = (max(round(w * self.size / self.side), 1), max(round(h * self.size / self.side), 1))
         low = resized(resized(crop, small), (w, h)).astype(np.float32)
         parts = (box, crop.astype(np.float32) - low, cv2.cvtColor(low, cv2.COLOR_RGB2GRAY))
-        if len(self.parts) >= self.CACHED:
-            self.parts.pop(next(iter(self.parts)))
-        self.parts[entry] = parts
+        with self.parts_lock:  # a service's renders and live sessions share one loaded avatar's detail
+            if len(self.parts) >= self.CACHED:
+                self.parts.pop(next(iter(self.parts)))
+            self.parts[entry] = parts
         return parts
 
     def _grid(self, box: Box) -> tuple[np.ndarray, np.ndarray]:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from amg import __version__
+from amg.core.fsutil import amg_home
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +104,6 @@ def read_manifest(path: Path) -> dict | None:
     store = json.loads(reader.json())
     active = store.get("manifests", {}).get(store.get("active_manifest", ""), {})
     return {"manifest": active, "validation_state": str(reader.get_validation_state())}
-
-
-def amg_home() -> Path:
-    return Path(os.environ.get("AMG_HOME") or Path.home() / ".config" / "amg")
 
 
 def _signing_identity() -> tuple[bytes, bytes]:
