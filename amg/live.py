@@ -85,9 +85,11 @@ class LiveSession:
         # generated body, as a file's are (amg.pipeline.render); `body` is the body of the frame being pasted.
         self.body = np.zeros((4, 3), np.float32)
         source = self.cfg.framing == "source"
-        self.framing = self.generator.source_framing(layout, name, RenderConfig.feather) if source else None
+        self.framing, self.detail = None, None
+        if source:
+            banks = self.generator.source_banks(layout, name, RenderConfig.feather, self.cfg.native_detail)
+            self.framing, self.detail = banks
         self.paste = self.framing.paster(lambda: self.body) if self.framing else None
-        self.detail = self.generator.native_detail(layout, name) if source and self.cfg.native_detail else None
         # Every frame that leaves the session is marked as synthetic, as a file's are (amg.media.marks).
         self.marker = Marker(Payload.of(name, uuid.uuid4().hex), self.cfg.label or None)
         self.on_frame = on_frame

@@ -73,8 +73,9 @@ def render(
     if cfg.enhance:
         enhancer = FaceEnhancer(layout, video_name, cfg.upscale, engine=cfg.engine, precision=cfg.precision)
     generator = generator or AvatarGenerator(layout, video_name, engine=cfg.engine, precision=cfg.precision)
-    framing = generator.source_framing(layout, video_name, cfg.feather) if cfg.framing == "source" else None
-    detail = generator.native_detail(layout, video_name) if framing and cfg.native_detail else None
+    framing, detail = None, None
+    if cfg.framing == "source":
+        framing, detail = generator.source_banks(layout, video_name, cfg.feather, cfg.native_detail)
     frames = generator.frames(motion, cfg.chunk, detail=detail)
     paste = framing.paster(motion.body) if framing else None
     audio = load_audio(layout.audio_source(audio_name))

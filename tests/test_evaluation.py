@@ -216,6 +216,23 @@ def test_pick_frames_keeps_the_wanted_frames_and_decodes_no_further():
     assert pick_frames(iter([]), np.array([], int)) == {}
 
 
+def test_banks_of_one_video_are_made_in_one_pass():
+    """Two consumers of one video (a render's backdrops and its face boxes): each gets its frames as its `keep`
+    makes them, from a single pass that stops at the last frame either wants; a bank that wants none is made of
+    nothing."""
+    from amg.media import FrameBank, make_banks
+
+    read = []
+    stream = (read.append(i) or np.full((4, 4, 3), i, np.uint8) for i in range(20))
+    whole = FrameBank(np.array([3, 9]), lambda kept: {i: int(f[0, 0, 0]) for i, f in kept.items()})
+    corner = FrameBank(np.array([9, 12, 3]), lambda kept: kept, keep=lambda i, frame: frame[:1, :1].copy())
+    empty = FrameBank(np.zeros(0, int), lambda kept: len(kept))
+    made = make_banks(stream, [whole, corner, empty])
+    assert made[0] == {3: 3, 9: 9} and made[2] == 0
+    assert sorted(made[1]) == [3, 9, 12] and all(f.shape == (1, 1, 3) and f[0, 0, 0] == i for i, f in made[1].items())
+    assert read == list(range(13))  # one pass, up to frame 12
+
+
 def _speaking_landmarks(n_frames: int = 200, scale: float = 1.0, delay: int = 0) -> np.ndarray:
     """Landmarks of a face whose lower lip drops by an opening that varies like speech (several rates), its
     mouth opened `scale` times as wide, `delay` frames later."""

@@ -144,7 +144,7 @@ def test_only_a_window_larger_than_the_crop_gets_detail(side, expected, tmp_path
         first_frame = 0
 
     monkeypatch.setattr(native.Tracks, "load", staticmethod(lambda path: FakeTracks))
-    monkeypatch.setattr(native, "pick_frames", lambda frames, index, keep: {})  # no video to decode
+    monkeypatch.setattr(native, "make_banks", lambda frames, banks: [bank.make({}) for bank in banks])  # no video
     monkeypatch.setattr(native, "iter_frames", lambda path, fps: iter(()))
 
     class Layout:
@@ -177,9 +177,7 @@ def test_a_trained_avatar_renders_its_face_box_at_the_source_resolution(first_ru
     generator = AvatarGenerator(layout, name)
     detail = generator.native_detail(layout, name)
     assert detail is not None and detail.crops
-    # Kept with the loaded generator (a service's next render decodes no bank again), as the backdrops are.
-    assert generator.native_detail(layout, name) is detail
-    assert generator.source_framing(layout, name, 0.1) is generator.source_framing(layout, name, 0.1)
+    assert generator.native_detail(layout, name) is detail  # kept with the loaded generator
     tracks = Tracks.load(layout.tracks(name))
     frames = np.arange(100, 112)
     motion = tracked_motion(tracks, slice(100, 112))
@@ -196,3 +194,23 @@ def test_a_trained_avatar_renders_its_face_box_at_the_source_resolution(first_ru
         outside[max(box.y0 - 60, 0) : box.y1 + 60, max(box.x0 - 60, 0) : box.x1 + 60] = False
         assert np.array_equal(frame[outside], enlarged[outside])
     assert np.median(gains) > 1.5
+
+
+def test_a_renders_banks_are_decoded_once_together_and_kept_with_the_generator(first_run, monkeypatch):
+    """The backdrops and the face boxes at the source's resolution come from one pass over the avatar video, at
+    the first source-framed render; the next render (a service's next job, a live session) decodes nothing."""
+    from amg.gan import inference
+    from amg.gan.inference import AvatarGenerator
+
+    layout, name, *_ = first_run
+    passes = []
+    decode = inference.iter_frames
+    monkeypatch.setattr(inference, "iter_frames", lambda *args: passes.append(args) or decode(*args))
+    generator = AvatarGenerator(layout, name)
+    framing, detail = generator.source_banks(layout, name, 0.1)
+    assert len(passes) == 1 and detail is not None and detail.crops
+    assert framing.size == (256, 256) and not framing.frames  # a 256-px source: the window is the frame
+    again, again_detail = generator.source_banks(layout, name, 0.1)
+    assert again is framing and again_detail is detail and generator.native_detail(layout, name) is detail
+    again, no_detail = generator.source_banks(layout, name, 0.1, detail=False)
+    assert again is framing and no_detail is None and len(passes) == 1

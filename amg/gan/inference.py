@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from amg.config import AvatarConfig, GanConfig, config_from_dict
+from amg.config import FPS, AvatarConfig, GanConfig, config_from_dict
 from amg.core.checkpoints import checkpoint_holdout, load_checkpoint
 from amg.core.concurrency import prefetch
 from amg.core.device import pick_device
@@ -27,6 +27,7 @@ from amg.gan.inputs import GeneratorInputs, with_context
 from amg.gan.native import NativeDetail, PreparedDetail
 from amg.gan.networks import build_generator
 from amg.gan.references import AvatarReferences
+from amg.media import FrameBank, iter_frames, make_banks
 from amg.motion.tracks import MotionTracks, tracked_motion
 from amg.tracking.framing import SourceFraming
 from amg.tracking.tracks import Tracks
@@ -89,8 +90,8 @@ class AvatarGenerator:
         refs = AvatarReferences.load(layout.gan_references(name))
         cfg = self.config
         self.precision = resolve_precision(precision, self.device)
-        self._kept_values: dict[tuple, object] = {}
-        self._kept_lock = threading.Lock()
+        self._banks: dict[tuple, object] = {}  # source_banks' decoded banks
+        self._banks_lock = threading.Lock()
         self.inputs = GeneratorInputs(refs, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, self.device)
         self.generator = build_generator(cfg, self.inputs).to(self.device).eval()
         prefix = "generator_ema."
@@ -159,24 +160,38 @@ class AvatarGenerator:
             parts.append(stream.inputs(length, final=True))
         return torch.cat(parts)
 
+    def source_banks(
+        self, layout: Layout, name: str, feather: float, detail: bool = True
+    ) -> tuple[SourceFraming, NativeDetail | None]:
+        """What a source-framed render takes from the avatar video: its own frames around the crop
+        (amg.tracking.framing) and, with `detail`, the face boxes at the source's resolution where the window
+        holds more pixels than the crop (amg.gan.native; else None). Decoded in one pass at the first call and
+        kept with the generator: a service renders many speeches with one loaded avatar, and each bank takes
+        seconds to decode at 1080p."""
+        wanted = {("framing", feather): lambda: SourceFraming.render_bank(layout, name, feather)}
+        if detail:
+            wanted[("detail",)] = lambda: NativeDetail.bank(layout, name, self.inputs.refs)
+        made = self._kept_banks(layout, name, wanted)
+        return made[("framing", feather)], made.get(("detail",))
+
     def native_detail(self, layout: Layout, name: str) -> NativeDetail | None:
-        """What gives the frames the source's resolution where the crop window holds more pixels than the crop
-        (amg.gan.native); None where it does not. Made at the first call and kept with the generator: a service
-        renders many speeches with one loaded avatar, and the bank takes seconds to decode at 1080p."""
-        return self._kept(("native_detail", layout.root, name), lambda: NativeDetail.of(layout, name, self.inputs.refs))
+        """source_banks' detail alone (`amg eval` frames the held-out tail with backdrops of its own)."""
+        key = ("detail",)
+        return self._kept_banks(layout, name, {key: lambda: NativeDetail.bank(layout, name, self.inputs.refs)})[key]
 
-    def source_framing(self, layout: Layout, name: str, feather: float) -> SourceFraming:
-        """The avatar video's own frames around the crop (amg.tracking.framing), from the part of the video every
-        trained stage saw; made at the first call and kept with the generator, as native_detail."""
-        key = ("source_framing", layout.root, name, feather)
-        return self._kept(key, lambda: SourceFraming.for_render(layout, name, feather))
-
-    def _kept(self, key: tuple, make: Callable[[], object]):
-        """`make()`'s value for `key`, made once per generator (renders and live sessions may ask at once)."""
-        with self._kept_lock:
-            if key not in self._kept_values:
-                self._kept_values[key] = make()
-            return self._kept_values[key]
+    def _kept_banks(self, layout: Layout, name: str, wanted: dict[tuple, Callable[[], FrameBank | None]]) -> dict:
+        """Each wanted bank's object by its key: those not yet kept with the generator decoded together (renders
+        and live sessions may ask at once: the second waits for the first's)."""
+        kept_as = {key: (layout.root, name, *key) for key in wanted}
+        with self._banks_lock:
+            banks = {key: wanted[key]() for key in wanted if kept_as[key] not in self._banks}
+            to_decode = [key for key, bank in banks.items() if bank is not None]
+            if to_decode:
+                frames = iter_frames(layout.video_source(name), FPS)
+                banks.update(zip(to_decode, make_banks(frames, [banks[key] for key in to_decode])))
+            for key, made in banks.items():
+                self._banks[kept_as[key]] = made
+            return {key: self._banks[kept_as[key]] for key in wanted}
 
     @torch.no_grad()
     def frames(

@@ -24,7 +24,7 @@ from amg.config import FPS
 from amg.core.images import resized
 from amg.core.layout import Layout
 from amg.gan.references import AvatarReferences
-from amg.media import iter_frames, pick_frames
+from amg.media import FrameBank, iter_frames, make_banks
 from amg.tracking import topology
 from amg.tracking.tracks import Tracks
 
@@ -92,8 +92,15 @@ class NativeDetail:
 
     @classmethod
     def of(cls, layout: Layout, name: str, refs: AvatarReferences) -> NativeDetail | None:
-        """For avatar `name` and its candidate bank; None where the window is within MIN_GAIN of the crop (nothing
-        finer to give)."""
+        """For avatar `name` and its candidate bank, decoded now; None where the window is within MIN_GAIN of the
+        crop (nothing finer to give)."""
+        bank = cls.bank(layout, name, refs)
+        return None if bank is None else make_banks(iter_frames(layout.video_source(name), FPS), [bank])[0]
+
+    @classmethod
+    def bank(cls, layout: Layout, name: str, refs: AvatarReferences) -> FrameBank | None:
+        """The frames `of` decodes (each bank frame's face region at the source's resolution), and how they
+        become a NativeDetail; None where there is nothing finer to give."""
         tracks = Tracks.load(layout.tracks(name))
         x0, y0, side = (int(v) for v in tracks.window)
         size = refs.frames.shape[1]
@@ -106,13 +113,12 @@ class NativeDetail:
         frames = refs.index[kept] + tracks.first_frame
         window = Box(x0, y0, x0 + side, y0 + side)
         entries = dict(zip(frames.tolist(), kept.tolist()))
-        picked = pick_frames(
-            iter_frames(layout.video_source(name), FPS),
-            frames,
-            keep=lambda i, frame: cut(frame, window, boxes[entries[i]]),
-        )
-        crops = {entries[f]: (boxes[entries[f]], crop) for f, crop in picked.items()}
-        return cls(crops, side, size, refs.source_size)
+
+        def make(picked: dict[int, np.ndarray]) -> NativeDetail:
+            crops = {entries[f]: (boxes[entries[f]], crop) for f, crop in picked.items()}
+            return cls(crops, side, size, refs.source_size)
+
+        return FrameBank(frames, make, keep=lambda i, frame: cut(frame, window, boxes[entries[i]]))
 
     def prepare(self, landmarks: np.ndarray, maps: np.ndarray, picks: np.ndarray) -> PreparedDetail:
         """Frames with these landmarks (n, N, 3; crop pixels), whose candidates `picks` (n, K) are warped onto them

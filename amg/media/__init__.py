@@ -2,9 +2,11 @@
 
 from amg.media.audio import load_audio, write_wav
 from amg.media.video import (
+    FrameBank,
     VideoInfo,
     VideoWriter,
     iter_frames,
+    make_banks,
     pick_frames,
     probe_video,
     resized_frames,
@@ -17,6 +19,8 @@ __all__ = [
     "iter_frames",
     "resized_frames",
     "pick_frames",
+    "FrameBank",
+    "make_banks",
     "VideoWriter",
     "write_video",
     "load_audio",

@@ -347,7 +347,32 @@ def pick_frames(
     """The frames at `index` (any order, repeats allowed) of a decoded stream, in one pass that stops at the
     last one wanted, each as `keep(i, frame)` makes it (a part of frame i) when given: memory grows with what is
     kept of the frames picked, not with the video."""
-    wanted = set(np.asarray(index).tolist())
-    last = max(wanted) + 1 if wanted else 0
-    keep = keep or (lambda i, frame: frame)
-    return {i: keep(i, frame) for i, frame in enumerate(islice(frames, last)) if i in wanted}
+    return _picked(frames, [(index, keep)])[0]
+
+
+@dataclass(frozen=True)
+class FrameBank:
+    """Something made of some frames of a video: the frames at `index`, each kept as `keep` makes it (as
+    pick_frames), then `make(kept)` with kept {frame number: what was kept}."""
+
+    index: np.ndarray
+    make: Callable[[dict[int, np.ndarray]], object]
+    keep: Callable[[int, np.ndarray], np.ndarray] | None = None
+
+
+def make_banks(frames: Iterable[np.ndarray], banks: list[FrameBank]) -> list:
+    """Each bank's object, its frames picked in the same single pass over `frames` (a video decoded once for all
+    of them, not once each)."""
+    picked = _picked(frames, [(bank.index, bank.keep) for bank in banks])
+    return [bank.make(kept) for bank, kept in zip(banks, picked)]
+
+
+def _picked(frames: Iterable[np.ndarray], requests: list[tuple[np.ndarray, Callable | None]]) -> list[dict]:
+    wanted = [set(np.asarray(index).tolist()) for index, _ in requests]
+    last = max((max(numbers) + 1 for numbers in wanted if numbers), default=0)
+    picked: list[dict[int, np.ndarray]] = [{} for _ in requests]
+    for i, frame in enumerate(islice(frames, last)):
+        for numbers, (_, keep), kept in zip(wanted, requests, picked):
+            if i in numbers:
+                kept[i] = frame if keep is None else keep(i, frame)
+    return picked

@@ -13,7 +13,7 @@ from amg.config import FPS, trained_holdouts
 from amg.core.images import resized
 from amg.core.layout import Layout
 from amg.core.split import held_out_split
-from amg.media import iter_frames, pick_frames, probe_video
+from amg.media import FrameBank, iter_frames, make_banks, probe_video
 from amg.media.output import Backdrops, FullFramePaster
 from amg.tracking.tracks import Tracks
 
@@ -21,7 +21,8 @@ from amg.tracking.tracks import Tracks
 @dataclass
 class SourceFraming:
     """A bank of real frames from the training part of the avatar video (never its held-out tail), with their
-    tracked shoulders and hips: at most BANK_FRAMES frames and BANK_BYTES of pixels, decoded once per render."""
+    tracked shoulders and hips: at most BANK_FRAMES frames and BANK_BYTES of pixels, decoded once per loaded
+    avatar (with the render's other banks: amg.gan.inference.AvatarGenerator.source_banks)."""
 
     BANK_FRAMES = 64
     BANK_BYTES = 512 << 20
@@ -34,28 +35,38 @@ class SourceFraming:
     feather: float
 
     @classmethod
-    def for_render(cls, layout: Layout, name: str, feather: float) -> SourceFraming:
-        """Real frames from the part of the video that every trained stage saw (never a held-out tail)."""
-        return cls.of(layout, name, max(trained_holdouts(layout, name).values(), default=0.0), feather)
+    def render_bank(cls, layout: Layout, name: str, feather: float) -> FrameBank:
+        """The bank of a render: real frames from the part of the video every trained stage saw (never a
+        held-out tail), to decode with the render's other banks (amg.media.make_banks)."""
+        return cls.bank(layout, name, max(trained_holdouts(layout, name).values(), default=0.0), feather)
 
     @classmethod
     def of(cls, layout: Layout, name: str, holdout: float, feather: float) -> SourceFraming:
+        """The bank of real frames from the first 1 - holdout of the video, decoded now."""
+        return make_banks(iter_frames(layout.video_source(name), FPS), [cls.bank(layout, name, holdout, feather)])[0]
+
+    @classmethod
+    def bank(cls, layout: Layout, name: str, holdout: float, feather: float) -> FrameBank:
+        """The frames `of` decodes, and how they become a SourceFraming."""
         tracks = Tracks.load(layout.tracks(name))
         info = probe_video(layout.video_source(name))
         x0, y0, side = (int(v) for v in tracks.window)
         if x0 <= 0 and y0 <= 0 and x0 + side >= info.width and y0 + side >= info.height:
-            index = np.zeros(0, int)
-            return cls((info.width, info.height), [], index, tracks.body[index], tracks.window, feather)
-        train, _ = held_out_split(tracks.n_frames, holdout)
-        room = max(cls.BANK_BYTES // (info.width * info.height * 3), 1)
-        count = min(cls.BANK_FRAMES, room, train.stop - train.start)
-        index = np.unique(np.linspace(train.start, train.stop - 1, count).round().astype(int))
+            wanted = np.zeros(0, int)  # the crop window holds the whole frame: nothing shows around it
+        else:
+            train, _ = held_out_split(tracks.n_frames, holdout)
+            room = max(cls.BANK_BYTES // (info.width * info.height * 3), 1)
+            count = min(cls.BANK_FRAMES, room, train.stop - train.start)
+            wanted = np.unique(np.linspace(train.start, train.stop - 1, count).round().astype(int))
         # Track i is the source's frame first_frame + i: the tracks cover the face's span of the video only.
         first = tracks.first_frame
-        picked = pick_frames(iter_frames(layout.video_source(name), FPS), index + first)
-        index = np.array([i for i in index if i + first in picked], int)  # a shorter video: what it has
-        frames = [picked[i + first] for i in index]
-        return cls((info.width, info.height), frames, index, tracks.body[index], tracks.window, feather)
+
+        def make(picked: dict[int, np.ndarray]) -> SourceFraming:
+            index = np.array([i for i in wanted if i + first in picked], int)  # a shorter video: what it has
+            frames = [picked[i + first] for i in index]
+            return cls((info.width, info.height), frames, index, tracks.body[index], tracks.window, feather)
+
+        return FrameBank(wanted + first, make)
 
     def paster(self, bodies: np.ndarray | Callable[[], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
         """Crop → frame for the frames of one output, in order (each output keeps its own choice state); `bodies`
