@@ -44,10 +44,12 @@ RAMP = 0.1
 BANK_BYTES = 768 << 20
 # A candidate's detail counts where its coarse picture is within a few levels of the generated one, judged over
 # a few of the crop's pixels (its own noise and a pixel of misalignment are not disagreement): the nearest
-# candidate takes nearly all (SELECT_LEVELS), and all of it fades as the nearest differs by AGREE_LEVELS.
+# candidate takes nearly all (SELECT_LEVELS), and all of it fades as the nearest differs by AGREE_LEVELS. A
+# trained generator's crop differs from its own candidates by more than a perfect one would: twice the scale a
+# perfect crop needed keeps the detail where the generated face is the candidates' face (docs/decisions.md).
 AGREE_RADIUS = 1.5  # in the crop's pixels
 SELECT_LEVELS = 1.5
-AGREE_LEVELS = 12.0
+AGREE_LEVELS = 24.0
 
 
 @dataclass(frozen=True)
