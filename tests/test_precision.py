@@ -80,9 +80,12 @@ def test_auto_in_bf16_on_a_cpu_races_the_engines_once_per_machine(monkeypatch, t
     assert torch.allclose(run(example), run_again(example), atol=0.05)
     (tmp_path / onnx_runtime.ENGINE_RECORDS).write_text("{not json")
     assert inference_engine(_generator(), example, constants, "auto", bf16)[0] == engine and len(races) == 2
+    records = tmp_path / onnx_runtime.ENGINE_RECORDS
+    records.write_text(records.read_text().replace(f'"{engine}"', '"gpu"'))  # an entry no engine answers to
+    assert inference_engine(_generator(), example, constants, "auto", bf16)[0] == engine and len(races) == 3
     fp32 = precision.PrecisionPlan("fp32", torch.device("cpu"), "asked for")
     assert inference_engine(_generator(), example, constants, "auto", fp32)[0] == "onnxruntime"
-    assert inference_engine(_generator(), example, constants, "torch", bf16)[0] == "torch" and len(races) == 2
+    assert inference_engine(_generator(), example, constants, "torch", bf16)[0] == "torch" and len(races) == 3
 
 
 def test_auto_is_fp32_on_a_cpu_without_a_bf16_engine(monkeypatch):

@@ -222,7 +222,7 @@ def measured_engine(
     ONNX Runtime's fp32, AVX512-BF16 does for wide generators only."""
     key = _engine_key(module, example, constants, precision)
     record = _engine_records().get(key)
-    if record is None:
+    if not (isinstance(record, dict) and record.get("engine") in ("torch", "onnxruntime")):  # none, or damaged
         onnx = OnnxModel.exported(module, example, constants)
         torch_run = torch_engine(module, constants, precision)
         batch = example.expand(RACE_BATCH, *example.shape[1:]).contiguous()
@@ -231,15 +231,16 @@ def measured_engine(
         record = {"engine": "torch" if faster >= TORCH_MARGIN else "onnxruntime", "torch_speedup": round(faster, 3)}
         _keep_engine_record(key, record)
         run = torch_run if record["engine"] == "torch" else onnx
+    elif record["engine"] == "torch":
+        run = torch_engine(module, constants, precision)
     else:
-        run = torch_engine(module, constants, precision) if record["engine"] == "torch" else None
-        run = run or OnnxModel.exported(module, example, constants)
+        run = OnnxModel.exported(module, example, constants)
     log.info(
         "Engine for %s: %s (PyTorch %s ran it %.2fx ONNX Runtime's fp32 speed here).",
         type(module).__name__,
         "PyTorch" if record["engine"] == "torch" else "ONNX Runtime",
         precision.name,
-        record["torch_speedup"],
+        record.get("torch_speedup", float("nan")),
     )
     return record["engine"], run
 
