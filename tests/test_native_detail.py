@@ -19,10 +19,10 @@ def texture(seed: int = 0) -> np.ndarray:
     return np.clip(128 + 20 * fine / fine.std() + 40 * coarse / coarse.std(), 0, 255).astype(np.uint8)
 
 
-def identity_maps(shift: float = 0.0) -> np.ndarray:
-    """(1, 1, SIZE, SIZE, 2): a warp that reads each crop pixel `shift` crop pixels to its right."""
+def identity_maps(shift: float = 0.0, down: float = 0.0) -> np.ndarray:
+    """(1, 1, SIZE, SIZE, 2): a warp that reads each crop pixel `shift` crop pixels to its right (`down` below)."""
     ys, xs = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
-    return np.stack([xs + shift, ys], axis=-1)[None, None]
+    return np.stack([xs + shift, ys + down], axis=-1)[None, None]
 
 
 def face(low: float = 24, high: float = 72) -> np.ndarray:
@@ -37,8 +37,8 @@ def detail_over(bank: np.ndarray) -> NativeDetail:
     return NativeDetail({0: (Box(0, 0, SIDE, SIDE), bank)}, SIDE, SIZE, landmark_size=SIDE)
 
 
-def prepared(detail: NativeDetail, shift: float = 0.0, entry: int = 0):
-    return detail.prepare(face(), identity_maps(shift), np.full((1, 1), entry))
+def prepared(detail: NativeDetail, shift: float = 0.0, entry: int = 0, down: float = 0.0):
+    return detail.prepare(face(), identity_maps(shift, down), np.full((1, 1), entry))
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -62,7 +62,7 @@ def test_a_crop_that_matches_its_candidate_gets_the_source_detail_back():
     enlarged = resized(crop, (SIDE, SIDE))
     assert composed.shape == (SIDE, SIDE, 3)
     assert psnr(inner(composed), inner(real)) > psnr(inner(enlarged), inner(real)) + 8
-    assert 0.9 < sharpness(inner(composed)) / sharpness(inner(real)) < 1.1
+    assert sharpness(inner(composed)) / sharpness(inner(real)) > 0.9
     assert sharpness(inner(enlarged)) / sharpness(inner(real)) < 0.5
     # Outside the box the window is the enlarged crop, and the detail fades in towards the box's middle.
     assert np.array_equal(composed[:14], enlarged[:14])
@@ -70,6 +70,44 @@ def test_a_crop_that_matches_its_candidate_gets_the_source_detail_back():
         np.abs(composed[17, 40:56].astype(int) - real[17, 40:56]).mean()
         > np.abs(composed[40, 40:56].astype(int) - real[40, 40:56]).mean()
     )
+
+
+def waves(shift: float, seed: int = 3) -> np.ndarray:
+    """(SIDE, SIDE, 3) uint8: a sum of plane waves, coarse and finer than the crop holds (0.28-0.45 cycles a pixel), sampled with every
+    pixel moved `shift` pixels to the right and down: a picture that exists between the pixels too."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:SIDE, 0:SIDE].astype(np.float64)
+    image = np.full((SIDE, SIDE, 3), 128.0)
+    for low, high, amplitude in ((0.005, 0.04, 12.0), (0.28, 0.45, 3.0)):
+        for _ in range(24):
+            f = rng.uniform(low, high) * np.exp(2j * np.pi * rng.uniform())
+            phase = rng.uniform(0, 2 * np.pi, 3)
+            image += amplitude * np.cos(2 * np.pi * (f.real * (xs - shift) + f.imag * (ys - shift))[..., None] + phase)
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("compensated", [True, False])
+def test_the_detail_keeps_its_finest_band_through_warps_that_land_between_pixels(compensated, monkeypatch):
+    """The face moved by a fraction of a source pixel each way (quarter steps), the candidate read by a warp that
+    says so:
+    bicubic resampling alone loses a tenth of these faces' sharpness on average (a third at a half pixel);
+    compensated, the face keeps about the real one's (amg.gan.native.BICUBIC_COMPENSATION)."""
+    from amg.gan import native
+
+    if not compensated:
+        monkeypatch.setattr(native, "BICUBIC_COMPENSATION", np.array([0, 0, 1, 0, 0], np.float32))
+    bank = waves(0.0)
+    detail = detail_over(bank)
+    ratios = []
+    for shift in (0.0, 0.25, 0.5, 0.75):
+        real = waves(shift)
+        moved = -shift * SIZE / SIDE
+        composed = detail.compose(resized(real, (SIZE, SIZE)), prepared(detail, moved, down=moved), 0)
+        ratios.append(sharpness(inner(composed)) / sharpness(inner(real)))
+    if compensated:
+        assert 0.95 < np.mean(ratios) < 1.15
+    else:
+        assert np.mean(ratios) < 0.92
 
 
 def test_the_warp_moves_the_detail_with_the_candidate():
@@ -81,7 +119,7 @@ def test_the_warp_moves_the_detail_with_the_candidate():
     detail = detail_over(shifted)
     composed = detail.compose(crop, prepared(detail, -1.5), 0)
     unwarped = detail.compose(crop, prepared(detail, 0.0), 0)
-    assert psnr(inner(composed), inner(real)) > psnr(inner(resized(crop, (SIDE, SIDE))), inner(real)) + 6
+    assert psnr(inner(composed), inner(real)) > psnr(inner(resized(crop, (SIDE, SIDE))), inner(real)) + 5
     # Read unmoved, the shifted candidate disagrees with the crop and gives (nearly) nothing.
     assert psnr(inner(composed), inner(real)) > psnr(inner(unwarped), inner(real)) + 6
 
@@ -144,15 +182,10 @@ def test_only_a_window_larger_than_the_crop_gets_detail(side, expected, tmp_path
         first_frame = 0
 
     monkeypatch.setattr(native.Tracks, "load", staticmethod(lambda path: FakeTracks))
-    monkeypatch.setattr(native, "make_banks", lambda frames, banks: [bank.make({}) for bank in banks])  # no video
-    monkeypatch.setattr(native, "iter_frames", lambda path, fps: iter(()))
 
     class Layout:
         def tracks(self, name):
             return tmp_path / "tracks.npz"
-
-        def video_source(self, name):
-            return tmp_path / "video.mp4"
 
     class Refs:
         frames = np.zeros((2, 64, 64, 3), np.uint8)
@@ -161,8 +194,12 @@ def test_only_a_window_larger_than_the_crop_gets_detail(side, expected, tmp_path
         index = np.array([3, 9])
         source_size = 64
 
-    made = NativeDetail.of(Layout(), "avatar", Refs())
-    assert (made is not None) == expected
+    bank = NativeDetail.bank(Layout(), "avatar", Refs())
+    assert (bank is not None) == expected
+    if expected:  # the bank keeps the candidates' own frames (the video's 3 and 9), each its face's box
+        assert sorted(bank.index) == [3, 9]
+        detail = bank.make({3: np.zeros((40, 40, 3), np.uint8), 9: np.zeros((40, 40, 3), np.uint8)})
+        assert sorted(detail.crops) == [0, 1] and detail.side == side
 
 
 def test_a_trained_avatar_renders_its_face_box_at_the_source_resolution(first_run):

@@ -564,6 +564,26 @@ def test_the_runner_loads_each_avatar_once_and_again_after_retraining(layout, mo
     assert runner._generator(AVATAR) is not first and loads == [AVATAR, AVATAR]
 
 
+def test_the_runner_gives_back_the_least_recently_used_avatar_past_its_bound(layout, monkeypatch):
+    from amg.config import AvatarConfig, RenderConfig
+    from amg.gan import inference
+    from amg.service import worker
+
+    monkeypatch.setattr(worker, "LOADED_AVATARS", 2)
+    monkeypatch.setattr(inference, "AvatarGenerator", lambda layout, name, engine, precision: object())
+    for name in ("b", "c"):
+        layout.gan_checkpoint(name).parent.mkdir(parents=True, exist_ok=True)
+        layout.gan_checkpoint(name).write_bytes(b"")
+    runner = worker.PipelineRunner(layout, AvatarConfig(), RenderConfig())
+    first = runner._generator(AVATAR)
+    runner._generator("b")
+    assert runner._generator(AVATAR) is first  # used last: "b" is now the oldest
+    runner._generator("c")
+    assert runner._generator(AVATAR) is first and runner.loads == {AVATAR: 1, "b": 1, "c": 1}
+    runner._generator("b")
+    assert runner.loads["b"] == 2 and list(runner._generators) == [AVATAR, "b"]
+
+
 def test_a_render_jobs_progress_covers_its_features_and_head_motion_before_the_frames(layout):
     from amg.service.worker import Worker
 

@@ -181,17 +181,16 @@ class AvatarGenerator:
 
     def _kept_banks(self, layout: Layout, name: str, wanted: dict[tuple, Callable[[], FrameBank | None]]) -> dict:
         """Each wanted bank's object by its key: those not yet kept with the generator decoded together (renders
-        and live sessions may ask at once: the second waits for the first's)."""
-        kept_as = {key: (layout.root, name, *key) for key in wanted}
+        and live sessions may ask at once: the second waits for the first's). A generator is one avatar's, so the
+        key alone names a bank."""
         with self._banks_lock:
-            banks = {key: wanted[key]() for key in wanted if kept_as[key] not in self._banks}
+            banks = {key: wanted[key]() for key in wanted if key not in self._banks}
             to_decode = [key for key, bank in banks.items() if bank is not None]
             if to_decode:
                 frames = iter_frames(layout.video_source(name), FPS)
                 banks.update(zip(to_decode, make_banks(frames, [banks[key] for key in to_decode])))
-            for key, made in banks.items():
-                self._banks[kept_as[key]] = made
-            return {key: self._banks[kept_as[key]] for key in wanted}
+            self._banks.update(banks)
+            return {key: self._banks[key] for key in wanted}
 
     @torch.no_grad()
     def frames(

@@ -20,11 +20,10 @@ import cv2
 import numpy as np
 
 from amg.conditioning.warp import fixed_point, remap
-from amg.config import FPS
 from amg.core.images import resized
 from amg.core.layout import Layout
 from amg.gan.references import AvatarReferences
-from amg.media import FrameBank, iter_frames, make_banks
+from amg.media import FrameBank
 from amg.tracking import topology
 from amg.tracking.tracks import Tracks
 
@@ -44,12 +43,35 @@ RAMP = 0.1
 BANK_BYTES = 768 << 20
 # A candidate's detail counts where its coarse picture is within a few levels of the generated one, judged over
 # a few of the crop's pixels (its own noise and a pixel of misalignment are not disagreement): the nearest
-# candidate takes nearly all (SELECT_LEVELS), and all of it fades as the nearest differs by AGREE_LEVELS. A
-# trained generator's crop differs from its own candidates by more than a perfect one would: twice the scale a
-# perfect crop needed keeps the detail where the generated face is the candidates' face (docs/decisions.md).
+# candidate takes all but a sliver (SELECT_LEVELS: a softer choice averages candidates' textures, which are never
+# aligned to the pixel, into a blur), and all of it fades as the nearest differs by about AGREE_LEVELS, along
+# exp(-(difference / AGREE_LEVELS)^AGREE_POWER): flat where the generated face is the candidates' face (a trained
+# generator's crop differs from them by 10-20 levels there) and steep past it (a mouth opened otherwise).
+# docs/decisions.md, "The face box at the source's resolution".
 AGREE_RADIUS = 1.5  # in the crop's pixels
-SELECT_LEVELS = 1.5
+SELECT_LEVELS = 0.3
 AGREE_LEVELS = 24.0
+AGREE_POWER = 4
+
+
+def bicubic_compensation(phases: int = 32) -> np.ndarray:
+    """A 5-tap symmetric filter (sums to 1) that undoes, on average over sub-pixel positions, what OpenCV's bicubic
+    resampling (Keys' kernel, a = -0.75) takes from the finest detail: a warp that lands between pixels halves its
+    top octave's energy, one on the pixel keeps it, and the warps' positions are spread over both. Fitted by least
+    squares to the inverse of the root-mean-square response from a quarter of the Nyquist frequency up."""
+    taps = np.arange(-1, 3)
+    x = np.abs(taps[None, :] - (np.arange(phases) / phases)[:, None])
+    kernel = np.where(x < 1, 1.25 * x**3 - 2.25 * x**2 + 1, np.where(x < 2, -0.75 * (x**3 - 5 * x**2 + 8 * x - 4), 0))
+    w = np.linspace(0, 0.95, 96) * np.pi
+    rms = np.sqrt((np.abs(np.exp(-1j * np.outer(w, taps)) @ kernel.T) ** 2).mean(axis=1))
+    weight = np.where(w > 0.3 * np.pi, 1.0, 0.3)
+    # The filter 1 + c1 (2 cos w - 2) + c2 (2 cos 2w - 2): unit gain at w = 0, linear in (c1, c2).
+    basis = np.stack([2 * np.cos(w) - 2, 2 * np.cos(2 * w) - 2], axis=1) * rms[:, None]
+    c1, c2 = np.linalg.lstsq(basis * weight[:, None], (1 - rms) * weight, rcond=None)[0]
+    return np.array([c2, c1, 1 - 2 * (c1 + c2), c1, c2], np.float32)
+
+
+BICUBIC_COMPENSATION = bicubic_compensation()
 
 
 @dataclass(frozen=True)
@@ -93,16 +115,10 @@ class NativeDetail:
         self.parts_lock = threading.Lock()
 
     @classmethod
-    def of(cls, layout: Layout, name: str, refs: AvatarReferences) -> NativeDetail | None:
-        """For avatar `name` and its candidate bank, decoded now; None where the window is within MIN_GAIN of the
-        crop (nothing finer to give)."""
-        bank = cls.bank(layout, name, refs)
-        return None if bank is None else make_banks(iter_frames(layout.video_source(name), FPS), [bank])[0]
-
-    @classmethod
     def bank(cls, layout: Layout, name: str, refs: AvatarReferences) -> FrameBank | None:
-        """The frames `of` decodes (each bank frame's face region at the source's resolution), and how they
-        become a NativeDetail; None where there is nothing finer to give."""
+        """For avatar `name` and its candidate bank: the frames to decode (each bank frame's face region at the
+        source's resolution, amg.media.make_banks) and how they become a NativeDetail; None where the window is
+        within MIN_GAIN of the crop (nothing finer to give)."""
         tracks = Tracks.load(layout.tracks(name))
         x0, y0, side = (int(v) for v in tracks.window)
         size = refs.frames.shape[1]
@@ -167,14 +183,15 @@ class NativeDetail:
         )
         nearest = gaps.min(axis=0)
         weights = np.exp(-(gaps - nearest) / SELECT_LEVELS)
-        weights *= (np.exp(-((nearest / AGREE_LEVELS) ** 2)) * _fade(b.shape) / weights.sum(axis=0))[None]
+        weights *= (np.exp(-((nearest / AGREE_LEVELS) ** AGREE_POWER)) * _fade(b.shape) / weights.sum(axis=0))[None]
         detail = np.einsum("khw,khwc->hwc", weights, prepared.bands[t])
         big[b.y0 : b.y1, b.x0 : b.x1] = np.clip(region + detail + 0.5, 0, 255).astype(np.uint8)
         return big
 
     def _parts(self, entry: int) -> tuple[Box, np.ndarray, np.ndarray] | None:
         """Bank entry `entry`'s (box, detail (h, w, 3), coarse brightness (h, w)), the last two float32: the coarse
-        picture is the frame through the crop's resolution and back, as the generated crop is."""
+        picture is the frame through the crop's resolution and back, as the generated crop is; the detail is
+        what that loses, made ready for the bicubic warp that will move it (BICUBIC_COMPENSATION)."""
         parts = self.parts.get(entry)
         if parts is not None:
             return parts
@@ -184,7 +201,8 @@ class NativeDetail:
         h, w = crop.shape[:2]
         small = (max(round(w * self.size / self.side), 1), max(round(h * self.size / self.side), 1))
         low = resized(resized(crop, small), (w, h)).astype(np.float32)
-        parts = (box, crop.astype(np.float32) - low, cv2.cvtColor(low, cv2.COLOR_RGB2GRAY))
+        band = cv2.sepFilter2D(crop.astype(np.float32) - low, -1, BICUBIC_COMPENSATION, BICUBIC_COMPENSATION)
+        parts = (box, band, cv2.cvtColor(low, cv2.COLOR_RGB2GRAY))
         with self.parts_lock:  # a service's renders and live sessions share one loaded avatar's detail
             if len(self.parts) >= self.CACHED:
                 self.parts.pop(next(iter(self.parts)))

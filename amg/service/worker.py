@@ -25,6 +25,10 @@ from amg.service.redact import without_path
 
 log = logging.getLogger(__name__)
 
+# At most this many avatars' generators stay loaded, the least recently used given back first: each holds its
+# candidate bank and, once it has rendered in the source's frame, up to about 1 GB of an HD video's frames.
+LOADED_AVATARS = 4
+
 # The share of a job's progress bar each stage takes (a stage not listed takes all of it). Before rendering 10
 # minutes of speech, its features and head motion take about a quarter of the job; a training job's speech
 # features come before its first model, and head motion is sampled to calibrate the pose model after it.
@@ -87,7 +91,7 @@ class PipelineRunner:
 
     def __init__(self, layout: Layout, avatar_cfg, render_cfg):
         self.layout, self.avatar_cfg, self.render_cfg = layout, avatar_cfg, render_cfg
-        self._generators: dict[str, tuple[float, object]] = {}
+        self._generators: collections.OrderedDict[str, tuple[float, object]] = collections.OrderedDict()
         self._lock = threading.Lock()
         self.loads: collections.Counter[str] = collections.Counter()  # generators loaded, per avatar
 
@@ -106,6 +110,9 @@ class PipelineRunner:
                 )
                 self._generators[avatar] = cached
                 self.loads[avatar] += 1
+            self._generators.move_to_end(avatar)
+            while len(self._generators) > LOADED_AVATARS:  # a job still rendering with it keeps its own reference
+                self._generators.popitem(last=False)
             return cached[1]
 
     def render(self, job: Job) -> Path:
