@@ -148,6 +148,13 @@ def test_native_scores_rank_the_real_crop_over_the_nearest_frame_and_say_none_fo
     assert generated["face_sharpness_vs_real"] == pytest.approx(1, abs=0.02)  # the real pixels themselves
     assert 0.5 < generated["seam_energy_vs_real"] < 1.5
     assert set(scores["real"]) == {"face_sharpness", "mouth_sharpness", "seam_energy"}
+    # Without the source-resolution detail (`plain`: here the crops through half their size), the still-frame
+    # baseline's face is scored as that crop enlarged; the rendered one keeps its own.
+    halved = [cv2.resize(crop, (side // 2, side // 2), interpolation=cv2.INTER_AREA) for crop in crops]
+    with_plain = native_scores(layout, name, tracks, start, 0.15, 0.08, crops, nearest, halved)
+    assert with_plain["generated"] == generated
+    assert with_plain["over_still"]["face_sharpness_vs_real"] < 0.6 * scores["over_still"]["face_sharpness_vs_real"]
+    assert with_plain["over_still"]["face_psnr"] < generated["face_psnr"]
     strip = cv2.imread(str(layout.eval_dir(name) / NATIVE_PICTURE))  # real | generated | over still | nearest
     height, width = strip.shape[:2]
     assert width % 4 == 0 and 40 < width // 4 < 256 and 40 < height <= 256

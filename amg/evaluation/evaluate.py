@@ -379,13 +379,17 @@ class Evaluator:
         """The held-out tail scored in the source's frame and pixels (amg.evaluation.native), as `amg run`
         delivers it; None for a source the crop covers whole."""
 
-        def crops():  # made only if there is a frame around the crop to score (the detail's bank takes seconds)
-            detail = self.generator.native_detail(self.layout, self.name) if self.options.native_detail else None
+        def crops(detailed: bool):  # made only if there is a frame around the crop (the detail's bank takes seconds)
+            detail = self.generator.native_detail(self.layout, self.name) if detailed else None
             yield from self.generator.frames(sequence.motion, self.options.chunk, detail=detail)
 
         nearest = self.baselines.nearest(sequence.motion.landmarks)
         feather = RenderConfig().feather
-        return native_scores(self.layout, self.name, tracks, start, self.options.holdout, feather, crops(), nearest)
+        detailed = self.options.native_detail
+        plain = crops(False) if detailed else None  # the baseline over a still frame: the crop as it was enlarged
+        return native_scores(
+            self.layout, self.name, tracks, start, self.options.holdout, feather, crops(detailed), nearest, plain
+        )
 
 
 def pose_statistics(

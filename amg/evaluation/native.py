@@ -4,9 +4,10 @@ against the real source frames: what a viewer of an HD or half-body video sees, 
 
 Three ways to fill the source frame are measured by the same instruments:
 
-    generated      the generated crop over real frames that follow the generated body (amg.tracking.framing)
-    over_still     the same crop over one still frame: the first source-framing path, and what most
-                   talking-head tools deliver
+    generated      the generated crop over real frames that follow the generated body (amg.tracking.framing),
+                   with the face box's detail at the source's resolution where the render adds it (amg.gan.native)
+    over_still     the generated crop enlarged over one still frame, without that detail: the first
+                   source-framing path, and what most talking-head tools deliver
     nearest_frame  the training frame whose face is nearest (the copy baseline), whole, at its own resolution
 
 Scores, in source pixels: PSNR and SSIM of the whole frame and of the face box; LPIPS of the face box; the
@@ -122,10 +123,12 @@ def native_scores(
     feather: float,
     crops: Iterable[np.ndarray],
     nearest: np.ndarray,
+    plain: Iterable[np.ndarray] | None = None,
 ) -> dict | None:
     """Scores of the held-out frames `start`.. in the source's frame: `crops` are the generated crops of those
-    frames, `nearest` the copy baseline's training frame for each. None where the crop is the whole frame (a
-    256-px source): the crop metrics are then the native ones."""
+    frames as rendered, `plain` the same without the source-resolution detail (None: `crops` have none),
+    `nearest` the copy baseline's training frame for each. None where the crop is the whole frame (a 256-px
+    source): the crop metrics are then the native ones."""
     framing = SourceFraming.of(layout, name, holdout, feather)
     if not framing.frames:
         return None
@@ -140,9 +143,10 @@ def native_scores(
     copies = pick_frames(iter_frames(source, FPS), nearest + first)
     reals = islice(iter_frames(source, FPS), first + start, first + tracks.n_frames)
     shown = len(held) // 2
-    for i, (crop, real) in enumerate(zip(crops, reals)):
+    pairs = zip(crops, plain) if plain is not None else ((crop, crop) for crop in crops)
+    for i, ((crop, bare), real) in enumerate(zip(pairs, reals)):
         boxes = NativeFrame(tuple(faces[i]), tuple(mouths[i]))
-        frames = {"real": real, "generated": paste(crop), "over_still": still(crop)}
+        frames = {"real": real, "generated": paste(crop), "over_still": still(bare)}
         frames["nearest_frame"] = copies[int(nearest[i]) + first]
         scorer.add_real(real, boxes)
         for method in METHODS:
