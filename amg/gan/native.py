@@ -56,9 +56,10 @@ AGREE_POWER = 4
 
 def bicubic_compensation(phases: int = 32) -> np.ndarray:
     """A 5-tap symmetric filter (sums to 1) that undoes, on average over sub-pixel positions, what OpenCV's bicubic
-    resampling (Keys' kernel, a = -0.75) takes from the finest detail: a warp that lands between pixels halves its
-    top octave's energy, one on the pixel keeps it, and the warps' positions are spread over both. Fitted by least
-    squares to the inverse of the root-mean-square response from a quarter of the Nyquist frequency up."""
+    resampling (Keys' kernel, a = -0.75) takes from the finest detail: a warp that lands half-way between pixels
+    keeps about a quarter of the amplitude near the Nyquist frequency, one on the pixel all of it, and the warps'
+    positions are spread over both. Fitted by least squares to the inverse of the kernel's root-mean-square
+    response over those positions, weighted to the frequencies above 0.3 of the Nyquist frequency."""
     taps = np.arange(-1, 3)
     x = np.abs(taps[None, :] - (np.arange(phases) / phases)[:, None])
     kernel = np.where(x < 1, 1.25 * x**3 - 2.25 * x**2 + 1, np.where(x < 2, -0.75 * (x**3 - 5 * x**2 + 8 * x - 4), 0))
