@@ -379,16 +379,22 @@ class Evaluator:
         """The held-out tail scored in the source's frame and pixels (amg.evaluation.native), as `amg run`
         delivers it; None for a source the crop covers whole."""
 
-        def crops(detailed: bool):  # made only if there is a frame around the crop (the detail's bank takes seconds)
-            detail = self.generator.native_detail(self.layout, self.name) if detailed else None
-            yield from self.generator.frames(sequence.motion, self.options.chunk, detail=detail)
+        def pairs():  # made only if there is a frame around the crop to score (the detail's bank takes seconds)
+            """Each frame as rendered, and without the detail at the source's resolution (the baseline over a still
+            frame: the crop as it was enlarged); one generator pass where the render adds no detail."""
+            detail = self.generator.native_detail(self.layout, self.name) if self.options.native_detail else None
+            rendered = self.generator.frames(sequence.motion, self.options.chunk, detail=detail)
+            if detail is None:
+                yield from ((frame, frame) for frame in rendered)
+            else:
+                yield from zip(rendered, self.generator.frames(sequence.motion, self.options.chunk))
 
         nearest = self.baselines.nearest(sequence.motion.landmarks)
         feather = RenderConfig().feather
-        detailed = self.options.native_detail
-        plain = crops(False) if detailed else None  # the baseline over a still frame: the crop as it was enlarged
+        as_rendered, as_plain = tee(pairs())  # read in step by native_scores: one pair held at a time
+        crops, plain = (pair[0] for pair in as_rendered), (pair[1] for pair in as_plain)
         return native_scores(
-            self.layout, self.name, tracks, start, self.options.holdout, feather, crops(detailed), nearest, plain
+            self.layout, self.name, tracks, start, self.options.holdout, feather, crops, nearest, plain
         )
 
 
