@@ -12,7 +12,14 @@ from amg.core import images
 from amg.core.errors import AmgError
 from amg.core.layout import Layout
 from amg.evaluation import metrics
-from amg.evaluation.evaluate import check_unseen, held_out_start, measure_frames, mouth_timing, summarise
+from amg.evaluation.evaluate import (
+    check_unseen,
+    held_out_start,
+    measure_frames,
+    mouth_timing,
+    speaking_frames,
+    summarise,
+)
 from amg.evaluation.mouth import TEETH_SHARE, inner_mouth_mask, mouth_blur, teeth_share
 from amg.evaluation.report import better, comparison, relative_to_real
 from amg.evaluation.sync import mouth_signals
@@ -256,6 +263,34 @@ def test_a_mouth_half_as_open_scores_an_opening_ratio_near_one_half():
     assert "opening_mean_ratio" not in summaries["real"]
     # Closer to 1 wins: a mouth 0.5x as open loses to one 0.9x as open, and to one 1.2x as open.
     assert better("one", 0.9, 0.5, None) and better("one", 1.2, 0.5, None) and not better("one", 0.5, 1.2, None)
+
+
+def test_the_opening_is_compared_over_the_speaking_frames():
+    """A voice with a long pause: the mouth rests shut there (the silence gate) and moves as the person's mouth
+    does while it speaks. Over all frames its spread would read wider than the person's; over the speaking
+    frames, which the issue compares, it is the person's."""
+    real = _speaking_landmarks()
+    paused = real.copy()
+    upper, lower = topology.INNER_LIP_VERTICAL_PAIRS[:, 0], topology.INNER_LIP_VERTICAL_PAIRS[:, 1]
+    paused[120:, lower] = paused[120:, upper]  # shut for the last 80 frames
+    vad = np.r_[np.full(120, 0.9), np.full(80, 0.05)]
+    speaking = speaking_frames(vad, len(paused))
+    assert speaking.sum() == 120 and speaking_frames(vad[:150], 200).sum() == 120  # short VAD: the rest silent
+    spoken = relative_to_real(
+        {
+            "real": summarise({"landmarks": real[:120]}, 256, None),
+            "generated": summarise({"landmarks": paused}, 256, None, speaking=speaking),
+        }
+    )["generated"]
+    assert spoken["opening_mean_ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert spoken["opening_spread_ratio"] == pytest.approx(1.0, abs=1e-6)
+    whole = relative_to_real(
+        {
+            "real": summarise({"landmarks": real[:120]}, 256, None),
+            "generated": summarise({"landmarks": paused}, 256, None),
+        }
+    )["generated"]
+    assert whole["opening_mean_ratio"] < 0.7 and whole["opening_spread_ratio"] > 1.05
 
 
 def test_a_mouth_three_frames_late_is_found_three_frames_late():

@@ -141,17 +141,17 @@ def test_native_scores_rank_the_real_crop_over_the_nearest_frame_and_say_none_fo
     source = list(iter_frames(layout.video_source(name)))
     crops = [f[y0 : y0 + side, x0 : x0 + side] for f in source[start:]]  # a perfect generator, 1:1
     nearest = np.zeros(len(crops), int)  # the first frame, a different moment
-    scores = native_scores(layout, name, tracks, start, 0.15, 0.08, crops, nearest)
+    scores = native_scores(layout, name, tracks, start, 0.15, 0.08, ((c, c) for c in crops), nearest)
     assert scores["size"] == [256, 256] and scores["window"] == [64, 32, 128]
     generated, copied = scores["generated"], scores["nearest_frame"]
     assert generated["face_psnr"] > copied["face_psnr"] + 3 and generated["face_ssim"] > copied["face_ssim"]
     assert generated["face_sharpness_vs_real"] == pytest.approx(1, abs=0.02)  # the real pixels themselves
     assert 0.5 < generated["seam_energy_vs_real"] < 1.5
     assert set(scores["real"]) == {"face_sharpness", "mouth_sharpness", "seam_energy"}
-    # Without the source-resolution detail (`plain`: here the crops through half their size), the still-frame
+    # Without the source-resolution detail (here the crops through half their size), the still-frame
     # baseline's face is scored as that crop enlarged; the rendered one keeps its own.
     halved = [cv2.resize(crop, (side // 2, side // 2), interpolation=cv2.INTER_AREA) for crop in crops]
-    with_plain = native_scores(layout, name, tracks, start, 0.15, 0.08, crops, nearest, halved)
+    with_plain = native_scores(layout, name, tracks, start, 0.15, 0.08, zip(crops, halved), nearest)
     assert with_plain["generated"] == generated
     assert with_plain["over_still"]["face_sharpness_vs_real"] < 0.6 * scores["over_still"]["face_sharpness_vs_real"]
     assert with_plain["over_still"]["face_psnr"] < generated["face_psnr"]
@@ -159,4 +159,4 @@ def test_native_scores_rank_the_real_crop_over_the_nearest_frame_and_say_none_fo
     height, width = strip.shape[:2]
     assert width % 4 == 0 and 40 < width // 4 < 256 and 40 < height <= 256
     whole_frame = Tracks.load(obama_avatar[0].tracks(obama_avatar[1]))
-    assert native_scores(*obama_avatar, whole_frame, start, 0.15, 0.08, crops, nearest) is None
+    assert native_scores(*obama_avatar, whole_frame, start, 0.15, 0.08, zip(crops, crops), nearest) is None

@@ -59,6 +59,7 @@ from amg.evaluation.sync import (
 )
 from amg.gan.baselines import Baselines
 from amg.media import VideoWriter, load_audio, pick_frames, resized_frames
+from amg.motion.expression.inference import SILENCE_VAD
 from amg.motion.eyes import blink_statistics, speech_with_upper_face
 from amg.motion.inference import predict_motion
 from amg.motion.pose.inference import Audio2PoseModel, PoseSequence
@@ -233,6 +234,17 @@ def eye_summary(landmarks: np.ndarray, driving: np.ndarray | None) -> dict[str, 
     return summary
 
 
+def speaking_frames(vad: np.ndarray, n_frames: int) -> np.ndarray:
+    """(n_frames,) bool: the frames whose speech probability says speech, as the lip-sync's silence gate reads
+    it. The mouth's amplitude is compared over these (the issue asks for "the avatar's own speaking frames"): a
+    voice with longer pauses shuts the mouth for longer (the gate), which widens the spread over all frames
+    without any frame opening wider."""
+    speaking = np.zeros(n_frames, bool)
+    n = min(n_frames, len(vad))
+    speaking[:n] = vad[:n] >= SILENCE_VAD
+    return speaking
+
+
 def opening_px(landmarks: np.ndarray, size: int) -> np.ndarray:
     """Mouth opening per frame of landmarks detected on `size` frames, in pixels of a 256 crop."""
     return topology.mouth_opening(landmarks[..., :2]) * (METRIC_SIZE / size)
@@ -245,17 +257,20 @@ def summarise(
     real_landmarks: np.ndarray | None = None,
     max_lag: int = 15,
     driving_landmarks: np.ndarray | None = None,
+    speaking: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Per-sequence numbers for the report (landmark distances in pixels of a 256 crop)."""
+    """Per-sequence numbers for the report (landmark distances in pixels of a 256 crop). The mouth opening's
+    mean and spread are taken over the `speaking` frames where given (see speaking_frames)."""
     px = METRIC_SIZE / size
     landmarks = measured["landmarks"]
     opening = opening_px(landmarks, size)
     found = np.isfinite(landmarks).all(axis=(1, 2))
+    spoken = opening[speaking] if speaking is not None and np.isfinite(opening[speaking]).any() else opening
     summary = {
         "face_found": float(found.mean()),
         "jitter_px": metrics.landmark_jitter(landmarks) * px,
-        "mouth_opening_mean_px": float(np.nanmean(opening)) if found.any() else float("nan"),
-        "mouth_opening_std_px": float(np.nanstd(opening)) if found.any() else float("nan"),
+        "mouth_opening_mean_px": float(np.nanmean(spoken)) if found.any() else float("nan"),
+        "mouth_opening_std_px": float(np.nanstd(spoken)) if found.any() else float("nan"),
     } | eye_summary(landmarks, driving_landmarks)
     if sync is not None:
         summary |= {"sync_offset": defined_offset(sync), "sync_confidence": sync.confidence, "sync_peak": sync.peak}
@@ -361,6 +376,7 @@ class Evaluator:
         real_landmarks = measured["real"]["landmarks"] if real is not None else None
         summaries, openings, eyes, syncs = {}, {}, {}, {}
         driving = measured["driving"]["landmarks"]
+        speaking = speaking_frames(sequence.features.vad, len(driving))
         max_lag = self.options.max_lag
         for source, values in measured.items():
             # The driving landmarks and the sync measure are both functions of the same speech: their "sync"
@@ -370,7 +386,7 @@ class Evaluator:
                 syncs[source] = measure_sync(self.sync_model, sequence.features, signals, max_lag)
             compare_to = real_landmarks if source != "real" else None
             follows = driving if source not in ("driving", "real") else None
-            summaries[source] = summarise(values, self.size, syncs.get(source), compare_to, max_lag, follows)
+            summaries[source] = summarise(values, self.size, syncs.get(source), compare_to, max_lag, follows, speaking)
             openings[source] = opening_px(values["landmarks"], self.size)
             eyes[source] = topology.eye_opening(values["landmarks"])
         return SequenceResult(sequence.label, summaries, openings, eyes, syncs)
@@ -391,11 +407,7 @@ class Evaluator:
 
         nearest = self.baselines.nearest(sequence.motion.landmarks)
         feather = RenderConfig().feather
-        as_rendered, as_plain = tee(pairs())  # read in step by native_scores: one pair held at a time
-        crops, plain = (pair[0] for pair in as_rendered), (pair[1] for pair in as_plain)
-        return native_scores(
-            self.layout, self.name, tracks, start, self.options.holdout, feather, crops, nearest, plain
-        )
+        return native_scores(self.layout, self.name, tracks, start, self.options.holdout, feather, pairs(), nearest)
 
 
 def pose_statistics(

@@ -121,14 +121,13 @@ def native_scores(
     start: int,
     holdout: float,
     feather: float,
-    crops: Iterable[np.ndarray],
+    crops: Iterable[tuple[np.ndarray, np.ndarray]],
     nearest: np.ndarray,
-    plain: Iterable[np.ndarray] | None = None,
 ) -> dict | None:
     """Scores of the held-out frames `start`.. in the source's frame: `crops` are the generated crops of those
-    frames as rendered, `plain` the same without the source-resolution detail (None: `crops` have none),
-    `nearest` the copy baseline's training frame for each. None where the crop is the whole frame (a 256-px
-    source): the crop metrics are then the native ones."""
+    frames, each as rendered and without the source-resolution detail (the baseline over a still frame: the
+    crop as it was enlarged), `nearest` the copy baseline's training frame for each. None where the crop is the
+    whole frame (a 256-px source): the crop metrics are then the native ones."""
     framing = SourceFraming.of(layout, name, holdout, feather)
     if not framing.frames:
         return None
@@ -143,8 +142,7 @@ def native_scores(
     copies = pick_frames(iter_frames(source, FPS), nearest + first)
     reals = islice(iter_frames(source, FPS), first + start, first + tracks.n_frames)
     shown = len(held) // 2
-    pairs = zip(crops, plain) if plain is not None else ((crop, crop) for crop in crops)
-    for i, ((crop, bare), real) in enumerate(zip(pairs, reals)):
+    for i, ((crop, bare), real) in enumerate(zip(crops, reals)):
         boxes = NativeFrame(tuple(faces[i]), tuple(mouths[i]))
         frames = {"real": real, "generated": paste(crop), "over_still": still(bare)}
         frames["nearest_frame"] = copies[int(nearest[i]) + first]
