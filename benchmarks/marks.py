@@ -3,6 +3,8 @@ it costs.
 
     python benchmarks/marks.py [--clips obama_clip2 kristi_noem andrew_ng_clip1 cnn_anchor_71s] [--seconds 20]
     python benchmarks/marks.py --generated DATAROOT/output_data/*/generated_video.mp4
+    python benchmarks/marks.py --held-out DATAROOT NAME
+    python benchmarks/marks.py --render DATAROOT AUDIO NAME [--rounds 2]
 
 
 For each clip of ../shared/data/video (real footage at 256 px: the watermark works on pixels, and a real
@@ -15,6 +17,13 @@ as they are and re-encoded at CRF 30, each also searched for DECOYS keyed random
 often chance reaches the threshold, measured on thousands of searches instead of the 198 real ones). Then the cost: PSNR of marked against unmarked frames, and the time to
 mark a frame at 256 px, 720p and 1080p.
 
+With --held-out DATAROOT NAME, the cost where the issue counts it: `amg eval`'s held-out scores (PSNR and SSIM of
+the whole crop and the face box against the real frames) of a trained avatar's self-driven tail, unmarked and
+marked as `amg run` marks, as generated and after `amg run`'s CRF-18 pass.
+
+With --render DATAROOT AUDIO NAME, the cost in speed: `amg run`'s render end to end, marked as shipped and with
+the marks (watermark and label) left out, alternated in one process.
+
 With --generated, AMG's own outputs instead (already marked as `amg run` writes them): each transformed as above
 and its 5-s windows detected, the ids read from the whole file checked against its metadata's avatar and render.
 """
@@ -26,17 +35,28 @@ import json
 import statistics
 import tempfile
 import time
+from contextlib import nullcontext
 from fractions import Fraction
 from itertools import islice
 from pathlib import Path
+from unittest import mock
 
 import av
 import cv2
 import numpy as np
 
-from amg.media import iter_frames
+from amg.audio import features_for_video
+from amg.config import FPS, AvatarConfig, MotionConfig, MotionOptions, RenderConfig, read_saved_config
+from amg.core import images
+from amg.core.layout import Layout
+from amg.evaluation.evaluate import held_out_start, self_driven
+from amg.gan.inference import AvatarGenerator
+from amg.media import iter_frames, resized_frames
 from amg.media.provenance import read_tags
 from amg.media.watermark import CELLS, THRESHOLD, Detector, Embedder, Payload, detect
+from amg.pipeline import render
+from amg.tracking.boxes import face_boxes
+from amg.tracking.tracks import Tracks
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "video"
 WINDOW_S = 5.0
@@ -216,6 +236,49 @@ def cost(clip: str) -> dict:
     return result
 
 
+def held_out_cost(root: Path, name: str) -> dict:
+    """`amg eval`'s held-out image scores of avatar `name` (trained, in DATAROOT `root`), unmarked and marked,
+    as generated and after the CRF-18 pass every `amg run` output takes: the watermark's cost in the numbers
+    the issue bounds (0.1 dB)."""
+    layout = Layout(root)
+    tracks = Tracks.load(layout.tracks(name))
+    start = held_out_start(tracks.n_frames, AvatarConfig().holdout)
+    motion_cfg = read_saved_config(MotionConfig, layout.motion_config(name)) or MotionConfig()
+    features = features_for_video(layout, name, motion_cfg.features, tracks.n_frames)
+    motion = self_driven(layout, name, tracks, start, features).motion
+    generator = AvatarGenerator(layout, name)
+    generated = list(generator.frames(motion))
+    real = list(islice(resized_frames(layout.frames_video(name), generator.size), start, tracks.n_frames))
+    embed = Embedder(Payload.of(name, "benchmark"))
+    marked = [embed(frame, i / FPS) for i, frame in enumerate(generated)]
+    boxes = {"face": face_boxes(motion.landmarks, tracks.size, generator.size)}
+    versions = {"unmarked": generated, "marked": marked}
+    versions |= {f"{k}, CRF 18": encoded(v, FPS, 18, "veryfast") for k, v in list(versions.items())}
+    return {k: images.mean_frame_scores(np.stack(v), np.stack(real), boxes) for k, v in versions.items()}
+
+
+def render_cost(root: Path, audio: str, name: str, rounds: int) -> dict:
+    """Frames per second of `amg run`'s render of `audio` by avatar `name` end to end (motion, generation, paste,
+    H.264, the manifest), marked as shipped and with the marks left out: after one render that warms the caches,
+    `rounds` pairs in alternating order (ABBA), so that neither version always runs first."""
+    layout = Layout(root)
+    path = render(layout, audio, name, MotionOptions(), RenderConfig())
+    seconds: dict[str, list[float]] = {"marked": [], "unmarked": []}
+    for round_ in range(rounds):
+        for version in sorted(seconds, reverse=round_ % 2 == 1):
+            unmarked = mock.patch("amg.media.output.Marker", lambda payload, label: lambda frame, index: frame)
+            with unmarked if version == "unmarked" else nullcontext():
+                start = time.perf_counter()
+                render(layout, audio, name, MotionOptions(), RenderConfig())
+                seconds[version].append(time.perf_counter() - start)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames, size = stream.frames, f"{stream.width}x{stream.height}"
+    fps = {version: [round(frames / t, 2) for t in times] for version, times in seconds.items()}
+    slower = statistics.median(seconds["marked"]) / statistics.median(seconds["unmarked"]) - 1
+    return {"frames": frames, "size": size, "frames_per_second": fps, "marked_slower_by": round(slower, 4)}
+
+
 def marked_and_timed(frames: list[np.ndarray], clip: str) -> tuple[list[np.ndarray], float]:
     """`frames` marked in order, and the milliseconds each took (the pattern for their size made beforehand)."""
     embed = Embedder(Payload.of(clip, "benchmark"))
@@ -241,30 +304,34 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--generated", nargs="+", type=Path, help="AMG outputs to transform and detect instead")
+    parser.add_argument("--held-out", nargs=2, metavar=("DATAROOT", "NAME"), help="the cost in held-out scores")
+    parser.add_argument("--render", nargs=3, metavar=("DATAROOT", "AUDIO", "NAME"), help="the cost in speed")
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if args.generated:
-        rows = generated_robustness(args.generated)
-        print(
-            json.dumps(
-                {k: f"{v['found']}/{v['windows']} windows, min {min(v['scores'], default=0)}" for k, v in rows.items()},
-                indent=2,
-            )
-        )
-        if args.json:
-            args.json.write_text(json.dumps(rows, indent=2, default=str))
-        return
-    if not SHARED.is_dir():
-        raise SystemExit(f"{SHARED} is missing: this benchmark reads the shared real videos.")
-    result = {"cost": cost(args.clips[0]), "robustness": robustness(args.clips, args.seconds)}
-    result["false_alarms"] = false_alarms()
-    summary = {k: f"{v['found']}/{v['windows']} windows" for k, v in result["robustness"].items()}
-    ids = {k: ids_summary(v) for k, v in result["robustness"].items()}
-    print(
-        json.dumps(
-            {"cost": result["cost"], "detected": summary, "ids": ids, "false_alarms": result["false_alarms"]}, indent=2
-        )
-    )
+    if args.render:
+        result = render_cost(Path(args.render[0]), args.render[1], args.render[2], args.rounds)
+        shown = result
+    elif args.held_out:
+        result = held_out_cost(Path(args.held_out[0]), args.held_out[1])
+        shown = result
+    elif args.generated:
+        result = generated_robustness(args.generated)
+        shown = {
+            k: f"{v['found']}/{v['windows']} windows, min {min(v['scores'], default=0)}" for k, v in result.items()
+        }
+    else:
+        if not SHARED.is_dir():
+            raise SystemExit(f"{SHARED} is missing: this benchmark reads the shared real videos.")
+        result = {"cost": cost(args.clips[0]), "robustness": robustness(args.clips, args.seconds)}
+        result["false_alarms"] = false_alarms()
+        shown = {
+            "cost": result["cost"],
+            "detected": {k: f"{v['found']}/{v['windows']} windows" for k, v in result["robustness"].items()},
+            "ids": {k: ids_summary(v) for k, v in result["robustness"].items()},
+            "false_alarms": result["false_alarms"],
+        }
+    print(json.dumps(shown, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
 

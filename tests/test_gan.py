@@ -13,7 +13,7 @@ from amg.core.checkpoints import TrainingRun, load_checkpoint
 from amg.core.images import psnr, ssim
 from amg.core.tensors import to_tensor
 from amg.gan import losses
-from amg.gan.candidates import CandidatePicker, head_pose_features
+from amg.gan.candidates import CandidatePicker, descriptors, head_pose_features
 from amg.gan.inputs import CANDIDATE_CHANNELS, GeneratorInputs
 from amg.gan.networks import (
     Generator,
@@ -257,6 +257,36 @@ def test_candidates_come_from_training_frames_and_match_mouth_and_eyes(obama_ava
     index = np.arange(100, 130)
     trained = picker.pick(tracks.landmarks[index], poses[index], index, exclusion=25)
     assert (np.abs(bank[trained] - index[:, None]) >= 25).all()
+
+
+def test_the_mouth_slot_follows_a_speaking_mouth_sooner_than_the_others(obama_avatar):
+    """The mouth slot's own hysteresis (GanConfig.mouth_hysteresis): a speaking mouth changes shape every few
+    frames, and a mouth candidate held as long as the pose one lags the target's lips (and teeth)."""
+    layout, name = obama_avatar
+    tracks = Tracks.load(layout.tracks(name))
+    train = slice(0, int(round(tracks.n_frames * 0.85)))
+    bank = choose_bank_frames(tracks, train, 200)
+    poses = head_pose_features(tracks.rotation, tracks.translation, tracks.scale)
+    held_out = np.arange(train.stop, tracks.n_frames)
+    cfg = GanConfig()
+    assert cfg.mouth_hysteresis < cfg.candidate_hysteresis
+    picks = {
+        mouth: CandidatePicker(tracks.landmarks[bank], poses[bank], bank, 4, cfg.candidate_hysteresis, mouth).pick(
+            tracks.landmarks[held_out], poses[held_out]
+        )
+        for mouth in (cfg.candidate_hysteresis, cfg.mouth_hysteresis)
+    }
+    as_before, sooner = picks[cfg.candidate_hysteresis], picks[cfg.mouth_hysteresis]
+    # The other slots choose as before; the mouth slot switches more often and matches the lips better.
+    np.testing.assert_array_equal(np.delete(sooner, 1, axis=1), np.delete(as_before, 1, axis=1))
+    switches = lambda p: int((np.diff(p[:, 1]) != 0).sum())  # noqa: E731
+    assert switches(sooner) > 1.5 * switches(as_before)
+    lips = descriptors(tracks.landmarks, poses)["mouth"]  # the lips' shape, as the slot compares it
+    shape_error = lambda p: np.linalg.norm(lips[bank[p[:, 1]]] - lips[held_out], axis=1).mean()  # noqa: E731
+    target = topology.mouth_opening(tracks.landmarks[held_out])
+    opening_error = lambda p: np.abs(topology.mouth_opening(tracks.landmarks[bank[p[:, 1]]]) - target).mean()  # noqa: E731
+    assert shape_error(sooner) < 0.9 * shape_error(as_before)
+    assert opening_error(sooner) < opening_error(as_before)
 
 
 TINY = GanConfig(

@@ -78,6 +78,10 @@ class GanConfig:
     # switches rarely. On obama_clip2's held-out tail 1 switched the pose slot 13 times in 113 frames instead
     # of 41 (at 0) and cut its warp's face flicker from 4.77 to 4.21 (real 3.93), PSNR 26.05 dB against 25.93.
     candidate_hysteresis: float = 1.0
+    # The mouth slot's own: a speaking mouth changes shape every few frames, and a mouth candidate kept until one
+    # twice as close turns up shows closed lips where the target parts them (fewer teeth). 0.25 switches it
+    # sooner, at a little more texture flicker in the mouth (benchmarks/RESULTS.md, "The mouth slot's hysteresis").
+    mouth_hysteresis: float = 0.25
     # The candidates' finest texture is blended with weights this many times sharper than their coarse picture
     # (amg.gan.networks): a soft blend of misaligned candidates averages pores, lashes and teeth away. Held out,
     # an avatar trained without it (1) and rendered with 32: face-box sharpness 0.81 -> 1.07x the real frames'

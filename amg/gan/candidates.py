@@ -18,8 +18,11 @@ generated frame gets one candidate per *slot*:
 The mouth and eye slots add a share of the pose distance, so that they do not come from a very different
 head pose. Each distance is divided by the bank's own spread of that descriptor, so the shares mean the same
 for every avatar. A slot keeps its previous candidate while that one costs at most (1 + hysteresis) times the
-best: texture then changes only when a clearly better frame exists, not at every small landmark change. In
-training, bank frames within `exclusion` frames of the target are ruled out (else the answer would be copied).
+best: texture then changes only when a clearly better frame exists, not at every small landmark change. The
+mouth slot has a hysteresis of its own, smaller: a speaking mouth changes shape every few frames, and a mouth
+candidate held until one twice as close turns up still shows the closed lips of a moment ago where the target
+parts them, so the teeth go missing. In training, bank frames within `exclusion` frames of the target are ruled
+out (else the answer would be copied).
 """
 
 from __future__ import annotations
@@ -69,12 +72,15 @@ class CandidatePicker:
         bank_index: np.ndarray,
         n_candidates: int,
         hysteresis: float,
+        mouth_hysteresis: float | None = None,
     ):
+        """`mouth_hysteresis`: the mouth slot's (None: `hysteresis`, as every other slot's)."""
         if not 1 <= n_candidates <= len(SLOTS):
             raise ValueError(f"n_candidates must be 1..{len(SLOTS)}, got {n_candidates}")
         self.slots = SLOTS[:n_candidates]
         self.bank_index = np.asarray(bank_index)
-        self.hysteresis = hysteresis
+        mouth = hysteresis if mouth_hysteresis is None else mouth_hysteresis
+        self.hysteresis = np.array([mouth if slot == "mouth" else hysteresis for slot in self.slots])
         self.bank = descriptors(bank_landmarks, bank_poses)
         # Per dimension for the pose (radians and pixels do not compare), per descriptor for the point sets:
         # distances in units of the avatar's own spread.
@@ -127,7 +133,7 @@ class CandidatePicker:
                 best[second] = frame_costs[second].argmin()
                 if previous is not None and frame_costs[second, previous[second]] <= frame_costs[
                     second, best[second]
-                ] * (1 + self.hysteresis):
+                ] * (1 + self.hysteresis[second]):
                     best[second] = previous[second]
             picks[t] = previous = best
         return picks

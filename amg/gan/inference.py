@@ -92,7 +92,9 @@ class AvatarGenerator:
         self.precision = resolve_precision(precision, self.device)
         self._banks: dict[tuple, object] = {}  # source_banks' decoded banks
         self._banks_lock = threading.Lock()
-        self.inputs = GeneratorInputs(refs, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, self.device)
+        self.inputs = GeneratorInputs(
+            refs, cfg.context, cfg.n_candidates, cfg.candidate_hysteresis, self.device, cfg.mouth_hysteresis
+        )
         self.generator = build_generator(cfg, self.inputs).to(self.device).eval()
         prefix = "generator_ema."
         weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}

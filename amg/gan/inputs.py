@@ -45,6 +45,7 @@ class GeneratorInputs:
         n_candidates: int,
         hysteresis: float,
         device: torch.device | str = "cpu",
+        mouth_hysteresis: float | None = None,
         channels_last: bool = False,
         dtype: torch.dtype = torch.float32,
     ):
@@ -59,7 +60,9 @@ class GeneratorInputs:
         self.size = refs.background.shape[0]
         self.device = torch.device(device)
         self.bank_conditioning = self.render(refs.landmarks, refs.body)
-        self.picker = CandidatePicker(refs.landmarks, refs.poses, refs.index, n_candidates, hysteresis)
+        self.picker = CandidatePicker(
+            refs.landmarks, refs.poses, refs.index, n_candidates, hysteresis, mouth_hysteresis
+        )
         self.background = to_tensor(refs.background, device)[None]
         self.static = self.background
 

@@ -271,6 +271,7 @@ def train_gan(layout: Layout, name: str, cfg: GanConfig, run: TrainingRun, max_m
         cfg.n_candidates,
         cfg.candidate_hysteresis,
         device,
+        cfg.mouth_hysteresis,
         channels_last=precision.reduced,
         dtype=precision.dtype,
     )
