@@ -249,8 +249,7 @@ def held_out_cost(root: Path, name: str) -> dict:
     generator = AvatarGenerator(layout, name)
     generated = list(generator.frames(motion))
     real = list(islice(resized_frames(layout.frames_video(name), generator.size), start, tracks.n_frames))
-    embed = Embedder(Payload.of(name, "benchmark"))
-    marked = [embed(frame, i / FPS) for i, frame in enumerate(generated)]
+    marked = marked_and_timed(generated, name)[0]
     boxes = {"face": face_boxes(motion.landmarks, tracks.size, generator.size)}
     versions = {"unmarked": generated, "marked": marked}
     versions |= {f"{k}, CRF 18": encoded(v, FPS, 18, "veryfast") for k, v in list(versions.items())}
