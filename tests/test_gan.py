@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from amg.conditioning import N_CHANNELS
 from amg.config import AvatarConfig, GanConfig
@@ -164,6 +165,24 @@ def test_losses_are_zero_for_perfect_output_and_positive_otherwise():
     assert losses.feature_matching_loss(feats, feats) == 0
     assert losses.discriminator_loss(feats, [[f * 0 for f in feats[0]]]) == 0
     assert losses.generator_adversarial_loss(feats) == 0
+
+
+def test_the_mouth_discriminator_sees_the_conditioning_and_the_pictures_fine_detail():
+    rng = torch.Generator().manual_seed(0)
+    conditioning = torch.rand(2, 4, 64, 64, generator=rng)
+    sharp = torch.rand(2, 3, 64, 64, generator=rng) * 2 - 1
+    soft = F.avg_pool2d(sharp, 5, stride=1, padding=2, count_include_pad=False)
+    flat = torch.full_like(sharp, 0.3)
+    boxes = np.array([[8, 16, 40, 40], [0, 0, 64, 64]])
+
+    def crops(picture):
+        return losses.mouth_detail_crops(torch.cat([conditioning, picture], 1), boxes, 32, 4)
+
+    out = crops(sharp)
+    assert out.shape == (2, 7, 32, 32)
+    torch.testing.assert_close(out[:, :4], losses.crop_resized(conditioning, boxes, 32))
+    assert crops(flat)[:, 4:].abs().max() < 1e-5  # no detail in a flat picture
+    assert crops(soft)[:, 4:].pow(2).mean() < 0.2 * out[:, 4:].pow(2).mean()
 
 
 def test_metrics_on_known_cases():
@@ -360,6 +379,7 @@ def test_gan_training_is_deterministic_resumable_and_saves_everything(obama_avat
     _train(copies[1], name, TINY)
     a, b = (load_checkpoint(c.gan_checkpoint(name)) for c in copies)
     assert a["finished"] and b["finished"] and a["step"] == b["step"] == 6
+    assert any(key.startswith("mouth.") for key in a["model"])  # the mouth discriminator is trained and saved
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], msg=key)
     m = report["metrics"]

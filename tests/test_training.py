@@ -20,9 +20,10 @@ class TinyConfig:
     save_every: int = 5
 
 
-def _train(path, cfg, stop_at=None, steps_run=None):
+def _train(path, cfg, stop_at=None, steps_run=None, extra_layer=False):
     seed_everything(cfg.seed)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.2), torch.nn.Linear(8, 1))
+    layers = [torch.nn.Linear(4, 8), torch.nn.Dropout(0.2), torch.nn.Linear(8, 1)]
+    model = torch.nn.Sequential(*layers, *([torch.nn.Identity(), torch.nn.Linear(1, 1)] if extra_layer else []))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     target = torch.tensor([[1.0], [-1.0]])
 
@@ -87,3 +88,14 @@ def test_more_steps_extend_a_finished_training_and_a_model_change_starts_again(t
     again = []
     _train(path, TinyConfig(steps=20, seed=4), steps_run=again)
     assert again == list(range(20))
+
+
+def test_a_checkpoint_without_a_network_this_version_trains_starts_again(tmp_path):
+    """A finished training extended (more steps) by a version that trains one more network (the same config
+    fields: the new one's default) starts again instead of failing to load the weights it does not have."""
+    path = tmp_path / "m.pt"
+    _train(path, TinyConfig(steps=8))
+    steps = []
+    _train(path, TinyConfig(steps=10), steps_run=steps, extra_layer=True)
+    assert steps == list(range(10))
+    assert "4.weight" in load_checkpoint(path)["model"] and is_finished(path)

@@ -53,6 +53,7 @@ class GanConfig:
                 "temporal_weight",
                 "perceptual_weight",
                 "perceptual_full_weight",
+                "mouth_gan_weight",
             ),
             LOSS_WEIGHT,
         ),
@@ -113,6 +114,13 @@ class GanConfig:
     # 0 turns a term off; both are skipped, with a warning, when the wheel is not installed.
     perceptual_weight: float = 1.0
     perceptual_full_weight: float = 0.0
+    # A PatchGAN of its own on the mouth crop's fine detail (amg.gan.losses.mouth_detail_crops): the frame
+    # discriminators never tell generated frames from real ones within the default steps, so nothing asked for a
+    # crisp mouth. Its adversarial and feature-matching terms weigh this many times the frame discriminator's (0:
+    # none). Held out, default preset: mouth sharpness 0.75 -> 0.90x the real frames' (kristi_noem), 0.77 ->
+    # 0.92x (andrew_ng_clip1), 1.03 -> 1.08x (obama_clip2), for 0.10-0.28 dB of the face box's PSNR
+    # (benchmarks/RESULTS.md, "The mouth discriminator").
+    mouth_gan_weight: float = 1.0
     mouth_crop: int = 80  # side the mouth box (about 80 px at 256, 40 at 128) is resampled to for that loss
     ema_decay: float = 0.999
     eval_frames: int = 24

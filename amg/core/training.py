@@ -282,6 +282,9 @@ def _resume(
             "Checkpoint %s was made with another model config or holdout: training it again from scratch.", path
         )
         return 0, {}
+    if set(state["model"]) != set(model.state_dict()):  # an older AMG's, before a network was added
+        log.warning("Checkpoint %s holds other networks than this AMG trains: training it again from scratch.", path)
+        return 0, {}
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if config_from_dict(type(config), state["config"]) != config:  # parsed: an old spelling is no change

@@ -159,17 +159,19 @@ def build_generator(cfg: GanConfig, inputs: GeneratorInputs) -> Generator:
 
 
 class PatchDiscriminator(nn.Module):
-    """pix2pix's 70x70 PatchGAN (spectral-normalised); returns every layer's features for feature matching."""
+    """pix2pix's 70x70 PatchGAN; returns every layer's features for feature matching. `spectral`: each
+    convolution spectral-normalised."""
 
-    def __init__(self, c_in: int, ndf: int, n_layers: int = 3):
+    def __init__(self, c_in: int, ndf: int, n_layers: int = 3, spectral: bool = True):
         super().__init__()
+        norm = spectral_norm if spectral else (lambda conv: conv)
         layers, c = [], c_in
         for i in range(n_layers + 1):
             c_out = ndf * min(2**i, 8)
             stride = 2 if i < n_layers else 1
-            layers.append(nn.Sequential(spectral_norm(nn.Conv2d(c, c_out, 4, stride, 1)), nn.LeakyReLU(0.2)))
+            layers.append(nn.Sequential(norm(nn.Conv2d(c, c_out, 4, stride, 1)), nn.LeakyReLU(0.2)))
             c = c_out
-        layers.append(spectral_norm(nn.Conv2d(c, 1, 4, 1, 1)))
+        layers.append(norm(nn.Conv2d(c, 1, 4, 1, 1)))
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -1,10 +1,10 @@
 """`amg train --stage gan`: the image GAN on the avatar's own video (resumable, time-budgeted, deterministic).
 
 One step: a batch of short clips → generator → (1) discriminators learn real vs generated frames (multi-scale
-PatchGAN, conditioned on the frame's conditioning) and clips (3-D temporal discriminator); (2) the generator
-learns from mouth-weighted L1, the matte, adversarial + feature-matching terms and (when installed) a
-shift-tolerant LPIPS on the frame and on the mouth at 2x. An exponential moving average of the generator is
-what renders (smoother, fewer GAN artefacts).
+PatchGAN, conditioned on the frame's conditioning), clips (3-D temporal discriminator) and the mouth crop's fine
+detail; (2) the generator learns from mouth-weighted L1, the matte, the three discriminators' adversarial +
+feature-matching terms and (when installed) a shift-tolerant LPIPS on the frame and on the mouth at 2x. An
+exponential moving average of the generator is what renders (smoother, fewer GAN artefacts).
 """
 
 from __future__ import annotations
@@ -40,7 +40,13 @@ from amg.gan import losses
 from amg.gan.baselines import Baselines
 from amg.gan.data import ClipBatch, GanData, clip_batch, load_gan_data, make_references
 from amg.gan.inputs import GeneratorInputs, with_context
-from amg.gan.networks import Generator, MultiScaleDiscriminator, TemporalDiscriminator, build_generator
+from amg.gan.networks import (
+    Generator,
+    MultiScaleDiscriminator,
+    PatchDiscriminator,
+    TemporalDiscriminator,
+    build_generator,
+)
 from amg.tracking.boxes import mouth_boxes
 from amg.tracking.tracks import Tracks
 
@@ -69,14 +75,18 @@ def build_networks(cfg: GanConfig, inputs: GeneratorInputs) -> nn.ModuleDict:
     ema = build_generator(cfg, inputs)
     ema.load_state_dict(generator.state_dict())
     ema.requires_grad_(False)
-    return nn.ModuleDict(
-        {
-            "generator": generator,
-            "generator_ema": ema,
-            "discriminator": MultiScaleDiscriminator(N_CHANNELS + 3, cfg.ndf, cfg.n_scales),
-            "temporal": TemporalDiscriminator(N_CHANNELS + 3, cfg.ndf),
-        }
-    )
+    nets = {
+        "generator": generator,
+        "generator_ema": ema,
+        "discriminator": MultiScaleDiscriminator(N_CHANNELS + 3, cfg.ndf, cfg.n_scales),
+        "temporal": TemporalDiscriminator(N_CHANNELS + 3, cfg.ndf),
+    }
+    if cfg.mouth_gan_weight > 0:
+        # Unlike the frame discriminators, without spectral normalisation and shown fine detail: one like them
+        # (spectral-normalised, whole pictures) stayed at chance and raised the mouth's sharpness only from 0.75x to
+        # 0.80x the real frames' (docs/decisions.md).
+        nets["mouth"] = PatchDiscriminator(N_CHANNELS + 3, cfg.ndf, spectral=False)
+    return nn.ModuleDict(nets)
 
 
 def _perceptual(cfg: GanConfig, device: torch.device):
@@ -140,12 +150,17 @@ class GanTrainer:
         self.device = inputs.device
         self.precision = precision or resolve_precision("fp32", self.device)
         self.nets = self.precision.prepare(build_networks(cfg, inputs).to(self.device))
-        g, d, dt = self.nets["generator"], self.nets["discriminator"], self.nets["temporal"]
+        self.discriminators = [net for key, net in self.nets.items() if key not in ("generator", "generator_ema")]
         betas = (0.5, 0.999)
         self.optim = OptimizerGroup(
-            generator=torch.optim.AdamW(g.parameters(), cfg.lr_g, betas=betas, weight_decay=cfg.weight_decay),
+            generator=torch.optim.AdamW(
+                self.nets["generator"].parameters(), cfg.lr_g, betas=betas, weight_decay=cfg.weight_decay
+            ),
             discriminator=torch.optim.AdamW(
-                [*d.parameters(), *dt.parameters()], cfg.lr_d, betas=betas, weight_decay=cfg.weight_decay
+                [p for net in self.discriminators for p in net.parameters()],
+                cfg.lr_d,
+                betas=betas,
+                weight_decay=cfg.weight_decay,
             ),
         )
         self.perceptual = _perceptual(cfg, self.device)
@@ -158,15 +173,19 @@ class GanTrainer:
     def _generate(self, net: Generator, dynamic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return net(dynamic, net.encode_static(self.inputs.static), self.inputs.background)
 
-    def _discriminate(self, batch: ClipBatch, frames: torch.Tensor) -> tuple[list, list]:
-        """Per-frame multi-scale outputs and per-clip temporal outputs for `frames` (B*L, 3, H, W)."""
+    def _discriminate(self, batch: ClipBatch, frames: torch.Tensor) -> dict[str, list]:
+        """The discriminators' outputs for `frames` (B*L, 3, H, W): per frame at each scale ("frame"), per clip
+        ("clip") and, with a mouth discriminator, per mouth crop at 2x ("mouth")."""
         # In a reduced precision the discriminators' input is cast once here (their first convolutions would cast
         # it anyway), so that its downsampling for the coarser scales moves half the bytes.
         x = torch.cat([batch.conditioning, frames], dim=1).to(self.precision.dtype)
-        per_frame = self.nets["discriminator"](x)
+        outputs = {"frame": self.nets["discriminator"](x)}
         with self.precision.volumetric():
-            per_clip = self.nets["temporal"](x.float(), self.cfg.clip_frames)
-        return per_frame, [per_clip]
+            outputs["clip"] = [self.nets["temporal"](x.float(), self.cfg.clip_frames)]
+        if "mouth" in self.nets:
+            crops = losses.mouth_detail_crops(x, batch.mouth, self.cfg.mouth_crop, N_CHANNELS)
+            outputs["mouth"] = [self.nets["mouth"](crops)]
+        return outputs
 
     def make_batch(self, step: int) -> tuple[int, ClipBatch]:
         """Step `step`'s batch and the seed of torch's generator for that step (dropout, if any)."""
@@ -184,22 +203,20 @@ class GanTrainer:
             fake, matte = self._generate(self.nets["generator"], batch.dynamic)
 
             # Discriminators.
-            real_frame, real_clip = self._discriminate(batch, batch.real)
-            fake_frame, fake_clip = self._discriminate(batch, fake.detach())
-            d_frame = losses.discriminator_loss(real_frame, fake_frame)
-            d_clip = losses.discriminator_loss(real_clip, fake_clip)
-        discriminators = (self.nets["discriminator"], self.nets["temporal"])
+            real = self._discriminate(batch, batch.real)
+            fake_outputs = self._discriminate(batch, fake.detach())
+            d_terms = {key: losses.discriminator_loss(real[key], fake_outputs[key]) for key in real}
 
         def generator_loss() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             with self.precision.autocast():
-                fake_frame, fake_clip = self._discriminate(batch, fake)
+                fake_outputs = self._discriminate(batch, fake)
                 weights = losses.mouth_weight_map(batch.mouth, data.size, cfg.mouth_weight).to(self.device)
                 terms = {
                     "l1": losses.weighted_l1(fake, batch.real, weights),
                     "matte": (matte - batch.matte).abs().mean(),
-                    "adversarial": losses.generator_adversarial_loss(fake_frame),
-                    "feature_matching": losses.feature_matching_loss(real_frame, fake_frame),
-                    "temporal": losses.generator_adversarial_loss(fake_clip),
+                    "adversarial": losses.generator_adversarial_loss(fake_outputs["frame"]),
+                    "feature_matching": losses.feature_matching_loss(real["frame"], fake_outputs["frame"]),
+                    "temporal": losses.generator_adversarial_loss(fake_outputs["clip"]),
                 }
                 weighted = {
                     "l1": cfg.l1_weight,
@@ -208,6 +225,11 @@ class GanTrainer:
                     "feature_matching": cfg.feature_matching_weight,
                     "temporal": cfg.temporal_weight,
                 }
+                if "mouth" in fake_outputs:
+                    terms["mouth_adversarial"] = losses.generator_adversarial_loss(fake_outputs["mouth"])
+                    terms["mouth_feature_matching"] = losses.feature_matching_loss(real["mouth"], fake_outputs["mouth"])
+                    weighted["mouth_adversarial"] = cfg.mouth_gan_weight * cfg.gan_weight
+                    weighted["mouth_feature_matching"] = cfg.mouth_gan_weight * cfg.feature_matching_weight
                 if self.perceptual is not None:
                     fake_mouth = losses.crop_resized(fake, batch.mouth, cfg.mouth_crop)
                     real_mouth = losses.crop_resized(batch.real, batch.mouth, cfg.mouth_crop)
@@ -219,10 +241,11 @@ class GanTrainer:
                 g_loss = sum(weighted[k] * v for k, v in terms.items())
             return g_loss, terms | {"g_loss": g_loss}
 
-        d_loss = d_frame + cfg.temporal_weight * d_clip
-        terms = adversarial_update(self.optim, "generator", discriminators, d_loss, generator_loss, self.scaler)
+        d_weights = {"frame": 1.0, "clip": cfg.temporal_weight, "mouth": cfg.mouth_gan_weight}
+        d_loss = sum(d_weights[key] * value for key, value in d_terms.items())
+        terms = adversarial_update(self.optim, "generator", self.discriminators, d_loss, generator_loss, self.scaler)
         self._update_ema(step)
-        values = {"g_loss": terms.pop("g_loss"), "d_frame": d_frame, "d_clip": d_clip} | terms
+        values = {"g_loss": terms.pop("g_loss")} | {f"d_{key}": value for key, value in d_terms.items()} | terms
         return {k: v.item() for k, v in values.items()}
 
     @torch.no_grad()
