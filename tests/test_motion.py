@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from amg.audio.features import compute_features, features_for_audio, features_for_video
 from amg.config import (
@@ -23,7 +24,15 @@ from amg.core.checkpoints import TrainingRun, load_checkpoint
 from amg.media import load_audio, probe_video, write_wav
 from amg.motion.body import Head2Body
 from amg.motion.data import window_starts
-from amg.motion.expression.inference import LONG_SILENCE_FRAMES, gate_silence, silence_so_far
+from amg.motion.expression.inference import (
+    LONG_SILENCE_FRAMES,
+    MAX_VOICE_GAIN,
+    SILENCE_VAD,
+    VOICE_FRAMES,
+    Audio2ExpressionModel,
+    gate_silence,
+    silence_so_far,
+)
 from amg.motion.expression.train import speed_perturbed, training_sequences
 from amg.motion.eyes import EyeModel, blink_statistics
 from amg.motion.inference import predict_motion, write_motion_preview
@@ -33,7 +42,7 @@ from amg.motion.stream import RECORDING_STEP, MotionModels, MotionStream, Record
 from amg.motion.tracks import MotionTracks
 from amg.motion.train import stale_motion_models, train_motion
 from amg.stages import saved_stage_config
-from amg.tracking import topology
+from amg.tracking import fitting, topology
 from amg.tracking.tracks import Tracks
 
 from conftest import link_shared
@@ -203,6 +212,45 @@ def test_phone_quality_audio_and_a_preview_with_sound(trained, shared_media):
     preview = write_motion_preview(layout, "allison8k", name, motion)
     info = probe_video(preview)
     assert info.has_audio and abs(info.n_frames() - motion.n_frames) <= 1
+
+
+def test_a_voice_the_network_has_not_heard_moves_the_mouth_as_far_as_the_persons_own(trained, tmp_path):
+    layout, name, _ = trained
+    link_shared(layout, "audio", "allison8k", "audio/asterisk_allison_demo_instruct_73s.wav")
+    models = MotionModels.load(layout, name, "static")
+    model = models.expression
+    tracks = Tracks.load(layout.tracks(name))
+    # The checkpoint measures the opening as the landmarks' own measure does, without the face model.
+    expected = topology.mouth_opening(fitting.decode(models.face_model, tracks.expression[:50]))
+    np.testing.assert_allclose(model.gauge(tracks.expression[:50]), expected, rtol=1e-6)
+    assert model.speaking_spread > 0.1 * expected.mean()
+
+    features = features_for_audio(layout, "allison8k", models.cfg.features)
+    spread = model.voice_of(features)
+    assert spread.count == VOICE_FRAMES  # 73 s of prompts hold more speaking frames than are measured
+    gain = model.voice_gain(spread)
+    assert 1.0 < gain <= MAX_VOICE_GAIN  # a telephone voice moves the network's mouth less than the person's
+    speaking = np.flatnonzero(features.vad >= SILENCE_VAD)[:VOICE_FRAMES]
+    widened = model.gauge(model(features)[speaking]).std()
+    assert widened == pytest.approx(min(model.speaking_spread, MAX_VOICE_GAIN * spread.std), rel=0.05)
+    assert model.voice_gain(model.voice_of(features.take(slice(0, 40)))) == 1.0  # too little speech to measure
+
+    # A live stream measures the voice as it arrives, and comes to the recording's gain.
+    stream = MotionStream(models, MotionOptions(pose="static"), lookahead=8, history=48)
+    source = RecordedFeatures(features)
+    for available in range(25, len(features) + 25, 25):
+        source.available = min(available, len(features))
+        stream.advance(source, final=source.available == len(features))
+    assert stream.voice.count == VOICE_FRAMES
+    assert model.voice_gain(stream.voice) == pytest.approx(gain, rel=0.05)
+
+    # An avatar trained before the voice was measured moves the mouth at its calibrated amplitude.
+    state = load_checkpoint(layout.audio2expression(name))
+    del state["opening_gauge"], state["speaking_opening_spread"]
+    torch.save(state, tmp_path / "old.pt")
+    old = Audio2ExpressionModel(tmp_path / "old.pt")
+    assert old.voice_gain(old.voice_of(features)) == 1.0
+    np.testing.assert_array_equal(old(features), old.finish(old.calibrated(features), features.vad, 1.0))
 
 
 def _tracked_blink_rate(report: dict) -> float:

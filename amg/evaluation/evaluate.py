@@ -127,7 +127,10 @@ def self_driven(layout: Layout, name: str, tracks: Tracks, start: int, features:
     tail = slice(start, tracks.n_frames)
     # The network sees the whole video's speech so that its ±0.64 s of context at the tail's first frames is the
     # real audio, not padding; it never saw the tail's frames in training.
-    speech = Audio2ExpressionModel(layout.audio2expression(name))(features)[tail]
+    # Its amplitude is matched to the tail's voice alone, as a render of that speech would be.
+    model = Audio2ExpressionModel(layout.audio2expression(name))
+    gain = model.voice_gain(model.voice_of(features.take(tail)))
+    speech = model.finish(model.calibrated(features), features.vad, gain)[tail]
     poses = PoseSequence.from_tracks(tracks, tail)
     pose = poses.head_pose()
     face_model = fitting.ExpressionModel.load(layout.face_model(name))

@@ -6,8 +6,9 @@ parts (lip sync, the silence gate, the pose smoothing and the body) over a windo
 and the look-ahead, with the same functions as the file, and advances the stochastic ones (blinks, gaze, head
 motion) by exactly the new frames, so that one seed draws the same numbers either way. What differs in a stream
 is only what it cannot have yet: the lip-sync network sees `lookahead` frames of the future (a file: up to ±16),
-the head motion's audio context and the smoothing ends are cut there, and the audio features near the newest
-frame are provisional (amg.audio.stream).
+the head motion's audio context and the smoothing ends are cut there, the audio features near the newest
+frame are provisional (amg.audio.stream), and the voice's amplitude (amg.motion.expression.inference.VoiceSpread)
+is measured as the speech arrives instead of before.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from amg.config import MotionConfig, MotionOptions, read_saved_config
 from amg.core.device import single_threaded
 from amg.core.layout import Layout
 from amg.motion.body import Head2Body
-from amg.motion.expression.inference import Audio2ExpressionModel
+from amg.motion.expression.inference import Audio2ExpressionModel, VoiceSpread
 from amg.motion.eyes import EyeAnimator, EyeModel, pause_frames, speech_energy, with_upper_face
 from amg.motion.pose.inference import (
     Audio2PoseModel,
@@ -144,8 +145,17 @@ class _PoseStream:
 class MotionStream:
     """The avatar's motion for audio features that arrive over time; see the module docstring."""
 
-    def __init__(self, models: MotionModels, options: MotionOptions, lookahead: int = 0, history: int = 10**9):
+    def __init__(
+        self,
+        models: MotionModels,
+        options: MotionOptions,
+        lookahead: int = 0,
+        history: int = 10**9,
+        voice: VoiceSpread | None = None,
+    ):
+        """`voice`: the speech's voice measured beforehand (a recording), else measured as it arrives."""
         self.models, self.options = models, options
+        self.voice, self.measuring = voice or VoiceSpread(), voice is None
         self.lookahead, self.history = lookahead, history
         self.eyes = EyeAnimator(models.eyes, options.seed, options.blink_rate if options.blinks == "natural" else 0.0)
         self.poses = _PoseStream(models, options, history)
@@ -177,7 +187,11 @@ class MotionStream:
         poses = self.poses.poses(window, first, available if final else available - self.pose_margin)
         body = m.body.predict(poses.rotation, poses.translation, poses.scale)[rows]
         poses = poses.take(rows)
-        speech = fitting.decode(m.face_model, m.expression(window)[rows]) + m.pose2face(poses)
+        coeffs = m.expression.calibrated(window)
+        if self.measuring:
+            m.expression.measure(self.voice, coeffs[rows], window.vad[rows])
+        coeffs = m.expression.finish(coeffs, window.vad, m.expression.voice_gain(self.voice))
+        speech = fitting.decode(m.face_model, coeffs[rows]) + m.pose2face(poses)
         energy = speech_energy(window)
         upper = self.eyes.advance(pause_frames(window.vad)[rows], None if energy is None else energy[rows])
         shapes = with_upper_face(speech, upper.reshape(len(speech), -1, 3), m.eyes.points, m.eyes.weights)
@@ -199,7 +213,8 @@ class MotionStream:
 
 def recorded_motion(models: MotionModels, options: MotionOptions, features: AudioFeatures) -> Iterator[MotionTracks]:
     """A whole recording's motion, RECORDING_STEP frames at a time (see there)."""
-    stream = MotionStream(models, options, RECORDING_LOOKAHEAD, RECORDING_HISTORY)
+    voice = models.expression.voice_of(features)
+    stream = MotionStream(models, options, RECORDING_LOOKAHEAD, RECORDING_HISTORY, voice)
     source = RecordedFeatures(features)
     for available in range(RECORDING_STEP, len(features) + RECORDING_STEP, RECORDING_STEP):
         source.available = min(available, len(features))

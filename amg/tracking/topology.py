@@ -103,15 +103,16 @@ JAW: np.ndarray = np.setdiff1d(FACE_OVAL, RIGID)
 INNER_LIP_VERTICAL_PAIRS: np.ndarray = np.array([(82, 87), (UPPER_LIP_INNER_MID, LOWER_LIP_INNER_MID), (312, 317)])
 
 
-def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
-    """Gap between the inner lips, (T, N, D) -> (T,), in the landmarks' units (D = 2 or 3).
+def mouth_opening(landmarks: np.ndarray, pairs: np.ndarray = INNER_LIP_VERTICAL_PAIRS) -> np.ndarray:
+    """Gap between the inner lips, (T, N, D) -> (T,), in the landmarks' units (D = 2 or 3); `pairs` indexes
+    INNER_LIP_VERTICAL_PAIRS's points in `landmarks` (where it holds only those points).
 
     The mean distance of three facing inner-lip pairs around the midline: averaging three pairs steadies the
     tracker's noise, and a Euclidean distance (not a y difference) is unaffected by head roll. Always >= 0;
     about 0 with closed lips.
     """
-    upper = landmarks[:, INNER_LIP_VERTICAL_PAIRS[:, 0]]
-    lower = landmarks[:, INNER_LIP_VERTICAL_PAIRS[:, 1]]
+    upper = landmarks[:, pairs[:, 0]]
+    lower = landmarks[:, pairs[:, 1]]
     return np.linalg.norm(upper - lower, axis=-1).mean(axis=-1)
 
 

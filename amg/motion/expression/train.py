@@ -25,7 +25,7 @@ from amg.core.device import pick_device, single_threaded
 from amg.core.split import held_out_split
 from amg.core.training import batch_rng, run_training, seed_everything, set_cosine_lr
 from amg.motion.data import MotionData, gather_windows, window_starts
-from amg.motion.expression.inference import SILENCE_VAD, build_network, widen
+from amg.motion.expression.inference import MIN_VOICE_FRAMES, SILENCE_VAD, OpeningGauge, build_network, widen
 from amg.motion.expression.networks import TemporalConvNet
 from amg.tracking import fitting, topology
 
@@ -184,11 +184,14 @@ def train_audio2expression(data: MotionData, cfg: Audio2ExpressionConfig, path: 
         return evaluate_expressions(data, predicted, val)
 
     rest = rest_expression(data, train)
+    gauge = OpeningGauge.of(data.face_model)
     extra = {
         "coeff_mean": targets.coeff_mean.numpy(),
         "coeff_std": targets.coeff_std.numpy(),
         "amplitude_gain": gain,
         "rest_expression": rest,
+        "opening_gauge": dataclasses.asdict(gauge),
+        "speaking_opening_spread": speaking_spread(data, gauge, train),
         "feature_blocks": {k: (v.start, v.stop) for k, v in data.features.blocks.items()},
         "in_dim": features.shape[1],
         "n_coeffs": coeffs.shape[1],
@@ -220,6 +223,15 @@ def _predict(net: TemporalConvNet, targets: ExpressionTargets, features: AudioFe
     with torch.no_grad():
         out = net(torch.tensor(features.values, device=device)[None])[0]
     return (out.cpu() * targets.coeff_std + targets.coeff_mean).numpy()
+
+
+def speaking_spread(data: MotionData, gauge: OpeningGauge, frames: slice) -> float | None:
+    """The person's tracked mouth opening's spread over the speaking frames of `frames`: what any voice's
+    prediction is widened to (amg.motion.expression.inference.VoiceSpread); None with too little speech."""
+    speaking = data.features.vad[frames] >= SILENCE_VAD
+    if speaking.sum() < MIN_VOICE_FRAMES:
+        return None
+    return float(gauge(data.tracks.expression[frames][speaking]).std())
 
 
 def rest_expression(data: MotionData, train: slice) -> np.ndarray:
