@@ -6,6 +6,7 @@
                                 [--speeds-only] [--speed-videos obama_clip2 ...] [--speeds none 0.9,1.1 ...]
                                 [--pose2face-only] [--pose2face-videos obama_clip2 ...]
                                 [--amplitude-only] (with --speed-videos)
+                                [--voices-only] [--voices audio/jfk_inaugural_11s.flac ...] (with --speed-videos)
 
 For each audio-feature variant: trains Audio→Expression on the first 85% of the avatar video and reports,
 on the held-out tail, the lip landmark error (px at 256) and the mouth-opening correlation, next to the two
@@ -23,6 +24,10 @@ predicted opening's spread over the real one's.
 Calibrated amplitude (--amplitude-only, on --speed-videos): Audio→Expression trained without and with
 motion.expression.calibrate_amplitude: the held-out opening's mean, spread and speed over the tracked one's,
 the correlation, and the timing of the predicted mouth against the tracked one.
+The voice's amplitude (--voices-only, on --speed-videos, driven by --voices: shared speech files, or videos whose
+speech is read): Audio→Expression at the defaults; the person's tracked opening spread over the speaking frames
+of the training part and of the held-out tail, and for the tail's own speech and each voice the calibrated
+prediction's spread and the gain a render applies (amg.motion.expression.inference.VoiceSpread), in head units.
 Head pose → face (--pose2face-only): the held-out error of the jaw line, of the lower face away from the lips
 and of the lips, the lip-sync network's alone and with the pose's offsets (amg.motion.pose2face) added.
 Clips are linked, not copied, into a temporary DATAROOT under /tmp/amg-bench (kept, so re-runs skip
@@ -52,6 +57,7 @@ from amg.motion.expression.train import (
     baseline_predictions,
     evaluate_expressions,
     lip_landmarks,
+    speaking_spread,
     train_audio2expression,
 )
 from amg.motion.eyes import EyeModel, blink_statistics, upper_face_weights
@@ -65,7 +71,7 @@ from amg.tracking import fitting, topology
 from amg.tracking.preprocess import preprocess
 from amg.tracking.tracks import Tracks
 
-from shared_data import SHARED, link_shared
+from shared_data import SHARED, link_shared, shared_file
 
 HOLDOUT = AvatarConfig().holdout  # every stage holds out the same tail
 
@@ -211,6 +217,32 @@ def amplitude_section(layout: Layout, clips: list[str]) -> None:
     print()
 
 
+def voices_section(layout: Layout, clips: list[str], voices: list[str]) -> None:
+    """Per avatar: the person's tracked opening spread over speaking frames (training part / held-out tail), and
+    the calibrated lip-sync's spread and the render's voice gain for the tail's own speech and each voice."""
+    names = [Path(v).stem for v in voices]
+    print("## Audio→Expression: the voice's amplitude (speaking frames, head units; spread, gain)")
+    print(f"| clip | tracked, training part / tail | own tail | {' | '.join(names)} |")
+    print(f"|---|---|---|{'---|' * len(voices)}")
+    for clip in clips:
+        data = load_motion_data(layout, clip, MotionConfig().features, HOLDOUT)
+        train, val = data.split
+        path = ROOT / f"a2e_voices_{clip}.pt"
+        if not is_finished(path):
+            train_audio2expression(data, MotionConfig().expression, path, None)
+        model = Audio2ExpressionModel(path)
+        spreads = [speaking_spread(data, model.gauge, part) for part in (train, val)]
+        speeches = [data.features.take(val)] + [
+            compute_features(load_audio(shared_file(voice)), data.feature_cfg) for voice in voices
+        ]
+        cells = []
+        for features in speeches:
+            voice = model.voice_of(features)
+            cells.append(f"{voice.std:.3f}, x{model.voice_gain(voice):.2f}")
+        print(f"| {clip} | {spreads[0]:.3f} / {spreads[1]:.3f} | {' | '.join(cells)} |", flush=True)
+    print()
+
+
 def subframe_lag(reference: np.ndarray, follower: np.ndarray, max_lag: int = 5) -> float:
     """The lag of best correlation, refined by a parabola through the peak and its neighbours."""
     lags, corr = lagged_correlation(reference, follower, max_lag)
@@ -273,6 +305,16 @@ def main() -> None:
     parser.add_argument("--speeds-only", action="store_true", help="only the speed perturbation section")
     parser.add_argument("--pose2face-only", action="store_true", help="only the head pose → face section")
     parser.add_argument("--amplitude-only", action="store_true", help="only the calibrated amplitude section")
+    parser.add_argument("--voices-only", action="store_true", help="only the voice's amplitude section")
+    parser.add_argument(
+        "--voices",
+        nargs="+",
+        default=[
+            "audio/asterisk_allison_demo_instruct_73s.wav",
+            "audio/jfk_inaugural_11s.flac",
+            "video/latentsync_demo2.mp4",
+        ],
+    )
     parser.add_argument(
         "--pose2face-videos",
         nargs="+",
@@ -298,6 +340,11 @@ def main() -> None:
         for clip in args.speed_videos:
             prepare(layout, clip)
         amplitude_section(layout, args.speed_videos)
+        return
+    if args.voices_only:
+        for clip in args.speed_videos:
+            prepare(layout, clip)
+        voices_section(layout, args.speed_videos, args.voices)
         return
     if args.speeds_only:
         for clip in args.speed_videos:

@@ -253,6 +253,26 @@ def opening_px(landmarks: np.ndarray, size: int) -> np.ndarray:
     return topology.mouth_opening(landmarks[..., :2]) * (METRIC_SIZE / size)
 
 
+def own_speaking_opening(video: Path, size: int, vad: np.ndarray, n_frames: int) -> dict[str, float]:
+    """The mouth opening's mean and spread over every speaking frame of the person's own video, by the same
+    detector at the same size: what other speech's mouth is compared with (issue 30's "the avatar's own speaking
+    frames"). The held-out tail alone holds 2-3 s of speech on a short clip, too little to measure a spread by."""
+    detector = LandmarkDetector()
+    try:
+        frames = tqdm(resized_frames(video, size), total=n_frames, desc="Measuring the person's mouth", unit="frame")
+        opening = np.array([opening_px(detector(frame)[None], size)[0] for frame in frames])
+    finally:
+        detector.close()
+    spoken = opening[speaking_frames(vad, len(opening)) & np.isfinite(opening)]
+    if not len(spoken):
+        return {}
+    return {
+        "mouth_opening_mean_px": float(spoken.mean()),
+        "mouth_opening_std_px": float(spoken.std()),
+        "speaking_frames": len(spoken),
+    }
+
+
 def summarise(
     measured: dict[str, np.ndarray],
     size: int,
@@ -447,4 +467,7 @@ def evaluate_trained_avatar(layout: Layout, name: str, options: EvalOptions) -> 
     pose = pose_statistics(layout, name, tracks, held_out, options.seed)
     for audio_name in options.audios:
         results.append(evaluator.evaluate(cross_driven(layout, name, audio_name, motion_cfg, options.seed)))
-    return write_report(layout, name, options, tracks.n_frames, start, evaluator.size, results, pose, native)
+    own = None
+    if options.audios:  # other speech is compared with the person's whole video
+        own = own_speaking_opening(layout.frames_video(name), evaluator.size, features.vad, tracks.n_frames)
+    return write_report(layout, name, options, tracks.n_frames, start, evaluator.size, results, pose, native, own)

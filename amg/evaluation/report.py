@@ -50,7 +50,8 @@ METRICS = (
 )
 
 
-# What the real held-out frames say about this person whatever the speech: the reference for cross-driven speech.
+# What the real held-out frames say about this person whatever the speech: the reference for cross-driven speech
+# (the mouth opening's mean and spread taken over the whole video's speaking frames instead, where measured).
 PERSON_KEYS = (
     "jitter_px",
     "mouth_sharpness",
@@ -73,9 +74,12 @@ RATIOS = {
 }
 
 
-def with_person_reference(cross: dict[str, dict[str, float]], held_out_real: dict[str, float]) -> dict:
-    """Cross-driven summaries plus a "real" column holding the held-out real frames' person statistics."""
-    return cross | {"real": {k: held_out_real[k] for k in PERSON_KEYS if k in held_out_real}}
+def with_person_reference(
+    cross: dict[str, dict[str, float]], held_out_real: dict[str, float], own: dict[str, float] | None = None
+) -> dict:
+    """Cross-driven summaries plus a "real" column holding the held-out real frames' person statistics, its
+    mouth opening replaced by `own` (the whole video's speaking frames, amg.evaluation.evaluate) where given."""
+    return cross | {"real": {k: held_out_real[k] for k in PERSON_KEYS if k in held_out_real} | (own or {})}
 
 
 def relative_to_real(summaries: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -294,12 +298,14 @@ def write_report(
     results: list[SequenceResult],
     pose: tuple[dict, np.ndarray, np.ndarray],
     native: dict | None = None,
+    own: dict[str, float] | None = None,
 ) -> dict:
-    """Write report.json, the plots and report.html into output_data/eval_NAME/; return the report."""
+    """Write report.json, the plots and report.html into output_data/eval_NAME/; return the report. `own`: the
+    person's mouth opening over their whole video's speaking frames, the reference of other speech's."""
     pose_stats, real_euler, generated_euler = pose
     real = results[0].summaries["real"]
     results = [replace(results[0], summaries=relative_to_real(results[0].summaries))] + [
-        replace(r, summaries=relative_to_real(with_person_reference(r.summaries, real))) for r in results[1:]
+        replace(r, summaries=relative_to_real(with_person_reference(r.summaries, real, own))) for r in results[1:]
     ]
     held_out = results[0]
     report = {

@@ -13,6 +13,7 @@ is measured as the speech arrives instead of before.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
@@ -39,6 +40,8 @@ from amg.motion.pose2face import Pose2Face
 from amg.motion.tracks import MotionTracks
 from amg.tracking import fitting
 from amg.tracking.tracks import Tracks
+
+log = logging.getLogger(__name__)
 
 
 class FeatureSource(Protocol):
@@ -214,6 +217,9 @@ class MotionStream:
 def recorded_motion(models: MotionModels, options: MotionOptions, features: AudioFeatures) -> Iterator[MotionTracks]:
     """A whole recording's motion, RECORDING_STEP frames at a time (see there)."""
     voice = models.expression.voice_of(features)
+    gain = models.expression.voice_gain(voice)
+    if gain > 1.0:
+        log.info("This voice moves the lip-sync's mouth less than the person's own speech: widened %.2fx.", gain)
     stream = MotionStream(models, options, RECORDING_LOOKAHEAD, RECORDING_HISTORY, voice)
     source = RecordedFeatures(features)
     for available in range(RECORDING_STEP, len(features) + RECORDING_STEP, RECORDING_STEP):
