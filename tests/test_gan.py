@@ -24,6 +24,7 @@ from amg.gan.networks import (
     finest_band,
 )
 from amg.gan.references import choose_bank_frames
+from amg.gan.train import trains_mouth_discriminator
 from amg.media.output import FullFramePaster
 from amg.tracking import topology
 from amg.tracking.boxes import mouth_boxes
@@ -222,6 +223,14 @@ def test_a_pasted_crop_keeps_its_fine_texture():
         return cv2.Laplacian(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
 
     assert energy(frame[66 + 20 : 66 + 537, 325 + 20 : 325 + 537]) > 0.6 * energy(crop)
+
+
+def test_the_mouth_discriminator_trains_for_generators_up_to_256_px():
+    # At 512 px it cost cnn_anchor_71s 0.36 dB of the face box, teeth and mouth opening (benchmarks/RESULTS.md).
+    assert trains_mouth_discriminator(GanConfig(size=256)) and trains_mouth_discriminator(GanConfig(size=128))
+    assert not trains_mouth_discriminator(GanConfig(size=512))
+    assert trains_mouth_discriminator(GanConfig(size=512, mouth_gan_max_size=512))
+    assert not trains_mouth_discriminator(GanConfig(size=256, mouth_gan_weight=0.0))
 
 
 def test_mouth_boxes_hold_the_lips(obama_avatar):

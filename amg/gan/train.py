@@ -70,6 +70,12 @@ def sized_config(layout: Layout, name: str, cfg: GanConfig) -> GanConfig:
     return cfg if cfg.size else cfg.for_crop(Tracks.load(layout.tracks(name)).size)
 
 
+def trains_mouth_discriminator(cfg: GanConfig) -> bool:
+    """Whether the mouth discriminator is trained: weighed, and the generator no larger than the mouth crop
+    holds a mouth at its own resolution for (GanConfig.mouth_gan_max_size)."""
+    return cfg.mouth_gan_weight > 0 and cfg.size <= cfg.mouth_gan_max_size
+
+
 def build_networks(cfg: GanConfig, inputs: GeneratorInputs) -> nn.ModuleDict:
     generator = build_generator(cfg, inputs)
     ema = build_generator(cfg, inputs)
@@ -81,7 +87,7 @@ def build_networks(cfg: GanConfig, inputs: GeneratorInputs) -> nn.ModuleDict:
         "discriminator": MultiScaleDiscriminator(N_CHANNELS + 3, cfg.ndf, cfg.n_scales),
         "temporal": TemporalDiscriminator(N_CHANNELS + 3, cfg.ndf),
     }
-    if cfg.mouth_gan_weight > 0:
+    if trains_mouth_discriminator(cfg):
         # Unlike the frame discriminators, without spectral normalisation and shown fine detail: one like them
         # (spectral-normalised, whole pictures) stayed at chance and raised the mouth's sharpness only from 0.75x to
         # 0.80x the real frames' (docs/decisions.md).

@@ -24,11 +24,12 @@ SILENCE_VAD = 0.2
 # as the speaking ones', and pauses of 0.4-1.3 s are common). Longer silences ease the mouth to rest.
 LONG_SILENCE_FRAMES = 25  # 1 s at 25 fps
 # A voice the network has not heard (another speaker, another language, a telephone line) makes it move the mouth
-# less than the person's own unseen speech does, which the calibrated gain was fitted on: on three avatars and
-# three voices the opening's spread over speaking frames came out 0.87-0.98x the person's (docs/decisions.md,
-# "The voice's amplitude"). So the mouth is widened further until its spread over the voice's speaking frames
-# reaches the person's tracked one, by at most MAX_VOICE_GAIN, measured once there are MIN_VOICE_FRAMES speaking
-# frames and over at most VOICE_FRAMES of them. A voice that moves it more keeps its emphasis (no narrowing).
+# less than the person's own unseen speech does, which the calibrated gain was fitted on: in 7 of 12 pairs of
+# four avatars and three voices, the opening's spread over speaking frames came out 0.86-0.97x the person's
+# (docs/decisions.md, "The voice's amplitude"). So the mouth is widened further until its spread over the voice's
+# speaking frames reaches the person's tracked one, by at most MAX_VOICE_GAIN, measured once there are
+# MIN_VOICE_FRAMES speaking frames and over at most VOICE_FRAMES of them. A voice that moves it more keeps its
+# emphasis (no narrowing).
 MAX_VOICE_GAIN = 1.3
 MIN_VOICE_FRAMES = 50
 VOICE_FRAMES = 1500
