@@ -64,7 +64,7 @@ PERSON_KEYS = (
     "sync_offset",  # the person's own speech: the offset another voice should also give
 )
 
-# Ratios to the "real" column (the ground truth, or for other speech the person's held-out frames): a mouth
+# Ratios to the "real" column (the ground truth, or for other speech the person's own frames): a mouth
 # that opens less, shows fewer teeth or is softer than the person's own scores under 1, however well it sync.
 RATIOS = {
     "opening_mean_ratio": "mouth_opening_mean_px",
@@ -278,7 +278,8 @@ def _html(report: dict, results: list[SequenceResult], plots: list[str]) -> str:
             f"<h2>Driven by <code>{label}</code> (no ground truth)</h2>",
             _table(result.summaries),
             f'<video controls preload="metadata" src="cross_{label}.mp4"></video>',
-            f"<p>{' | '.join(_panels(result))}. The real column holds the held-out real frames' statistics.</p>",
+            f"<p>{' | '.join(_panels(result))}. The real column holds the held-out real frames' statistics, the mouth "
+            "opening's over every speaking frame of the video.</p>",
         ]
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
