@@ -181,7 +181,7 @@ class GanTrainer:
 
     def _discriminate(self, batch: ClipBatch, frames: torch.Tensor) -> dict[str, list]:
         """The discriminators' outputs for `frames` (B*L, 3, H, W): per frame at each scale ("frame"), per clip
-        ("clip") and, with a mouth discriminator, per mouth crop at 2x ("mouth")."""
+        ("clip") and, with a mouth discriminator, per mouth crop resampled to GanConfig.mouth_crop ("mouth")."""
         # In a reduced precision the discriminators' input is cast once here (their first convolutions would cast
         # it anyway), so that its downsampling for the coarser scales moves half the bytes.
         x = torch.cat([batch.conditioning, frames], dim=1).to(self.precision.dtype)
